@@ -1,0 +1,387 @@
+"""`svd bench`: one generation per memory profile and per diffusers recipe, timed side by side in one process.
+
+The model is the full-size SVD architecture (or `--arch tiny` for a quick check) with random weights: the
+same layers and shapes as the real checkpoints, so the same FLOPs and memory traffic; only the pictures are
+noise. Rows:
+- high / balanced / low / min: `svd animate --memory <profile>` on the same image and seed.
+- diffusers: `StableVideoDiffusionPipeline` as its docs show it, `.to(device)` and `decode_chunk_size=8`.
+- diffusers-lowmem: its low-memory recipe, `enable_model_cpu_offload()`, `unet.enable_forward_chunking()`,
+  `decode_chunk_size=2` (needs a GPU).
+For each row: seconds per denoising step, end-to-end seconds (image in, frames out; no video encoding),
+peak allocated and reserved device memory (CUDA, reset between rows) or peak resident memory (CPU), and
+ratios to the `diffusers` row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import gc
+import json
+import re
+import time
+from pathlib import Path
+
+from ._version import __version__
+from .progress import Progress
+
+RANDOM_WEIGHTS_NOTE = (
+    "Random weights with the real architecture: same FLOPs and memory traffic as the released checkpoints; "
+    "the frames are noise."
+)
+ANCHORS = ("diffusers", "diffusers-lowmem")
+
+
+class _StepClock(Progress):
+    """Timestamps the denoising stage through the generation's progress callbacks."""
+
+    def __init__(self) -> None:
+        self.denoise_start = self.denoise_end = None
+        self.stage = None
+
+    def start(self, stage: str, total: int | None = None) -> None:
+        self.stage = stage
+        if stage == "denoise":
+            self.denoise_start = time.perf_counter()
+
+    def end(self) -> None:
+        if self.stage == "denoise" and self.denoise_start is not None and self.denoise_end is None:
+            self.denoise_end = time.perf_counter()
+        self.stage = None
+
+
+class PeakMemory:
+    """Peak memory between reset() and read(): CUDA allocator statistics, or the process's peak RSS."""
+
+    def __init__(self, device) -> None:
+        self.device = device
+
+    def reset(self) -> None:
+        import torch
+
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            _reset_peak_rss()
+
+    def read(self) -> dict:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            return {
+                "peak_allocated_bytes": torch.cuda.max_memory_allocated(),
+                "peak_reserved_bytes": torch.cuda.max_memory_reserved(),
+            }
+        return {"peak_rss_bytes": _peak_rss()}
+
+
+def _reset_peak_rss() -> None:
+    # Linux: writing 5 to clear_refs resets the peak resident set size (VmHWM).
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    except (ImportError, OSError):  # pragma: no cover - Windows
+        return None
+
+
+def run_bench(
+    arch: str,
+    frames: int,
+    width: int,
+    height: int,
+    steps: int,
+    rows: list[str],
+    device: str = "auto",
+    dtype: str = "auto",
+    out: Path | None = None,
+    image_path: Path | None = None,
+    console=None,
+) -> dict:
+    """Run every row, print a table, write the JSON; return the results."""
+    import diffusers
+    import torch
+    from PIL import Image
+
+    from .architectures import build_random_pipeline
+    from .errors import UsageError
+    from .hub import ModelSource
+    from .images import fit_image
+    from .loading import LoadedModel, dtype_name, resolve_device, resolve_dtype
+    from .memory import PROFILE_ORDER
+
+    rows = [r.strip() for r in rows if r.strip()]
+    unknown = [r for r in rows if r not in PROFILE_ORDER and r not in ANCHORS]
+    if unknown:
+        raise UsageError(f"--profiles {unknown[0]}: rows are {', '.join(PROFILE_ORDER + ANCHORS)}.")
+    console = console or _console()
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else _cpu_name()
+    console.print(f"svd bench: {arch} architecture, {frames} frames {width}x{height}, {steps} steps, "
+                  f"{dtype_name(torch_dtype)} on {device_name}")  # fmt: skip
+    console.print(RANDOM_WEIGHTS_NOTE)
+
+    pipe = build_random_pipeline(arch, device="cpu", dtype=torch_dtype)
+    model = LoadedModel(ModelSource(name=f"random-{arch}", path=Path(".")), pipe, torch_device, torch_dtype)
+    image_path = image_path or _example_image()
+    image = fit_image(Image.open(image_path).convert("RGB"), width, height, "crop", (255, 255, 255))
+    from .pipeline import GenerationSettings
+
+    settings = GenerationSettings(
+        frames=frames, fps=7, motion_bucket=127, noise_aug=0.02, steps=steps, min_cfg=1.0, max_cfg=3.0,
+        seed=0, width=width, height=height,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    meter = PeakMemory(torch_device)
+    results: list[dict] = []
+    if True:  # kernels, allocator and caches warm up once, outside every row
+        console.print("Warm-up run (1 step, not measured)...")
+        _run_ours(model, "high", image, GenerationSettings(**{**settings.as_dict(), "steps": 1}), meter)
+
+    for row in rows:
+        console.print(f"Row {row}...")
+        if row in PROFILE_ORDER:
+            result = _run_ours(model, row, image, settings, meter)
+        else:
+            result = _run_diffusers(model, row, image, settings, meter)
+        results.append(result)
+        _print_row(console, result)
+
+    _add_ratios(results)
+    report = {
+        "svd_version": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device_name,
+        "device_type": torch_device.type,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "diffusers": diffusers.__version__,
+        "arch": arch,
+        "frames": frames,
+        "width": width,
+        "height": height,
+        "steps": steps,
+        "dtype": dtype_name(torch_dtype),
+        "note": RANDOM_WEIGHTS_NOTE,
+        "rows": results,
+    }
+    _print_table(console, report)
+    path = out or _default_out(device_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from .video import write_json
+
+    write_json(report, path)
+    console.print(f"Results written to {path}")
+    return report
+
+
+def _run_ours(model, profile: str, image, settings, meter: PeakMemory) -> dict:
+    from .batch import job_shape
+    from .memory import estimate_peak_bytes, plan_for
+    from .pipeline import Animator
+
+    plan = plan_for(profile)
+    animator = Animator(model, plan)
+    clock = _StepClock()
+    meter.reset()
+    started = time.perf_counter()
+    error = None
+    try:
+        animator(image, settings, clock)
+    except Exception as exc:  # an OOM in one row must not lose the other rows
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    _sync(model.device)
+    seconds = time.perf_counter() - started
+    memory = meter.read()
+    animator.placement.release()
+    estimate = estimate_peak_bytes(plan, job_shape(model, settings.frames, settings.width, settings.height))
+    return _row(profile, plan.savers(), seconds, clock, settings.steps, memory, error, estimate)
+
+
+def _run_diffusers(model, row: str, image, settings, meter: PeakMemory) -> dict:
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from .memory.feedforward import set_feed_forward_chunking
+
+    pipe, device = model.pipe, model.device
+    # Undo our configuration: diffusers' default attention, no chunking, weights on the CPU.
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    pipe.vae.set_attn_processor(AttnProcessor2_0())
+    set_feed_forward_chunking(pipe.unet, None)
+    for module in (pipe.unet, pipe.vae, pipe.image_encoder):
+        module.to("cpu")
+    if row == "diffusers-lowmem" and device.type != "cuda":
+        return _row(row, [], None, None, settings.steps, {}, "skipped: model CPU offload needs a GPU", None)
+    times: list[float] = []
+
+    def on_step(_pipe, i, t, kwargs):
+        times.append(time.perf_counter())
+        return kwargs
+
+    if row == "diffusers":
+        pipe.to(device)
+        decode_chunk, recipe = 8, [".to(device)", "decode_chunk_size=8"]
+    else:
+        pipe.enable_model_cpu_offload(device=device)
+        pipe.unet.enable_forward_chunking()
+        decode_chunk, recipe = (
+            2,
+            ["enable_model_cpu_offload()", "unet.enable_forward_chunking()", "decode_chunk_size=2"],
+        )
+    meter.reset()
+    started = time.perf_counter()
+    error = None
+    try:
+        with torch.no_grad():
+            pipe(
+                image, height=settings.height, width=settings.width, num_frames=settings.frames,
+                num_inference_steps=settings.steps, fps=settings.fps, motion_bucket_id=settings.motion_bucket,
+                noise_aug_strength=settings.noise_aug, decode_chunk_size=decode_chunk,
+                generator=torch.Generator("cpu").manual_seed(settings.seed), output_type="np",
+                callback_on_step_end=on_step,
+            )  # fmt: skip
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    _sync(device)
+    seconds = time.perf_counter() - started
+    memory = meter.read()
+    if row == "diffusers-lowmem":
+        pipe.remove_all_hooks()
+        pipe.unet.disable_forward_chunking()
+    for module in (pipe.unet, pipe.vae, pipe.image_encoder):
+        module.to("cpu")
+    clock = _StepClock()
+    if len(times) >= 2:
+        # Per-step time from the callbacks (first step's start is not observable: use the mean interval).
+        clock.denoise_start, clock.denoise_end = times[0] - (times[-1] - times[0]) / (len(times) - 1), times[-1]
+    return _row(row, recipe, seconds, clock, settings.steps, memory, error, None)
+
+
+def _row(name, savers, seconds, clock, steps, memory, error, estimate) -> dict:
+    per_step = None
+    if clock is not None and clock.denoise_start is not None and clock.denoise_end is not None:
+        per_step = (clock.denoise_end - clock.denoise_start) / steps
+    row = {
+        "row": name,
+        "savers": savers,
+        "seconds": round(seconds, 3) if seconds is not None else None,
+        "seconds_per_step": round(per_step, 4) if per_step is not None else None,
+        **memory,
+    }
+    if estimate is not None:
+        row["estimated_peak_bytes"] = estimate
+    if error:
+        row["error"] = error
+    return row
+
+
+def _add_ratios(results: list[dict]) -> None:
+    anchor = next((r for r in results if r["row"] == "diffusers" and not r.get("error")), None)
+    if anchor is None:
+        return
+    key = "peak_allocated_bytes" if "peak_allocated_bytes" in anchor else "peak_rss_bytes"
+    for r in results:
+        if r.get("seconds") and anchor.get("seconds"):
+            r["time_vs_diffusers"] = round(r["seconds"] / anchor["seconds"], 3)
+        if r.get(key) and anchor.get(key):
+            r["memory_vs_diffusers"] = round(r[key] / anchor[key], 3)
+
+
+def _print_row(console, r: dict) -> None:
+    if r.get("error"):
+        console.print(f"  {r['row']}: {r['error']}", markup=False)
+
+
+def _print_table(console, report: dict) -> None:
+    from rich.table import Table
+
+    from .memory import gib
+
+    cuda = report["device_type"] == "cuda"
+    title = (
+        f"svd bench on {report['device']} ({report['arch']}, {report['frames']} frames "
+        f"{report['width']}x{report['height']}, {report['steps']} steps, {report['dtype']})"
+    )
+    memory_columns = ["peak_allocated_bytes", "peak_reserved_bytes"] if cuda else ["peak_rss_bytes"]
+    headers = ["row", "s/step", "total s", *(c.removesuffix("_bytes").replace("_", " ") for c in memory_columns)]
+    table = Table(title=title)
+    for header in [*headers, "time vs diffusers", "memory vs diffusers"]:
+        table.add_column(header, justify="left" if header == "row" else "right")
+
+    def fmt(value, pattern: str) -> str:
+        return "-" if value is None else pattern.format(value)
+
+    for r in report["rows"]:
+        cells = [r["row"], fmt(r.get("seconds_per_step"), "{:.3f}"), fmt(r.get("seconds"), "{:.2f}")]
+        cells += ["-" if r.get(c) is None else gib(r[c]) for c in memory_columns]
+        cells += [fmt(r.get("time_vs_diffusers"), "{:.2f}x"), fmt(r.get("memory_vs_diffusers"), "{:.2f}x")]
+        table.add_row(*cells)
+    console.print(table)
+
+
+def _example_image() -> Path:
+    """A real photo to condition on: the repo's example if present, else a generated gradient."""
+    here = Path(__file__).resolve().parent.parent / "examples" / "coffee.png"
+    if here.is_file():
+        return here
+    from PIL import Image
+
+    from .paths import cache_dir
+
+    path = cache_dir() / "bench-gradient.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.is_file():
+        Image.linear_gradient("L").convert("RGB").resize((1024, 576)).save(path)
+    return path
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return "CPU " + line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return "CPU " + (platform.processor() or platform.machine())
+
+
+def _default_out(device_name: str) -> Path:
+    slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
+    folder = Path("benchmarks") / "results"
+    return (folder if folder.is_dir() else Path(".")) / f"{slug}.json"
+
+
+def _console():
+    from .terminal import out_console
+
+    return out_console()
+
+
+def load_results(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))

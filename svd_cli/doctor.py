@@ -1,0 +1,181 @@
+"""`svd doctor`: what this machine offers svd, and what `--memory auto` would choose here."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+from ._version import __version__
+
+
+def collect() -> dict:
+    """Everything doctor reports, as plain data (works on machines with no GPU)."""
+    import torch
+
+    report: dict = {
+        "svd": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda_runtime": torch.version.cuda,
+        "gpus": [],
+        "attention": {},
+    }
+    try:
+        import diffusers
+
+        report["diffusers"] = diffusers.__version__
+    except Exception as exc:  # pragma: no cover - doctor must report, not crash
+        report["diffusers"] = f"not importable: {exc}"
+
+    free = None
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            free_i, total_i = torch.cuda.mem_get_info(i)
+            report["gpus"].append(
+                {
+                    "index": i,
+                    "name": props.name,
+                    "capability": f"{props.major}.{props.minor}",
+                    "free_bytes": free_i,
+                    "total_bytes": total_i,
+                }
+            )
+            if i == 0:
+                free = free_i
+        major = torch.cuda.get_device_properties(0).major
+        report["attention"] = {
+            "sdpa_flash": bool(torch.backends.cuda.flash_sdp_enabled() and major >= 8),
+            "sdpa_memory_efficient": bool(torch.backends.cuda.mem_efficient_sdp_enabled()),
+        }
+    elif getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        report["gpus"].append({"index": 0, "name": "Apple MPS", "free_bytes": None, "total_bytes": None})
+        report["attention"] = {"sdpa_flash": False, "sdpa_memory_efficient": False}
+    else:
+        report["attention"] = {"sdpa_cpu_flash": True}
+    from .memory.attention import xformers_available
+
+    report["attention"]["xformers"] = _xformers_version() if xformers_available() else None
+    report["device"] = "cuda" if torch.cuda.is_available() else ("mps" if report["gpus"] else "cpu")
+    report["auto_profiles"] = _auto_profiles(free)
+    report["ffmpeg"] = _ffmpeg()
+    report["weights"] = _weights()
+    report["hub"] = {
+        "cache": os.environ.get("HF_HOME") or "~/.cache/huggingface",
+        "offline": os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"),
+        "token": _has_token(),
+    }
+    return report
+
+
+def _xformers_version() -> str:
+    import xformers
+
+    return xformers.__version__
+
+
+def _auto_profiles(free: int | None) -> dict:
+    from .memory import JobShape, choose_profile
+    from .registry import get_entry
+
+    out = {}
+    try:
+        from .architectures import parameter_bytes
+
+        sizes = parameter_bytes("svd-xt", 2)
+    except Exception as exc:  # pragma: no cover
+        return {"error": str(exc)}
+    for name in ("svd", "svd-xt"):
+        entry = get_entry(name)
+        job = JobShape(
+            unet_bytes=sizes["unet"],
+            image_encoder_bytes=sizes["image_encoder"],
+            vae_bytes=sizes["vae"],
+            unet_base_channels=320,
+            vae_base_channels=128,
+            frames=entry.frames,
+            width=1024,
+            height=576,
+            dtype_bytes=2,
+        )
+        plan, estimates = choose_profile(free, job)
+        out[name] = {
+            "profile": plan.profile,
+            "reason": plan.reason,
+            "estimated_peak_bytes": dict(estimates),
+        }
+    return out
+
+
+def _ffmpeg() -> dict:
+    try:
+        import imageio_ffmpeg
+
+        return {"path": imageio_ffmpeg.get_ffmpeg_exe(), "version": imageio_ffmpeg.get_ffmpeg_version()}
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def _weights() -> list[dict]:
+    from .hub import disk_size, local_snapshot
+    from .registry import load_registry
+
+    rows = []
+    for entry in load_registry().values():
+        folder = local_snapshot(entry)
+        rows.append(
+            {
+                "name": entry.name,
+                "downloaded": folder is not None,
+                "size_bytes": disk_size(folder) if folder else None,
+                "path": str(folder) if folder else None,
+            }
+        )
+    return rows
+
+
+def _has_token() -> bool:
+    try:
+        from huggingface_hub import get_token
+
+        return get_token() is not None
+    except Exception:
+        return False
+
+
+def render(report: dict) -> None:
+    from .memory import gib
+    from .terminal import out_console
+
+    console = out_console()
+    p = console.print
+    p(f"svd {report['svd']}   Python {report['python']}   {report['platform']}")
+    cuda = report["cuda_runtime"] or "none"
+    p(f"torch {report['torch']}   CUDA runtime {cuda}   diffusers {report.get('diffusers')}")
+    if report["gpus"]:
+        for g in report["gpus"]:
+            mem = f"{gib(g['free_bytes'])} free of {gib(g['total_bytes'])}" if g.get("total_bytes") else ""
+            p(f"GPU {g['index']}: {g['name']} {('(sm ' + g['capability'] + ')') if g.get('capability') else ''} {mem}")
+    else:
+        p("GPU: none found; svd will run on the CPU (slow: minutes per frame for the real models).")
+    att = report["attention"]
+    p(
+        "Attention: "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" if not isinstance(v, str) else f"{k} {v}" for k, v in att.items())
+    )
+    for name, info in report["auto_profiles"].items():
+        if name == "error":
+            p(f"Memory estimates unavailable: {info}")
+            continue
+        est = ", ".join(f"{k} ~{gib(v)}" for k, v in info["estimated_peak_bytes"].items())
+        p(f"--memory auto for {name} (1024x576): {info['profile']} ({info['reason']}); estimated peaks: {est}")
+    ff = report["ffmpeg"]
+    p(f"ffmpeg: {ff.get('version', '')} at {ff.get('path', ff.get('error'))}")
+    hub = report["hub"]
+    yes = {True: "yes", False: "no"}
+    p(f"Hugging Face cache: {hub['cache']}   offline: {yes[hub['offline']]}   token: {yes[hub['token']]}")
+    for w in report["weights"]:
+        state = f"downloaded, {w['size_bytes'] / 1e9:.2f} GB at {w['path']}" if w["downloaded"] else "not downloaded"
+        p(f"weights {w['name']}: {state}")

@@ -1,0 +1,137 @@
+"""Reading a user's photo into the RGB picture the model conditions on.
+
+Photos arrive in every shape: rotated by EXIF, with alpha, 16-bit, CMYK, palette, animated, enormous,
+broken. Each either becomes an upright RGB image of the requested size or raises `InputImageError` with
+one sentence naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
+
+from .errors import InputImageError, UsageError
+
+FITS = ("crop", "pad", "stretch")
+# Larger images are refused before any pixel is decoded (a decompression bomb is only a header).
+MAX_PIXELS = 120_000_000
+
+_heif_registered = False
+
+
+def register_optional_formats() -> None:
+    """HEIC/HEIF when the optional `pillow-heif` package is installed (pip install "svd-cli[heic]")."""
+    global _heif_registered
+    if _heif_registered:
+        return
+    _heif_registered = True
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:
+        return
+    register_heif_opener()
+
+
+def image_extensions() -> set[str]:
+    """Extensions Pillow can open here: what a folder scan treats as images."""
+    register_optional_formats()
+    return {ext.lower() for ext in Image.registered_extensions()}
+
+
+def parse_color(value: str) -> tuple[int, int, int]:
+    try:
+        rgb = ImageColor.getrgb(value)
+    except ValueError:
+        raise UsageError(
+            f"--background {value!r}: not a colour; use a name (white, black) or a hex value like #ffffff."
+        ) from None
+    return rgb[:3]
+
+
+def open_image(path: Path, background: tuple[int, int, int] = (255, 255, 255)) -> tuple[Image.Image, list[str]]:
+    """Decode `path` to an upright 8-bit RGB image; also return notes worth telling the user."""
+    register_optional_formats()
+    notes: list[str] = []
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise InputImageError(f"{path}: file not found.") from None
+    except PermissionError:
+        raise InputImageError(f"{path}: permission denied; check the file's permissions.") from None
+    if size == 0:
+        raise InputImageError(f"{path}: the file is empty (0 bytes).")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except PermissionError:
+        raise InputImageError(f"{path}: permission denied; check the file's permissions.") from None
+    except Image.DecompressionBombError:
+        raise InputImageError(_too_large(path, "its header declares")) from None
+    except UnidentifiedImageError:
+        raise InputImageError(f"{path}: not an image Pillow can read (unknown format or corrupt header).") from None
+    except OSError as exc:
+        raise InputImageError(f"{path}: cannot be read ({exc}).") from None
+
+    with im:
+        width, height = im.size
+        if width * height > MAX_PIXELS:
+            raise InputImageError(_too_large(path, f"{width}x{height} is {width * height / 1e6:.0f} MP,"))
+        if getattr(im, "n_frames", 1) > 1:
+            notes.append(f"{path.name}: animated image, using its first frame")
+            im.seek(0)
+        try:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+            rgb = _to_rgb(im, background)
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise InputImageError(f"{path}: the image data is truncated or corrupt ({exc}).") from None
+    return rgb, notes
+
+
+def _too_large(path: Path, what: str) -> str:
+    return (
+        f"{path}: {what} more than the {MAX_PIXELS / 1e6:.0f} megapixels svd accepts (a decompression bomb "
+        "looks like this); downscale the image first."
+    )
+
+
+def _to_rgb(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16/32-bit greyscale: scale to 8 bits instead of clipping everything above 255 to white.
+        import numpy as np
+
+        arr = np.asarray(im, dtype=np.float64)
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype("uint8"), "L")
+    if im.mode == "P":
+        im = im.convert("RGBA") if "transparency" in im.info else im.convert("RGB")
+    if im.mode in ("LA", "La", "PA"):
+        im = im.convert("RGBA")
+    if im.mode in ("RGBA", "RGBa"):
+        flat = Image.new("RGB", im.size, background)
+        flat.paste(im, mask=im.getchannel("A"))
+        return flat
+    if im.mode == "CMYK":
+        # Pillow's CMYK->RGB ignores colour profiles; Adobe JPEGs store inverted CMYK, which this handles.
+        return im.convert("RGB")
+    return im.convert("RGB")
+
+
+def fit_image(image: Image.Image, width: int, height: int, fit: str, background: tuple[int, int, int]) -> Image.Image:
+    """Bring `image` to exactly width x height: centre-crop, letterbox-pad or stretch."""
+    if fit not in FITS:
+        raise UsageError(f"--fit {fit}: choose one of {', '.join(FITS)}.")
+    if image.size == (width, height):
+        return image
+    if fit == "stretch":
+        return image.resize((width, height), Image.Resampling.LANCZOS)
+    if fit == "crop":
+        return ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS, centering=(0.5, 0.5))
+    return ImageOps.pad(image, (width, height), Image.Resampling.LANCZOS, color=background, centering=(0.5, 0.5))
+
+
+def is_portrait(image: Image.Image) -> bool:
+    return image.height > image.width

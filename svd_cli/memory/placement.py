@@ -1,0 +1,87 @@
+"""Where each component's weights live while a video is made: resident, model offload or sequential offload.
+
+- none: every component stays on the device (fastest).
+- model: components wait on the CPU and move to the device only for the step that uses them (the CLIP
+  encoder for step 2, the UNet for denoising, the VAE for decoding), like diffusers' model CPU offload. Costs
+  one host-device copy of each component per video.
+- sequential: weights stay on the CPU and stream to the device layer by layer as each layer runs
+  (accelerate's `cpu_offload`), for 4 GB cards. Slow: the UNet's weights cross the bus at every step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+OFFLOAD_MODES = ("none", "model", "sequential")
+
+
+class Placement:
+    """Moves model components to the execution device when a generation step needs them."""
+
+    def __init__(self, components: dict[str, nn.Module], device: torch.device, mode: str):
+        if mode not in OFFLOAD_MODES:
+            raise ValueError(f"offload mode {mode!r} is not one of {OFFLOAD_MODES}")
+        self.components = components
+        self.device = device
+        self.mode = mode
+        self._hooked: list[nn.Module] = []
+        self._resident: set[str] = set()
+
+    @classmethod
+    def for_pipeline(cls, pipe, device: torch.device, mode: str) -> Placement:
+        components = {
+            "image_encoder": pipe.image_encoder,
+            "vae_encoder": nn.ModuleList([pipe.vae.encoder, pipe.vae.quant_conv]),
+            "unet": pipe.unet,
+            "vae_decoder": pipe.vae.decoder,
+        }
+        return cls(components, device, mode)
+
+    def apply(self) -> None:
+        """Put every component where this mode wants it before the first video."""
+        cpu = torch.device("cpu")
+        if self.mode == "none":
+            for name, module in self.components.items():
+                module.to(self.device)
+                self._resident.add(name)
+        elif self.mode == "model":
+            for module in self.components.values():
+                module.to(cpu)
+        else:
+            from accelerate import cpu_offload
+
+            for name, module in self.components.items():
+                if name == "vae_encoder":
+                    module.to(cpu)  # small; moved whole so it can be upcast to fp32 for encoding
+                    continue
+                module.to(cpu)
+                cpu_offload(module, execution_device=self.device)
+                self._hooked.append(module)
+
+    @contextlib.contextmanager
+    def use(self, name: str) -> Iterator[nn.Module]:
+        """Make component `name` runnable on the device for the duration of the block."""
+        module = self.components[name]
+        if self.mode == "model" or (self.mode == "sequential" and name == "vae_encoder"):
+            for other, m in self.components.items():
+                if other != name and other in self._resident:
+                    m.to("cpu")
+                    self._resident.discard(other)
+            module.to(self.device)
+            self._resident.add(name)
+        yield module
+
+    def release(self) -> None:
+        """Undo offload hooks and bring every component back to the CPU (before re-planning)."""
+        from accelerate.hooks import remove_hook_from_module
+
+        for module in self._hooked:
+            remove_hook_from_module(module, recurse=True)
+        self._hooked.clear()
+        for module in self.components.values():
+            module.to("cpu")
+        self._resident.clear()

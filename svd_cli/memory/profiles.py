@@ -1,0 +1,183 @@
+"""Memory profiles: documented combinations of the savers, and the choice `--memory auto` makes.
+
+| profile  | weights             | CFG          | feed-forward | attention          | VAE decode                    |
+|----------|---------------------|--------------|--------------|--------------------|-------------------------------|
+| high     | resident            | one batch    | whole        | SDPA / xformers    | all frames in one call        |
+| balanced | resident            | split        | chunked      | SDPA / xformers    | 8 frames a call, tiled        |
+| low      | model CPU offload   | split        | chunked      | sliced if no SDPA  | 4 frames a call, tiled        |
+| min      | sequential offload  | split        | chunked      | sliced if no SDPA  | 2 frames a call, tiled        |
+
+Targets for SVD-XT, 25 frames, 1024x576, fp16: balanced <= 12 GiB at <= 1.15x high's time, low <= 6 GiB,
+min <= 3 GiB. `auto` estimates each profile's peak for the actual job from the model's sizes (see
+`estimate_peak_bytes`), adds a margin, and takes the fastest profile that fits in the free device memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+PROFILE_ORDER = ("high", "balanced", "low", "min")
+MEMORY_CHOICES = ("auto", *PROFILE_ORDER)
+SAFETY_MARGIN = 1.2  # estimates are multiplied by this before comparing with free memory
+RESERVE_BYTES = 512 * 2**20  # CUDA context, allocator slack, cuDNN workspaces
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Which savers are on. Each field maps to one mechanism in svd_cli.memory."""
+
+    profile: str
+    offload: str = "none"  # none | model | sequential            (placement.py)
+    cfg_split: bool = False  # run the two CFG halves one after the other (pipeline.py)
+    ff_chunk_tokens: int | None = None  # feed-forward token slices (feedforward.py)
+    attention: str = "auto"  # auto | sdpa | sliced | xformers      (attention.py)
+    slice_attention: bool = False  # `auto` may slice when SDPA has no memory-efficient kernel
+    decode_chunk: int | None = None  # frames per VAE decode call; None: all frames at once
+    vae_tiling: bool = False  # seam-free tiled VAE decode and encode (vae_tiling.py)
+    vae_tile: int = 128  # tile core, in pixels of each tiled stage's input
+    attention_slice_scores: int = 2**26  # most attention scores one sliced SDPA call may hold
+    reason: str = ""
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+    def savers(self) -> list[str]:
+        """Human names of the savers that are on, for the run's output."""
+        names = []
+        if self.offload != "none":
+            names.append(f"{self.offload} offload")
+        if self.cfg_split:
+            names.append("CFG split")
+        if self.ff_chunk_tokens:
+            names.append("feed-forward chunking")
+        if self.attention == "sliced" or self.slice_attention:
+            names.append("attention slicing" + ("" if self.attention == "sliced" else " (if needed)"))
+        if self.decode_chunk:
+            names.append(f"decode {self.decode_chunk} frames a call")
+        if self.vae_tiling:
+            names.append("VAE tiling")
+        return names
+
+
+PROFILES: dict[str, MemoryPlan] = {
+    "high": MemoryPlan("high"),
+    "balanced": MemoryPlan("balanced", cfg_split=True, ff_chunk_tokens=65536, decode_chunk=8, vae_tiling=True),
+    "low": MemoryPlan(
+        "low",
+        offload="model",
+        cfg_split=True,
+        ff_chunk_tokens=16384,
+        slice_attention=True,
+        decode_chunk=4,
+        vae_tiling=True,
+    ),
+    "min": MemoryPlan(
+        "min",
+        offload="sequential",
+        cfg_split=True,
+        ff_chunk_tokens=8192,
+        slice_attention=True,
+        decode_chunk=2,
+        vae_tiling=True,
+    ),
+}
+
+
+def plan_for(profile: str, **overrides) -> MemoryPlan:
+    """The plan of a named profile, with individual savers overridden (None leaves a field as is)."""
+    plan = PROFILES[profile]
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return replace(plan, **changes) if changes else plan
+
+
+def step_down(profile: str) -> str | None:
+    """The next leaner profile, or None below `min`."""
+    i = PROFILE_ORDER.index(profile)
+    return PROFILE_ORDER[i + 1] if i + 1 < len(PROFILE_ORDER) else None
+
+
+@dataclass(frozen=True)
+class JobShape:
+    """What the peak depends on: the model's sizes and the video's."""
+
+    unet_bytes: int
+    image_encoder_bytes: int
+    vae_bytes: int
+    unet_base_channels: int  # block_out_channels[0] of the UNet (320 for SVD)
+    vae_base_channels: int  # block_out_channels[0] of the VAE (128 for SVD)
+    frames: int
+    width: int
+    height: int
+    dtype_bytes: int
+    cfg: bool = True
+
+
+def estimate_peak_bytes(plan: MemoryPlan, job: JobShape) -> int:
+    """Estimated peak device memory of one video under `plan` (an analytic model, not a measurement).
+
+    Counted per stage, the largest wins: weights on the device during the stage plus the stage's largest
+    set of live activations. Activation sizes are channel-equivalents per pixel counted from SVD's
+    architecture (skip connections kept across the UNet, resnet and GEGLU temporaries, the VAE decoder's
+    widest layers); `svd bench` measures the real peaks on a GPU.
+    """
+    b = job.dtype_bytes
+    latent_tokens = job.frames * (job.width // 8) * (job.height // 8)
+    pixels = job.width * job.height
+    batch = 2 if job.cfg and not plan.cfg_split else 1
+    c_unet = job.unet_base_channels
+    weights = {"image_encoder": job.image_encoder_bytes, "unet": job.unet_bytes, "vae": job.vae_bytes}
+
+    def resident(active: str) -> int:
+        if plan.offload == "none":
+            return sum(weights.values())
+        if plan.offload == "model":
+            return weights[active]
+        return min(weights[active], 64 * 2**20)  # sequential: about one layer at a time
+
+    # UNet: skips held for the up path (~5.4 x base channels over all levels) plus the largest transient:
+    # a GEGLU feed-forward (12 x base channels) unless chunked, else resnet/attention temporaries (4 x).
+    transient = 4 if plan.ff_chunk_tokens else 12
+    unet_act = (5.4 + transient) * c_unet * latent_tokens * batch * b
+    unet_stage = resident("unet") + unet_act
+
+    # VAE decode: ~7 x base channels per output pixel-frame untiled; tiling keeps only a stage's input and
+    # output whole (~3.5 x) plus one tile's temporaries.
+    frames_per_call = min(job.frames, plan.decode_chunk or job.frames)
+    per_pixel = 3.5 if plan.vae_tiling else 7.0
+    decode_act = per_pixel * job.vae_base_channels * pixels * frames_per_call * b
+    decode_stage = resident("vae") + decode_act + 4 * latent_tokens * b * 2
+
+    # Conditioning-image encode, in fp32 (SVD's VAE asks for upcasting).
+    encode_act = (2.0 if plan.vae_tiling else 5.0) * job.vae_base_channels * pixels * 4
+    encode_stage = resident("vae") + encode_act
+
+    return int(max(unet_stage, decode_stage, encode_stage))
+
+
+def choose_profile(
+    free_bytes: int | None, job: JobShape, overrides: dict | None = None
+) -> tuple[MemoryPlan, list[tuple[str, int]]]:
+    """The fastest profile whose estimated peak (x margin, + reserve) fits in `free_bytes`.
+
+    Returns the plan (with its reason filled in) and every profile's estimate, for `svd doctor` and the
+    sidecar. With no free-memory reading (CPU, MPS) the fastest profile is taken.
+    """
+    overrides = overrides or {}
+    estimates = [(name, estimate_peak_bytes(plan_for(name, **overrides), job)) for name in PROFILE_ORDER]
+    if free_bytes is None:
+        plan = plan_for("high", **overrides)
+        return replace(plan, reason="no device memory limit to respect (CPU), so the fastest profile"), estimates
+    budget = free_bytes - RESERVE_BYTES
+    for name, peak in estimates:
+        if peak * SAFETY_MARGIN <= budget:
+            reason = (
+                f"{gib(free_bytes)} free; {name} needs about {gib(peak)} (estimate, +{SAFETY_MARGIN - 1:.0%} margin)"
+            )
+            return replace(plan_for(name, **overrides), reason=reason), estimates
+    name, peak = estimates[-1]
+    reason = f"{gib(free_bytes)} free is less than even min's estimated {gib(peak)}; trying min anyway"
+    return replace(plan_for("min", **overrides), reason=reason), estimates
+
+
+def gib(n: int | float) -> str:
+    return f"{n / 2**30:.1f} GiB"

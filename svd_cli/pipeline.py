@@ -1,0 +1,241 @@
+"""Generation: one still image in, video frames out.
+
+`Animator.__call__` is the whole path, top to bottom, in numbered steps that mirror diffusers'
+`StableVideoDiffusionPipeline.__call__`. With no memory saver on it computes the same frames as diffusers for
+the same weights, image, seed and settings (tests/test_fidelity.py); each saver changes only how the work is
+scheduled (CFG halves one after the other, decode in chunks or tiles, weights moved to the device on use).
+"""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import OutOfMemoryError
+from .loading import LoadedModel
+from .memory import MemoryPlan, apply_plan, step_down
+from .progress import NullProgress, Progress
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything that decides the frames besides the model and the image."""
+
+    frames: int
+    fps: int  # conditioning is fps - 1, as in Stability's scripts and diffusers
+    motion_bucket: int
+    noise_aug: float
+    steps: int
+    min_cfg: float
+    max_cfg: float
+    seed: int
+    width: int
+    height: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Animator:
+    """A loaded SVD model configured with a memory plan, ready to animate images one after another."""
+
+    def __init__(self, model: LoadedModel, plan: MemoryPlan):
+        self.model = model
+        self.plan = plan
+        self.placement = apply_plan(model, plan)
+
+    def configure(self, plan: MemoryPlan) -> None:
+        """Switch to another memory plan (used by the out-of-memory fallback)."""
+        self.placement.release()
+        free_memory(self.model.device)
+        self.plan = plan
+        self.placement = apply_plan(self.model, plan)
+
+    def animate(self, image: Image.Image, settings: GenerationSettings, progress: Progress | None = None):
+        """`self(image, settings)`, stepping down one memory profile and retrying after an out-of-memory."""
+        progress = progress or NullProgress()
+        while True:
+            try:
+                return self(image, settings, progress)
+            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled here
+                if not is_out_of_memory(exc):
+                    raise
+                failed = self.plan.profile
+            # Outside the except block, so the traceback's tensors are already unreachable.
+            lower = step_down(failed) if failed in ("high", "balanced", "low") else None
+            if lower is None:
+                free_memory(self.model.device)
+                raise OutOfMemoryError(
+                    f"Out of memory on {self.model.device} even with --memory {failed}; use a smaller --size "
+                    "or fewer --frames, or close other programs using the GPU."
+                )
+            progress.end()
+            progress.note(f"Out of memory with --memory {failed}; retrying this video with --memory {lower}")
+            self.configure(replace(step_plan(self.plan, lower), reason=f"fell back from {failed} after out of memory"))
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: Image.Image,
+        settings: GenerationSettings,
+        progress: Progress | None = None,
+        output: str = "uint8",
+    ) -> np.ndarray:
+        """Frames (F, H, W, 3) for `image`, which must already be settings.width x settings.height.
+
+        `output="uint8"` gives 8-bit RGB; `"float"` gives the float32 values in [0, 1] before rounding.
+        """
+        progress = progress or NullProgress()
+        s, plan, use = settings, self.plan, self.placement.use
+        pipe, device = self.model.pipe, self.model.device
+        from diffusers.utils.torch_utils import randn_tensor
+
+        # 1. Check inputs; one CPU generator makes the same seed give the same video on every device.
+        if image.size != (s.width, s.height):
+            raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {s.width}x{s.height}")
+        generator = torch.Generator("cpu").manual_seed(s.seed)
+        guided = s.max_cfg > 1.0
+
+        # 2. Encode the image with CLIP: the embedding every frame's cross-attention looks at.
+        progress.start("encode")
+        with use("image_encoder"):
+            embeddings = pipe._encode_image(image, device, 1, False)
+
+        # 3. Encode the noise-augmented image into VAE latents, the UNet's per-frame conditioning.
+        pixels = pipe.video_processor.preprocess(image, height=s.height, width=s.width).to(device)
+        noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
+        pixels = pixels + s.noise_aug * noise
+        with use("vae_encoder"):
+            image_latents = self._encode_latents(pixels).to(embeddings.dtype)
+        image_latents = image_latents.unsqueeze(1).repeat(1, s.frames, 1, 1, 1)
+        progress.end()
+
+        # 4. Micro-conditioning: fps (the model was trained on fps - 1), motion bucket, noise strength.
+        added_time_ids = torch.tensor([[s.fps - 1, s.motion_bucket, s.noise_aug]], dtype=embeddings.dtype)
+        added_time_ids = added_time_ids.to(device)
+
+        # 5. Timesteps: a fresh scheduler per video, so a retry or the next video starts clean.
+        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        scheduler.set_timesteps(s.steps, device=device)
+
+        # 6. Initial noise, scaled for the scheduler's first sigma.
+        latent_shape = (1, s.frames, pipe.unet.config.in_channels // 2, s.height // 8, s.width // 8)
+        latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=embeddings.dtype)
+        latents = latents * scheduler.init_noise_sigma
+
+        # 7. Guidance scale rising linearly from the first frame (min) to the last (max).
+        guidance = torch.linspace(s.min_cfg, s.max_cfg, s.frames).unsqueeze(0).to(device, latents.dtype)
+        guidance = guidance[..., None, None, None]
+
+        # 8. Denoise. With CFG the unconditional half sees zeroed image embedding and latents.
+        progress.start("denoise", total=len(scheduler.timesteps))
+        with use("unet") as unet:
+            for t in scheduler.timesteps:
+                model_input = scheduler.scale_model_input(latents, t)
+                if not guided:
+                    noise_pred = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
+                elif plan.cfg_split:  # two passes, half the activations
+                    uncond = self._unet(
+                        unet, model_input, torch.zeros_like(image_latents), torch.zeros_like(embeddings),
+                        added_time_ids, t,
+                    )  # fmt: skip
+                    cond = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
+                    noise_pred = uncond + guidance * (cond - uncond)
+                else:  # one batch of 2 x frames, as diffusers does
+                    both = self._unet(
+                        unet,
+                        torch.cat([model_input] * 2),
+                        torch.cat([torch.zeros_like(image_latents), image_latents]),
+                        torch.cat([torch.zeros_like(embeddings), embeddings]),
+                        torch.cat([added_time_ids] * 2),
+                        t,
+                    )
+                    uncond, cond = both.chunk(2)
+                    noise_pred = uncond + guidance * (cond - uncond)
+                latents = scheduler.step(noise_pred, t, latents).prev_sample
+                progress.advance()
+        progress.end()
+
+        # 9. Decode latents to pixels, `decode_chunk` frames per VAE call (all at once by default).
+        latents = 1 / pipe.vae.config.scaling_factor * latents.flatten(0, 1)
+        chunk = plan.decode_chunk or s.frames
+        progress.start("decode", total=s.frames)
+        frames = []
+        with use("vae_decoder"):
+            for start in range(0, s.frames, chunk):
+                part = latents[start : start + chunk]
+                frames.append(self._decode(part).float())
+                progress.advance(part.shape[0])
+        progress.end()
+
+        # 10. To RGB in [0, 1], then 8 bits, rounding exactly as diffusers' image processor does.
+        video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
+        if output == "float":
+            return video.numpy()
+        return (video * 255).round().to(torch.uint8).numpy()
+
+    # --- steps' details -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _unet(unet, model_input, image_latents, embeddings, added_time_ids, t) -> torch.Tensor:
+        return unet(
+            torch.cat([model_input, image_latents], dim=2),
+            t,
+            encoder_hidden_states=embeddings,
+            added_time_ids=added_time_ids,
+            return_dict=False,
+        )[0]
+
+    def _encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The VAE latent of the conditioning image: the mode of its posterior, in fp32 if the VAE asks."""
+        from .memory.vae_tiling import encode_tiled
+
+        vae = self.model.pipe.vae
+        upcast = vae.dtype == torch.float16 and vae.config.force_upcast
+        parts = self.placement.components["vae_encoder"]
+        if upcast:
+            parts.to(torch.float32)
+        try:
+            pixels = pixels.to(dtype=torch.float32 if upcast else vae.dtype)
+            if self.plan.vae_tiling:
+                return encode_tiled(vae, pixels, self.plan.vae_tile)
+            return vae.encode(pixels).latent_dist.mode()
+        finally:
+            if upcast:
+                parts.to(torch.float16)
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        from .memory.vae_tiling import decode_tiled
+
+        vae = self.model.pipe.vae
+        if self.plan.vae_tiling:
+            return decode_tiled(vae, latents, num_frames=latents.shape[0], tile=self.plan.vae_tile)
+        return vae.decode(latents, num_frames=latents.shape[0]).sample
+
+
+def step_plan(current: MemoryPlan, profile: str) -> MemoryPlan:
+    """The named profile's plan, keeping the user's explicit attention choice."""
+    from .memory import plan_for
+
+    return plan_for(profile, attention=current.attention if current.attention != "auto" else None)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
+    )
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()

@@ -1,0 +1,95 @@
+"""The checkpoints svd knows by name, read from `weights.toml`.
+
+The file sits at the top of the source tree and is copied into the wheel as `svd_cli/weights.toml`,
+so a name like `svd-xt` means the same thing in a checkout and in an installed package.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+from .errors import SvdError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One named checkpoint and the defaults `svd animate` uses with it."""
+
+    name: str
+    repo: str | None
+    revision: str
+    variant: str | None
+    frames: int
+    steps: int
+    fps: int
+    motion_bucket: int
+    download_gb: float
+    gated: bool
+    license: str
+    description: str
+    builtin: str | None = None
+    fixed_conditioning: bool = False
+    size: tuple[int, int] = (1024, 576)
+
+
+def registry_path() -> Path:
+    """The weights.toml in use: the packaged copy, else the one at the top of a source checkout."""
+    packaged = Path(__file__).with_name("weights.toml")
+    if packaged.is_file():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "weights.toml"
+
+
+@cache
+def load_registry() -> dict[str, ModelEntry]:
+    path = registry_path()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SvdError(f"The model registry {path} is missing; reinstall svd (pip install svd-cli).") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SvdError(f"The model registry {path} is not valid TOML ({exc}); fix or restore it.") from None
+    entries = {}
+    for name, raw in data.get("models", {}).items():
+        entries[name] = ModelEntry(
+            name=name,
+            repo=raw.get("repo"),
+            revision=raw.get("revision", "main"),
+            variant=raw.get("variant"),
+            frames=int(raw["frames"]),
+            steps=int(raw["steps"]),
+            fps=int(raw["fps"]),
+            motion_bucket=int(raw.get("motion_bucket", 127)),
+            download_gb=float(raw.get("download_gb", 0.0)),
+            gated=bool(raw.get("gated", False)),
+            license=raw.get("license", ""),
+            description=raw.get("description", ""),
+            builtin=raw.get("builtin"),
+            fixed_conditioning=bool(raw.get("fixed_conditioning", False)),
+            size=_size(raw.get("size", "1024x576"), name),
+        )
+    return entries
+
+
+def _size(text: str, name: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        raise SvdError(f"weights.toml: models.{name}.size {text!r} is not WIDTHxHEIGHT; fix the registry.") from None
+    return width, height
+
+
+def get_entry(name: str) -> ModelEntry | None:
+    return load_registry().get(name)
+
+
+def model_names() -> list[str]:
+    return list(load_registry())

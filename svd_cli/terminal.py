@@ -1,0 +1,111 @@
+"""Drawing progress and results on a terminal, or plain lines when output goes to a file or a pipe.
+
+Progress and messages go to stderr; stdout carries only data (`--json` lines, `svd weights path`), so
+`svd animate ... --json | jq` and `2>log` both work. Colour and bars appear only when both streams are a
+terminal and NO_COLOR is not set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from .progress import Progress
+
+STAGE_LABELS = {
+    "load": "Loading model",
+    "encode": "Encoding image",
+    "denoise": "Denoising",
+    "decode": "Decoding frames",
+    "write": "Writing video",
+}
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty() and sys.stderr.isatty() and "NO_COLOR" not in os.environ
+
+
+def err_console():
+    from rich.console import Console
+
+    color = interactive()
+    return Console(stderr=True, highlight=False, no_color=not color, force_terminal=color or None, soft_wrap=True)
+
+
+def out_console():
+    """Console for data on stdout: tables are never truncated when piped to a file or another program."""
+    from rich.console import Console
+
+    tty = sys.stdout.isatty()
+    return Console(highlight=False, no_color=not tty or "NO_COLOR" in os.environ, width=None if tty else 1000)
+
+
+class RichProgress(Progress):
+    """Rich bars on stderr: one per stage, with steps and elapsed time."""
+
+    interactive = True
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = err_console()
+        self.bars = Progress(
+            TextColumn("  {task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.task = None
+
+    def note(self, message: str) -> None:
+        self.console.print(message, markup=False)
+
+    def start(self, stage: str, total: int | None = None) -> None:
+        self.end()
+        self.bars.start()
+        self.task = self.bars.add_task(STAGE_LABELS.get(stage, stage), total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self.task is not None:
+            self.bars.advance(self.task, amount)
+
+    def end(self) -> None:
+        if self.task is not None:
+            self.bars.remove_task(self.task)
+            self.task = None
+        self.bars.stop()
+
+
+class PlainProgress(Progress):
+    """One line per stage on stderr, for logs and pipes."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.total: int | None = None
+        self.started = 0.0
+
+    def note(self, message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    def start(self, stage: str, total: int | None = None) -> None:
+        self.end()
+        self.stage, self.total, self.started = stage, total, time.monotonic()
+
+    def end(self) -> None:
+        if self.stage is None:
+            return
+        count = f" ({self.total} {'steps' if self.stage == 'denoise' else 'frames'})" if self.total else ""
+        label = STAGE_LABELS.get(self.stage, self.stage)
+        print(f"  {label}{count}: {time.monotonic() - self.started:.1f} s", file=sys.stderr, flush=True)
+        self.stage = None
+
+
+def make_progress(quiet: bool) -> Progress:
+    from .progress import NullProgress
+
+    if quiet:
+        return NullProgress()
+    return RichProgress() if interactive() else PlainProgress()

@@ -1,0 +1,229 @@
+"""Writing frames to disk: MP4 (H.264), WebM (VP9), GIF, or a folder of lossless PNGs.
+
+Every file is written under a temporary name in the destination folder and renamed into place only when
+complete (`os.replace` is atomic on Windows and POSIX), so an interrupted or killed run never leaves a
+truncated video under its final name. ffmpeg comes from imageio-ffmpeg, never from the system PATH.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import SvdError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+FORMATS = ("mp4", "gif", "webm", "frames")
+MP4_CRF = 18  # visually lossless for H.264; see README "Output"
+TEMP_MARK = ".svd-partial-"
+
+
+def output_suffix(fmt: str) -> str:
+    """File suffix for a format; `frames` writes a folder and has none."""
+    return "" if fmt == "frames" else f".{fmt}"
+
+
+def sidecar_path(output: Path, fmt: str) -> Path:
+    """The recipe JSON beside an output: photo.mp4 -> photo.json, frames folder photo/ -> photo.json."""
+    if fmt == "frames":
+        return output.with_name(output.name + ".json")
+    return output.with_suffix(".json")
+
+
+def temp_path_for(final: Path) -> Path:
+    """A hidden name in the same folder (so the rename stays on one filesystem), keeping the suffix."""
+    return final.with_name(f".{final.stem}{TEMP_MARK}{uuid.uuid4().hex[:8]}{final.suffix}")
+
+
+@contextlib.contextmanager
+def atomic_output(final: Path) -> Iterator[Path]:
+    """Yield a temporary path to write; on success rename it to `final`, on any failure delete it."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(final)
+    try:
+        yield tmp
+        _replace(tmp, final)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_frames(frames: np.ndarray, final: Path, fps: int, fmt: str) -> Path:
+    """Write uint8 frames (F, H, W, 3) as `fmt` at `final`, atomically."""
+    _check_format(fmt)
+    try:
+        with atomic_output(final) as tmp:
+            _write_format(frames, tmp, fps, fmt)
+    except (OSError, RuntimeError) as exc:
+        raise SvdError(_explain_write_error(final, exc)) from exc
+    return final
+
+
+def write_json(data: dict, final: Path) -> None:
+    """Write a JSON document atomically (the sidecar must never be half-written either)."""
+    try:
+        with atomic_output(final) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise SvdError(_explain_write_error(final, exc)) from exc
+
+
+def write_video_and_recipe(frames: np.ndarray, final: Path, fps: int, fmt: str, recipe: dict) -> Path:
+    """Write the video and its recipe sidecar so that no mismatched pair can ever exist on disk.
+
+    Both are written completely under temporary names first. Then the old sidecar (if any) goes, the video is
+    renamed into place, then the sidecar. A crash between the renames leaves a video without a recipe, which
+    the next run reports instead of trusting; never a truncated file, never a recipe describing another video.
+    """
+    _check_format(fmt)
+    sidecar = sidecar_path(final, fmt)
+    tmp_video, tmp_json = temp_path_for(final), temp_path_for(sidecar)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        _write_format(frames, tmp_video, fps, fmt)
+        tmp_json.write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
+        sidecar.unlink(missing_ok=True)
+        _replace(tmp_video, final)
+        os.replace(tmp_json, sidecar)
+    except BaseException as exc:
+        _remove(tmp_video)
+        _remove(tmp_json)
+        if isinstance(exc, (OSError, RuntimeError)):
+            raise SvdError(_explain_write_error(final, exc)) from exc
+        raise
+    return final
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, before minutes of GPU work, if `folder` cannot take our output."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".svd-write-test-{uuid.uuid4().hex[:8]}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise SvdError(_explain_write_error(folder, exc)) from exc
+
+
+def remove_stale_partials(final: Path, fmt: str) -> int:
+    """Delete the temporary files a killed run left for this output (and its sidecar); return how many."""
+    removed = 0
+    for target in (final, sidecar_path(final, fmt)):
+        if target.parent.is_dir():
+            for p in target.parent.glob(f".{glob_escape(target.stem)}{TEMP_MARK}*"):
+                _remove(p)
+                removed += 1
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    import glob
+
+    return glob.escape(text)
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise SvdError(f"Unknown output format {fmt!r}; choose one of {', '.join(FORMATS)}.")
+
+
+def _write_format(frames: np.ndarray, path: Path, fps: int, fmt: str) -> None:
+    if fmt == "frames":
+        _write_png_folder(frames, path)
+    elif fmt == "gif":
+        _write_gif(frames, path, fps)
+    else:
+        _write_ffmpeg(frames, path, fps, fmt)
+
+
+def _write_ffmpeg(frames: np.ndarray, path: Path, fps: int, fmt: str) -> None:
+    import imageio_ffmpeg
+
+    count, height, width, _ = frames.shape
+    # Convert with the BT.709 (HD) matrix and tag the stream so players show the colours we computed.
+    params = ["-vf", "scale=out_color_matrix=bt709:out_range=tv", "-frames:v", str(count)]
+    if fmt == "mp4":
+        codec = "libx264"
+        params += ["-crf", str(MP4_CRF), "-preset", "medium", "-movflags", "+faststart",
+                   "-x264-params", "colorprim=bt709:transfer=bt709:colormatrix=bt709"]  # fmt: skip
+    else:
+        codec = "libvpx-vp9"
+        params += ["-crf", "30", "-b:v", "0", "-row-mt", "1",
+                   "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]  # fmt: skip
+    writer = imageio_ffmpeg.write_frames(
+        str(path),
+        (width, height),
+        fps=fps,
+        codec=codec,
+        pix_fmt_in="rgb24",
+        pix_fmt_out="yuv420p",
+        quality=None,
+        macro_block_size=1,
+        ffmpeg_log_level="error",
+        output_params=params,
+    )
+    writer.send(None)
+    try:
+        for frame in frames:
+            writer.send(frame.tobytes())
+    finally:
+        writer.close()
+    if not path.is_file() or path.stat().st_size == 0:
+        raise OSError(f"ffmpeg produced no output for {path.name}")
+
+
+def _write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
+    from PIL import Image
+
+    images = [Image.fromarray(f) for f in frames]
+    # GIF delays are counted in hundredths of a second, so e.g. 12 fps plays at 12.5 fps.
+    duration = max(2, round(100 / fps)) * 10
+    images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0)
+
+
+def _write_png_folder(frames: np.ndarray, folder: Path) -> None:
+    from PIL import Image
+
+    folder.mkdir()
+    digits = max(4, len(str(len(frames))))
+    for i, frame in enumerate(frames, start=1):
+        Image.fromarray(frame).save(folder / f"frame_{i:0{digits}d}.png", format="PNG", compress_level=4)
+
+
+def _replace(tmp: Path, final: Path) -> None:
+    if tmp.is_dir() and final.exists():
+        # A folder cannot replace a non-empty folder in one step: move the old one aside first.
+        old = final.with_name(f".{final.name}{TEMP_MARK}old-{uuid.uuid4().hex[:8]}")
+        os.replace(final, old)
+        os.replace(tmp, final)
+        _remove(old)
+        return
+    os.replace(tmp, final)
+
+
+def _remove(p: Path) -> None:
+    with contextlib.suppress(OSError):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _explain_write_error(final: Path, exc: Exception) -> str:
+    text = str(exc)
+    errno = getattr(exc, "errno", None)
+    if errno == 28 or "No space left" in text:
+        return f"Could not write {final}: the disk is full; free some space or choose another --out folder."
+    if isinstance(exc, PermissionError) or errno in (13, 30) or "Permission denied" in text:
+        return f"Could not write {final}: permission denied; choose a folder you can write to with --out."
+    if isinstance(exc, (NotADirectoryError, FileExistsError)) or errno in (17, 20):
+        return f"Could not write {final}: part of that path is a file, not a folder; choose another --out."
+    return f"Could not write {final}: {text.strip().splitlines()[0] if text.strip() else type(exc).__name__}."

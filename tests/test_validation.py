@@ -1,0 +1,91 @@
+"""Every usage error exits 2 with one clear line naming the option, before any model is loaded."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import EXAMPLES
+
+COFFEE = str(EXAMPLES / "coffee.png")
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--fps", "2"], "--fps 2: must be between 3 and 30"),
+        (["--fps", "31"], "--fps 31: must be between 3 and 30"),
+        (["--motion-bucket", "300"], "--motion-bucket 300: must be between 0 and 255"),
+        (["--motion-bucket", "-1"], "--motion-bucket -1: must be between 0 and 255"),
+        (["--size", "1000x576"], "the width 1000 must be a multiple of 64"),
+        (["--size", "1024x500"], "the height 500 must be a multiple of 64"),
+        (["--size", "big"], "write it as WIDTHxHEIGHT"),
+        (["--frames", "1"], "--frames 1: must be between 2 and 128"),
+        (["--steps", "0"], "--steps 0: must be between 1 and 200"),
+        (["--noise-aug", "2"], "--noise-aug 2.0: must be between 0.0 and 1.0"),
+        (["--min-cfg", "4", "--max-cfg", "2"], "--min-cfg 4.0 is above --max-cfg 2.0"),
+        (["--format", "avi"], "--format avi: choose one of mp4, gif, webm, frames"),
+        (["--fit", "zoom"], "--fit zoom: choose one of crop, pad, stretch"),
+        (["--memory", "huge"], "--memory huge: choose one of auto, high, balanced, low, min"),
+        (["--device", "tpu"], "--device tpu: choose one of auto, cuda, cpu, mps"),
+        (["--dtype", "int8"], "--dtype int8: choose one of auto, fp16, bf16, fp32"),
+        (["--background", "notacolour"], "--background 'notacolour': not a colour"),
+        (["--seeds", "1,x"], "--seeds '1,x': write whole numbers separated by commas"),
+        (["--seed", "1", "--variations", "2", "--seeds", "3,4"], "use only one of them"),
+        (["--fps", "abc"], "invalid value for --fps: expected a whole number"),
+        (["--name", "{stem}/{seed}"], "may not contain path separators"),
+        (["--name", "{colour}"], "unknown field {colour}"),
+        (["--no-such-option"], "No such option"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(svd, args, needle):
+    r = svd("animate", COFFEE, "--model", "tiny", *args)
+    assert r.code == 2
+    assert len(r.lines) == 1, r.err
+    assert r.lines[0].startswith("svd: error: ")
+    assert needle in r.lines[0]
+    assert "Traceback" not in r.err
+
+
+def test_missing_input_file_is_a_usage_error(svd, tmp_path):
+    r = svd("animate", tmp_path / "nope.png", "--model", "tiny")
+    assert r.code == 2
+    assert r.lines == [f"svd: error: {tmp_path / 'nope.png'}: no such file or folder."]
+
+
+def test_unknown_model_name_is_a_usage_error(svd):
+    r = svd("animate", COFFEE, "--model", "svd-xxl")
+    assert r.code == 2
+    assert "--model svd-xxl: not a model name (svd, svd-xt, svd-xt-1.1, tiny)" in r.err
+
+
+def test_model_folder_without_model_index_is_refused(svd, tmp_path):
+    r = svd("animate", COFFEE, "--model", str(tmp_path))
+    assert r.code == 2
+    assert "no model_index.json there" in r.err
+
+
+def test_no_inputs_shows_help(svd):
+    r = svd("animate")
+    assert "Usage:" in r.out + r.err
+
+
+def test_out_with_one_file_name_for_many_videos_is_refused(svd, tmp_path):
+    r = svd("animate", COFFEE, str(EXAMPLES / "chelsea.png"), "--model", "tiny", "--out", tmp_path / "one.mp4")
+    assert r.code == 2
+    assert "names one file but this run makes 2 videos" in r.err
+
+
+def test_env_var_value_errors_name_the_variable(svd, monkeypatch):
+    monkeypatch.setenv("SVD_FPS", "abc")
+    r = svd("animate", COFFEE, "--model", "tiny")
+    assert r.code == 2
+    assert r.lines == [
+        "svd: error: invalid value for --fps (from the environment variable SVD_FPS): expected a whole number. "
+        "See `svd animate --help`."
+    ]
+
+
+def test_debug_shows_the_traceback(svd):
+    with pytest.raises(Exception) as info:
+        svd("animate", COFFEE, "--model", "tiny", "--fps", "2", "--debug")
+    assert "--fps 2" in str(info.value)

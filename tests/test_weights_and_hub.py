@@ -1,0 +1,222 @@
+"""The weights registry, `svd weights ...`, and every way getting weights can fail.
+
+The network is simulated only at the Hugging Face Hub boundary: HF_HUB_OFFLINE, an endpoint nobody listens
+on, or a local HTTP server answering like the Hub does for gated and missing repos. Nothing in diffusers or
+torch is mocked; huggingface-hub's own code runs, in a real `svd` process.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import shutil
+import socket
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from .conftest import EXAMPLES, ROOT, TINY_FAST, run_subprocess
+
+COFFEE = EXAMPLES / "coffee.png"
+
+
+# --- the registry ----------------------------------------------------------------------------------------
+
+
+def test_registry_names_the_three_checkpoints_and_tiny():
+    from svd_cli.registry import load_registry
+
+    reg = load_registry()
+    assert list(reg) == ["svd", "svd-xt", "svd-xt-1.1", "tiny"]
+    assert reg["svd"].repo == "stabilityai/stable-video-diffusion-img2vid" and reg["svd"].frames == 14
+    assert reg["svd-xt"].repo == "stabilityai/stable-video-diffusion-img2vid-xt" and reg["svd-xt"].frames == 25
+    xt11 = reg["svd-xt-1.1"]
+    assert xt11.repo == "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
+    assert xt11.gated and xt11.fixed_conditioning and xt11.motion_bucket == 127
+    assert all(e.variant == "fp16" and e.revision and e.license for e in reg.values() if e.repo)
+
+
+def test_download_patterns_fetch_only_fp16_safetensors_and_configs():
+    from svd_cli.hub import allow_patterns
+
+    patterns = allow_patterns("fp16")
+    assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns
+    assert "image_encoder/model.fp16.safetensors" in patterns
+    assert not any(p.endswith((".bin", ".ckpt")) or p == "*" for p in patterns)
+
+
+def test_wheel_ships_weights_toml(tmp_path):
+    """weights.toml lives at the top of the repo and must also be inside the installed package."""
+    from hatchling.builders.wheel import WheelBuilder
+
+    wheel = Path(next(iter(WheelBuilder(str(ROOT)).build(directory=str(tmp_path), versions=["standard"]))))
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        assert "svd_cli/weights.toml" in names
+        assert zf.read("svd_cli/weights.toml") == (ROOT / "weights.toml").read_bytes()
+        assert "svd_cli/cli.py" in names
+
+
+# --- svd weights list / path -----------------------------------------------------------------------------
+
+
+def test_weights_list_shows_models_and_what_is_on_disk(svd, tiny_dir):
+    r = svd("weights", "list", "--json")
+    assert r.code == 0, r.err
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    assert rows["tiny"]["downloaded"] is True and rows["tiny"]["size_bytes"] > 100_000
+    assert rows["svd-xt"]["downloaded"] is False and rows["svd-xt"]["frames"] == 25
+    table = svd("weights", "list")
+    assert table.code == 0
+    assert "svd-xt-1.1" in table.out and "stabilityai/stable-video-diffusion-img2vid-xt" in table.out
+
+
+def test_weights_list_and_help_do_not_import_torch(tiny_dir):
+    code = (
+        "import sys; from svd_cli.cli import main; "
+        "rc = main(['weights', 'list']); main(['--help']); "
+        "assert 'torch' not in sys.modules, 'torch was imported'; "
+        "assert 'diffusers' not in sys.modules; sys.exit(rc)"
+    )
+    proc = run_subprocess_code(code)
+    assert proc.returncode == 0, proc.stderr
+    assert "tiny" in proc.stdout
+
+
+def run_subprocess_code(code: str, env: dict | None = None):
+    import os
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, **(env or {})}
+    )
+
+
+def test_weights_path(svd, tiny_dir):
+    r = svd("weights", "path", "tiny")
+    assert r.code == 0 and Path(r.out.strip()) == tiny_dir
+    r = svd("weights", "path", "svd-xt")
+    assert r.code == 1
+    assert r.lines == ["svd: error: svd-xt is not downloaded yet: run `svd weights pull svd-xt`."]
+
+
+# --- when the weights cannot be had ----------------------------------------------------------------------
+
+
+def test_offline_without_weights_names_the_fix(svd, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = svd("animate", COFFEE, "--model", "svd-xt")
+    assert r.code == 1
+    error = r.lines[-1]
+    assert error.startswith("svd: error: svd-xt is not downloaded and HF_HUB_OFFLINE=1 forbids downloading it")
+    assert "`svd weights pull svd-xt`" in error and "--model tiny" in error
+    assert "Traceback" not in r.err
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_no_network_names_the_fix(tmp_path):
+    port = _free_port()  # nothing listens there: connections are refused, as with no network
+    proc = run_subprocess("animate", COFFEE, "--model", "svd", env={"HF_ENDPOINT": f"http://127.0.0.1:{port}"})
+    assert proc.returncode == 1, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith("svd: error: Cannot reach the Hugging Face Hub to download svd")
+    assert "`svd weights pull svd`" in error
+    assert "Traceback" not in proc.stderr
+
+
+class _FakeHub(http.server.BaseHTTPRequestHandler):
+    """Answers every request as the Hub answers for a gated repo without a token, or a missing repo."""
+
+    mode = "gated"
+
+    def _answer(self):
+        code, error = (401, "GatedRepo") if self.mode == "gated" else (404, "RepoNotFound")
+        body = json.dumps({"error": "Access restricted"}).encode()
+        self.send_response(code)
+        self.send_header("X-Error-Code", error)
+        self.send_header("X-Error-Message", "Access to model is restricted. You must be authenticated.")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    do_GET = do_HEAD = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_hub():
+    servers = []
+
+    def start(mode: str) -> str:
+        handler = type("Handler", (_FakeHub,), {"mode": mode})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for s in servers:
+        s.shutdown()
+
+
+def test_gated_model_without_token_names_the_fix(fake_hub):
+    endpoint = fake_hub("gated")
+    proc = run_subprocess("animate", COFFEE, "--model", "svd-xt-1.1", env={"HF_ENDPOINT": endpoint})
+    assert proc.returncode == 1, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert "svd-xt-1.1 (stabilityai/stable-video-diffusion-img2vid-xt-1-1) is gated" in error
+    assert "https://huggingface.co/stabilityai/stable-video-diffusion-img2vid-xt-1-1" in error
+    assert "`hf auth login`" in error and "HF_TOKEN" in error and "`svd weights pull svd-xt-1.1`" in error
+    assert "Traceback" not in proc.stderr
+
+
+def test_weights_pull_of_gated_model_fails_the_same_way(fake_hub):
+    endpoint = fake_hub("gated")
+    proc = run_subprocess("weights", "pull", "svd-xt-1.1", env={"HF_ENDPOINT": endpoint})
+    assert proc.returncode == 1
+    assert "is gated" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_missing_hub_repo_names_the_fix(fake_hub):
+    endpoint = fake_hub("missing")
+    proc = run_subprocess("animate", COFFEE, "--model", "someone/no-such-model", env={"HF_ENDPOINT": endpoint})
+    assert proc.returncode == 1
+    assert "someone/no-such-model was not found on the Hub" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --- local folders ---------------------------------------------------------------------------------------
+
+
+def test_local_model_folder_loads_through_the_same_path(svd, tiny_dir, tmp_path):
+    folder = tmp_path / "my model"
+    shutil.copytree(tiny_dir, folder)
+    r = svd("animate", COFFEE, *TINY_FAST[2:], "--model", folder, "--seed", "5", "--out", tmp_path / "a.mp4")
+    assert r.code == 0, r.err
+    recipe = json.loads((tmp_path / "a.json").read_text())
+    assert recipe["model"]["name"] == "my model" and recipe["model"]["path"] == str(folder.resolve())
+
+
+def test_pickle_only_weights_are_refused(svd, tiny_dir, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_dir, folder)
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.rename(weights.with_name("diffusion_pytorch_model.bin"))
+    r = svd("animate", COFFEE, *TINY_FAST[2:], "--model", folder)
+    assert r.code == 1
+    assert r.lines[-1].startswith(
+        f"svd: error: {folder / 'unet'} has only pickle weights (diffusion_pytorch_model.bin)"
+    )
+    assert "safetensors only" in r.lines[-1]
