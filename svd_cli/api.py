@@ -8,11 +8,10 @@ svd_cli.write_frames(frames, Path("photo.mp4"), fps=12, fmt="mp4")
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 from PIL import Image
 
+from .errors import UsageError
 from .progress import Progress
 
 
@@ -85,16 +84,17 @@ def load(
 
     `frames` and `size` only inform `memory="auto"` about the videos you plan to make.
     """
-    from .batch import choose_plan
     from .hub import resolve_model
     from .loading import load_model, resolve_device, resolve_dtype
+    from .memory import MEMORY_CHOICES, choose_plan
     from .pipeline import Animator
-    from .settings import AnimateRequest, model_defaults, read_unet_config
+    from .settings import model_defaults, read_unet_config
 
+    if memory not in MEMORY_CHOICES:
+        raise UsageError(f"memory={memory!r}: choose one of {', '.join(MEMORY_CHOICES)}.")
     source = resolve_model(model, progress=progress)
     defaults = model_defaults(source, read_unet_config(source.path))
     torch_device = resolve_device(device)
     loaded = load_model(source, torch_device, resolve_dtype(dtype, torch_device))
-    request = replace(AnimateRequest(inputs=["<image>"], model=model), memory=memory)
-    plan = choose_plan(loaded, request, (frames or defaults.frames, size[0], size[1]))
+    plan = choose_plan(loaded, memory, {}, (frames or defaults.frames, size[0], size[1]))
     return ScriptAnimator(Animator(loaded, plan), defaults)

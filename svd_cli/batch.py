@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import glob
-import hashlib
 import os
 import random
 import string
@@ -20,11 +19,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ._version import __version__
-from .errors import InputImageError, SvdError, UsageError
+from .errors import InputImageError, ModelLoadError, ModelUnavailableError, SvdError, UsageError
 from .progress import NullProgress, Progress
+from .recipe import build_recipe, file_sha256, resume_state
 from .settings import AnimateRequest
-from .video import output_suffix, sidecar_path
+from .video import output_suffix
 
 TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames")
 GLOB_CHARS = set("*?[")
@@ -272,62 +271,6 @@ def _render(template: str, job: Job, req: AnimateRequest) -> str:
 # --- 2. running ------------------------------------------------------------------------------------------
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def comparable(recipe: dict, seed_fixed: bool) -> dict:
-    """The parts of a recipe that decide the video (the seed only when the user fixed it)."""
-    settings = dict(recipe.get("settings", {}))
-    for derived in ("fps_conditioning", "seed_fixed"):
-        settings.pop(derived, None)
-    if not seed_fixed:
-        settings.pop("seed", None)
-    return {
-        "input_sha256": recipe.get("input", {}).get("sha256"),
-        "model": recipe.get("model", {}).get("name"),
-        "format": recipe.get("output", {}).get("format"),
-        "settings": settings,
-    }
-
-
-def resume_state(job: Job, fmt: str, expected: dict | None) -> tuple[str, str, dict | None]:
-    """('todo'|'done'|'differs'|'foreign', why, the earlier recipe) for an output that may already exist."""
-    import json
-
-    if not job.output.exists():
-        return "todo", "", None
-    sidecar = sidecar_path(job.output, fmt)
-    try:
-        recipe = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        why = f"{job.output} exists without a readable recipe ({sidecar.name}); use --overwrite to replace it"
-        return "foreign", why, None
-    if expected is None:
-        return "done", "already done", recipe
-    old, new = comparable(recipe, job.seed_fixed), comparable(expected, job.seed_fixed)
-    if old == new:
-        return "done", "already done with the same settings", recipe
-    changed = _diff(old, new)
-    why = f"{job.output} exists but was made with other settings ({changed}); use --overwrite to redo it"
-    return "differs", why, None
-
-
-def _diff(old: dict, new: dict) -> str:
-    parts = []
-    for key in sorted(set(old) | set(new)):
-        if key == "settings":
-            a, b = old.get(key, {}), new.get(key, {})
-            parts += [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-        elif old.get(key) != new.get(key):
-            parts.append("input image changed" if key == "input_sha256" else f"{key} {old.get(key)} -> {new.get(key)}")
-    return ", ".join(parts) or "unknown difference"
-
-
 class JobRunner:
     """Animates jobs with one loaded model; builds each job's recipe and writes its outputs."""
 
@@ -361,6 +304,7 @@ class JobRunner:
 
     def load(self) -> None:
         from .loading import load_model, resolve_device, resolve_dtype
+        from .memory import choose_plan
         from .pipeline import Animator
 
         req = self.req
@@ -369,7 +313,12 @@ class JobRunner:
         self.progress.start("load")
         model = load_model(self.source, device, dtype)
         self.progress.end()
-        plan = choose_plan(model, req, self.first_shape)
+        overrides = {
+            "decode_chunk": req.decode_chunk,
+            "vae_tiling": req.vae_tiling,
+            "attention": req.attention if req.attention != "auto" else None,
+        }
+        plan = choose_plan(model, req.memory, overrides, self.first_shape)
         self.progress.note(f"Memory profile {plan.profile}: {plan.reason}" + _savers_text(plan))
         self.animator = Animator(model, plan)
 
@@ -390,49 +339,37 @@ class JobRunner:
             height=size[1],
         )
 
-    def recipe(self, job: Job, settings, input_sha: str, plan=None, seconds: float | None = None) -> dict:
-        """The sidecar: everything needed to make this exact video again (`svd animate --recipe`)."""
-        import datetime
-
+    def recipe(self, job: Job, settings, runtime: dict | None = None, seconds: float | None = None) -> dict:
         req = self.req
-        data = {
-            "svd_version": __version__,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "input": {"path": str(job.input.resolve()), "sha256": input_sha},
-            "output": {
-                "path": str(job.output),
-                "format": req.format,
-                "frames": settings.frames,
-                "fps": settings.fps,
-                "width": settings.width,
-                "height": settings.height,
-            },
-            "model": self.source.describe(),
-            "settings": {
-                **settings.as_dict(),
-                "fps_conditioning": settings.fps - 1,
-                "seed_fixed": job.seed_fixed,
-                "fit": req.fit,
-                "background": req.background,
-            },
+        return build_recipe(
+            input_path=job.input,
+            input_sha256=self.input_sha256(job.input),
+            output=job.output,
+            fmt=req.format,
+            settings=settings,
+            seed_fixed=job.seed_fixed,
+            fit=req.fit,
+            background=req.background,
+            model=self.source.describe(),
+            runtime=runtime,
+            seconds=seconds,
+        )
+
+    def runtime(self) -> dict:
+        """Where and how this run computes: recorded so a recipe can be repeated exactly."""
+        import diffusers
+        import torch
+
+        from .loading import dtype_name
+
+        model, plan = self.animator.model, self.animator.plan
+        return {
+            "device": str(model.device),
+            "dtype": dtype_name(model.dtype),
+            "memory": plan.describe() | {"attention_kernel": self.animator.placement.attention},
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
         }
-        if plan is not None:
-            import diffusers
-            import torch
-
-            from .loading import dtype_name
-
-            model = self.animator.model
-            data["runtime"] = {
-                "device": str(model.device),
-                "dtype": dtype_name(model.dtype),
-                "memory": plan.describe() | {"attention_kernel": self.animator.placement.attention},
-                "torch": torch.__version__,
-                "diffusers": diffusers.__version__,
-            }
-        if seconds is not None:
-            data["seconds"] = round(seconds, 2)
-        return data
 
     def size_for(self, image) -> tuple[int, int]:
         """--size, else the model's default size, turned upright for portrait photos."""
@@ -461,14 +398,11 @@ class JobRunner:
         size = self.size_for(image)
         settings = self.settings_for(job, size)
         picture = fit_image(image, size[0], size[1], req.fit, background)
-        input_sha = self.input_sha256(job.input)
         if self.animator is None:
             self.first_shape = (settings.frames, settings.width, settings.height)
             self.load()
         frames = self.animator.animate(picture, settings, self.progress)
-        plan = self.animator.plan
-        seconds = time.monotonic() - started
-        recipe = self.recipe(job, settings, input_sha, plan, seconds)
+        recipe = self.recipe(job, settings, self.runtime(), time.monotonic() - started)
         self.progress.start("write")
         write_video_and_recipe(frames, job.output, settings.fps, req.format, recipe)
         self.progress.end()
@@ -482,59 +416,12 @@ class JobRunner:
             image, _ = open_image(job.input, parse_color(self.req.background))
         except InputImageError:
             return None
-        settings = self.settings_for(job, self.size_for(image))
-        return self.recipe(job, settings, self.input_sha256(job.input))
+        return self.recipe(job, self.settings_for(job, self.size_for(image)))
 
 
-def choose_plan(model, req: AnimateRequest, shape: tuple[int, int, int]):
-    """The memory plan for this run: the profile asked for, or auto's pick, with explicit saver overrides."""
-    from .memory import choose_profile, plan_for
-    from .memory.attention import efficient_attention_available  # noqa: F401 (documents the dependency)
-
-    overrides = {
-        "decode_chunk": req.decode_chunk,
-        "vae_tiling": req.vae_tiling,
-        "attention": req.attention if req.attention != "auto" else None,
-    }
-    if req.memory != "auto":
-        from dataclasses import replace
-
-        return replace(plan_for(req.memory, **overrides), reason="chosen with --memory")
-    frames, width, height = shape
-    job = job_shape(model, frames, width, height)
-    free = free_device_memory(model.device)
-    plan, _ = choose_profile(free, job, overrides)
-    return plan
-
-
-def job_shape(model, frames: int, width: int, height: int):
-    from .memory import JobShape
-
-    pipe = model.pipe
-
-    def nbytes(module) -> int:
-        return sum(p.numel() * p.element_size() for p in module.parameters())
-
-    return JobShape(
-        unet_bytes=nbytes(pipe.unet),
-        image_encoder_bytes=nbytes(pipe.image_encoder),
-        vae_bytes=nbytes(pipe.vae),
-        unet_base_channels=pipe.unet.config.block_out_channels[0],
-        vae_base_channels=pipe.vae.config.block_out_channels[0],
-        frames=frames,
-        width=width,
-        height=height,
-        dtype_bytes=model.dtype.itemsize,
-    )
-
-
-def free_device_memory(device) -> int | None:
-    import torch
-
-    if device.type == "cuda":
-        free, _total = torch.cuda.mem_get_info(device)
-        return free
-    return None
+def _naming(job: Job, reason: str) -> str:
+    """Every failure line names its input."""
+    return reason if str(job.input) in reason else f"{job.input}: {reason}"
 
 
 def _savers_text(plan) -> str:
@@ -548,8 +435,13 @@ def run_jobs(
     summary: Summary,
     progress: Progress | None = None,
     on_result: Callable[[JobResult], None] | None = None,
+    debug: bool = False,
 ) -> Summary:
-    """Animate every job of `plan` into `summary` (so a Ctrl-C still leaves the results so far)."""
+    """Animate every job of `plan` into `summary` (so a Ctrl-C still leaves the results so far).
+
+    A failure that belongs to one input (a broken image, a failed write, out of memory even on `min`) fails
+    that job and the batch goes on; one that dooms every job (the model cannot be loaded) ends the run.
+    """
     progress = progress or NullProgress()
     on_result = on_result or (lambda r: None)
     summary.non_images = plan.non_images
@@ -561,7 +453,7 @@ def run_jobs(
         if req.overwrite:
             todo.append(job)
             continue
-        state, why, earlier = resume_state(job, req.format, runner.expected_recipe(job))
+        state, why, earlier = resume_state(job.output, req.format, runner.expected_recipe(job), job.seed_fixed)
         if state == "todo":
             todo.append(job)
         else:
@@ -573,12 +465,16 @@ def run_jobs(
         progress.note(f"[{job.index + 1}/{len(plan.jobs)}] {job.input} -> {job.output} (seed {job.seed})")
         try:
             result = runner.run_one(job)
-        except InputImageError as exc:
-            result = JobResult(job, "failed", reason=str(exc))
+        except (UsageError, ModelLoadError, ModelUnavailableError):
+            raise
         except SvdError as exc:
-            if isinstance(exc, UsageError):
+            result = JobResult(job, "failed", reason=_naming(job, str(exc)))
+        except Exception as exc:
+            if debug:
                 raise
-            result = JobResult(job, "failed", reason=str(exc))
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            reason = f"unexpected error ({type(exc).__name__}: {first}); run with --debug for the traceback"
+            result = JobResult(job, "failed", reason=_naming(job, reason))
         progress.end()
         summary.results.append(result)
         on_result(result)

@@ -192,8 +192,7 @@ def run_bench(
 
 
 def _run_ours(model, profile: str, image, settings, meter: PeakMemory) -> dict:
-    from .batch import job_shape
-    from .memory import estimate_peak_bytes, plan_for
+    from .memory import estimate_peak_bytes, job_shape, plan_for
     from .pipeline import Animator
 
     plan = plan_for(profile)

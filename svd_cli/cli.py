@@ -245,7 +245,7 @@ def animate(
     interrupted = False
     try:
         with _sigterm_as_interrupt():
-            batch.run_jobs(req, plan, summary, progress, report)
+            batch.run_jobs(req, plan, summary, progress, report, debug=debug)
     except KeyboardInterrupt:
         interrupted = True
         summary.interrupted = True
@@ -267,36 +267,15 @@ def _explicit(ctx: typer.Context) -> set[str]:
 
 
 def _apply_recipe(req, path: Path, ctx: typer.Context) -> None:
+    """Fill `req` from a sidecar recipe, except what the user set by flag or environment variable."""
+    from .recipe import request_values
+
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        settings = data["settings"]
-    except (OSError, ValueError, KeyError, TypeError):
+        values = request_values(data)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise UsageError(f"--recipe {path}: not a readable svd sidecar (.json written next to a video).") from None
     given = _explicit(ctx)
-    model = data.get("model", {})
-    values = {
-        "model": model.get("name") if model.get("repo") or not model.get("path") else model.get("path"),
-        "frames": settings.get("frames"),
-        "fps": settings.get("fps"),
-        "motion_bucket": settings.get("motion_bucket"),
-        "noise_aug": settings.get("noise_aug"),
-        "steps": settings.get("steps"),
-        "min_cfg": settings.get("min_cfg"),
-        "max_cfg": settings.get("max_cfg"),
-        "seed": settings.get("seed"),
-        "size": (settings["width"], settings["height"]) if "width" in settings else None,
-        "fit": settings.get("fit"),
-        "background": settings.get("background"),
-        "format": data.get("output", {}).get("format"),
-    }
-    runtime = data.get("runtime", {})
-    if runtime:
-        values["dtype"] = runtime.get("dtype")
-        values["device"] = runtime.get("device", "auto").split(":")[0]
-        memory = runtime.get("memory", {})
-        values["memory"] = memory.get("profile") if memory.get("profile") != "custom" else None
-        values["decode_chunk"] = memory.get("decode_chunk")
-        values["vae_tiling"] = memory.get("vae_tiling")
     for key, value in values.items():
         if key not in given and value is not None:
             setattr(req, key, value)
@@ -400,7 +379,7 @@ def weights_pull(
     name: Annotated[str, typer.Argument(help="A model name from `svd weights list`, or a Hub repo id.")],
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
-    """Download a model's fp16 safetensors (resumes an interrupted download)."""
+    """Download a model's fp16 safetensors; run it again after an interruption to fetch what is missing."""
     from .hub import disk_size, resolve_model
     from .terminal import make_progress
 
@@ -519,6 +498,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str], debug: bool) -> int:
+    import logging
+
+    # Libraries' own warnings (huggingface-hub's retry chatter during a download) are for --debug only.
+    logging.getLogger("huggingface_hub").setLevel(logging.DEBUG if debug else logging.ERROR)
     command = typer.main.get_command(app)
     try:
         default_map = _config_default_map(argv)

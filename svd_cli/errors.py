@@ -23,6 +23,10 @@ class ModelUnavailableError(SvdError):
     """The weights for a model are not on disk and cannot be downloaded right now."""
 
 
+class ModelLoadError(SvdError):
+    """The model's files are there but could not be loaded: nothing in this run can proceed."""
+
+
 class InputImageError(SvdError):
     """One input image cannot be used; a batch reports it and carries on with the next one."""
 

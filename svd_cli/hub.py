@@ -91,7 +91,7 @@ def check_model_folder(folder: Path, variant: str | None = None) -> None:
             )
         raise ModelUnavailableError(
             f"{sub} has no {wanted.name}; the download is incomplete: run `svd weights pull` for this "
-            "model again (it resumes)."
+            "model again (it fetches only what is missing)."
         )
 
 
@@ -267,11 +267,11 @@ def _explain_hub_error(exc: Exception, name: str, repo: str, revision: str, gate
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
         return (
             f"The disk filled up while downloading {name}: free some space or point HF_HOME at a larger "
-            f"disk, then run {fix} (it resumes)."
+            f"disk, then run {fix} (files already downloaded are kept)."
         )
     return (
         f"Cannot reach the Hugging Face Hub to download {name}: connect to the internet and run {fix} "
-        "(it resumes partial downloads), or use --model tiny or a local folder."
+        "(files already downloaded are kept), or use --model tiny or a local folder."
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import SvdError, UsageError
+from .errors import ModelLoadError, UsageError
 from .hub import ModelSource, check_model_folder
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
                 local_files_only=True,
             )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
-        raise SvdError(
+        raise ModelLoadError(
             f"Could not load the model in {source.path} ({type(exc).__name__}: {_first_line(exc)}); "
             f"if it was downloaded, run `svd weights pull {source.name}` to repair it."
         ) from exc

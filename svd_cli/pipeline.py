@@ -131,30 +131,26 @@ class Animator:
         guidance = torch.linspace(s.min_cfg, s.max_cfg, s.frames).unsqueeze(0).to(device, latents.dtype)
         guidance = guidance[..., None, None, None]
 
-        # 8. Denoise. With CFG the unconditional half sees zeroed image embedding and latents.
+        # 8. Denoise. With CFG the unconditional half sees a zeroed image embedding and zeroed image latents.
+        if guided:
+            uncond_inputs = (torch.zeros_like(image_latents), torch.zeros_like(embeddings))
+            batched_inputs = (  # one batch of 2 x frames, as diffusers does
+                torch.cat([uncond_inputs[0], image_latents]),
+                torch.cat([uncond_inputs[1], embeddings]),
+                torch.cat([added_time_ids] * 2),
+            )
         progress.start("denoise", total=len(scheduler.timesteps))
         with use("unet") as unet:
             for t in scheduler.timesteps:
                 model_input = scheduler.scale_model_input(latents, t)
                 if not guided:
                     noise_pred = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
-                elif plan.cfg_split:  # two passes, half the activations
-                    uncond = self._unet(
-                        unet, model_input, torch.zeros_like(image_latents), torch.zeros_like(embeddings),
-                        added_time_ids, t,
-                    )  # fmt: skip
-                    cond = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
-                    noise_pred = uncond + guidance * (cond - uncond)
-                else:  # one batch of 2 x frames, as diffusers does
-                    both = self._unet(
-                        unet,
-                        torch.cat([model_input] * 2),
-                        torch.cat([torch.zeros_like(image_latents), image_latents]),
-                        torch.cat([torch.zeros_like(embeddings), embeddings]),
-                        torch.cat([added_time_ids] * 2),
-                        t,
-                    )
-                    uncond, cond = both.chunk(2)
+                else:
+                    if plan.cfg_split:  # two passes: half the activations, the same result
+                        uncond = self._unet(unet, model_input, *uncond_inputs, added_time_ids, t)
+                        cond = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
+                    else:
+                        uncond, cond = self._unet(unet, torch.cat([model_input] * 2), *batched_inputs, t).chunk(2)
                     noise_pred = uncond + guidance * (cond - uncond)
                 latents = scheduler.step(noise_pred, t, latents).prev_sample
                 progress.advance()
@@ -225,7 +221,8 @@ def step_plan(current: MemoryPlan, profile: str) -> MemoryPlan:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError):
+    cuda_oom = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5 has only the latter
+    if isinstance(exc, cuda_oom):
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and (

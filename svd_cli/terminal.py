@@ -47,13 +47,14 @@ class RichProgress(Progress):
     interactive = True
 
     def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.console = err_console()
         self.bars = Progress(
             TextColumn("  {task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            # Steps done out of total; stages with no count (loading, encoding) show only the time.
+            TextColumn("{task.fields[count]}"),
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
@@ -66,11 +67,17 @@ class RichProgress(Progress):
     def start(self, stage: str, total: int | None = None) -> None:
         self.end()
         self.bars.start()
-        self.task = self.bars.add_task(STAGE_LABELS.get(stage, stage), total=total)
+        self.total = total
+        self.task = self.bars.add_task(STAGE_LABELS.get(stage, stage), total=total, count=self._count(0))
+
+    def _count(self, done: int) -> str:
+        return f"{done}/{self.total}" if self.total else ""
 
     def advance(self, amount: int = 1) -> None:
         if self.task is not None:
             self.bars.advance(self.task, amount)
+            done = int(self.bars.tasks[-1].completed)
+            self.bars.update(self.task, count=self._count(done))
 
     def end(self) -> None:
         if self.task is not None:

@@ -226,4 +226,5 @@ def _explain_write_error(final: Path, exc: Exception) -> str:
         return f"Could not write {final}: permission denied; choose a folder you can write to with --out."
     if isinstance(exc, (NotADirectoryError, FileExistsError)) or errno in (17, 20):
         return f"Could not write {final}: part of that path is a file, not a folder; choose another --out."
-    return f"Could not write {final}: {text.strip().splitlines()[0] if text.strip() else type(exc).__name__}."
+    reason = getattr(exc, "strerror", None) or (text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+    return f"Could not write {final}: {reason}."

@@ -96,6 +96,18 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
 
 
+def ffmpeg_writer_failing_with(code: int, message: str):
+    """A stand-in for imageio_ffmpeg.write_frames whose disk fails after the first bytes land (the write boundary)."""
+
+    def writer(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"\x00" * 4096)
+        yield
+        raise OSError(code, message)
+
+    return writer
+
+
 TINY_FAST = ["--model", "tiny", "--frames", "6", "--steps", "2", "--fps", "8", "--size", "256x128"]
 
 

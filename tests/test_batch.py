@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import EXAMPLES, read_video, run_subprocess
+from .conftest import EXAMPLES, ffmpeg_writer_failing_with, read_video, run_subprocess
 
 FAST = ["--model", "tiny", "--frames", "2", "--steps", "1", "--size", "128x64", "--seed", "1"]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -246,14 +246,9 @@ def test_read_only_output_folder_fails_clearly(svd, tiny_dir, tmp_path):
 def test_full_disk_while_writing_leaves_nothing_behind(svd, tiny_dir, tmp_path, monkeypatch):
     import imageio_ffmpeg
 
-    def full_disk_writer(path, *args, **kwargs):
-        """ffmpeg's writer, hitting ENOSPC after the first frame's bytes reached the disk."""
-        with open(path, "wb") as f:
-            f.write(b"\x00" * 4096)
-        yield
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(imageio_ffmpeg, "write_frames", full_disk_writer)
+    monkeypatch.setattr(
+        imageio_ffmpeg, "write_frames", ffmpeg_writer_failing_with(errno.ENOSPC, "No space left on device")
+    )
     out = tmp_path / "out"
     r = svd("animate", EXAMPLES / "coffee.png", *FAST, "--out", f"{out}/")
     assert r.code == 1

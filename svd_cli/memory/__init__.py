@@ -22,6 +22,9 @@ from .profiles import (
 
 __all__ = [
     "MEMORY_CHOICES",
+    "choose_plan",
+    "free_device_memory",
+    "job_shape",
     "PROFILE_ORDER",
     "PROFILES",
     "JobShape",
@@ -51,3 +54,44 @@ def apply_plan(model, plan: MemoryPlan):
     placement.apply()
     placement.attention = attention
     return placement
+
+
+def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]) -> MemoryPlan:
+    """The plan for a run: the profile named by --memory, or auto's pick for (frames, width, height)."""
+    from dataclasses import replace
+
+    if memory != "auto":
+        return replace(plan_for(memory, **overrides), reason="chosen with --memory")
+    frames, width, height = shape
+    plan, _ = choose_profile(free_device_memory(model.device), job_shape(model, frames, width, height), overrides)
+    return plan
+
+
+def job_shape(model, frames: int, width: int, height: int) -> JobShape:
+    """The sizes the memory estimate needs, read off a loaded model."""
+    pipe = model.pipe
+
+    def nbytes(module) -> int:
+        return sum(p.numel() * p.element_size() for p in module.parameters())
+
+    return JobShape(
+        unet_bytes=nbytes(pipe.unet),
+        image_encoder_bytes=nbytes(pipe.image_encoder),
+        vae_bytes=nbytes(pipe.vae),
+        unet_base_channels=pipe.unet.config.block_out_channels[0],
+        vae_base_channels=pipe.vae.config.block_out_channels[0],
+        frames=frames,
+        width=width,
+        height=height,
+        dtype_bytes=model.dtype.itemsize,
+    )
+
+
+def free_device_memory(device) -> int | None:
+    """Free bytes on a CUDA device; None where there is no device memory to respect (CPU, MPS)."""
+    import torch
+
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free
+    return None
