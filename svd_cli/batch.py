@@ -310,6 +310,8 @@ class JobRunner:
         req = self.req
         device = resolve_device(req.device)
         dtype = resolve_dtype(req.dtype, device)
+        if device.type == "cpu" and req.dtype == "fp16":
+            self.progress.note("fp16 on the CPU is much slower than fp32 (--dtype auto); it is meant for GPUs")
         self.progress.start("load")
         model = load_model(self.source, device, dtype)
         self.progress.end()

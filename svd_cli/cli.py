@@ -8,9 +8,11 @@ Exit codes: 0 success (or everything skipped), 1 a runtime failure or a failed i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -303,30 +305,23 @@ def _print_summary(summary, console, json_lines: bool, quiet: bool) -> None:
             console.print(f"  {r.job.input}: {r.reason}", markup=False)
 
 
-class _sigterm_as_interrupt:
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C, so `kill` also removes the temporary file in progress."""
+    import signal
 
-    def __enter__(self):
-        import signal
-
-        self.previous = None
-        if hasattr(signal, "SIGTERM"):
-            try:
-                self.previous = signal.signal(signal.SIGTERM, self._raise)
-            except ValueError:  # not the main thread
-                self.previous = None
-        return self
-
-    @staticmethod
-    def _raise(signum, frame):
+    def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    def __exit__(self, *exc):
-        import signal
-
-        if self.previous is not None:
-            signal.signal(signal.SIGTERM, self.previous)
-        return False
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGTERM on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- svd weights -----------------------------------------------------------------------------------------
@@ -337,24 +332,9 @@ def weights_list(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """The models svd knows: frames, size on disk, downloaded or not."""
-    from .hub import disk_size, local_snapshot
-    from .registry import load_registry
+    from .hub import weights_status
 
-    rows = []
-    for entry in load_registry().values():
-        folder = local_snapshot(entry)
-        rows.append(
-            {
-                "name": entry.name,
-                "frames": entry.frames,
-                "repo": entry.repo or "built-in",
-                "downloaded": folder is not None,
-                "size_bytes": disk_size(folder) if folder else None,
-                "download_gb": entry.download_gb,
-                "gated": entry.gated,
-                "path": str(folder) if folder else None,
-            }
-        )
+    rows = weights_status()
     if json_out:
         print(json.dumps(rows, indent=2))
         return
@@ -404,23 +384,11 @@ def config_show(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """The effective `svd animate` settings and where each comes from (flag > env > config file > default)."""
-    from .config import load_config
+    from .config import effective_settings
 
     command = typer.main.get_command(app).commands["animate"]
-    params = [p for p in command.params if click.is_option(p) and p.name not in ("recipe",)]
-    values, origin = load_config({p.name for p in params})
-    rows = []
-    for p in params:
-        env = env_var(p.name if p.name != "json_lines" else "json")
-        if env in os.environ:
-            value, source = os.environ[env], f"env {env}"
-        elif p.name in values:
-            value, source = values[p.name], f"config {origin[p.name]}"
-        else:
-            value, source = p.default, "default" if p.default is not None else "model default"
-        rows.append(
-            {"option": "--" + p.name.replace("_", "-").replace("json-lines", "json"), "value": value, "source": source}
-        )
+    options = [(p.opts[0], p.name, p.envvar, p.default) for p in command.params if click.is_option(p)]
+    rows = effective_settings([o for o in options if o[1] != "recipe"])
     if json_out:
         print(json.dumps(rows, indent=2, default=str))
         return

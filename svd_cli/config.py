@@ -63,3 +63,18 @@ def load_config(allowed: set[str]) -> tuple[dict, dict[str, Path]]:
             values[name] = value
             origin[name] = path
     return values, origin
+
+
+def effective_settings(options: list[tuple[str, str, str, object]]) -> list[dict]:
+    """For each (flag, name, env var, default): the value `svd animate` would use and where it comes from."""
+    values, origin = load_config({name for _, name, _, _ in options})
+    rows = []
+    for flag, name, env, default in options:
+        if env and env in os.environ:
+            value, source = os.environ[env], f"env {env}"
+        elif name in values:
+            value, source = values[name], f"config {origin[name]}"
+        else:
+            value, source = default, "default" if default is not None else "model default"
+        rows.append({"option": flag, "value": value, "source": source})
+    return rows

@@ -13,6 +13,8 @@ def collect() -> dict:
     """Everything doctor reports, as plain data (works on machines with no GPU)."""
     import torch
 
+    from .hub import weights_status
+
     report: dict = {
         "svd": __version__,
         "python": sys.version.split()[0],
@@ -61,7 +63,7 @@ def collect() -> dict:
     report["device"] = "cuda" if torch.cuda.is_available() else ("mps" if report["gpus"] else "cpu")
     report["auto_profiles"] = _auto_profiles(free)
     report["ffmpeg"] = _ffmpeg()
-    report["weights"] = _weights()
+    report["weights"] = weights_status()
     report["hub"] = {
         "cache": os.environ.get("HF_HOME") or "~/.cache/huggingface",
         "offline": os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"),
@@ -116,24 +118,6 @@ def _ffmpeg() -> dict:
         return {"path": imageio_ffmpeg.get_ffmpeg_exe(), "version": imageio_ffmpeg.get_ffmpeg_version()}
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {exc}"}
-
-
-def _weights() -> list[dict]:
-    from .hub import disk_size, local_snapshot
-    from .registry import load_registry
-
-    rows = []
-    for entry in load_registry().values():
-        folder = local_snapshot(entry)
-        rows.append(
-            {
-                "name": entry.name,
-                "downloaded": folder is not None,
-                "size_bytes": disk_size(folder) if folder else None,
-                "path": str(folder) if folder else None,
-            }
-        )
-    return rows
 
 
 def _has_token() -> bool:

@@ -132,6 +132,28 @@ def local_snapshot(entry: ModelEntry) -> Path | None:
     return folder
 
 
+def weights_status() -> list[dict]:
+    """Every registry model: what it is and whether (and where) its weights are on disk. No network."""
+    from .registry import load_registry
+
+    rows = []
+    for entry in load_registry().values():
+        folder = local_snapshot(entry)
+        rows.append(
+            {
+                "name": entry.name,
+                "frames": entry.frames,
+                "repo": entry.repo or "built-in",
+                "downloaded": folder is not None,
+                "size_bytes": disk_size(folder) if folder else None,
+                "download_gb": entry.download_gb,
+                "gated": entry.gated,
+                "path": str(folder) if folder else None,
+            }
+        )
+    return rows
+
+
 def disk_size(folder: Path) -> int:
     """Bytes the model's files take (following the Hub cache's symlinks to their blobs)."""
     total = 0
