@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import gc
-import json
 import re
 import time
 from pathlib import Path
@@ -380,7 +379,3 @@ def _console():
     from .terminal import out_console
 
     return out_console()
-
-
-def load_results(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))

@@ -299,10 +299,10 @@ def _print_summary(summary, console, json_lines: bool, quiet: bool) -> None:
     per = f", {data['seconds_per_video']:.1f} s per video" if data["seconds_per_video"] else ""
     console.print(f"{', '.join(parts)} in {data['seconds']:.1f} s{per}.", markup=False)
     failed = [r for r in summary.results if r.status == "failed"]
-    if len(failed) > 1:
+    if failed:
         console.print("Failed:", markup=False)
         for r in failed:
-            console.print(f"  {r.job.input}: {r.reason}", markup=False)
+            console.print(f"  {r.reason}", markup=False)
 
 
 @contextlib.contextmanager

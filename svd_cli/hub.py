@@ -128,8 +128,7 @@ def local_snapshot(entry: ModelEntry) -> Path | None:
 
         folder = tiny_model_dir()
         return folder if (folder / "model_index.json").is_file() else None
-    folder = _cached_snapshot(entry.repo, entry.revision, entry.variant)
-    return folder
+    return _cached_snapshot(entry.repo, entry.revision, entry.variant)
 
 
 def weights_status() -> list[dict]:
@@ -167,7 +166,7 @@ def disk_size(folder: Path) -> int:
 
 
 def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1 or Path(spec).suffix != ""
+    return spec.startswith((".", "/", "~")) or "\\" in spec or spec.count("/") > 1
 
 
 def _cached_snapshot(repo: str, revision: str, variant: str | None) -> Path | None:
@@ -228,7 +227,7 @@ def download_snapshot(
     entry: ModelEntry | None,
     progress: Progress,
 ) -> tuple[Path, str | None]:
-    """Fetch the pipeline's files (resuming partial downloads); map every Hub failure to one clear sentence."""
+    """Fetch the pipeline's files (keeping any already in the cache); map every Hub failure to one sentence."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 

@@ -11,7 +11,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, UsageError
 from .hub import ModelSource, check_model_folder
@@ -32,18 +32,6 @@ class LoadedModel:
     pipe: StableVideoDiffusionPipeline
     device: torch.device
     dtype: torch.dtype
-
-    @property
-    def unet(self) -> Any:
-        return self.pipe.unet
-
-    @property
-    def vae(self) -> Any:
-        return self.pipe.vae
-
-    @property
-    def image_encoder(self) -> Any:
-        return self.pipe.image_encoder
 
 
 @contextlib.contextmanager

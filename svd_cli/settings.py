@@ -7,7 +7,7 @@ Each message names the option and what is allowed.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
@@ -16,7 +16,6 @@ DEFAULT_MODEL = "svd-xt"
 DEFAULT_SIZE = (1024, 576)
 FPS_RANGE = (3, 30)
 SIZE_RANGE = (64, 4096)
-FORMATS = ("mp4", "gif", "webm", "frames")
 MAX_SEED = 2**63 - 1
 
 
@@ -51,10 +50,6 @@ class AnimateRequest:
     memory: str = "auto"
     attention: str = "auto"
     vae_tiling: bool | None = None
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def parse_size(value: str) -> tuple[int, int]:
@@ -98,6 +93,7 @@ def validate(req: AnimateRequest) -> None:
     from .loading import DEVICES, DTYPES
     from .memory import MEMORY_CHOICES
     from .memory.attention import ATTENTION_MODES
+    from .video import FORMATS
 
     def in_range(option: str, value, lo, hi, what: str = "") -> None:
         if value is not None and not lo <= value <= hi:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-DEFAULT_CHUNK_TOKENS = 16384
-
 
 def _chunked_forward(module: nn.Module, chunk_tokens: int):
     original = type(module).forward
