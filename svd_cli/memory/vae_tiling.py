@@ -80,7 +80,10 @@ class _Tile:
 
 
 class _GroupStats:
-    """Running count / mean / M2 per (sample, group), merged across tiles with Chan's formula."""
+    """Running count / mean / M2 per (sample, group), merged across tiles with Chan's formula.
+
+    Kept in float64 on the CPU: exact enough for millions of pixels, and MPS has no float64.
+    """
 
     def __init__(self) -> None:
         self.n: torch.Tensor | None = None
@@ -88,7 +91,7 @@ class _GroupStats:
         self.m2: torch.Tensor | None = None
 
     def add(self, n: int, mean: torch.Tensor, m2: torch.Tensor) -> None:
-        mean, m2 = mean.double(), m2.double()
+        mean, m2 = mean.to("cpu", torch.float64), m2.to("cpu", torch.float64)
         if self.n is None:
             self.n, self.mean, self.m2 = torch.full_like(mean, n), mean, m2
             return
@@ -136,7 +139,7 @@ class _TilePass:
             mean = core.mean(dim=2)
             self.gathered.add(core.shape[2], mean, (core - mean[..., None]).square().sum(dim=2))
             raise _StopTile
-        mean, var = self.stats[index]
+        mean, var = (t.to(x.device) for t in self.stats[index])
         flat = x.reshape(n, groups, -1).float()
         out = ((flat - mean[..., None]) * torch.rsqrt(var[..., None] + norm.eps)).reshape(x.shape)
         if norm.affine:
