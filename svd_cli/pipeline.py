@@ -134,11 +134,12 @@ class Animator:
         # 8. Denoise. With CFG the unconditional half sees a zeroed image embedding and zeroed image latents.
         if guided:
             uncond_inputs = (torch.zeros_like(image_latents), torch.zeros_like(embeddings))
-            batched_inputs = (  # one batch of 2 x frames, as diffusers does
-                torch.cat([uncond_inputs[0], image_latents]),
-                torch.cat([uncond_inputs[1], embeddings]),
-                torch.cat([added_time_ids] * 2),
-            )
+            if not plan.cfg_split:  # one batch of 2 x frames, as diffusers does
+                batched_inputs = (
+                    torch.cat([uncond_inputs[0], image_latents]),
+                    torch.cat([uncond_inputs[1], embeddings]),
+                    torch.cat([added_time_ids] * 2),
+                )
         progress.start("denoise", total=len(scheduler.timesteps))
         with use("unet") as unet:
             for t in scheduler.timesteps:

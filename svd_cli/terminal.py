@@ -60,6 +60,8 @@ class RichProgress(Progress):
             transient=True,
         )
         self.task = None
+        self.total: int | None = None
+        self.done = 0
 
     def note(self, message: str) -> None:
         self.console.print(message, markup=False)
@@ -67,17 +69,16 @@ class RichProgress(Progress):
     def start(self, stage: str, total: int | None = None) -> None:
         self.end()
         self.bars.start()
-        self.total = total
-        self.task = self.bars.add_task(STAGE_LABELS.get(stage, stage), total=total, count=self._count(0))
+        self.total, self.done = total, 0
+        self.task = self.bars.add_task(STAGE_LABELS.get(stage, stage), total=total, count=self._count())
 
-    def _count(self, done: int) -> str:
-        return f"{done}/{self.total}" if self.total else ""
+    def _count(self) -> str:
+        return f"{self.done}/{self.total}" if self.total else ""
 
     def advance(self, amount: int = 1) -> None:
         if self.task is not None:
-            self.bars.advance(self.task, amount)
-            done = int(self.bars.tasks[-1].completed)
-            self.bars.update(self.task, count=self._count(done))
+            self.done += amount
+            self.bars.update(self.task, advance=amount, count=self._count())
 
     def end(self) -> None:
         if self.task is not None:
