@@ -53,7 +53,7 @@ class ScriptAnimator:
         )  # fmt: skip
         validate(request)
         image = image.convert("RGB")
-        width, height = size or (d.size[::-1] if is_portrait(image) else d.size)
+        width, height = size or (d.size[::-1] if is_portrait(image.size) else d.size)
         settings = GenerationSettings(
             frames=frames or d.frames,
             fps=fps or d.fps,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputImageError, ModelLoadError, ModelUnavailableError, SvdError, UsageError
+from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError
 from .progress import NullProgress, Progress
 from .recipe import build_recipe, file_sha256, resume_state
 from .settings import AnimateRequest
@@ -373,7 +373,7 @@ class JobRunner:
             "diffusers": diffusers.__version__,
         }
 
-    def size_for(self, image) -> tuple[int, int]:
+    def size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
         """--size, else the model's default size, turned upright for portrait photos."""
         from .images import is_portrait
         from .settings import DEFAULT_SIZE
@@ -381,7 +381,7 @@ class JobRunner:
         if self.req.size:
             return self.req.size
         size = self.defaults.size if self.defaults else DEFAULT_SIZE
-        return size[::-1] if is_portrait(image) else size
+        return size[::-1] if is_portrait(image_size) else size
 
     first_shape: tuple[int, int, int] = (25, 1024, 576)
 
@@ -397,7 +397,7 @@ class JobRunner:
         remove_stale_partials(job.output, req.format)
         for note in notes:
             self.progress.note(note)
-        size = self.size_for(image)
+        size = self.size_for(image.size)
         settings = self.settings_for(job, size)
         picture = fit_image(image, size[0], size[1], req.fit, background)
         if self.animator is None:
@@ -412,13 +412,12 @@ class JobRunner:
 
     def expected_recipe(self, job: Job) -> dict | None:
         """The recipe this run would write for `job` (for the resume check), without loading the model."""
-        from .images import open_image, parse_color
+        from .images import upright_size
 
-        try:
-            image, _ = open_image(job.input, parse_color(self.req.background))
-        except InputImageError:
+        image_size = upright_size(job.input)
+        if image_size is None:
             return None
-        return self.recipe(job, self.settings_for(job, self.size_for(image)))
+        return self.recipe(job, self.settings_for(job, self.size_for(image_size)))
 
 
 def _naming(job: Job, reason: str) -> str:

@@ -133,5 +133,23 @@ def fit_image(image: Image.Image, width: int, height: int, fit: str, background:
     return ImageOps.pad(image, (width, height), Image.Resampling.LANCZOS, color=background, centering=(0.5, 0.5))
 
 
-def is_portrait(image: Image.Image) -> bool:
-    return image.height > image.width
+def is_portrait(size: tuple[int, int]) -> bool:
+    width, height = size
+    return height > width
+
+
+def upright_size(path: Path) -> tuple[int, int] | None:
+    """Width and height as shown (EXIF rotation applied), read from the header alone; None if unreadable.
+
+    The resume check needs only this, so a rerun over a thousand finished photos decodes none of them.
+    """
+    register_optional_formats()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                orientation = im.getexif().get(0x0112, 1)
+    except Exception:  # whatever is wrong with the file, run_one reports it properly
+        return None
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)

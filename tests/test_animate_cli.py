@@ -132,10 +132,10 @@ def test_portrait_input_gets_portrait_size_by_default(tiny_dir):
     from svd_cli.settings import AnimateRequest
 
     runner = JobRunner(AnimateRequest(inputs=["x"]))
-    assert runner.size_for(Image.new("RGB", (427, 640))) == (576, 1024)
-    assert runner.size_for(Image.new("RGB", (640, 427))) == (1024, 576)
+    assert runner.size_for(Image.new("RGB", (427, 640)).size) == (576, 1024)
+    assert runner.size_for(Image.new("RGB", (640, 427)).size) == (1024, 576)
     runner = JobRunner(AnimateRequest(inputs=["x"], size=(512, 512)))
-    assert runner.size_for(Image.new("RGB", (427, 640))) == (512, 512)
+    assert runner.size_for(Image.new("RGB", (427, 640)).size) == (512, 512)
 
 
 @pytest.mark.parametrize("fit", ["crop", "pad", "stretch"])

@@ -152,12 +152,14 @@ def test_hostile_batch_in_one_process_then_resume(svd, tiny_dir, tmp_path, monke
 
 
 def test_awkward_images_decode_upright_and_rgb(tmp_path):
-    from svd_cli.images import open_image
+    from svd_cli.images import open_image, upright_size
 
     inputs = tmp_path / "in"
     make_hostile_folder(inputs)
     rotated, _ = open_image(inputs / "exif-rotated.jpg")
     assert rotated.size == (400, 600)  # stored 600x400 landscape, displayed upright as portrait
+    assert upright_size(inputs / "exif-rotated.jpg") == (400, 600)  # the header alone says the same
+    assert upright_size(inputs / "truncated.jpg") == (640, 427) and upright_size(inputs / "text.png") is None
     transparent, _ = open_image(inputs / "transparent.png", background=(0, 255, 0))
     assert transparent.mode == "RGB" and transparent.getpixel((0, 0)) == (0, 255, 0)  # alpha 0 -> background
     sixteen, _ = open_image(inputs / "sixteen-bit.png")
