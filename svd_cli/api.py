@@ -1,100 +1,72 @@
-"""A small library API for scripts: load a model once, animate PIL images, write videos.
+"""The library API for scripts: load a model once, animate PIL images, write videos.
 
-import svd_cli
-animator = svd_cli.load("svd-xt", memory="auto")
-frames = animator.animate_image(Image.open("photo.png"), fps=12, seed=1)   # (F, H, W, 3) uint8
-svd_cli.write_frames(frames, Path("photo.mp4"), fps=12, fmt="mp4")
+    import svd_cli
+    animator = svd_cli.load("svd-xt", memory="auto")
+    frames = animator.animate_image(Image.open("photo.png"), fps=12, seed=1)   # (F, H, W, 3) uint8
+    svd_cli.write_frames(frames, "photo.mp4", fps=12, fmt="mp4")
+
+Keywords are the `svd animate` options (see `svd_cli.options.OPTIONS`), checked the same way; an error
+names the keyword (`fps=40: must be between 3 and 30.`). It runs on the same `Session` as the CLI.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from .errors import UsageError
+from .options import BY_NAME, Request, validate
 from .progress import Progress
+from .session import Session
+
+# Options that are about a batch or the terminal, not about animating one picture in memory.
+NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet"}
+LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention"}
 
 
 class ScriptAnimator:
-    """An Animator with the model's defaults filled in and images fitted to size for you."""
+    """A loaded model that animates pictures with the model's defaults filled in and images fitted for you."""
 
-    def __init__(self, animator, defaults):
-        self.animator = animator
-        self.defaults = defaults
+    def __init__(self, session: Session):
+        self.session = session
 
     @property
     def plan(self):
-        return self.animator.plan
+        return self.session.animator.plan if self.session.animator else None
 
-    def animate_image(
-        self,
-        image: Image.Image,
-        *,
-        frames: int | None = None,
-        fps: int | None = None,
-        motion_bucket: int | None = None,
-        noise_aug: float = 0.02,
-        steps: int | None = None,
-        min_cfg: float = 1.0,
-        max_cfg: float = 3.0,
-        seed: int = 0,
-        size: tuple[int, int] | None = None,
-        fit: str = "crop",
-        progress: Progress | None = None,
-    ) -> np.ndarray:
-        from .images import fit_image, is_portrait
-        from .pipeline import GenerationSettings
-        from .settings import AnimateRequest, validate
-
-        d = self.defaults
-        request = AnimateRequest(
-            inputs=["<image>"], frames=frames, fps=fps, motion_bucket=motion_bucket, noise_aug=noise_aug,
-            steps=steps, min_cfg=min_cfg, max_cfg=max_cfg, seed=seed, fit=fit,
-        )  # fmt: skip
-        validate(request)
-        image = image.convert("RGB")
-        width, height = size or (d.size[::-1] if is_portrait(image.size) else d.size)
-        settings = GenerationSettings(
-            frames=frames or d.frames,
-            fps=fps or d.fps,
-            motion_bucket=d.motion_bucket if motion_bucket is None else motion_bucket,
-            noise_aug=noise_aug,
-            steps=steps or d.steps,
-            min_cfg=min_cfg,
-            max_cfg=max_cfg,
-            seed=seed,
-            width=width,
-            height=height,
-        )
-        picture = fit_image(image, width, height, fit, (255, 255, 255))
-        return self.animator.animate(picture, settings, progress)
+    def animate_image(self, image: Image.Image, *, seed: int = 0, **options: Any) -> np.ndarray:
+        """Frames (F, H, W, 3) uint8 for `image`; keywords as `svd animate`'s options (frames=, fps=, size=...)."""
+        _check_keywords(options, allowed=set(BY_NAME) - NOT_FOR_SCRIPTS - LOAD_OPTIONS)
+        request = self.session.request.replace(seed=seed, **options)
+        validate(request, need_inputs=False)
+        call = self.session.derive(request)
+        return call.animate(call.first_frame_from_image(image), seed).frames
 
 
 def load(
     model: str = "svd-xt",
     *,
-    device: str = "auto",
-    dtype: str = "auto",
-    memory: str = "auto",
     frames: int | None = None,
-    size: tuple[int, int] = (1024, 576),
+    size: tuple[int, int] | None = None,
     progress: Progress | None = None,
+    **options: Any,
 ) -> ScriptAnimator:
-    """Resolve (downloading if needed), load and configure a model; `memory` as for `svd animate`.
+    """Resolve (downloading if needed) and load a model, with a memory plan for videos of `frames` x `size`.
 
-    `frames` and `size` only inform `memory="auto"` about the videos you plan to make.
+    Keywords: device=, dtype=, memory=, decode_chunk=, vae_tiling=, attention= as for `svd animate`.
+    `frames` and `size` given here also become the defaults of every `animate_image` call.
     """
-    from .hub import resolve_model
-    from .loading import load_model, resolve_device, resolve_dtype
-    from .memory import MEMORY_CHOICES, choose_plan
-    from .pipeline import Animator
-    from .settings import model_defaults, read_unet_config
+    _check_keywords(options, allowed=LOAD_OPTIONS - {"model"})
+    request = Request(model=model, frames=frames, size=size, **options)
+    session = Session(request, progress)
+    session.resolve()
+    session.load(session.settings_for(0, request.size or session.defaults["size"]))
+    return ScriptAnimator(session)
 
-    if memory not in MEMORY_CHOICES:
-        raise UsageError(f"memory={memory!r}: choose one of {', '.join(MEMORY_CHOICES)}.")
-    source = resolve_model(model, progress=progress)
-    defaults = model_defaults(source, read_unet_config(source.path))
-    torch_device = resolve_device(device)
-    loaded = load_model(source, torch_device, resolve_dtype(dtype, torch_device))
-    plan = choose_plan(loaded, memory, {}, (frames or defaults.frames, size[0], size[1]))
-    return ScriptAnimator(Animator(loaded, plan), defaults)
+
+def _check_keywords(options: dict, allowed: set[str]) -> None:
+    for name in options:
+        if name not in allowed:
+            raise UsageError(f"{name}=: not a keyword here; use one of {', '.join(sorted(allowed))}.", option=name)

@@ -12,20 +12,18 @@ from __future__ import annotations
 import glob
 import os
 import random
-import string
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError
-from .progress import NullProgress, Progress
-from .recipe import build_recipe, file_sha256, resume_state
-from .settings import AnimateRequest
-from .video import output_suffix
+from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, ref
+from .io.recipe import build_recipe, file_sha256, resume_state
+from .io.video import output_suffix
+from .options import Request, check_template, with_defaults
+from .session import Session
 
-TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames")
 GLOB_CHARS = set("*?[")
 
 
@@ -35,7 +33,7 @@ class Job:
 
     index: int
     input: Path
-    rel_dir: Path  # folder of the input relative to the folder it was found under (mirrored under --out)
+    rel_dir: Path  # folder of the input relative to the folder it was found under (mirrored under the output)
     seed: int
     seed_fixed: bool
     output: Path = Path()
@@ -48,6 +46,7 @@ class JobResult:
     reason: str = ""
     seconds: float = 0.0
     recipe: dict | None = None
+    unexpected: bool = False  # a bug, not the input's fault: the edge offers the traceback
 
     def as_json(self) -> dict:
         seed = self.recipe["settings"]["seed"] if self.recipe else self.job.seed
@@ -109,9 +108,29 @@ class Summary:
 # --- 1. planning -----------------------------------------------------------------------------------------
 
 
-def plan_jobs(req: AnimateRequest, stdin: Iterable[str] | None = None) -> Plan:
-    """Expand inputs, pick seeds and name every output; raise UsageError before any work on a bad plan."""
-    from .images import image_extensions
+def plan_for_request(session: Session, stdin: Iterable[str] | None = None) -> Plan:
+    """The whole plan of a run, with every usage error raised before any download or model load.
+
+    Output names may use the model's defaults ({fps}, {frames}); they are known without the network for
+    named models and folders. Only a Hub repo that is not downloaded yet is resolved (fetched) first.
+    """
+    from .models.sources import peek_defaults
+
+    req = session.request
+    check_template(req.name or "{stem}")
+    defaults = peek_defaults(req.model)
+    if defaults is None:
+        session.resolve()
+        defaults = session.defaults
+    return plan_jobs(req, defaults, stdin)
+
+
+def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None = None) -> Plan:
+    """Expand inputs, pick seeds and name every output; raise UsageError before any work on a bad plan.
+
+    `defaults` are the model's (for names that use {fps} or {frames}); None if they are not known yet.
+    """
+    from .io.images import image_extensions
 
     image_exts = image_extensions()
     found: dict[Path, Path] = {}  # input -> folder it was found under (for mirroring)
@@ -147,7 +166,7 @@ def plan_jobs(req: AnimateRequest, stdin: Iterable[str] | None = None) -> Plan:
         else:
             raise UsageError(f"{arg}: no such file or folder.")
     if not found:
-        raise UsageError("No input images found (folders are scanned for image files; --recursive descends).")
+        raise UsageError(f"No input images found (folders are scanned for image files; {ref('recursive')} descends).")
 
     jobs: list[Job] = []
     for path in sorted(found, key=lambda p: str(p)):
@@ -155,7 +174,7 @@ def plan_jobs(req: AnimateRequest, stdin: Iterable[str] | None = None) -> Plan:
         rel_dir = path.parent.relative_to(base) if base != path.parent else Path()
         for seed, fixed in _seeds(req):
             jobs.append(Job(index=len(jobs), input=path, rel_dir=rel_dir, seed=seed, seed_fixed=fixed))
-    name_outputs(jobs, req)
+    name_outputs(jobs, req, defaults or {})
     return Plan(jobs=jobs, non_images=non_images)
 
 
@@ -181,7 +200,7 @@ def _glob_base(pattern: str) -> Path:
     return Path(*parts) if parts else Path()
 
 
-def _seeds(req: AnimateRequest) -> list[tuple[int, bool]]:
+def _seeds(req: Request) -> list[tuple[int, bool]]:
     """(seed, fixed?) per video of one image. Random seeds are drawn now (a new one for every video), so
     names that include {seed} are known before any work starts."""
     rng = random.SystemRandom()
@@ -196,13 +215,14 @@ def _seeds(req: AnimateRequest) -> list[tuple[int, bool]]:
     return [(rng.randrange(2**31), False)]
 
 
-def name_outputs(jobs: list[Job], req: AnimateRequest) -> None:
-    """Set each job's output path from --out and --name; refuse escapes and collisions."""
+def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
+    """Set each job's output path from the output and name settings; refuse escapes and collisions."""
     fmt = req.format
     suffix = output_suffix(fmt)
     several_per_image = bool(req.seeds and len(req.seeds) > 1) or bool(req.variations and req.variations > 1)
     template = req.name or ("{stem}-{seed}" if several_per_image else "{stem}")
-    _check_template(template)
+    check_template(template)
+    values = with_defaults(req, defaults) if defaults else {"fps": req.fps, "frames": req.frames}
 
     out = req.out
     single_file = (
@@ -214,210 +234,91 @@ def name_outputs(jobs: list[Job], req: AnimateRequest) -> None:
         and (out.suffix.lower() == suffix if suffix else not out.exists())
     )
     if out is not None and not single_file and out.suffix and out.suffix.lower() in (".mp4", ".gif", ".webm"):
+        if len(jobs) > 1:
+            raise UsageError(
+                f"{ref('out')} {out}: names one file but this run makes {len(jobs)} videos; give a folder instead.",
+                option="out",
+            )
+        fixed = out.with_suffix(suffix or "")
         raise UsageError(
-            f"--out {out}: names one file but this run makes {len(jobs)} videos; give a folder instead."
-            if len(jobs) > 1
-            else f"--out {out}: the suffix does not match --format {fmt}; use {out.with_suffix(suffix or '')}."
+            f"{ref('out')} {out}: the suffix does not match {ref('format')} {fmt}; use {fixed}.", option="out"
         )
     seen: dict[Path, Job] = {}
     for job in jobs:
         if single_file:
             job.output = out
         else:
-            name = _render(template, job, req) + suffix
+            fields = {
+                "stem": job.input.stem,
+                "seed": job.seed,
+                "index": job.index,
+                "model": Path(req.model).name,
+                "fps": "" if values.get("fps") is None else values["fps"],
+                "frames": "" if values.get("frames") is None else values["frames"],
+            }
+            name = template.format(**fields) + suffix
             folder = (out / job.rel_dir) if out is not None else job.input.parent
             job.output = folder / name
         key = Path(os.path.normcase(os.path.abspath(job.output)))
         if key in seen:
             other = seen[key]
             raise UsageError(
-                f"--name {template!r}: {other.input} and {job.input} would both be written to {job.output}; "
-                "add {seed} or {index} to --name, or use separate --out folders."
+                f"{ref('name')} {template!r}: {other.input} and {job.input} would both be written to {job.output}; "
+                f"add {{seed}} or {{index}} to {ref('name')}, or use separate {ref('out')} folders.",
+                option="name",
             )
         seen[key] = job
-
-
-def _check_template(template: str) -> None:
-    try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as exc:
-        raise UsageError(f"--name {template!r}: not a valid template ({exc}).") from None
-    unknown = [n for n in names if n not in TEMPLATE_FIELDS]
-    if unknown:
-        raise UsageError(
-            f"--name {template!r}: unknown field {{{unknown[0]}}}; use "
-            + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
-            + "."
-        )
-    if "/" in template or "\\" in template or template.strip() in ("", ".", "..") or ".." in template:
-        raise UsageError(
-            f"--name {template!r}: a name may not contain path separators or '..' (it would escape the output "
-            "folder); use --out to choose the folder."
-        )
-
-
-def _render(template: str, job: Job, req: AnimateRequest) -> str:
-    values = {
-        "stem": job.input.stem,
-        "seed": job.seed,
-        "index": job.index,
-        "model": Path(req.model).name,
-        "fps": req.fps if req.fps is not None else "",
-        "frames": req.frames if req.frames is not None else "",
-    }
-    return template.format(**values)
 
 
 # --- 2. running ------------------------------------------------------------------------------------------
 
 
-class JobRunner:
-    """Animates jobs with one loaded model; builds each job's recipe and writes its outputs."""
+def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path], str]) -> dict | None:
+    """The recipe this run would write for `job` (for the resume check), without loading the model."""
+    from .io.images import upright_size
+    from .stages.first_frame import target_size
 
-    def __init__(self, req: AnimateRequest, progress: Progress | None = None):
-        self.req = req
-        self.progress = progress or NullProgress()
-        self.source = None
-        self.animator = None
-        self.defaults = None
-        self._sha: dict[Path, str] = {}
+    image_size = upright_size(job.input)
+    if image_size is None:
+        return None
+    size = target_size(session.request.size, session.defaults["size"], image_size)
+    return _recipe(session, job, fmt, sha256(job.input), session.settings_for(job.seed, size))
 
-    def input_sha256(self, path: Path) -> str:
-        if path not in self._sha:
-            self._sha[path] = file_sha256(path)
-        return self._sha[path]
 
-    # The model is resolved first (cheap, may download) and loaded only if some job needs it.
-    def resolve(self) -> None:
-        from .hub import resolve_model
-        from .settings import model_defaults, read_unet_config
+def _recipe(session: Session, job: Job, fmt: str, sha256: str, settings, clip=None, seconds=None) -> dict:
+    req = session.request
+    return build_recipe(
+        input_path=job.input,
+        input_sha256=sha256,
+        output=job.output,
+        fmt=fmt,
+        settings=settings,
+        fps=clip.fps if clip is not None else settings.fps,
+        seed_fixed=job.seed_fixed,
+        fit=req.fit,
+        background=req.background,
+        model=session.source.describe(),
+        stages=clip.stages + [{"stage": "write", "format": fmt, "fps": clip.fps}] if clip is not None else None,
+        runtime=session.runtime() if clip is not None else None,
+        seconds=seconds,
+    )
 
-        self.source = resolve_model(self.req.model, progress=self.progress)
-        self.defaults = model_defaults(self.source, read_unet_config(self.source.path))
-        d = self.defaults
-        asked = (self.req.fps or d.fps, d.motion_bucket if self.req.motion_bucket is None else self.req.motion_bucket)
-        if d.fixed_conditioning and asked != (d.fps, d.motion_bucket):
-            self.progress.note(
-                f"{self.source.name} was fine-tuned at fps {d.fps} and motion bucket {d.motion_bucket}; "
-                "other values may give worse motion"
-            )
 
-    def load(self) -> None:
-        from .loading import load_model, resolve_device, resolve_dtype
-        from .memory import choose_plan
-        from .pipeline import Animator
+def make_video(session: Session, job: Job, fmt: str, sha256: Callable[[Path], str]) -> JobResult:
+    """One job through every stage: first frame, animate, write (video and recipe, atomically)."""
+    from .io.video import check_writable, remove_stale_partials, write_video_and_recipe
 
-        req = self.req
-        device = resolve_device(req.device)
-        dtype = resolve_dtype(req.dtype, device)
-        if device.type == "cpu" and req.dtype == "fp16":
-            self.progress.note("fp16 on the CPU is much slower than fp32 (--dtype auto); it is meant for GPUs")
-        self.progress.start("load")
-        model = load_model(self.source, device, dtype)
-        self.progress.end()
-        overrides = {
-            "decode_chunk": req.decode_chunk,
-            "vae_tiling": req.vae_tiling,
-            "attention": req.attention if req.attention != "auto" else None,
-        }
-        plan = choose_plan(model, req.memory, overrides, self.first_shape)
-        self.progress.note(f"Memory profile {plan.profile}: {plan.reason}" + _savers_text(plan))
-        self.animator = Animator(model, plan)
-
-    def settings_for(self, job: Job, size: tuple[int, int]):
-        from .pipeline import GenerationSettings
-
-        req, d = self.req, self.defaults
-        return GenerationSettings(
-            frames=req.frames or d.frames,
-            fps=req.fps or d.fps,
-            motion_bucket=req.motion_bucket if req.motion_bucket is not None else d.motion_bucket,
-            noise_aug=req.noise_aug,
-            steps=req.steps or d.steps,
-            min_cfg=req.min_cfg,
-            max_cfg=req.max_cfg,
-            seed=job.seed,
-            width=size[0],
-            height=size[1],
-        )
-
-    def recipe(self, job: Job, settings, runtime: dict | None = None, seconds: float | None = None) -> dict:
-        req = self.req
-        return build_recipe(
-            input_path=job.input,
-            input_sha256=self.input_sha256(job.input),
-            output=job.output,
-            fmt=req.format,
-            settings=settings,
-            seed_fixed=job.seed_fixed,
-            fit=req.fit,
-            background=req.background,
-            model=self.source.describe(),
-            runtime=runtime,
-            seconds=seconds,
-        )
-
-    def runtime(self) -> dict:
-        """Where and how this run computes: recorded so a recipe can be repeated exactly."""
-        import diffusers
-        import torch
-
-        from .loading import dtype_name
-
-        model, plan = self.animator.model, self.animator.plan
-        return {
-            "device": str(model.device),
-            "dtype": dtype_name(model.dtype),
-            "memory": plan.describe() | {"attention_kernel": self.animator.placement.attention},
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-        }
-
-    def size_for(self, image_size: tuple[int, int]) -> tuple[int, int]:
-        """--size, else the model's default size, turned upright for portrait photos."""
-        from .images import is_portrait
-        from .settings import DEFAULT_SIZE
-
-        if self.req.size:
-            return self.req.size
-        size = self.defaults.size if self.defaults else DEFAULT_SIZE
-        return size[::-1] if is_portrait(image_size) else size
-
-    first_shape: tuple[int, int, int] = (25, 1024, 576)
-
-    def run_one(self, job: Job) -> JobResult:
-        from .images import fit_image, open_image, parse_color
-        from .video import check_writable, remove_stale_partials, write_video_and_recipe
-
-        req = self.req
-        started = time.monotonic()
-        background = parse_color(req.background)
-        image, notes = open_image(job.input, background)
-        check_writable(job.output.parent)
-        remove_stale_partials(job.output, req.format)
-        for note in notes:
-            self.progress.note(note)
-        size = self.size_for(image.size)
-        settings = self.settings_for(job, size)
-        picture = fit_image(image, size[0], size[1], req.fit, background)
-        if self.animator is None:
-            self.first_shape = (settings.frames, settings.width, settings.height)
-            self.load()
-        frames = self.animator.animate(picture, settings, self.progress)
-        recipe = self.recipe(job, settings, self.runtime(), time.monotonic() - started)
-        self.progress.start("write")
-        write_video_and_recipe(frames, job.output, settings.fps, req.format, recipe)
-        self.progress.end()
-        return JobResult(job, "ok", seconds=time.monotonic() - started, recipe=recipe)
-
-    def expected_recipe(self, job: Job) -> dict | None:
-        """The recipe this run would write for `job` (for the resume check), without loading the model."""
-        from .images import upright_size
-
-        image_size = upright_size(job.input)
-        if image_size is None:
-            return None
-        return self.recipe(job, self.settings_for(job, self.size_for(image_size)))
+    started = time.monotonic()
+    frame = session.first_frame_from_file(job.input)
+    check_writable(job.output.parent)
+    remove_stale_partials(job.output, fmt)
+    clip = session.animate(frame, job.seed)
+    settings = session.settings_for(job.seed, frame.picture.size)
+    recipe = _recipe(session, job, fmt, sha256(job.input), settings, clip, time.monotonic() - started)
+    session.progress.start("write")
+    write_video_and_recipe(clip.frames, job.output, clip.fps, fmt, recipe)
+    session.progress.end()
+    return JobResult(job, "ok", seconds=time.monotonic() - started, recipe=recipe)
 
 
 def _naming(job: Job, reason: str) -> str:
@@ -425,36 +326,38 @@ def _naming(job: Job, reason: str) -> str:
     return reason if str(job.input) in reason else f"{job.input}: {reason}"
 
 
-def _savers_text(plan) -> str:
-    savers = plan.savers()
-    return f" [{', '.join(savers)}]" if savers else " [no savers]"
-
-
 def run_jobs(
-    req: AnimateRequest,
+    session: Session,
     plan: Plan,
     summary: Summary,
-    progress: Progress | None = None,
     on_result: Callable[[JobResult], None] | None = None,
-    debug: bool = False,
+    reraise_unexpected: bool = False,
 ) -> Summary:
     """Animate every job of `plan` into `summary` (so a Ctrl-C still leaves the results so far).
 
     A failure that belongs to one input (a broken image, a failed write, out of memory even on `min`) fails
     that job and the batch goes on; one that dooms every job (the model cannot be loaded) ends the run.
+    `reraise_unexpected` lets a bug's traceback through instead of failing the job with its one line.
     """
-    progress = progress or NullProgress()
+    req, progress = session.request, session.progress
     on_result = on_result or (lambda r: None)
     summary.non_images = plan.non_images
-    runner = JobRunner(req, progress)
-    runner.resolve()
+    if session.source is None:
+        session.resolve()
+    hashes: dict[Path, str] = {}
+
+    def sha256(path: Path) -> str:
+        if path not in hashes:
+            hashes[path] = file_sha256(path)
+        return hashes[path]
 
     todo: list[Job] = []
     for job in plan.jobs:
         if req.overwrite:
             todo.append(job)
             continue
-        state, why, earlier = resume_state(job.output, req.format, runner.expected_recipe(job), job.seed_fixed)
+        expected = expected_recipe(session, job, req.format, sha256)
+        state, why, earlier = resume_state(job.output, req.format, expected, job.seed_fixed)
         if state == "todo":
             todo.append(job)
         else:
@@ -465,17 +368,17 @@ def run_jobs(
     for job in todo:
         progress.note(f"[{job.index + 1}/{len(plan.jobs)}] {job.input} -> {job.output} (seed {job.seed})")
         try:
-            result = runner.run_one(job)
+            result = make_video(session, job, req.format, sha256)
         except (UsageError, ModelLoadError, ModelUnavailableError):
             raise
         except SvdError as exc:
-            result = JobResult(job, "failed", reason=_naming(job, str(exc)))
+            result = JobResult(job, "failed", reason=_naming(job, exc.marked()))
         except Exception as exc:
-            if debug:
+            if reraise_unexpected:
                 raise
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = f"unexpected error ({type(exc).__name__}: {first}); run with --debug for the traceback"
-            result = JobResult(job, "failed", reason=_naming(job, reason))
+            reason = f"unexpected error ({type(exc).__name__}: {first})"
+            result = JobResult(job, "failed", reason=_naming(job, reason), unexpected=True)
         progress.end()
         summary.results.append(result)
         on_result(result)

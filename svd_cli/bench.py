@@ -1,9 +1,9 @@
 """`svd bench`: one generation per memory profile and per diffusers recipe, timed side by side in one process.
 
-The model is the full-size SVD architecture (or `--arch tiny` for a quick check) with random weights: the
+The model is the full-size SVD architecture (or the tiny one for a quick check) with random weights: the
 same layers and shapes as the real checkpoints, so the same FLOPs and memory traffic; only the pictures are
 noise. Rows:
-- high / balanced / low / min: `svd animate --memory <profile>` on the same image and seed.
+- high / balanced / low / min: `svd animate` with that memory profile, on the same image and seed.
 - diffusers: `StableVideoDiffusionPipeline` as its docs show it, `.to(device)` and `decode_chunk_size=8`.
 - diffusers-lowmem: its low-memory recipe, `enable_model_cpu_offload()`, `unet.enable_forward_chunking()`,
   `decode_chunk_size=2` (needs a GPU).
@@ -110,25 +110,27 @@ def run_bench(
     dtype: str = "auto",
     out: Path | None = None,
     image_path: Path | None = None,
-    console=None,
+    *,
+    console,
 ) -> dict:
-    """Run every row, print a table, write the JSON; return the results."""
+    """Run every row, print a table on `console` (a rich Console), write the JSON; return the results."""
     import diffusers
     import torch
     from PIL import Image
 
-    from .architectures import build_random_pipeline
-    from .errors import UsageError
-    from .hub import ModelSource
-    from .images import fit_image
-    from .loading import LoadedModel, dtype_name, resolve_device, resolve_dtype
+    from .errors import OptionError
+    from .io.images import fit_image
     from .memory import PROFILE_ORDER
+    from .models.adapters import SVDAdapter
+    from .models.architectures import build_random_pipeline
+    from .models.loading import dtype_name, resolve_device, resolve_dtype
+    from .models.sources import ModelSource
+    from .options import GenerationSettings
 
     rows = [r.strip() for r in rows if r.strip()]
     unknown = [r for r in rows if r not in PROFILE_ORDER and r not in ANCHORS]
     if unknown:
-        raise UsageError(f"--profiles {unknown[0]}: rows are {', '.join(PROFILE_ORDER + ANCHORS)}.")
-    console = console or _console()
+        raise OptionError("profiles", unknown[0], f"rows are {', '.join(PROFILE_ORDER + ANCHORS)}.")
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else _cpu_name()
@@ -137,11 +139,9 @@ def run_bench(
     console.print(RANDOM_WEIGHTS_NOTE)
 
     pipe = build_random_pipeline(arch, device="cpu", dtype=torch_dtype)
-    model = LoadedModel(ModelSource(name=f"random-{arch}", path=Path(".")), pipe, torch_device, torch_dtype)
+    model = SVDAdapter(ModelSource(name=f"random-{arch}", path=Path(".")), pipe, torch_device, torch_dtype)
     image_path = image_path or _example_image()
     image = fit_image(Image.open(image_path).convert("RGB"), width, height, "crop", (255, 255, 255))
-    from .pipeline import GenerationSettings
-
     settings = GenerationSettings(
         frames=frames, fps=7, motion_bucket=127, noise_aug=0.02, steps=steps, min_cfg=1.0, max_cfg=3.0,
         seed=0, width=width, height=height,
@@ -149,9 +149,9 @@ def run_bench(
     pipe.set_progress_bar_config(disable=True)
     meter = PeakMemory(torch_device)
     results: list[dict] = []
-    if True:  # kernels, allocator and caches warm up once, outside every row
-        console.print("Warm-up run (1 step, not measured)...")
-        _run_ours(model, "high", image, GenerationSettings(**{**settings.as_dict(), "steps": 1}), meter)
+    # Kernels, allocator and caches warm up once, outside every row.
+    console.print("Warm-up run (1 step, not measured)...")
+    _run_ours(model, "high", image, settings.replace(steps=1), meter)
 
     for row in rows:
         console.print(f"Row {row}...")
@@ -183,7 +183,7 @@ def run_bench(
     _print_table(console, report)
     path = out or _default_out(device_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .video import write_json
+    from .io.video import write_json
 
     write_json(report, path)
     console.print(f"Results written to {path}")
@@ -192,7 +192,7 @@ def run_bench(
 
 def _run_ours(model, profile: str, image, settings, meter: PeakMemory) -> dict:
     from .memory import estimate_peak_bytes, job_shape, plan_for
-    from .pipeline import Animator
+    from .stages.animate import Animator
 
     plan = plan_for(profile)
     animator = Animator(model, plan)
@@ -373,9 +373,3 @@ def _default_out(device_name: str) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "-", device_name.lower()).strip("-")
     folder = Path("benchmarks") / "results"
     return (folder if folder.is_dir() else Path(".")) / f"{slug}.json"
-
-
-def _console():
-    from .terminal import out_console
-
-    return out_console()

@@ -2,7 +2,8 @@
 
 Precedence, highest first: a flag, then its environment variable, then a config file, then the model's (or
 svd's) default. Config files are read from the user config folder and then from `./svd.toml`; the working
-folder's file wins. Keys are option names (`motion-bucket = 90` or `motion_bucket = 90`).
+folder's file wins. Keys are option names from the schema (`motion-bucket = 90` or `motion_bucket = 90`),
+and values are checked like flags, with errors naming the file.
 """
 
 from __future__ import annotations
@@ -10,21 +11,18 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .errors import UsageError
+from .errors import OptionError, UsageError
+from .options import BY_NAME, OPTIONS, check, coerce
 from .paths import user_config_dir
 
 CONFIG_NAME = "svd.toml"
-
-
-def env_var(option: str) -> str:
-    """'motion_bucket' -> 'SVD_MOTION_BUCKET'."""
-    return "SVD_" + option.upper().replace("-", "_")
 
 
 def config_files() -> list[Path]:
@@ -39,42 +37,52 @@ def config_files() -> list[Path]:
     return files
 
 
-def load_config(allowed: set[str]) -> tuple[dict, dict[str, Path]]:
-    """Merged values from the config files and, per key, the file it came from."""
-    values: dict = {}
+def load_config() -> tuple[dict[str, Any], dict[str, Path]]:
+    """Merged, checked values from the config files and, per option, the file it came from."""
+    values: dict[str, Any] = {}
     origin: dict[str, Path] = {}
     for path in config_files():
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path}: cannot be read ({exc}); fix or remove it.") from None
+            raise UsageError(f"{path}: cannot be read ({exc}); fix or remove it.", path=path) from None
         except tomllib.TOMLDecodeError as exc:
-            raise UsageError(f"{path}: not valid TOML ({exc}); fix or remove it.") from None
+            raise UsageError(f"{path}: not valid TOML ({exc}); fix or remove it.", path=path) from None
         section = data.get("animate", data)
         for key, value in section.items():
             if isinstance(value, dict):
                 continue
             name = key.replace("-", "_")
-            if name not in allowed:
+            if name not in BY_NAME:
                 raise UsageError(
-                    f"{path}: unknown setting {key!r}; use option names such as model, memory, fps, "
-                    "motion-bucket (see `svd animate --help`)."
+                    f"{path}: unknown setting {key!r}; use option names such as model, memory, fps, motion-bucket "
+                    "(see the animate options).",
+                    path=path,
+                    key=key,
                 )
-            values[name] = value
+            opt = BY_NAME[name]
+            try:
+                parsed = coerce(opt, value)
+                check(opt, parsed)
+            except OptionError as exc:
+                raise UsageError(f"{path}: {key} = {value!r}: {exc.message}", path=path, key=key) from None
+            values[name] = parsed
             origin[name] = path
     return values, origin
 
 
-def effective_settings(options: list[tuple[str, str, str, object]]) -> list[dict]:
-    """For each (flag, name, env var, default): the value `svd animate` would use and where it comes from."""
-    values, origin = load_config({name for _, name, _, _ in options})
+def effective_settings() -> list[dict]:
+    """Each option's value for `svd animate` before flags, and where it comes from (env, config, default)."""
+    values, origin = load_config()
     rows = []
-    for flag, name, env, default in options:
-        if env and env in os.environ:
-            value, source = os.environ[env], f"env {env}"
-        elif name in values:
-            value, source = values[name], f"config {origin[name]}"
+    for opt in OPTIONS:
+        if opt.env_var in os.environ:
+            value, source = os.environ[opt.env_var], f"env {opt.env_var}"
+        elif opt.name in values:
+            value, source = values[opt.name], f"config {origin[opt.name]}"
+        elif opt.from_model:
+            value, source = None, "model default"
         else:
-            value, source = default, "default" if default is not None else "model default"
-        rows.append({"option": flag, "value": value, "source": source})
+            value, source = (opt.default if opt.default is not None else opt.label()), "default"
+        rows.append({"name": opt.name, "value": value, "source": source})
     return rows

@@ -1,4 +1,4 @@
-"""`svd doctor`: what this machine offers svd, and what `--memory auto` would choose here."""
+"""`svd doctor`: what this machine offers svd, and what the automatic memory choice would pick here."""
 
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from ._version import __version__
 
 def collect() -> dict:
     """Everything doctor reports, as plain data (works on machines with no GPU)."""
+    import psutil
     import torch
 
-    from .hub import weights_status
+    from .models.hub import offline_mode
+    from .models.sources import weights_status
 
     report: dict = {
         "svd": __version__,
@@ -61,12 +63,14 @@ def collect() -> dict:
 
     report["attention"]["xformers"] = _xformers_version() if xformers_available() else None
     report["device"] = "cuda" if torch.cuda.is_available() else ("mps" if report["gpus"] else "cpu")
+    memory = psutil.virtual_memory()
+    report["ram"] = {"total_bytes": memory.total, "available_bytes": memory.available}
     report["auto_profiles"] = _auto_profiles(free)
     report["ffmpeg"] = _ffmpeg()
     report["weights"] = weights_status()
     report["hub"] = {
         "cache": os.environ.get("HF_HOME") or "~/.cache/huggingface",
-        "offline": os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"),
+        "offline": offline_mode(),
         "token": _has_token(),
     }
     return report
@@ -84,7 +88,7 @@ def _auto_profiles(free: int | None) -> dict:
 
     out = {}
     try:
-        from .architectures import parameter_bytes
+        from .models.architectures import parameter_bytes
 
         sizes = parameter_bytes("svd-xt", 2)
     except Exception as exc:  # pragma: no cover
@@ -127,39 +131,3 @@ def _has_token() -> bool:
         return get_token() is not None
     except Exception:
         return False
-
-
-def render(report: dict) -> None:
-    from .memory import gib
-    from .terminal import out_console
-
-    console = out_console()
-    p = console.print
-    p(f"svd {report['svd']}   Python {report['python']}   {report['platform']}")
-    cuda = report["cuda_runtime"] or "none"
-    p(f"torch {report['torch']}   CUDA runtime {cuda}   diffusers {report.get('diffusers')}")
-    if report["gpus"]:
-        for g in report["gpus"]:
-            mem = f"{gib(g['free_bytes'])} free of {gib(g['total_bytes'])}" if g.get("total_bytes") else ""
-            p(f"GPU {g['index']}: {g['name']} {('(sm ' + g['capability'] + ')') if g.get('capability') else ''} {mem}")
-    else:
-        p("GPU: none found; svd will run on the CPU (slow: minutes per frame for the real models).")
-    att = report["attention"]
-    p(
-        "Attention: "
-        + ", ".join(f"{k} {'yes' if v else 'no'}" if not isinstance(v, str) else f"{k} {v}" for k, v in att.items())
-    )
-    for name, info in report["auto_profiles"].items():
-        if name == "error":
-            p(f"Memory estimates unavailable: {info}")
-            continue
-        est = ", ".join(f"{k} ~{gib(v)}" for k, v in info["estimated_peak_bytes"].items())
-        p(f"--memory auto for {name} (1024x576): {info['profile']} ({info['reason']}); estimated peaks: {est}")
-    ff = report["ffmpeg"]
-    p(f"ffmpeg: {ff.get('version', '')} at {ff.get('path', ff.get('error'))}")
-    hub = report["hub"]
-    yes = {True: "yes", False: "no"}
-    p(f"Hugging Face cache: {hub['cache']}   offline: {yes[hub['offline']]}   token: {yes[hub['token']]}")
-    for w in report["weights"]:
-        state = f"downloaded, {w['size_bytes'] / 1e9:.2f} GB at {w['path']}" if w["downloaded"] else "not downloaded"
-        p(f"weights {w['name']}: {state}")

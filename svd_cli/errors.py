@@ -1,10 +1,33 @@
-"""Errors a user can act on.
+"""Errors a user can act on, carrying what went wrong as fields.
 
-Every failure that reaches the user is one of these: a sentence naming the file or option at fault and
-the fix. The CLI prints `str(error)` and exits with `exit_code`; tracebacks only appear with `--debug`.
+The library never spells a command-line flag. A message refers to a setting with `ref("motion_bucket")`; the
+edge that shows the message decides how the setting is spelled: `--motion-bucket` on the command line,
+`motion_bucket=` in Python (`str(error)`). `OptionError` also carries the option, the value and what is
+allowed, so a caller can act on them without parsing text. The CLI prints one line and exits with
+`exit_code`; tracebacks only appear with `--debug`.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+_REF = re.compile(r"\{opt:([a-z_]+)\}")
+
+
+def ref(option: str) -> str:
+    """A reference to the setting `option` inside a message, spelled by whoever shows the message."""
+    return "{opt:" + option + "}"
+
+
+def keyword(option: str) -> str:
+    """How Python callers spell a setting: as the keyword argument."""
+    return option
+
+
+def spell_refs(text: str, spell: Callable[[str], str] = keyword) -> str:
+    """`text` with every `ref(...)` spelled by `spell` (for progress notes as well as errors)."""
+    return _REF.sub(lambda m: spell(m.group(1)), text)
 
 
 class SvdError(Exception):
@@ -12,11 +35,47 @@ class SvdError(Exception):
 
     exit_code = 1
 
+    def __init__(self, message: str, **fields):
+        super().__init__(message)
+        self.message = message
+        self.fields = fields
+        for key, value in fields.items():
+            setattr(self, key, value)
+
+    def marked(self) -> str:
+        """The whole message with settings still as references (for a caller that spells them later)."""
+        return self.message
+
+    def render(self, spell: Callable[[str], str] = keyword) -> str:
+        """The message with every setting spelled by `spell` (option name -> text)."""
+        return spell_refs(self.marked(), spell)
+
+    def __str__(self) -> str:
+        return self.render()
+
 
 class UsageError(SvdError):
-    """The command itself is wrong (exit code 2): a bad option value, a missing input, a bad template."""
+    """The request itself is wrong (exit code 2): a bad value, a missing input, a bad template."""
 
     exit_code = 2
+
+
+class OptionError(UsageError):
+    """One setting has a value svd cannot use: `option`, `value`, and `allowed` (a range, choices or a form)."""
+
+    def __init__(self, option: str, value, problem: str, allowed=None, *, shown: str | None = None):
+        # `shown`: the value as the user wrote it, when that differs from the parsed value (e.g. '1,x').
+        super().__init__(problem, option=option, value=value, allowed=allowed, shown=shown)
+
+    def marked(self) -> str:
+        value = self.shown if self.shown is not None else self.value
+        return f"{ref(self.option)} {value}: {self.message}"
+
+    def render(self, spell: Callable[[str], str] = keyword) -> str:
+        if spell is keyword:  # Python spells it as the keyword argument it was given as
+            value = self.shown if self.shown is not None else repr(self.value)
+            return f"{self.option}={value}: {spell_refs(self.message, spell)}"
+        return super().render(spell)
 
 
 class ModelUnavailableError(SvdError):

@@ -21,23 +21,25 @@ from .errors import SvdError
 
 @dataclass(frozen=True)
 class ModelEntry:
-    """One named checkpoint and the defaults `svd animate` uses with it."""
+    """One named checkpoint: where it lives, what kind of model it is, and the defaults it brings."""
 
     name: str
     repo: str | None
     revision: str
     variant: str | None
-    frames: int
-    steps: int
-    fps: int
-    motion_bucket: int
+    kind: str  # which adapter builds it (models/adapters.py)
+    sampler: str  # which sampler its adapter uses
+    defaults: dict  # option name -> default value, over the kind's own defaults
     download_gb: float
     gated: bool
     license: str
     description: str
     builtin: str | None = None
     fixed_conditioning: bool = False
-    size: tuple[int, int] = (1024, 576)
+
+    @property
+    def frames(self) -> int:
+        return self.defaults["frames"]
 
 
 def registry_path() -> Path:
@@ -57,24 +59,31 @@ def load_registry() -> dict[str, ModelEntry]:
         raise SvdError(f"The model registry {path} is missing; reinstall svd (pip install svd-cli).") from None
     except tomllib.TOMLDecodeError as exc:
         raise SvdError(f"The model registry {path} is not valid TOML ({exc}); fix or restore it.") from None
+    from .models.kinds import KIND_DEFAULTS, kind_defaults
+
     entries = {}
     for name, raw in data.get("models", {}).items():
+        kind = raw.get("kind", "svd")
+        if kind not in KIND_DEFAULTS:
+            raise SvdError(f"weights.toml: models.{name}.kind {kind!r} is not one of {', '.join(KIND_DEFAULTS)}.")
+        defaults = kind_defaults(kind)
+        for key in defaults:
+            if key in raw:
+                defaults[key] = _size(raw[key], name) if key == "size" else type(defaults[key])(raw[key])
         entries[name] = ModelEntry(
             name=name,
             repo=raw.get("repo"),
             revision=raw.get("revision", "main"),
             variant=raw.get("variant"),
-            frames=int(raw["frames"]),
-            steps=int(raw["steps"]),
-            fps=int(raw["fps"]),
-            motion_bucket=int(raw.get("motion_bucket", 127)),
+            kind=kind,
+            sampler=raw.get("sampler", KIND_DEFAULTS[kind]["sampler"]),
+            defaults=defaults,
             download_gb=float(raw.get("download_gb", 0.0)),
             gated=bool(raw.get("gated", False)),
             license=raw.get("license", ""),
             description=raw.get("description", ""),
             builtin=raw.get("builtin"),
             fixed_conditioning=bool(raw.get("fixed_conditioning", False)),
-            size=_size(raw.get("size", "1024x576"), name),
         )
     return entries
 

@@ -45,7 +45,7 @@ def isolated_home(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_dir(isolated_home) -> Path:
-    from svd_cli.tiny import ensure_tiny_model
+    from svd_cli.models.tiny import ensure_tiny_model
 
     return ensure_tiny_model()
 

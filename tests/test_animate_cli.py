@@ -128,14 +128,11 @@ def test_default_output_goes_next_to_the_input(svd, tiny_dir, tmp_path):
 
 
 def test_portrait_input_gets_portrait_size_by_default(tiny_dir):
-    from svd_cli.batch import JobRunner
-    from svd_cli.settings import AnimateRequest
+    from svd_cli.stages.first_frame import target_size
 
-    runner = JobRunner(AnimateRequest(inputs=["x"]))
-    assert runner.size_for(Image.new("RGB", (427, 640)).size) == (576, 1024)
-    assert runner.size_for(Image.new("RGB", (640, 427)).size) == (1024, 576)
-    runner = JobRunner(AnimateRequest(inputs=["x"], size=(512, 512)))
-    assert runner.size_for(Image.new("RGB", (427, 640)).size) == (512, 512)
+    assert target_size(None, (1024, 576), Image.new("RGB", (427, 640)).size) == (576, 1024)
+    assert target_size(None, (1024, 576), Image.new("RGB", (640, 427)).size) == (1024, 576)
+    assert target_size((512, 512), (1024, 576), Image.new("RGB", (427, 640)).size) == (512, 512)
 
 
 @pytest.mark.parametrize("fit", ["crop", "pad", "stretch"])
@@ -148,7 +145,7 @@ def test_fit_modes_produce_requested_size(svd, tiny_dir, tmp_path, fit):
 
 
 def test_fit_pad_letterboxes_with_background():
-    from svd_cli.images import fit_image
+    from svd_cli.io.images import fit_image
 
     tall = Image.new("RGB", (100, 200), (200, 10, 10))
     padded = np.asarray(fit_image(tall, 256, 128, "pad", (0, 0, 255)))
@@ -166,6 +163,7 @@ def test_weights_toml_defaults_are_used(svd, tiny_dir, tmp_path):
     from svd_cli.registry import get_entry
 
     entry = get_entry("tiny")
+    d = entry.defaults
     assert (s["frames"], s["steps"], s["fps"], s["motion_bucket"]) == (
-        entry.frames, entry.steps, entry.fps, entry.motion_bucket,
+        d["frames"], d["steps"], d["fps"], d["motion_bucket"],
     )  # fmt: skip

@@ -152,7 +152,7 @@ def test_hostile_batch_in_one_process_then_resume(svd, tiny_dir, tmp_path, monke
 
 
 def test_awkward_images_decode_upright_and_rgb(tmp_path):
-    from svd_cli.images import open_image, upright_size
+    from svd_cli.io.images import open_image, upright_size
 
     inputs = tmp_path / "in"
     make_hostile_folder(inputs)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from svd_cli.images import fit_image
+from svd_cli.io.images import fit_image
 from svd_cli.memory import MemoryPlan
-from svd_cli.pipeline import Animator, GenerationSettings
+from svd_cli.stages.animate import Animator, GenerationSettings
 
 from .conftest import EXAMPLES
 
@@ -24,8 +24,8 @@ SETTINGS = GenerationSettings(
 
 @pytest.fixture(scope="module")
 def model(tiny_dir):
-    from svd_cli.hub import resolve_model
-    from svd_cli.loading import load_model
+    from svd_cli.models.loading import load_model
+    from svd_cli.models.sources import resolve_model
 
     return load_model(resolve_model("tiny"), torch.device("cpu"), torch.float32)
 

@@ -52,7 +52,7 @@ def test_library_api_animates_and_writes(tiny_dir, tmp_path):
     path = svd_cli.write_frames(frames, tmp_path / "rocket.mp4", fps=9, fmt="mp4")
     meta, decoded = read_video(path)
     assert decoded.shape == (3, 64, 128, 3) and meta["fps"] == 9.0
-    with pytest.raises(svd_cli.UsageError, match="--fps 40"):
+    with pytest.raises(svd_cli.UsageError, match="fps=40: must be between 3 and 30"):
         animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), fps=40)
 
 
@@ -61,7 +61,7 @@ def test_a_failed_overwrite_keeps_the_previous_video(tmp_path, monkeypatch):
     import imageio_ffmpeg
 
     from svd_cli.errors import SvdError
-    from svd_cli.video import write_frames
+    from svd_cli.io.video import write_frames
 
     frames = np.full((4, 64, 128, 3), 120, dtype=np.uint8)
     target = tmp_path / "clip.mp4"

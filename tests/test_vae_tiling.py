@@ -14,10 +14,10 @@ from .conftest import EXAMPLES, psnr
 
 @pytest.fixture(scope="module")
 def vae(tiny_dir):
-    from svd_cli.hub import resolve_model
-    from svd_cli.loading import load_model
+    from svd_cli.models.loading import load_model
+    from svd_cli.models.sources import resolve_model
 
-    vae = load_model(resolve_model("tiny"), torch.device("cpu"), torch.float32).pipe.vae
+    vae = load_model(resolve_model("tiny"), torch.device("cpu"), torch.float32).vae
     vae_tiling.install_shared_stats_norms(vae)
     return vae
 
@@ -25,7 +25,7 @@ def vae(tiny_dir):
 @pytest.fixture(scope="module")
 def photo() -> torch.Tensor:
     """A real photo at 1024x576 in [-1, 1]: structured content, where per-tile statistics would show."""
-    from svd_cli.images import fit_image
+    from svd_cli.io.images import fit_image
 
     image = fit_image(Image.open(EXAMPLES / "astronaut.png").convert("RGB"), 1024, 576, "crop", (255, 255, 255))
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1

@@ -88,4 +88,4 @@ def test_env_var_value_errors_name_the_variable(svd, monkeypatch):
 def test_debug_shows_the_traceback(svd):
     with pytest.raises(Exception) as info:
         svd("animate", COFFEE, "--model", "tiny", "--fps", "2", "--debug")
-    assert "--fps 2" in str(info.value)
+    assert (info.value.option, info.value.value, info.value.allowed) == ("fps", 2, (3, 30))  # fields, not text

@@ -35,12 +35,12 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     assert reg["svd-xt"].repo == "stabilityai/stable-video-diffusion-img2vid-xt" and reg["svd-xt"].frames == 25
     xt11 = reg["svd-xt-1.1"]
     assert xt11.repo == "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
-    assert xt11.gated and xt11.fixed_conditioning and xt11.motion_bucket == 127
+    assert xt11.gated and xt11.fixed_conditioning and xt11.defaults["motion_bucket"] == 127
     assert all(e.variant == "fp16" and e.revision and e.license for e in reg.values() if e.repo)
 
 
 def test_download_patterns_fetch_only_fp16_safetensors_and_configs():
-    from svd_cli.hub import allow_patterns
+    from svd_cli.models.layout import allow_patterns
 
     patterns = allow_patterns("fp16")
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns
@@ -57,7 +57,7 @@ def test_wheel_ships_weights_toml(tmp_path):
         names = zf.namelist()
         assert "svd_cli/weights.toml" in names
         assert zf.read("svd_cli/weights.toml") == (ROOT / "weights.toml").read_bytes()
-        assert "svd_cli/cli.py" in names
+        assert "svd_cli/cli/__init__.py" in names and "svd_cli/models/adapters.py" in names
 
 
 # --- svd weights list / path -----------------------------------------------------------------------------

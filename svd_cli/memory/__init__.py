@@ -39,47 +39,44 @@ __all__ = [
 
 
 def apply_plan(model, plan: MemoryPlan):
-    """Configure `model` (a LoadedModel) for `plan`; returns the Placement that moves its weights."""
+    """Configure `model` (a model adapter) for `plan`; returns the Placement that moves its weights."""
     from .attention import resolve_attention, set_attention
     from .feedforward import set_feed_forward_chunking
     from .placement import Placement
     from .vae_tiling import install_shared_stats_norms
 
-    pipe = model.pipe
-    install_shared_stats_norms(pipe.vae)  # before offload hooks wrap the norms' forward
+    components = model.components()
+    install_shared_stats_norms(components["decoder"])  # before offload hooks wrap the norms' forward
+    install_shared_stats_norms(components["vae_encoder"])
     attention = resolve_attention(plan.attention, model.device, plan.slice_attention)
-    set_attention([pipe.unet, pipe.vae], attention, plan.attention_slice_scores)
-    set_feed_forward_chunking(pipe.unet, plan.ff_chunk_tokens)
-    placement = Placement.for_pipeline(pipe, model.device, plan.offload)
+    set_attention(model.attention_modules(), attention, plan.attention_slice_scores)
+    set_feed_forward_chunking(components["denoiser"], plan.ff_chunk_tokens)
+    placement = Placement(components, model.device, plan.offload)
     placement.apply()
     placement.attention = attention
     return placement
 
 
 def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]) -> MemoryPlan:
-    """The plan for a run: the profile named by --memory, or auto's pick for (frames, width, height)."""
+    """The plan for a run: the profile asked for, or auto's pick for (frames, width, height)."""
     from dataclasses import replace
 
     if memory != "auto":
-        return replace(plan_for(memory, **overrides), reason="chosen with --memory")
+        return replace(plan_for(memory, **overrides), reason="chosen by the memory setting")
     frames, width, height = shape
     plan, _ = choose_profile(free_device_memory(model.device), job_shape(model, frames, width, height), overrides)
     return plan
 
 
 def job_shape(model, frames: int, width: int, height: int) -> JobShape:
-    """The sizes the memory estimate needs, read off a loaded model."""
-    pipe = model.pipe
-
-    def nbytes(module) -> int:
-        return sum(p.numel() * p.element_size() for p in module.parameters())
-
+    """The sizes the memory estimate needs, read off a loaded model's adapter."""
+    sizes = model.role_bytes()
     return JobShape(
-        unet_bytes=nbytes(pipe.unet),
-        image_encoder_bytes=nbytes(pipe.image_encoder),
-        vae_bytes=nbytes(pipe.vae),
-        unet_base_channels=pipe.unet.config.block_out_channels[0],
-        vae_base_channels=pipe.vae.config.block_out_channels[0],
+        unet_bytes=sizes["denoiser"],
+        image_encoder_bytes=sizes["encoder"],
+        vae_bytes=sizes["autoencoder"],
+        unet_base_channels=model.denoiser_base_channels,
+        vae_base_channels=model.decoder_base_channels,
         frames=frames,
         width=width,
         height=height,

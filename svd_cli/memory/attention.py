@@ -124,9 +124,9 @@ def set_attention(modules: list[torch.nn.Module], mode: str, max_scores: int = D
     from diffusers.models.attention_processor import AttnProcessor2_0, XFormersAttnProcessor
 
     if mode == "xformers" and not xformers_available():
-        from ..errors import UsageError
+        from ..errors import OptionError
 
-        raise UsageError('--attention xformers: xformers is not installed; pip install "svd-cli[xformers]".')
+        raise OptionError("attention", "xformers", 'xformers is not installed; pip install "svd-cli[xformers]".')
     for module in modules:
         if mode == "sliced":
             processor = SlicedSDPAProcessor(max_scores)

@@ -1,8 +1,8 @@
 """Where each component's weights live while a video is made: resident, model offload or sequential offload.
 
 - none: every component stays on the device (fastest).
-- model: components wait on the CPU and move to the device only for the step that uses them (the CLIP
-  encoder for step 2, the UNet for denoising, the VAE for decoding), like diffusers' model CPU offload. Costs
+- model: components wait on the CPU and move to the device only for the step that uses them (the image
+  encoder for step 2, the denoiser for denoising, the decoder for decoding), like diffusers' model CPU offload. Costs
   one host-device copy of each component per video.
 - sequential: weights stay on the CPU and stream to the device layer by layer as each layer runs
   (accelerate's `cpu_offload`), for 4 GB cards. Slow: the UNet's weights cross the bus at every step.
@@ -23,6 +23,7 @@ class Placement:
     """Moves model components to the execution device when a generation step needs them."""
 
     def __init__(self, components: dict[str, nn.Module], device: torch.device, mode: str):
+        """`components` by role (a model adapter's `components()`), in the order a video uses them."""
         if mode not in OFFLOAD_MODES:
             raise ValueError(f"offload mode {mode!r} is not one of {OFFLOAD_MODES}")
         self.components = components
@@ -30,16 +31,6 @@ class Placement:
         self.mode = mode
         self._hooked: list[nn.Module] = []
         self._resident: set[str] = set()
-
-    @classmethod
-    def for_pipeline(cls, pipe, device: torch.device, mode: str) -> Placement:
-        components = {
-            "image_encoder": pipe.image_encoder,
-            "vae_encoder": nn.ModuleList([pipe.vae.encoder, pipe.vae.quant_conv]),
-            "unet": pipe.unet,
-            "vae_decoder": pipe.vae.decoder,
-        }
-        return cls(components, device, mode)
 
     def apply(self) -> None:
         """Put every component where this mode wants it before the first video."""

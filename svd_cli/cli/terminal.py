@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from .progress import Progress
+from ..progress import Progress
 
 STAGE_LABELS = {
     "load": "Loading model",
@@ -46,9 +46,10 @@ class RichProgress(Progress):
 
     interactive = True
 
-    def __init__(self) -> None:
+    def __init__(self, words=str) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+        self.words = words
         self.console = err_console()
         self.bars = Progress(
             TextColumn("  {task.description}"),
@@ -64,7 +65,7 @@ class RichProgress(Progress):
         self.done = 0
 
     def note(self, message: str) -> None:
-        self.console.print(message, markup=False)
+        self.console.print(self.words(message), markup=False)
 
     def start(self, stage: str, total: int | None = None) -> None:
         self.end()
@@ -90,13 +91,14 @@ class RichProgress(Progress):
 class PlainProgress(Progress):
     """One line per stage on stderr, for logs and pipes."""
 
-    def __init__(self) -> None:
+    def __init__(self, words=str) -> None:
+        self.words = words
         self.stage: str | None = None
         self.total: int | None = None
         self.started = 0.0
 
     def note(self, message: str) -> None:
-        print(message, file=sys.stderr, flush=True)
+        print(self.words(message), file=sys.stderr, flush=True)
 
     def start(self, stage: str, total: int | None = None) -> None:
         self.end()
@@ -111,9 +113,49 @@ class PlainProgress(Progress):
         self.stage = None
 
 
-def make_progress(quiet: bool) -> Progress:
-    from .progress import NullProgress
+def make_progress(quiet: bool, words=str) -> Progress:
+    """Bars on a terminal, plain lines otherwise, nothing when quiet; `words` spells the notes' settings."""
+    from ..progress import NullProgress
 
     if quiet:
         return NullProgress()
-    return RichProgress() if interactive() else PlainProgress()
+    return RichProgress(words) if interactive() else PlainProgress(words)
+
+
+def render_doctor(report: dict) -> None:
+    """`svd doctor` as text."""
+    from ..memory import gib
+
+    console = out_console()
+    p = console.print
+    p(f"svd {report['svd']}   Python {report['python']}   {report['platform']}")
+    cuda = report["cuda_runtime"] or "none"
+    p(f"torch {report['torch']}   CUDA runtime {cuda}   diffusers {report.get('diffusers')}")
+    if report["gpus"]:
+        for g in report["gpus"]:
+            mem = f"{gib(g['free_bytes'])} free of {gib(g['total_bytes'])}" if g.get("total_bytes") else ""
+            p(f"GPU {g['index']}: {g['name']} {('(sm ' + g['capability'] + ')') if g.get('capability') else ''} {mem}")
+    else:
+        p("GPU: none found; svd will run on the CPU (slow: minutes per frame for the real models).")
+    ram = report.get("ram")
+    if ram:
+        p(f"RAM: {gib(ram['available_bytes'])} available of {gib(ram['total_bytes'])}")
+    att = report["attention"]
+    p(
+        "Attention: "
+        + ", ".join(f"{k} {'yes' if v else 'no'}" if not isinstance(v, str) else f"{k} {v}" for k, v in att.items())
+    )
+    for name, info in report["auto_profiles"].items():
+        if name == "error":
+            p(f"Memory estimates unavailable: {info}")
+            continue
+        est = ", ".join(f"{k} ~{gib(v)}" for k, v in info["estimated_peak_bytes"].items())
+        p(f"--memory auto for {name} (1024x576): {info['profile']} ({info['reason']}); estimated peaks: {est}")
+    ff = report["ffmpeg"]
+    p(f"ffmpeg: {ff.get('version', '')} at {ff.get('path', ff.get('error'))}")
+    hub = report["hub"]
+    yes = {True: "yes", False: "no"}
+    p(f"Hugging Face cache: {hub['cache']}   offline: {yes[hub['offline']]}   token: {yes[hub['token']]}")
+    for w in report["weights"]:
+        state = f"downloaded, {w['size_bytes'] / 1e9:.2f} GB at {w['path']}" if w["downloaded"] else "not downloaded"
+        p(f"weights {w['name']}: {state}")

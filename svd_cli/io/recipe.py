@@ -11,7 +11,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from ._version import __version__
+from .._version import __version__
+from ..errors import UsageError, ref
 from .video import sidecar_path
 
 # Recorded for people, derived from other fields: they never decide whether two videos are the same.
@@ -33,14 +34,20 @@ def build_recipe(
     output: Path,
     fmt: str,
     settings,
+    fps: int,
     seed_fixed: bool,
     fit: str,
     background: str,
     model: dict,
+    stages: list[dict] | None = None,
     runtime: dict | None = None,
     seconds: float | None = None,
 ) -> dict:
-    """Everything needed to make the same video again."""
+    """Everything needed to make the same video again.
+
+    `settings` are the animate stage's; `fps` is the written video's frame rate (the conditioning fps is
+    settings.fps - 1); `stages` is the ordered chain that made the clip, each with its own settings.
+    """
     data = {
         "svd_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -49,7 +56,7 @@ def build_recipe(
             "path": str(output),
             "format": fmt,
             "frames": settings.frames,
-            "fps": settings.fps,
+            "fps": fps,
             "width": settings.width,
             "height": settings.height,
         },
@@ -62,6 +69,8 @@ def build_recipe(
             "background": background,
         },
     }
+    if stages is not None:
+        data["stages"] = stages
     if runtime is not None:
         data["runtime"] = runtime
     if seconds is not None:
@@ -102,45 +111,28 @@ def resume_state(output: Path, fmt: str, expected: dict | None, seed_fixed: bool
     try:
         recipe = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        why = f"{output} exists without a readable recipe ({sidecar.name}); use --overwrite to replace it"
+        why = f"{output} exists without a readable recipe ({sidecar.name}); use {ref('overwrite')} to replace it"
         return "foreign", why, None
     if expected is None:
         return "done", "already done", recipe
     old, new = comparable(recipe, seed_fixed), comparable(expected, seed_fixed)
     if old == new:
         return "done", "already done with the same settings", recipe
-    why = f"{output} exists but was made with other settings ({describe_changes(old, new)}); use --overwrite to redo it"
+    changes = describe_changes(old, new)
+    why = f"{output} exists but was made with other settings ({changes}); use {ref('overwrite')} to redo it"
     return "differs", why, None
 
 
-def request_values(recipe: dict) -> dict:
-    """AnimateRequest fields that repeat the recipe's video (None where the recipe has no opinion)."""
-    settings = recipe["settings"]
-    model = recipe.get("model", {})
-    values = {
-        # A downloaded or built-in model by its name; a local folder by its path.
-        "model": model.get("name") if model.get("repo") or not model.get("path") else model.get("path"),
-        "frames": settings.get("frames"),
-        "fps": settings.get("fps"),
-        "motion_bucket": settings.get("motion_bucket"),
-        "noise_aug": settings.get("noise_aug"),
-        "steps": settings.get("steps"),
-        "min_cfg": settings.get("min_cfg"),
-        "max_cfg": settings.get("max_cfg"),
-        "seed": settings.get("seed"),
-        "size": (settings["width"], settings["height"]) if "width" in settings else None,
-        "fit": settings.get("fit"),
-        "background": settings.get("background"),
-        "format": recipe.get("output", {}).get("format"),
-    }
-    runtime = recipe.get("runtime", {})
-    if runtime:
-        memory = runtime.get("memory", {})
-        values.update(
-            dtype=runtime.get("dtype"),
-            device=runtime.get("device", "auto").split(":")[0],
-            memory=memory.get("profile") if memory.get("profile") != "custom" else None,
-            decode_chunk=memory.get("decode_chunk"),
-            vae_tiling=memory.get("vae_tiling"),
+def read_recipe(path: Path) -> dict:
+    """A sidecar recipe, or a UsageError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):
+        raise UsageError(
+            f"{ref('recipe')} {path}: not a readable svd sidecar (.json written next to a video).",
+            option="recipe",
+            path=path,
         )
-    return values
+    return data

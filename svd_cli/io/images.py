@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageColor, ImageOps, UnidentifiedImageError
 
-from .errors import InputImageError, UsageError
+from ..errors import InputImageError, OptionError
 
 FITS = ("crop", "pad", "stretch")
 # Larger images are refused before any pixel is decoded (a decompression bomb is only a header).
@@ -44,9 +44,10 @@ def parse_color(value: str) -> tuple[int, int, int]:
     try:
         rgb = ImageColor.getrgb(value)
     except ValueError:
-        raise UsageError(
-            f"--background {value!r}: not a colour; use a name (white, black) or a hex value like #ffffff."
-        ) from None
+        raise OptionError(
+            "background", value, "not a colour; use a name (white, black) or a hex value like #ffffff.",
+            shown=repr(value),
+        ) from None  # fmt: skip
     return rgb[:3]
 
 
@@ -123,7 +124,7 @@ def _to_rgb(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
 def fit_image(image: Image.Image, width: int, height: int, fit: str, background: tuple[int, int, int]) -> Image.Image:
     """Bring `image` to exactly width x height: centre-crop, letterbox-pad or stretch."""
     if fit not in FITS:
-        raise UsageError(f"--fit {fit}: choose one of {', '.join(FITS)}.")
+        raise OptionError("fit", fit, f"choose one of {', '.join(FITS)}.", allowed=FITS)
     if image.size == (width, height):
         return image
     if fit == "stretch":

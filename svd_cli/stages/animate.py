@@ -1,49 +1,33 @@
-"""Generation: one still image in, video frames out.
+"""The animate stage: one still image in, video frames out.
 
 `Animator.__call__` is the whole path, top to bottom, in numbered steps that mirror diffusers'
-`StableVideoDiffusionPipeline.__call__`. With no memory saver on it computes the same frames as diffusers for
-the same weights, image, seed and settings (tests/test_fidelity.py); each saver changes only how the work is
-scheduled (CFG halves one after the other, decode in chunks or tiles, weights moved to the device on use).
+`StableVideoDiffusionPipeline.__call__`; it reaches the model only through its adapter (models/adapters.py).
+With no memory saver on it computes the same frames as diffusers for the same weights, image, seed and
+settings (tests/test_fidelity.py); each saver changes only how the work is scheduled (CFG halves one
+after the other, decode in chunks or tiles, weights moved to the device on use).
 """
 
 from __future__ import annotations
 
 import gc
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .errors import OutOfMemoryError
-from .loading import LoadedModel
-from .memory import MemoryPlan, apply_plan, step_down
-from .progress import NullProgress, Progress
+from ..errors import OutOfMemoryError, ref
+from ..memory import MemoryPlan, apply_plan, step_down
+from ..options import GenerationSettings
+from ..progress import NullProgress, Progress
 
-
-@dataclass(frozen=True)
-class GenerationSettings:
-    """Everything that decides the frames besides the model and the image."""
-
-    frames: int
-    fps: int  # conditioning is fps - 1, as in Stability's scripts and diffusers
-    motion_bucket: int
-    noise_aug: float
-    steps: int
-    min_cfg: float
-    max_cfg: float
-    seed: int
-    width: int
-    height: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
+__all__ = ["Animator", "GenerationSettings"]
 
 
 class Animator:
-    """A loaded SVD model configured with a memory plan, ready to animate images one after another."""
+    """A loaded model (its adapter) configured with a memory plan, ready to animate images one after another."""
 
-    def __init__(self, model: LoadedModel, plan: MemoryPlan):
+    def __init__(self, model, plan: MemoryPlan):
         self.model = model
         self.plan = plan
         self.placement = apply_plan(model, plan)
@@ -70,11 +54,15 @@ class Animator:
             if lower is None:
                 free_memory(self.model.device)
                 raise OutOfMemoryError(
-                    f"Out of memory on {self.model.device} even with --memory {failed}; use a smaller --size "
-                    "or fewer --frames, or close other programs using the GPU."
+                    f"Out of memory on {self.model.device} even with {ref('memory')} {failed}; use a smaller "
+                    f"{ref('size')} or fewer {ref('frames')}, or close other programs using the GPU.",
+                    device=str(self.model.device),
+                    profile=failed,
                 )
             progress.end()
-            progress.note(f"Out of memory with --memory {failed}; retrying this video with --memory {lower}")
+            progress.note(
+                f"Out of memory with {ref('memory')} {failed}; retrying this video with {ref('memory')} {lower}"
+            )
             self.configure(replace(step_plan(self.plan, lower), reason=f"fell back from {failed} after out of memory"))
 
     @torch.no_grad()
@@ -91,7 +79,7 @@ class Animator:
         """
         progress = progress or NullProgress()
         s, plan, use = settings, self.plan, self.placement.use
-        pipe, device = self.model.pipe, self.model.device
+        model, device = self.model, self.model.device
         from diffusers.utils.torch_utils import randn_tensor
 
         # 1. Check inputs; one CPU generator makes the same seed give the same video on every device.
@@ -103,10 +91,10 @@ class Animator:
         # 2. Encode the image with CLIP: the embedding every frame's cross-attention looks at.
         progress.start("encode")
         with use("image_encoder"):
-            embeddings = pipe._encode_image(image, device, 1, False)
+            embeddings = model.encode_image(image, device)
 
         # 3. Encode the noise-augmented image into VAE latents, the UNet's per-frame conditioning.
-        pixels = pipe.video_processor.preprocess(image, height=s.height, width=s.width).to(device)
+        pixels = model.preprocess(image, height=s.height, width=s.width).to(device)
         noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
         pixels = pixels + s.noise_aug * noise
         with use("vae_encoder"):
@@ -119,11 +107,12 @@ class Animator:
         added_time_ids = added_time_ids.to(device)
 
         # 5. Timesteps: a fresh scheduler per video, so a retry or the next video starts clean.
-        scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        scheduler = model.new_scheduler()
         scheduler.set_timesteps(s.steps, device=device)
 
         # 6. Initial noise, scaled for the scheduler's first sigma.
-        latent_shape = (1, s.frames, pipe.unet.config.in_channels // 2, s.height // 8, s.width // 8)
+        f = model.spatial_factor
+        latent_shape = (1, s.frames, model.latent_channels, s.height // f, s.width // f)
         latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=embeddings.dtype)
         latents = latents * scheduler.init_noise_sigma
 
@@ -141,7 +130,7 @@ class Animator:
                     torch.cat([added_time_ids] * 2),
                 )
         progress.start("denoise", total=len(scheduler.timesteps))
-        with use("unet") as unet:
+        with use("denoiser") as unet:
             for t in scheduler.timesteps:
                 model_input = scheduler.scale_model_input(latents, t)
                 if not guided:
@@ -158,11 +147,11 @@ class Animator:
         progress.end()
 
         # 9. Decode latents to pixels, `decode_chunk` frames per VAE call (all at once by default).
-        latents = 1 / pipe.vae.config.scaling_factor * latents.flatten(0, 1)
+        latents = 1 / model.scaling_factor * latents.flatten(0, 1)
         chunk = plan.decode_chunk or s.frames
         progress.start("decode", total=s.frames)
         frames = []
-        with use("vae_decoder"):
+        with use("decoder"):
             for start in range(0, s.frames, chunk):
                 part = latents[start : start + chunk]
                 frames.append(self._decode(part).float())
@@ -189,9 +178,9 @@ class Animator:
 
     def _encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """The VAE latent of the conditioning image: the mode of its posterior, in fp32 if the VAE asks."""
-        from .memory.vae_tiling import encode_tiled
+        from ..memory.vae_tiling import encode_tiled
 
-        vae = self.model.pipe.vae
+        vae = self.model.vae
         upcast = vae.dtype == torch.float16 and vae.config.force_upcast
         parts = self.placement.components["vae_encoder"]
         if upcast:
@@ -206,9 +195,9 @@ class Animator:
                 parts.to(torch.float16)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        from .memory.vae_tiling import decode_tiled
+        from ..memory.vae_tiling import decode_tiled
 
-        vae = self.model.pipe.vae
+        vae = self.model.vae
         if self.plan.vae_tiling:
             return decode_tiled(vae, latents, num_frames=latents.shape[0], tile=self.plan.vae_tile)
         return vae.decode(latents, num_frames=latents.shape[0]).sample
@@ -216,7 +205,7 @@ class Animator:
 
 def step_plan(current: MemoryPlan, profile: str) -> MemoryPlan:
     """The named profile's plan, keeping the user's explicit attention choice."""
-    from .memory import plan_for
+    from ..memory import plan_for
 
     return plan_for(profile, attention=current.attention if current.attention != "auto" else None)
 

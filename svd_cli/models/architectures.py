@@ -1,6 +1,8 @@
-"""The component configs of the real SVD checkpoints, shipped so svd can build the full-size architecture
-without downloading weights: `svd bench` times it with random weights (same FLOPs and memory traffic as the
-real ones) and `svd doctor` sizes it for the memory estimates.
+"""Component configs of the SVD architectures, and the one builder of random-weight pipelines.
+
+The full-size configs are those of the real checkpoints, shipped so svd can build the architecture without
+downloading weights: `svd bench` times it with random weights (same FLOPs and memory traffic as the real
+ones) and `svd doctor` sizes it for the memory estimates. The tiny configs make the built-in `tiny` model.
 
 Values are those of stabilityai/stable-video-diffusion-img2vid(-xt)'s unet/, vae/ and image_encoder/
 config.json files (the two models share every shape; only the UNet's default `num_frames` differs).
@@ -8,7 +10,57 @@ config.json files (the two models share every shape; only the UNet's default `nu
 
 from __future__ import annotations
 
-from .tiny import SVD_SCHEDULER, TINY_CLIP, TINY_UNET, TINY_VAE
+TINY_UNET = dict(
+    sample_size=32,
+    in_channels=8,
+    out_channels=4,
+    down_block_types=("DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"),
+    up_block_types=("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"),
+    block_out_channels=(32, 64),
+    addition_time_embed_dim=8,
+    projection_class_embeddings_input_dim=24,
+    layers_per_block=1,
+    cross_attention_dim=32,
+    num_attention_heads=(2, 4),
+    num_frames=14,
+)
+# Four blocks, as in SVD, give the real VAE scale factor 2**3 = 8; 32 channels is the least GroupNorm(32) allows.
+TINY_VAE = dict(
+    block_out_channels=(32, 32, 32, 32),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    layers_per_block=1,
+    latent_channels=4,
+    sample_size=256,
+)
+TINY_CLIP = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_attention_heads=4,
+    num_hidden_layers=2,
+    patch_size=32,
+    image_size=224,
+    projection_dim=32,
+)
+# The scheduler config Stability ships with every SVD checkpoint.
+SVD_SCHEDULER = dict(
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    clip_sample=False,
+    interpolation_type="linear",
+    num_train_timesteps=1000,
+    prediction_type="v_prediction",
+    set_alpha_to_one=False,
+    sigma_max=700.0,
+    sigma_min=0.002,
+    skip_prk_steps=True,
+    steps_offset=1,
+    timestep_spacing="leading",
+    timestep_type="continuous",
+    trained_betas=None,
+    use_karras_sigmas=True,
+)
+
 
 SVD_UNET = dict(
     sample_size=96,
@@ -73,12 +125,12 @@ def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
     """
     import torch
 
-    from .loading import quiet_transformers
+    from .quiet import quiet_transformers
 
     if arch not in ARCHITECTURES:
-        from .errors import UsageError
+        from ..errors import OptionError
 
-        raise UsageError(f"--arch {arch}: choose one of {', '.join(ARCHITECTURES)}.")
+        raise OptionError("arch", arch, f"choose one of {', '.join(ARCHITECTURES)}.", allowed=tuple(ARCHITECTURES))
     unet_cfg, vae_cfg, clip_cfg = ARCHITECTURES[arch]
     with quiet_transformers():
         from diffusers import (

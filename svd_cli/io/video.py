@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import SvdError
+from ..errors import SvdError, ref
 
 if TYPE_CHECKING:
     import numpy as np
@@ -221,10 +221,10 @@ def _explain_write_error(final: Path, exc: Exception) -> str:
     text = str(exc)
     errno = getattr(exc, "errno", None)
     if errno == 28 or "No space left" in text:
-        return f"Could not write {final}: the disk is full; free some space or choose another --out folder."
+        return f"Could not write {final}: the disk is full; free some space or choose another {ref('out')} folder."
     if isinstance(exc, PermissionError) or errno in (13, 30) or "Permission denied" in text:
-        return f"Could not write {final}: permission denied; choose a folder you can write to with --out."
+        return f"Could not write {final}: permission denied; choose a folder you can write to with {ref('out')}."
     if isinstance(exc, (NotADirectoryError, FileExistsError)) or errno in (17, 20):
-        return f"Could not write {final}: part of that path is a file, not a folder; choose another --out."
+        return f"Could not write {final}: part of that path is a file, not a folder; choose another {ref('out')}."
     reason = getattr(exc, "strerror", None) or (text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
     return f"Could not write {final}: {reason}."

@@ -1,0 +1,168 @@
+"""`svd animate`: its options are generated from the option schema (svd_cli/options.py), none written here.
+
+The command gathers what the user gave (flags and `SVD_*` variables beat a `--recipe`, which beats
+`svd.toml`), hands the request to the library's batch runner and prints each result as it comes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..options import OPTIONS, Option
+from .common import Debug, words
+
+CLI_TYPES = {int: int, float: float, str: str, bool: bool, Path: str, tuple: str, list: str}
+
+
+def _parameter(opt: Option) -> inspect.Parameter:
+    """The typer declaration of one schema option."""
+    names = [f"{opt.flag}/--no-{opt.flag[2:]}" if opt.negatable else opt.flag]
+    if opt.short:
+        names.append("-" + opt.short)
+    cli_type = CLI_TYPES[opt.type]
+    simple = opt.type in (int, float, str, bool) and not opt.negatable
+    default = opt.default if simple else None
+    annotation = cli_type if (opt.type is bool and not opt.negatable) else (cli_type | None)
+    declaration = typer.Option(
+        *names, help=opt.help, envvar=opt.env_var, show_envvar=True, show_default=default is not None
+    )
+    return inspect.Parameter(
+        opt.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, declaration]
+    )
+
+
+def _signature() -> inspect.Signature:
+    inputs = typer.Argument(
+        help="Image files, folders, globs, or - to read paths from stdin (one per line).", show_default=False
+    )
+    recipe = typer.Option(
+        "--recipe", help="Repeat the run recorded in a sidecar .json (flags you give still win).", show_default=False
+    )
+    kw = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Signature(
+        [
+            inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+            inspect.Parameter("inputs", kw, default=None, annotation=Annotated[list[str] | None, inputs]),
+            *(_parameter(o) for o in OPTIONS),
+            inspect.Parameter("recipe", kw, default=None, annotation=Annotated[Path | None, recipe]),
+            inspect.Parameter("debug", kw, default=False, annotation=Debug),
+        ]
+    )
+
+
+def request_from(ctx: typer.Context, params: dict[str, Any]):
+    """The library request for parsed parameters: flags and variables beat a recipe, which beats svd.toml."""
+    from ..config import load_config
+    from ..io.recipe import read_recipe
+    from ..options import assemble_request
+
+    explicit = {
+        o.name: params[o.name]
+        for o in OPTIONS
+        if ctx.get_parameter_source(o.name).name in ("COMMANDLINE", "ENVIRONMENT")
+    }
+    config, _ = load_config()
+    recipe = read_recipe(params["recipe"]) if params["recipe"] is not None else None
+    return assemble_request(params["inputs"] or [], explicit=explicit, config=config, recipe=recipe)
+
+
+def animate(ctx: typer.Context, **params: Any) -> None:
+    """Animate images into videos."""
+    from .. import batch
+    from ..session import Session
+    from .terminal import err_console, make_progress
+
+    req = request_from(ctx, params)
+
+    quiet, json_lines = req.quiet, req.json
+    progress = make_progress(quiet, words)
+    console = err_console()
+    summary = batch.Summary()
+    session = Session(req, progress)
+    plan = batch.plan_for_request(session)
+
+    def report(result: batch.JobResult) -> None:
+        data = result.as_json()
+        if "error" in data or "reason" in data:
+            key = "error" if "error" in data else "reason"
+            data[key] = words(data[key])
+        if json_lines:
+            print(json.dumps(data), flush=True)
+        if result.status == "failed":
+            line = words(result.reason) + (" (run with --debug for the traceback)" if result.unexpected else "")
+            console.print(f"[red]✗[/] {line}" if not quiet else line, markup=not quiet, highlight=False)
+        elif quiet:
+            return
+        elif result.status == "skipped":
+            console.print(f"- skipped {result.job.output}: {words(result.reason)}", markup=False)
+        else:
+            o = result.recipe["output"]
+            console.print(
+                f"✓ {result.job.output}  {o['frames']} frames {o['width']}x{o['height']} at {o['fps']} fps, "
+                f"seed {result.job.seed}, {result.seconds:.1f} s",
+                markup=False,
+            )
+
+    interrupted = False
+    try:
+        with _sigterm_as_interrupt():
+            batch.run_jobs(session, plan, summary, report, reraise_unexpected=params["debug"])
+    except KeyboardInterrupt:
+        interrupted = True
+        summary.interrupted = True
+        progress.end()
+    _print_summary(summary, console, json_lines, quiet)
+    if interrupted:
+        console.print("Interrupted: nothing was left half-written; run the same command to resume.")
+    raise typer.Exit(summary.exit_code)
+
+
+animate.__signature__ = _signature()
+
+
+def register(app: typer.Typer) -> None:
+    app.command(no_args_is_help=True)(animate)
+
+
+def _print_summary(summary, console, json_lines: bool, quiet: bool) -> None:
+    data = summary.as_json()
+    if json_lines:
+        print(json.dumps(data), flush=True)
+    if quiet:
+        return
+    parts = [f"{data['done']} done", f"{data['skipped']} skipped", f"{data['failed']} failed"]
+    if summary.non_images:
+        parts.append(f"{summary.non_images} non-image files ignored")
+    per = f", {data['seconds_per_video']:.1f} s per video" if data["seconds_per_video"] else ""
+    console.print(f"{', '.join(parts)} in {data['seconds']:.1f} s{per}.", markup=False)
+    failed = [r for r in summary.results if r.status == "failed"]
+    if len(failed) > 1:  # one failure was just printed; a list helps only when there are several
+        console.print("Failed:", markup=False)
+        for r in failed:
+            console.print(f"  {words(r.reason)}", markup=False)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM like Ctrl-C, so `kill` also removes the temporary file in progress."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGTERM on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,47 @@
+"""What every command shares: option declarations used in several places, and how library words become CLI words."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..errors import spell_refs
+from ..options import BY_NAME
+
+# Declared once, used by every command (so `svd weights list --debug` works like `svd animate --debug`).
+Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+
+
+def spell(name: str) -> str:
+    """A setting as the command line spells it: 'motion_bucket' -> '--motion-bucket'."""
+    return BY_NAME[name].flag if name in BY_NAME else "--" + name.replace("_", "-")
+
+
+def words(text: str) -> str:
+    """A library message (or progress note) with its settings spelled as flags."""
+    return spell_refs(text, spell)
+
+
+def click_message(exc) -> str:
+    """One sentence for a parsing error, naming the option (and its environment variable if that was the source)."""
+    param = getattr(exc, "param", None)
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, typer.BadParameter) and param is not None:
+        name = param.opts[0] if getattr(param, "opts", None) else param.name
+        reason = str(exc.message).strip().rstrip(".")
+        for pydantic, plain in (
+            ("Input should be a valid integer", "expected a whole number"),
+            ("Input should be a valid number", "expected a number"),
+            ("Input should be a valid boolean", "expected true or false"),
+        ):
+            if reason.startswith(pydantic):
+                reason = plain
+        source = ""
+        if ctx is not None and ctx.get_parameter_source(param.name).name == "ENVIRONMENT":
+            source = f" (from the environment variable {param.envvar})"
+        return f"invalid value for {name}{source}: {reason}. See `svd {ctx.info_name if ctx else ''} --help`."
+    message = " ".join(exc.format_message().split())
+    return f"{message}{'' if message.endswith(('.', '?')) else '.'} See `svd --help`."

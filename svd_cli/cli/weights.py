@@ -1,0 +1,68 @@
+"""`svd weights list|pull|path`: what is known, fetching it, where it is."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from .common import Debug, JsonOut, Quiet
+
+weights_app = typer.Typer(help="List, download and locate model weights.", no_args_is_help=True)
+
+
+@weights_app.command("list")
+def weights_list(json_out: JsonOut = False, debug: Debug = False) -> None:
+    """The models svd knows: frames, size on disk, downloaded or not."""
+    from ..models.sources import weights_status
+
+    rows = weights_status()
+    if json_out:
+        print(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    from .terminal import out_console
+
+    table = Table(box=None, pad_edge=False)
+    for col in ("name", "frames", "size", "on disk", "gated", "repo"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        if r["downloaded"]:
+            size, state = f"{r['size_bytes'] / 1e9:.2f} GB", "yes"
+        else:
+            size, state = (f"~{r['download_gb']:.1f} GB" if r["download_gb"] else "-"), "no"
+        table.add_row(r["name"], str(r["frames"]), size, state, "yes" if r["gated"] else "", r["repo"])
+    out_console().print(table)
+
+
+@weights_app.command("pull")
+def weights_pull(
+    name: Annotated[str, typer.Argument(help="A model name from `svd weights list`, or a Hub repo id.")],
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Download a model's fp16 safetensors; run it again after an interruption to fetch what is missing."""
+    from ..models.sources import disk_size, resolve_model
+    from .common import words
+    from .terminal import make_progress
+
+    source = resolve_model(name, progress=make_progress(quiet, words))
+    if not quiet:
+        print(f"{source.name} is ready: {source.path} ({disk_size(source.path) / 1e9:.2f} GB)", file=sys.stderr)
+
+
+@weights_app.command("path")
+def weights_path(
+    name: Annotated[str, typer.Argument(help="A model name from `svd weights list`.")], debug: Debug = False
+) -> None:
+    """Print the local folder of a downloaded model."""
+    from ..models.sources import resolve_model
+
+    print(resolve_model(name, download=False).path)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(weights_app, name="weights")

@@ -1,0 +1,119 @@
+"""Fetching model weights from the Hugging Face Hub: the only module that talks to the network.
+
+It downloads only the files the pipeline needs (configs and one safetensors file per component, fp16 where
+the repo has it) into the Hugging Face cache, and turns every way that can fail into one
+`ModelUnavailableError` whose message names the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..errors import ModelUnavailableError, ref
+from ..progress import Progress
+from .layout import CONFIG_PATTERNS, WEIGHT_COMPONENTS, allow_patterns, is_complete
+
+
+def offline_mode() -> bool:
+    """HF_HUB_OFFLINE as huggingface-hub reads it: 1/ON/YES/TRUE mean offline, anything else online."""
+    value = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return value in {"1", "ON", "YES", "TRUE"}
+
+
+def cached_snapshot(repo: str, revision: str, variant: str | None) -> Path | None:
+    """The complete local copy of a repo's pipeline files, or None; never touches the network."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(
+            snapshot_download(repo, revision=revision, allow_patterns=allow_patterns(variant), local_files_only=True)
+        )
+    except Exception:
+        return None
+    return folder if is_complete(folder, variant) else None
+
+
+def download_snapshot(
+    name: str,
+    repo: str,
+    revision: str,
+    variant: str | None,
+    *,
+    gated: bool,
+    download_gb: float,
+    progress: Progress,
+) -> tuple[Path, str | None]:
+    """Fetch the pipeline's files (keeping any already in the cache); map every Hub failure to one sentence."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    fix = f"`svd weights pull {name}`"
+    if offline_mode():
+        raise ModelUnavailableError(
+            f"{name} is not downloaded and HF_HUB_OFFLINE=1 forbids downloading it: unset HF_HUB_OFFLINE "
+            f"and run {fix} while online, or use {ref('model')} tiny or a local folder.",
+            model=name,
+        )
+    try:
+        if variant is None:
+            variant = _remote_variant(repo, revision)
+        size = f" (about {download_gb:.1f} GB)" if download_gb else ""
+        progress.note(f"Downloading {name}{size} from the Hugging Face Hub ({repo}, revision {revision})")
+        if progress.interactive:
+            enable_progress_bars()
+        else:
+            disable_progress_bars()
+        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=allow_patterns(variant)))
+    except ModelUnavailableError:
+        raise
+    except Exception as exc:  # every Hub failure becomes one sentence with its fix
+        raise ModelUnavailableError(_explain_hub_error(exc, name, repo, revision, gated, fix), model=name) from exc
+    if not is_complete(folder, variant):
+        raise ModelUnavailableError(
+            f"{repo} at revision {revision} lacks the safetensors weights svd needs "
+            f"({', '.join(allow_patterns(variant)[len(CONFIG_PATTERNS) :])}); svd never loads pickle files.",
+            model=name,
+        )
+    return folder, variant
+
+
+def _remote_variant(repo: str, revision: str) -> str | None:
+    from huggingface_hub import HfApi
+
+    files = set(HfApi().list_repo_files(repo, revision=revision))
+    if all(f"{f}/{stem}.fp16.safetensors" in files for f, stem in WEIGHT_COMPONENTS.items()):
+        return "fp16"
+    return None
+
+
+def _explain_hub_error(exc: Exception, name: str, repo: str, revision: str, gated: bool, fix: str) -> str:
+    from huggingface_hub import errors as hf_errors
+
+    url = f"https://huggingface.co/{repo}"
+    if isinstance(exc, hf_errors.GatedRepoError) or (gated and _status(exc) in (401, 403)):
+        return (
+            f"{name} ({repo}) is gated: accept its licence at {url} while logged in, then log in here with "
+            f"`hf auth login` (or set HF_TOKEN to an access token) and run {fix}."
+        )
+    if isinstance(exc, hf_errors.RevisionNotFoundError):
+        return f"{repo} has no revision {revision!r}: fix the revision in weights.toml or {ref('model')}."
+    if isinstance(exc, hf_errors.RepositoryNotFoundError):
+        return (
+            f"{repo} was not found on the Hub (or it is private and you are not logged in): check "
+            f"{ref('model')}, or log in with `hf auth login`."
+        )
+    if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
+        return (
+            f"The disk filled up while downloading {name}: free some space or point HF_HOME at a larger "
+            f"disk, then run {fix} (files already downloaded are kept)."
+        )
+    return (
+        f"Cannot reach the Hugging Face Hub to download {name}: connect to the internet and run {fix} "
+        f"(files already downloaded are kept), or use {ref('model')} tiny or a local folder."
+    )
+
+
+def _status(exc: Exception) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)

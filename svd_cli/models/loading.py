@@ -1,0 +1,93 @@
+"""Loading a model folder into its adapter, the same way for every model; choosing device and dtype.
+
+The real checkpoints and the built-in tiny model both come through `load_model`, so the tests that run the
+tiny model exercise the loading code users run. Only safetensors are read (`use_safetensors=True`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import ModelLoadError, OptionError
+from .layout import check_model_folder
+
+if TYPE_CHECKING:
+    import torch
+
+    from .adapters import SVDAdapter
+    from .sources import ModelSource
+
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+DEVICES = ("auto", "cuda", "cpu", "mps")
+
+
+def resolve_device(name: str) -> torch.device:
+    import torch
+
+    if name not in DEVICES:
+        raise OptionError("device", name, f"choose one of {', '.join(DEVICES)}.", allowed=DEVICES)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise OptionError(
+            "device", name,
+            f"PyTorch {torch.__version__} sees no CUDA GPU; install a CUDA build of torch (see pytorch.org) and an "
+            "Nvidia driver, or use the CPU.",
+        )  # fmt: skip
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise OptionError("device", name, "this PyTorch has no Apple-silicon (MPS) support; use the CPU.")
+    return torch.device(name)
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """fp16 on GPUs (the checkpoints are fp16), fp32 on the CPU where half precision is slow and lossy."""
+    import torch
+
+    if name not in DTYPES:
+        raise OptionError("dtype", name, f"choose one of {', '.join(DTYPES)}.", allowed=DTYPES)
+    if name == "auto":
+        return torch.float32 if device.type == "cpu" else torch.float16
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    import torch
+
+    return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+
+
+def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> SVDAdapter:
+    """Read the model's components from `source.path` (safetensors only) onto the CPU, behind its adapter."""
+    from .adapters import ADAPTERS
+    from .quiet import quiet_transformers
+
+    check_model_folder(source.path, source.variant)
+    try:
+        with quiet_transformers():
+            from diffusers import StableVideoDiffusionPipeline
+
+            pipe = StableVideoDiffusionPipeline.from_pretrained(
+                source.path,
+                torch_dtype=dtype,
+                variant=source.variant,
+                use_safetensors=True,
+                local_files_only=True,
+            )
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(
+            f"Could not load the model in {source.path} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"if it was downloaded, run `svd weights pull {source.name}` to repair it.",
+            path=source.path,
+        ) from exc
+    for module in (pipe.unet, pipe.vae, pipe.image_encoder):
+        module.eval().requires_grad_(False)
+    return ADAPTERS[source.kind](source, pipe, device, dtype)
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else "no details"

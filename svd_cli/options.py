@@ -1,0 +1,446 @@
+"""The option schema: every `svd animate` setting, declared once.
+
+The command line (flags, help, `SVD_<NAME>` variables), `svd.toml`, `svd config show`, the recipe sidecar
+(written and replayed), the library API and validation are all generated from `OPTIONS`. Adding a setting
+means adding an `Option` here and using it where it matters; nothing else lists options by hand.
+
+A value of None means "not given": the model's default (`from_model`), else the option's `default`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionError, UsageError, ref
+
+MAX_SEED = 2**63 - 1
+SIZE_RANGE = (64, 4096)
+TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames")
+
+
+# --- value forms that need more than int()/float() -------------------------------------------------------
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024x576' -> (1024, 576)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", str(text or ""))
+    if not m:
+        raise OptionError("size", text, "write it as WIDTHxHEIGHT, e.g. 1024x576.", shown=repr(text))
+    return int(m.group(1)), int(m.group(2))
+
+
+def check_size(size: tuple[int, int]) -> None:
+    lo, hi = SIZE_RANGE
+    for what, n in zip(("width", "height"), size, strict=True):
+        if isinstance(n, bool) or not isinstance(n, int) or n % 64 or not lo <= n <= hi:
+            raise OptionError(
+                "size",
+                size,
+                f"the {what} {n} must be a multiple of 64 between {lo} and {hi} (SVD works in 8x8 latent pixels, "
+                "64-pixel steps keep every layer aligned), e.g. 1024x576.",
+                allowed=SIZE_RANGE,
+                shown=f"{size[0]}x{size[1]}",
+            )
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in str(text).replace(" ", "").split(",") if part != ""]
+    except ValueError:
+        raise OptionError(
+            "seeds", text, "write whole numbers separated by commas, e.g. 1,2,3.", shown=repr(text)
+        ) from None
+    return seeds
+
+
+def check_seeds(seeds: list[int]) -> None:
+    if not seeds:
+        raise OptionError("seeds", seeds, "give at least one seed, e.g. 1,2,3.", shown="")
+    shown = ",".join(str(s) for s in seeds)
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED:
+            raise OptionError("seeds", seeds, f"a seed must be between 0 and {MAX_SEED}.", shown=shown)
+    if len(set(seeds)) != len(seeds):
+        raise OptionError("seeds", seeds, "a seed appears twice; each seed makes one video.", shown=shown)
+
+
+def check_background(value: str) -> None:
+    from PIL import ImageColor
+
+    try:
+        ImageColor.getrgb(value)
+    except (ValueError, AttributeError):
+        raise OptionError(
+            "background", value, "not a colour; use a name (white, black) or a hex value like #ffffff.",
+            shown=repr(value),
+        ) from None  # fmt: skip
+
+
+def check_template(template: str) -> None:
+    import string
+
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise OptionError("name", template, f"not a valid template ({exc}).", shown=repr(template)) from None
+    unknown = [n for n in names if n not in TEMPLATE_FIELDS]
+    if unknown:
+        fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+        raise OptionError("name", template, f"unknown field {{{unknown[0]}}}; use {fields}.", shown=repr(template))
+    if "/" in template or "\\" in template or template.strip() in ("", ".", "..") or ".." in template:
+        raise OptionError(
+            "name", template,
+            f"a name may not contain path separators or '..' (it would escape the output folder); use {ref('out')} "
+            "to choose the folder.",
+            shown=repr(template),
+        )  # fmt: skip
+
+
+# --- the schema ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting of `svd animate`."""
+
+    name: str  # Python name; the flag is --name-with-dashes, the variable SVD_NAME
+    type: type  # int, float, str or bool: what the value is once parsed
+    help: str
+    default: Any = None  # used when neither the user nor the model gives a value
+    from_model: bool = False  # None means the model's default (weights.toml, or the model kind's)
+    choices: tuple | None = None
+    range: tuple | None = None
+    parse: Callable[[str], Any] | None = None  # text (flag, variable, config string) -> value
+    check: Callable[[Any], None] | None = None  # extra validation of a parsed value
+    recipe: str | None = None  # where the recipe records it ("settings.fps"); None: not recorded
+    short: str | None = None  # a one-letter flag
+    negatable: bool = False  # a --x/--no-x pair with three states (None, True, False)
+    default_label: str | None = None  # what `svd config show` says when nothing is set
+    example: str = ""  # a valid, non-default value as a user would type it
+    cli_only: bool = False  # about the terminal (output mode), not the work: no config file, no library
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env_var(self) -> str:
+        return env_var(self.name)
+
+    def label(self) -> str:
+        """The value `svd config show` reports when nothing sets this option."""
+        if self.default_label is not None:
+            return self.default_label
+        return "the model's" if self.from_model else str(self.default)
+
+
+def env_var(name: str) -> str:
+    """'motion_bucket' -> 'SVD_MOTION_BUCKET'."""
+    return "SVD_" + name.upper().replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model", str, "A model name (svd, svd-xt, svd-xt-1.1, tiny), a local diffusers folder, or a Hub repo id.",
+           default="svd-xt", recipe="model", short="m", example="tiny"),
+    Option("frames", int, "Frames to generate, 2-128 [default: the model's, from weights.toml].", from_model=True,
+           range=(2, 128), recipe="settings.frames", example="6"),
+    Option("fps", int, "3-30: the fps the model is conditioned on and the video's frame rate [default: the model's].",
+           from_model=True, range=(3, 30), recipe="settings.fps", example="8"),
+    Option("motion_bucket", int, "0-255: amount of motion [default: the model's, 127].", from_model=True,
+           range=(0, 255), recipe="settings.motion_bucket", example="90"),
+    Option("noise_aug", float, "Noise added to the conditioning image; more gives more motion, less likeness "
+           "[default: the model's, 0.02].", from_model=True, range=(0.0, 1.0), recipe="settings.noise_aug",
+           example="0.05"),
+    Option("steps", int, "Denoising steps [default: the model's].", from_model=True, range=(1, 200),
+           recipe="settings.steps", example="2"),
+    Option("min_cfg", float, "Guidance scale of the first frame [default: the model's, 1.0].", from_model=True,
+           range=(0.0, 30.0), recipe="settings.min_cfg", example="1.5"),
+    Option("max_cfg", float, "Guidance scale of the last frame [default: the model's, 3.0].", from_model=True,
+           range=(0.0, 30.0), recipe="settings.max_cfg", example="2.5"),
+    Option("seed", int, "Random seed [default: a new random seed, printed and recorded].", range=(0, MAX_SEED),
+           recipe="settings.seed", default_label="random", example="7"),
+    Option("seeds", list, "Several seeds, one video each: 1,2,3.", parse=parse_seeds, check=check_seeds,
+           default_label="", example="1,2"),
+    Option("variations", int, "N videos per image with different seeds.", range=(1, 1000), default_label="",
+           example="2"),
+    Option("size", tuple, "WIDTHxHEIGHT, multiples of 64 [default: the model's, 1024x576; portrait inputs get "
+           "576x1024].", from_model=True, parse=parse_size, check=check_size, recipe="settings.size",
+           example="256x128"),
+    Option("fit", str, "How the image fills the size: crop (centred), pad or stretch.", default="crop",
+           choices=("crop", "pad", "stretch"), recipe="settings.fit", example="pad"),
+    Option("background", str, "Colour behind transparent pixels and pad borders.", default="white",
+           check=check_background, recipe="settings.background", example="black"),
+    Option("out", Path, "Output file, or folder (mirrors input folders; end it with /) [default: next to each "
+           "input].", short="o", default_label="next to each input", example="videos/"),
+    Option("name", str, "Name template: {stem} {seed} {index} {model} {fps} {frames} [default: {stem}; "
+           "{stem}-{seed} with several seeds].", check=check_template, default_label="{stem}",
+           example="{stem}-{fps}fps"),
+    Option("format", str, "mp4 (H.264), gif, webm (VP9), or frames (a folder of PNGs).", default="mp4",
+           choices=("mp4", "gif", "webm", "frames"), recipe="output.format", short="f", example="gif"),
+    Option("recursive", bool, "Descend into sub-folders of folder inputs.", default=False, short="r",
+           example="true"),
+    Option("overwrite", bool, "Redo outputs that already exist (default: skip finished ones).", default=False,
+           example="true"),
+    Option("memory", str, "auto, high, balanced, low or min: how hard to save GPU memory (see README).",
+           default="auto", choices=("auto", "high", "balanced", "low", "min"), recipe="runtime.memory.profile",
+           example="balanced"),
+    Option("device", str, "auto, cuda, cpu or mps.", default="auto", choices=("auto", "cuda", "cpu", "mps"),
+           recipe="runtime.device", example="cpu"),
+    Option("dtype", str, "auto (fp16 on GPUs, fp32 on the CPU), fp16, bf16 or fp32.", default="auto",
+           choices=("auto", "fp16", "bf16", "fp32"), recipe="runtime.dtype", example="fp32"),
+    Option("decode_chunk", int, "Frames per VAE decode call [default: from the memory profile].", range=(1, 128),
+           recipe="runtime.memory.decode_chunk", default_label="from the memory profile", example="2"),
+    Option("vae_tiling", bool, "Seam-free tiled VAE [default: from the memory profile].", negatable=True,
+           recipe="runtime.memory.vae_tiling", default_label="from the memory profile", example="true"),
+    Option("attention", str, "auto, sdpa, sliced or xformers.", default="auto",
+           choices=("auto", "sdpa", "sliced", "xformers"), recipe="runtime.memory.attention", example="sliced"),
+    Option("json", bool, "Print one JSON object per video, then a summary, on stdout.", default=False,
+           example="true", cli_only=True),
+    Option("quiet", bool, "Print only errors.", default=False, short="q", example="true", cli_only=True),
+)  # fmt: skip
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+# The settings a model brings defaults for, which (with the seed and size) decide the frames.
+GENERATION = tuple(o.name for o in OPTIONS if o.from_model and o.name != "size")
+
+
+def option(name: str) -> Option:
+    return BY_NAME[name]
+
+
+# --- values in, checked ----------------------------------------------------------------------------------
+
+
+def coerce(opt: Option, value: Any) -> Any:
+    """A value from a flag, a variable, svd.toml, a recipe or Python, as the option's type (or OptionError)."""
+    if value is None:
+        return None
+    if isinstance(value, str) and opt.parse is not None:
+        return opt.parse(value)
+    if opt.type is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        raise OptionError(opt.name, value, "expected true or false.", shown=repr(value))
+    if opt.type is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise OptionError(opt.name, value, "expected a whole number.", shown=repr(value))
+        try:
+            return int(value)
+        except ValueError:
+            raise OptionError(opt.name, value, "expected a whole number.", shown=repr(value)) from None
+    if opt.type is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise OptionError(opt.name, value, "expected a number.", shown=repr(value))
+        try:
+            return float(value)
+        except ValueError:
+            raise OptionError(opt.name, value, "expected a number.", shown=repr(value)) from None
+    if opt.type is str:
+        if not isinstance(value, str):
+            raise OptionError(opt.name, value, "expected text.", shown=repr(value))
+        return value
+    if opt.type is Path:
+        if not isinstance(value, (str, Path)):
+            raise OptionError(opt.name, value, "expected a path.", shown=repr(value))
+        return Path(value)
+    if opt.type is tuple:
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return tuple(value)
+        raise OptionError(opt.name, value, "write it as WIDTHxHEIGHT, e.g. 1024x576.", shown=repr(value))
+    if opt.type is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        raise OptionError(opt.name, value, "write whole numbers separated by commas, e.g. 1,2,3.", shown=repr(value))
+    return value
+
+
+def check(opt: Option, value: Any) -> None:
+    """Raise OptionError if `value` (already coerced) is outside what the option allows."""
+    if value is None:
+        return
+    if opt.range is not None and not opt.range[0] <= value <= opt.range[1]:
+        lo, hi = opt.range
+        raise OptionError(opt.name, value, f"must be between {lo} and {hi}.", allowed=opt.range)
+    if opt.choices is not None and value not in opt.choices:
+        raise OptionError(opt.name, value, f"choose one of {', '.join(opt.choices)}.", allowed=opt.choices)
+    if opt.check is not None:
+        opt.check(value)
+
+
+class Request:
+    """One `svd animate` run as asked for: a value (or None) for every option, plus the inputs.
+
+    Built from any mix of sources (`Request(inputs, **values)`); every value is coerced and checked against
+    the schema on the way in, so a request that exists is a valid one (cross-option rules: `validate`).
+    """
+
+    def __init__(self, inputs: Iterable[str] = (), **values: Any):
+        unknown = set(values) - set(BY_NAME)
+        if unknown:
+            name = sorted(unknown)[0]
+            raise UsageError(f"{name}: not a setting of svd animate; see the option list.", option=name)
+        self.inputs: list[str] = [str(i) for i in inputs]
+        self.out_is_folder = False  # --out ended with a path separator
+        self._values: dict[str, Any] = {}
+        for opt in OPTIONS:
+            value = coerce(opt, values.get(opt.name))
+            check(opt, value)
+            self._values[opt.name] = value
+
+    def __getattr__(self, name: str) -> Any:
+        values = self.__dict__.get("_values")
+        if values is None or name not in values:
+            raise AttributeError(name)
+        value = values[name]
+        return BY_NAME[name].default if value is None and not BY_NAME[name].from_model else value
+
+    def given(self, name: str) -> Any:
+        """The value as given (None if not), without the schema default."""
+        return self._values[name]
+
+    def replace(self, **values: Any) -> Request:
+        new = Request(self.inputs, **{**self._values, **values})
+        new.out_is_folder = self.out_is_folder
+        return new
+
+    def values(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+def validate(req: Request, *, need_inputs: bool = True) -> None:
+    """Rules between options (each option alone was checked when the request was built)."""
+    if req.min_cfg is not None and req.max_cfg is not None and req.min_cfg > req.max_cfg:
+        raise UsageError(
+            f"{ref('min_cfg')} {req.min_cfg} is above {ref('max_cfg')} {req.max_cfg}: guidance rises from the first "
+            "frame (min) to the last (max).",
+            option="min_cfg",
+        )
+    if sum(req.given(n) is not None for n in ("seed", "seeds", "variations")) > 1:
+        raise UsageError(
+            f"{ref('seed')}, {ref('seeds')} and {ref('variations')} choose seeds in different ways: use only one "
+            "of them.",
+            option="seed",
+        )
+    if need_inputs and not req.inputs:
+        raise UsageError("Give at least one input image, folder or glob (or - to read paths from stdin).")
+
+
+def with_defaults(req: Request, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """Every generation setting's value for this run: the request's, else the model's."""
+    return {name: req.given(name) if req.given(name) is not None else defaults[name] for name in GENERATION}
+
+
+class GenerationSettings:
+    """Everything that decides the frames besides the model and the image: the generation options, seed, size."""
+
+    FIELDS = (*GENERATION, "seed", "width", "height")
+
+    def __init__(self, **values: Any):
+        missing = [f for f in self.FIELDS if f not in values]
+        extra = [k for k in values if k not in self.FIELDS]
+        if missing or extra:
+            raise TypeError(f"GenerationSettings: missing {missing}, unknown {extra}")
+        object.__setattr__(self, "_values", {f: values[f] for f in self.FIELDS})
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("GenerationSettings is immutable; use replace()")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, GenerationSettings) and other._values == self._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._values.items()))
+
+    def __repr__(self) -> str:
+        return "GenerationSettings(" + ", ".join(f"{k}={v!r}" for k, v in self._values.items()) + ")"
+
+    def replace(self, **changes: Any) -> GenerationSettings:
+        return GenerationSettings(**{**self._values, **changes})
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+
+# --- a request from every source -------------------------------------------------------------------------
+
+
+def assemble_request(
+    inputs: Iterable[str],
+    *,
+    explicit: Mapping[str, Any],
+    config: Mapping[str, Any] | None = None,
+    recipe: dict | None = None,
+) -> Request:
+    """The request for a run: `explicit` values (flags, variables) beat a recipe, which beats `config` values.
+
+    A recipe also supplies the input (its photo) when none is given, and its own seed rather than the seed
+    choice of the command; an output named .gif/.webm sets the format unless the format was chosen.
+    """
+    values: dict[str, Any] = dict(config or {})
+    inputs = [str(i) for i in inputs]
+    if recipe is not None:
+        values.update(from_recipe(recipe))
+        if not inputs:
+            inputs = [str((recipe.get("input") or {}).get("path") or "")]
+        if "seeds" not in explicit and "variations" not in explicit:
+            values.pop("seeds", None)
+            values.pop("variations", None)
+    values.update({k: v for k, v in explicit.items() if v is not None})
+    out = values.get("out")
+    if out is not None and "format" not in explicit:
+        suffix = Path(out).suffix.lower()
+        if suffix in (".gif", ".webm"):
+            values["format"] = suffix[1:]
+    req = Request(inputs, **values)
+    req.out_is_folder = isinstance(out, str) and out.endswith(("/", "\\"))
+    validate(req)
+    return req
+
+
+# --- recipes ---------------------------------------------------------------------------------------------
+
+
+def _dig(data: dict, path: str) -> Any:
+    for key in path.split("."):
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def from_recipe(recipe: dict) -> dict[str, Any]:
+    """Option values that repeat a recipe's video (only what the recipe records), unchecked."""
+    values = {}
+    for opt in OPTIONS:
+        if not opt.recipe:
+            continue
+        if opt.name == "size":
+            settings = recipe.get("settings", {})
+            value = [settings["width"], settings["height"]] if "width" in settings and "height" in settings else None
+        elif opt.name == "model":
+            from .registry import get_entry
+
+            model = recipe.get("model") or {}
+            # A registry model (downloaded or built in) or a Hub repo by its name; a local folder by its path.
+            named = model.get("repo") or not model.get("path") or get_entry(str(model.get("name"))) is not None
+            value = model.get("name") if named else model.get("path")
+        else:
+            value = _dig(recipe, opt.recipe)
+        if opt.name == "device" and isinstance(value, str):
+            value = value.split(":")[0]
+        if opt.name == "memory" and value == "custom":
+            value = None
+        if value is not None:
+            values[opt.name] = value
+    return values

@@ -1,0 +1,332 @@
+"""The shape of the code that users and contributors rely on: one option schema reaching every source of
+settings, messages worded at the edge, stages and adapters, no import cycles, no private APIs."""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from svd_cli.options import OPTIONS, coerce
+
+from .conftest import EXAMPLES, ROOT, read_video
+
+PACKAGE = ROOT / "svd_cli"
+MODULES = sorted(PACKAGE.rglob("*.py"))
+RECORDED = [o for o in OPTIONS if o.recipe]
+# Options that shape a batch or the terminal, not one video: the recipe does not record them.
+NOT_RECORDED = {"seeds", "variations", "out", "name", "recursive", "overwrite", "json", "quiet"}
+
+
+def _parse(*args: str, env: dict | None = None, monkeypatch=None):
+    """`svd animate ARGS` parsed by the real command into the library request, without running it."""
+    import typer
+
+    from svd_cli.cli import app
+    from svd_cli.cli.animate import request_from
+
+    for key, value in (env or {}).items():
+        monkeypatch.setenv(key, value)
+    command = typer.main.get_command(app).commands["animate"]
+    ctx = command.make_context("animate", [str(a) for a in args])
+    return request_from(ctx, ctx.params)
+
+
+def _as_cli_value(opt, text: str):
+    return coerce(opt, text)
+
+
+# --- 1. one schema: flag, variable, config file, recipe -------------------------------------------------
+
+
+@pytest.mark.parametrize("opt", OPTIONS, ids=[o.name for o in OPTIONS])
+def test_every_option_reaches_the_flag_the_variable_and_the_config_file(opt, svd, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    photo = EXAMPLES / "coffee.png"
+    expected = _as_cli_value(opt, opt.example)
+    assert expected != opt.default, f"{opt.name}: the example must differ from the default to prove anything"
+
+    flag = [opt.flag] if opt.type is bool else [opt.flag, opt.example]
+    assert getattr(_parse(photo, *flag), opt.name) == expected, "flag"
+
+    with monkeypatch.context() as m:
+        assert getattr(_parse(photo, env={opt.env_var: opt.example}, monkeypatch=m), opt.name) == expected, "env"
+
+    value = opt.example if opt.type not in (int, float, bool) else expected
+    key = opt.name.replace("_", "-")
+    (tmp_path / "svd.toml").write_text(f"{key} = {json.dumps(value)}\n")
+    assert getattr(_parse(photo), opt.name) == expected, "svd.toml"
+    # ...and a value of the wrong type there is a usage error naming the file and the key.
+    (tmp_path / "svd.toml").write_text(f"{key} = [[1], 2]\n")
+    r = svd("animate", photo)
+    assert r.code == 2 and len(r.lines) == 1
+    assert r.lines[0].startswith(f"svd: error: {tmp_path / 'svd.toml'}: {key} = [[1], 2]: "), r.err
+
+
+def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_path):
+    """One real run with every recorded option set to its example; `--recipe` gives each value back."""
+    assert {o.name for o in OPTIONS} - {o.name for o in RECORDED} == NOT_RECORDED
+    args = []
+    for opt in RECORDED:
+        args += [opt.flag] if opt.type is bool else [opt.flag, opt.example]
+    out = tmp_path / "v.gif"
+    r = svd("animate", EXAMPLES / "coffee.png", *args, "--out", out)
+    assert r.code == 0, r.err
+    sidecar = tmp_path / "v.json"
+    replayed = _parse("--recipe", sidecar)
+    for opt in RECORDED:
+        assert getattr(replayed, opt.name) == _as_cli_value(opt, opt.example), opt.name
+    assert replayed.inputs == [str((EXAMPLES / "coffee.png").resolve())]
+    stages = [s["stage"] for s in json.loads(sidecar.read_text())["stages"]]
+    assert stages == ["first_frame", "animate", "write"]
+
+
+def test_config_show_labels_what_decides_an_unset_option(svd, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rows = {row["option"]: row for row in json.loads(svd("config", "show", "--json").out)}
+    assert rows["--seed"] == {"option": "--seed", "value": "random", "source": "default"}
+    assert rows["--out"]["value"] == "next to each input" and rows["--out"]["source"] == "default"
+    assert rows["--name"]["value"] == "{stem}" and rows["--name"]["source"] == "default"
+    assert rows["--frames"]["source"] == "model default"
+
+
+def test_a_bad_config_value_names_the_file(svd, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "svd.toml").write_text('fps = "abc"\n')
+    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny")
+    assert r.code == 2
+    assert r.lines == [f"svd: error: {tmp_path / 'svd.toml'}: fps = 'abc': expected a whole number."]
+
+
+# --- 2. errors carry fields; the edge words them ----------------------------------------------------------
+
+
+def _string_constants(tree: ast.AST):
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node
+
+
+def test_no_flag_is_spelled_below_the_command_line():
+    import re
+
+    flag = re.compile(r"(?<![\w-])--[a-z][a-z-]+")
+    offenders = []
+    for path in MODULES:
+        if "cli" in path.relative_to(PACKAGE).parts[:1]:
+            continue
+        for node in _string_constants(ast.parse(path.read_text())):
+            if flag.search(node.value):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert offenders == []
+
+
+def test_library_errors_name_the_keyword_and_the_cli_names_the_flag(svd, tiny_dir):
+    import svd_cli
+    from svd_cli.options import Request
+
+    with pytest.raises(svd_cli.OptionError) as info:
+        Request(["x.png"], motion_bucket=300)
+    assert str(info.value) == "motion_bucket=300: must be between 0 and 255."
+    assert (info.value.option, info.value.value, info.value.allowed) == ("motion_bucket", 300, (0, 255))
+    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--motion-bucket", "300")
+    assert r.lines == ["svd: error: --motion-bucket 300: must be between 0 and 255."]
+
+
+# --- 3. stages and adapters ------------------------------------------------------------------------------
+
+
+def test_name_template_uses_the_models_defaults(svd, tiny_dir, tmp_path):
+    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--steps", "1", "--size", "128x64",
+            "--name", "{stem}-{fps}fps-{frames}f", "--out", f"{tmp_path}/")  # fmt: skip
+    assert r.code == 0, r.err
+    assert [p.name for p in tmp_path.glob("*.mp4")] == ["coffee-7fps-8f.mp4"]
+    meta, frames = read_video(tmp_path / "coffee-7fps-8f.mp4")
+    assert len(frames) == 8 and meta["fps"] == 7.0
+
+
+def test_adapter_encodes_the_image_exactly_as_diffusers(tiny_dir):
+    from svd_cli.io.images import fit_image
+    from svd_cli.models.loading import load_model
+    from svd_cli.models.sources import resolve_model
+
+    model = load_model(resolve_model("tiny"), torch.device("cpu"), torch.float32)
+    picture = fit_image(Image.open(EXAMPLES / "astronaut.png").convert("RGB"), 256, 128, "crop", (255, 255, 255))
+    with torch.no_grad():
+        ours = model.encode_image(picture, torch.device("cpu"))
+        theirs = model.pipe._encode_image(picture, torch.device("cpu"), 1, False)  # diffusers' own, as reference
+    assert torch.equal(ours, theirs)
+    assert set(model.components()) == {"image_encoder", "vae_encoder", "denoiser", "decoder"}
+
+
+def test_the_tiny_model_is_built_by_the_one_random_pipeline_builder(tiny_dir):
+    from svd_cli.models.architectures import build_random_pipeline
+    from svd_cli.models.loading import load_model
+    from svd_cli.models.sources import resolve_model
+    from svd_cli.models.tiny import TINY_SEED
+
+    saved = load_model(resolve_model("tiny"), torch.device("cpu"), torch.float32)
+    built = build_random_pipeline("tiny", seed=TINY_SEED)
+    for role in ("unet", "vae", "image_encoder"):
+        a, b = getattr(saved, role).state_dict(), getattr(built, role).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), role
+
+
+# --- 4. the codebase ---------------------------------------------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every svd_cli module `path` imports, at any depth (function-level imports included)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package.split(".")
+            if node.level:
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if not target.startswith("svd_cli"):
+                continue
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                found.add(sub if (ROOT / Path(*sub.split("."))).with_suffix(".py").exists()
+                          or (ROOT / Path(*sub.split(".")) / "__init__.py").exists() else target)  # fmt: skip
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("svd_cli")}
+    found.discard(name)
+    return found
+
+
+def test_no_import_cycles_among_the_packages_modules():
+    graph = {_module_name(p): _imports(p) for p in MODULES}
+    graph = {m: {d for d in deps if d in graph and d != "svd_cli"} for m, deps in graph.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(module: str, stack: list[str]) -> None:
+        state[module] = 1
+        for dep in sorted(graph[module]):
+            if state.get(dep) == 1:
+                cycles.append(" -> ".join(stack[stack.index(dep) :] + [dep]))
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [module])
+    assert cycles == []
+
+
+def test_no_private_api_of_other_packages():
+    allowed = {"torch._subclasses"}  # PyTorch's documented fake-tensor mode lives there
+    offenders = []
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = []
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                modules = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                modules = [a.name for a in node.names]
+            elif (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Attribute)
+                and node.value.attr in ("pipe", "unet", "vae")
+            ):
+                offenders.append(f"{path.name}:{node.lineno}: .{node.attr}")  # e.g. diffusers' pipe._encode_image
+            for module in modules:
+                if module.startswith(("svd_cli", "__future__")):
+                    continue
+                if any(p.startswith("_") for p in module.split(".")) and not module.startswith(tuple(allowed)):
+                    offenders.append(f"{path.name}:{node.lineno}: {module}")
+    assert offenders == []
+
+
+def test_every_declared_dependency_is_used():
+    import tomllib
+
+    import_names = {"pillow": "PIL", "huggingface-hub": "huggingface_hub", "imageio-ffmpeg": "imageio_ffmpeg"}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    imported = set()
+    for path in MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+    for requirement in project["dependencies"]:
+        name = requirement.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        module = import_names.get(name, name.replace("-", "_"))
+        if name == "tomli" and sys.version_info >= (3, 11):
+            continue
+        if name == "safetensors":  # read by diffusers/transformers for us (use_safetensors=True); pinned here
+            continue
+        assert module in imported, f"{name} is declared in pyproject.toml but nothing imports {module}"
+
+
+def test_ruff_finds_nothing():
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "svd_cli", "tests"], capture_output=True,
+                          text=True, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# --- 5. smaller defects --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", [["weights", "list"], ["config", "show"], ["weights", "path", "tiny"]])
+def test_debug_is_accepted_by_every_command(svd, tiny_dir, command):
+    r = svd(*command, "--debug")
+    assert r.code == 0, r.err
+    assert "Traceback" not in r.err
+
+
+@pytest.mark.parametrize("value, offline", [("false", False), ("0", False), ("1", True), ("TRUE", True)])
+def test_doctor_and_downloads_agree_on_hf_hub_offline(svd, monkeypatch, value, offline):
+    from svd_cli.models.hub import offline_mode
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert offline_mode() is offline
+    from svd_cli.doctor import collect
+
+    assert collect()["hub"]["offline"] is offline
+
+
+def test_frames_equal_for_the_library_api_and_the_cli(svd, tiny_dir, tmp_path):
+    """One orchestration: the same request through `svd_cli.load` and through `svd animate` gives the same frames."""
+    import svd_cli
+
+    r = svd("animate", EXAMPLES / "rocket.jpg", "--model", "tiny", "--frames", "3", "--steps", "1", "--seed", "2",
+            "--size", "128x64", "--fit", "pad", "--background", "black", "--format", "frames",
+            "--out", tmp_path / "f")  # fmt: skip
+    assert r.code == 0, r.err
+    cli = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "f").glob("*.png"))])
+    animator = svd_cli.load("tiny", device="cpu")
+    ours = animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), frames=3, steps=1, seed=2, size=(128, 64),
+                                  fit="pad", background="black")  # fmt: skip
+    assert np.array_equal(cli, ours)
