@@ -21,7 +21,7 @@ from pathlib import Path
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, ref
 from .io.recipe import build_recipe, file_sha256, resume_state
 from .io.video import output_suffix
-from .options import Request, check_template, with_defaults
+from .options import Request, check_template, recorded_settings, with_defaults
 from .session import Session
 
 GLOB_CHARS = set("*?[")
@@ -295,8 +295,7 @@ def _recipe(session: Session, job: Job, fmt: str, sha256: str, settings, clip=No
         settings=settings,
         fps=clip.fps if clip is not None else settings.fps,
         seed_fixed=job.seed_fixed,
-        fit=req.fit,
-        background=req.background,
+        recorded=recorded_settings(req),
         model=session.source.describe(),
         stages=clip.stages + [{"stage": "write", "format": fmt, "fps": clip.fps}] if clip is not None else None,
         runtime=session.runtime() if clip is not None else None,

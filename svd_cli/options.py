@@ -411,6 +411,12 @@ def assemble_request(
 # --- recipes ---------------------------------------------------------------------------------------------
 
 
+def recorded_settings(req: Request) -> dict[str, Any]:
+    """The request's values of the options the recipe keeps under "settings" besides the generation settings."""
+    skip = {*GENERATION, "seed", "size"}  # written from GenerationSettings (seed, width, height included)
+    return {o.name: getattr(req, o.name) for o in OPTIONS if o.recipe == f"settings.{o.name}" and o.name not in skip}
+
+
 def _dig(data: dict, path: str) -> Any:
     for key in path.split("."):
         if not isinstance(data, dict):

@@ -36,8 +36,7 @@ def build_recipe(
     settings,
     fps: int,
     seed_fixed: bool,
-    fit: str,
-    background: str,
+    recorded: dict,
     model: dict,
     stages: list[dict] | None = None,
     runtime: dict | None = None,
@@ -45,7 +44,8 @@ def build_recipe(
 ) -> dict:
     """Everything needed to make the same video again.
 
-    `settings` are the animate stage's; `fps` is the written video's frame rate (the conditioning fps is
+    `settings` are the animate stage's; `recorded` the other options the schema records under "settings"
+    (options.recorded_settings); `fps` is the written video's frame rate (the conditioning fps is
     settings.fps - 1); `stages` is the ordered chain that made the clip, each with its own settings.
     """
     data = {
@@ -65,8 +65,7 @@ def build_recipe(
             **settings.as_dict(),
             "fps_conditioning": settings.fps - 1,
             "seed_fixed": seed_fixed,
-            "fit": fit,
-            "background": background,
+            **recorded,
         },
     }
     if stages is not None:
