@@ -434,6 +434,9 @@ def bench(
     ] = "high,balanced,low,min,diffusers,diffusers-lowmem",
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp16, bf16 or fp32.")] = "auto",
+    repeat: Annotated[
+        int, typer.Option("--repeat", help="Run all rows this many times, interleaved; report min and median.")
+    ] = 1,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -449,8 +452,76 @@ def bench(
     from .settings import parse_size
 
     width, height = parse_size(size)
+    if repeat < 1:
+        raise UsageError(f"--repeat {repeat}: run the rows at least once.")
     run_bench(arch=arch, frames=frames, width=width, height=height, steps=steps, rows=profiles.split(","),
-              device=device, dtype=dtype, out=out)  # fmt: skip
+              device=device, dtype=dtype, out=out, repeat=repeat)  # fmt: skip
+
+
+@app.command()
+def plan(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="svd, svd-xt, svd-xt-1.1, tiny, or a local diffusers folder.")
+    ] = "svd-xt",
+    frames: Annotated[
+        int | None, typer.Option("--frames", help="Frames [default: the model's].", show_default=False)
+    ] = None,
+    size: Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT.")] = "1024x576",
+    dtype: Annotated[str, typer.Option("--dtype", help="fp16, bf16 or fp32.")] = "fp16",
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Denoising steps [default: the model's].", show_default=False)
+    ] = None,
+    vram: Annotated[
+        float | None,
+        typer.Option(
+            "--vram",
+            help="A card's memory in GB, for auto's pick [default: this GPU's free memory].",
+            show_default=False,
+        ),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Simulate every memory profile and diffusers' recipes: peak VRAM, FLOPs, GPU time floors. No GPU, no weights."""
+    from .memory.simulate import CUDA_CONTEXT_BYTES, UnknownArchitectureError, plan_report
+    from .settings import parse_size
+
+    if dtype not in ("fp16", "bf16", "fp32"):
+        raise UsageError(f"--dtype {dtype}: choose fp16, bf16 or fp32.")
+    if frames is not None and not 1 <= frames <= 128:
+        raise UsageError(f"--frames {frames}: choose 1 to 128.")
+    free = int(vram * 2**30) - CUDA_CONTEXT_BYTES if vram is not None else _free_cuda_memory()
+    try:
+        report = plan_report(model, frames=frames, size=parse_size(size), dtype=dtype, steps=steps, free_bytes=free)
+    except UnknownArchitectureError as exc:
+        raise UsageError(
+            f"--model {exc.model}: not a built-in model ({', '.join(exc.known)}) nor a local folder with "
+            "a diffusers model's configs."
+        ) from None
+    if json_out:
+        print(json.dumps(report.as_json(), indent=2))
+        return
+    from rich.table import Table
+
+    from .terminal import out_console
+
+    headers, rows, notes = report.table()
+    table = Table(title=f"svd plan: {model}", box=None, pad_edge=False)
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("row", "savers") else "right")
+    for row in rows:
+        table.add_row(*row)
+    console = out_console()
+    console.print(table)
+    for note in notes:
+        console.print(note, markup=False)
+    if report.free_bytes is None:
+        console.print("No CUDA GPU here: pass --vram GB to see what --memory auto would pick.", markup=False)
+
+
+def _free_cuda_memory() -> int | None:
+    import torch
+
+    return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
 
 
 # --- entry point -----------------------------------------------------------------------------------------

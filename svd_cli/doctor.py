@@ -62,6 +62,7 @@ def collect() -> dict:
     report["attention"]["xformers"] = _xformers_version() if xformers_available() else None
     report["device"] = "cuda" if torch.cuda.is_available() else ("mps" if report["gpus"] else "cpu")
     report["auto_profiles"] = _auto_profiles(free)
+    report["simulated"] = _simulated_table()
     report["ffmpeg"] = _ffmpeg()
     report["weights"] = weights_status()
     report["hub"] = {
@@ -111,6 +112,28 @@ def _auto_profiles(free: int | None) -> dict:
     return out
 
 
+def _simulated_table() -> dict:
+    """Simulated peak and FLOPs of each profile for the default job (svd-xt, 25 frames, 1024x576, fp16), from
+    the simulation cache: doctor stays quick, `svd plan` fills the cache (about a minute, once)."""
+    try:
+        from .memory import PROFILE_ORDER, plan_for
+        from .memory.simulate import Job, architecture_for, cached_simulation
+
+        arch, job = architecture_for("svd-xt"), Job(frames=25, width=1024, height=576, dtype="fp16")
+        rows = {}
+        for name in PROFILE_ORDER:
+            hit = cached_simulation(arch, plan_for(name), job)
+            if hit is not None:
+                rows[name] = {"peak_bytes": hit.peak_bytes, "tflops": round(hit.flops(25) / 1e12, 1)}
+        return {
+            "job": "svd-xt 25x1024x576 fp16, 25 steps",
+            "rows": rows,
+            "missing": [p for p in PROFILE_ORDER if p not in rows],
+        }
+    except Exception as exc:  # pragma: no cover - doctor must report, not crash
+        return {"error": f"{type(exc).__name__}: {exc}"}
+
+
 def _ffmpeg() -> dict:
     try:
         import imageio_ffmpeg
@@ -155,6 +178,13 @@ def render(report: dict) -> None:
             continue
         est = ", ".join(f"{k} ~{gib(v)}" for k, v in info["estimated_peak_bytes"].items())
         p(f"--memory auto for {name} (1024x576): {info['profile']} ({info['reason']}); estimated peaks: {est}")
+    sim = report.get("simulated", {})
+    if sim.get("rows"):
+        rows = ", ".join(f"{k} {gib(v['peak_bytes'])} / {v['tflops']:,.0f} TFLOPs" for k, v in sim["rows"].items())
+        p(f"Simulated for {sim['job']}: {rows}")
+    if sim.get("missing"):
+        p(f"Simulated peaks for {sim.get('job', 'the default job')}: not computed yet for "
+          f"{', '.join(sim['missing'])}; run `svd plan` (about a minute, then cached).")  # fmt: skip
     ff = report["ffmpeg"]
     p(f"ffmpeg: {ff.get('version', '')} at {ff.get('path', ff.get('error'))}")
     hub = report["hub"]

@@ -63,7 +63,18 @@ def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]
     if memory != "auto":
         return replace(plan_for(memory, **overrides), reason="chosen with --memory")
     frames, width, height = shape
-    plan, _ = choose_profile(free_device_memory(model.device), job_shape(model, frames, width, height), overrides)
+    free = free_device_memory(model.device)
+    if free is not None:
+        # Simulated peaks (memory/simulate.py, cached on disk); the analytic estimate only if that fails.
+        try:
+            from .simulate import simulated_choice
+
+            return simulated_choice(model, free, frames, width, height, overrides)
+        except Exception as exc:  # noqa: BLE001 - any failure of the simulation falls back to the estimate
+            failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    plan, _ = choose_profile(free, job_shape(model, frames, width, height), overrides)
+    if free is not None:
+        plan = replace(plan, reason=f"{plan.reason}; analytic estimate, the simulation failed ({failure})")
     return plan
 
 

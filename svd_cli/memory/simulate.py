@@ -23,7 +23,8 @@ timesteps and its per-step bookkeeping (`set_timesteps` and `step` index tensors
 it updates stay fake and on the device) and the CLIP feature extractor's normalisation of one 224x224 image
 (it goes through numpy; it gets a real zero image of the same shape, then its output continues as fake).
 The video processor's `preprocess` (the PIL image to a CPU tensor) runs on real tensors too, as it does
-on the CPU in a real run; its output moves to the device under the fake mode. The last step of a video, converting the decoded frames to numpy, is where the simulation stops.
+on the CPU in a real run; its output moves to the device under the fake mode. The last step of a video,
+converting the decoded frames to numpy, is where the simulation stops.
 
 One denoising step is simulated; a video's FLOPs are encode + steps x step + decode. Results are cached on
 disk in svd's cache folder, keyed by the architecture's config hash, frames, size, dtype, plan, and the svd,
@@ -94,7 +95,14 @@ class Architecture:
     scheduler: dict
 
     def key(self) -> str:
-        blob = json.dumps([self.unet, self.vae, self.image_encoder], sort_keys=True, default=list)
+        """A hash of the shapes: config values, without bookkeeping keys (paths, versions)."""
+
+        def shapes(config: dict) -> dict:
+            skip = {"transformers_version", "architectures", "torch_dtype", "dtype", "name_or_path"}
+            return {k: v for k, v in config.items() if not k.startswith("_") and k not in skip}
+
+        parts = [shapes(c) for c in (self.unet, self.vae, self.image_encoder)]
+        blob = json.dumps(parts, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -124,6 +132,17 @@ def architecture_for(model: str) -> Architecture:
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
     scheduler = json.loads(scheduler_file.read_text(encoding="utf-8")) if scheduler_file.is_file() else SVD_SCHEDULER
     return Architecture(folder.name, *configs, dict(scheduler))
+
+
+def architecture_of(pipe, name: str = "loaded") -> Architecture:
+    """The architecture of a loaded pipeline, read from its components' configs."""
+    return Architecture(
+        name,
+        dict(pipe.unet.config),
+        dict(pipe.vae.config),
+        pipe.image_encoder.config.to_dict(),
+        dict(pipe.scheduler.config),
+    )
 
 
 # --- results ---------------------------------------------------------------------------------------------
@@ -207,13 +226,14 @@ class _DeviceBytes:
         self.flops = 0
 
     def track(self, tensor) -> None:
-        if self.ignoring or tensor.device.type != "meta":
+        if tensor.device.type != "meta":
             return
         storage = tensor.untyped_storage()
         key = storage._cdata
         if key in self.sizes:
             return
-        n = storage.nbytes()
+        # Storages made while ignoring (placeholders) stay uncounted, views of them included.
+        n = 0 if self.ignoring else storage.nbytes()
         self.sizes[key] = n
         self.live += n
         self.peak = max(self.peak, self.live)
@@ -447,16 +467,17 @@ def _offload_placeholders(counter: _DeviceBytes) -> Iterator[None]:
             target = module.get_submodule(path)
         is_param = name in target._parameters
         old = target._parameters[name] if is_param else target._buffers[name]
-        if str(device) == "meta" and value is None:
-            with counter.ignore():
+        placeholder = str(device) == "meta" and value is None
+        with counter.ignore() if placeholder else contextlib.nullcontext():
+            if placeholder:
                 new = torch.empty_like(old, device="meta")
-        else:
-            source = old if value is None else value
-            new = source.to(dtype or old.dtype).to(device)
-        if is_param:
-            target._parameters[name] = nn.Parameter(new, requires_grad=False)
-        else:
-            target._buffers[name] = new
+            else:
+                source = old if value is None else value
+                new = source.to(dtype or old.dtype).to(device)
+            if is_param:
+                target._parameters[name] = nn.Parameter(new, requires_grad=False)
+            else:
+                target._buffers[name] = new
 
     hooks.set_module_tensor_to_device = set_tensor
     try:
@@ -489,9 +510,8 @@ def _fake_pipeline(arch: Architecture, dtype):
             StableVideoDiffusionPipeline,
             UNetSpatioTemporalConditionModel,
         )
-        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
         from torch._subclasses.fake_tensor import unset_fake_temporarily
+        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
         with unset_fake_temporarily(), torch.device("meta"):
             unet = UNetSpatioTemporalConditionModel.from_config(arch.unet)
@@ -724,13 +744,19 @@ def _cache_path(key: str) -> Path:
     return cache_dir() / "simulations" / f"{key}.json"
 
 
-def _cached(key: str, compute) -> Simulation:
-    path = _cache_path(key)
+def _read_cache(key: str) -> Simulation | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(_cache_path(key).read_text(encoding="utf-8"))
         return replace(Simulation(**data), cached=True)
     except (OSError, ValueError, TypeError):
-        pass
+        return None
+
+
+def _cached(key: str, compute) -> Simulation:
+    path = _cache_path(key)
+    hit = _read_cache(key)
+    if hit is not None:
+        return hit
     result = compute()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -759,6 +785,11 @@ def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool =
     return _cached(_cache_key(arch, {"recipe": recipe}, job), lambda: _run_recipe(arch, recipe, job))
 
 
+def cached_simulation(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation | None:
+    """The cached result of `simulate(arch, plan, job)`, or None (nothing is computed)."""
+    return _read_cache(_cache_key(arch, {k: v for k, v in plan.describe().items() if k != "reason"}, job))
+
+
 def simulated_peaks(arch: Architecture, job: Job, overrides: dict | None = None) -> list[tuple[str, int]]:
     """Every profile's simulated peak for `job`, in profile order (what `--memory auto` compares)."""
     overrides = overrides or {}
@@ -777,6 +808,37 @@ class PlanReport:
     auto: str | None = None
     auto_reason: str = ""
     notes: dict = field(default_factory=dict)
+
+    def table(self) -> tuple[list[str], list[list[str]], list[str]]:
+        """Headers, rows and notes for a terminal table."""
+        from .profiles import gib
+
+        headers = ["row", "simulated peak", "fits", "TFLOPs", *(f"{g} s" for g in GPU_FP16_TFLOPS), "savers"]
+        rows = []
+        for r in self.rows:
+            cards = fits_cards(r.peak_bytes)
+            floors = time_floors(r.flops(self.steps))
+            rows.append(
+                [
+                    r.name + (" (auto)" if r.name == self.auto else ""),
+                    gib(r.peak_bytes),
+                    f">= {cards[0]} GB" if cards else f"> {CARD_SIZES_GB[-1]} GB",
+                    f"{r.flops(self.steps) / 1e12:,.0f}",
+                    *(f"{floors[g]:.1f}" for g in GPU_FP16_TFLOPS),
+                    ", ".join(r.savers) or "none",
+                ]
+            )
+        peaks = ", ".join(f"{g} {t:g}" for g, t in GPU_FP16_TFLOPS.items())
+        notes = [
+            f"Simulated on fake tensors: peak live tensor bytes on a CUDA GPU and FLOPs for {self.job.frames} frames "
+            f"{self.job.width}x{self.job.height} {self.job.dtype}, {self.steps} steps; no weights loaded.",
+            f"fits: the smallest card with peak x {ALLOCATOR_FACTOR:.2f} (allocator) + {gib(WORKSPACE_BYTES)} "
+            f"(workspaces) + {gib(CUDA_CONTEXT_BYTES)} (CUDA context).",
+            f"GPU seconds: a floor, FLOPs / dense fp16 tensor peak ({peaks} TFLOPS); real runs are slower.",
+        ]
+        if self.auto:
+            notes.append(f"--memory auto would pick {self.auto}: {self.auto_reason}.")
+        return headers, rows, notes
 
     def as_json(self) -> dict:
         return {
@@ -827,6 +889,24 @@ def _registry_names() -> list[str]:
     from ..registry import model_names
 
     return model_names()
+
+
+def simulated_choice(model, free_bytes: int, frames: int, width: int, height: int, overrides: dict) -> MemoryPlan:
+    """`--memory auto` from simulated peaks: the fastest profile that fits in `free_bytes`, for the loaded
+    `model` (a LoadedModel) and the job. Profiles are simulated (or read from the cache) in order, fastest first,
+    and only until one fits. Raises if a simulation fails; the caller falls back to the analytic estimate."""
+    from ..loading import dtype_name
+
+    arch = architecture_of(model.pipe, model.source.name)
+    gpu = "mps" if model.device.type == "mps" else "cuda"
+    job = Job(frames=frames, width=width, height=height, dtype=dtype_name(model.dtype), gpu=gpu)
+    peaks: list[tuple[str, int]] = []
+    for name in PROFILE_ORDER:
+        peaks.append((name, simulate(arch, plan_for(name, **overrides), job).peak_bytes))
+        if free_bytes_needed(peaks[-1][1]) <= free_bytes:
+            break
+    name, reason = pick_profile(free_bytes, peaks)
+    return replace(plan_for(name, **overrides), reason=reason)
 
 
 def pick_profile(free_bytes: int, peaks: list[tuple[str, int]]) -> tuple[str, str]:
