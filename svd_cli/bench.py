@@ -110,10 +110,15 @@ def run_bench(
     dtype: str = "auto",
     out: Path | None = None,
     image_path: Path | None = None,
+    repeat: int = 1,
     *,
     console,
 ) -> dict:
-    """Run every row, print a table on `console` (a rich Console), write the JSON; return the results."""
+    """Run every row, print a table on `console` (a rich Console), write the JSON; return the results.
+
+    With `repeat` > 1 the rows run round-robin (high, balanced, ..., diffusers, high, balanced, ...), so slow
+    drifts of the machine (other load, thermals) hit every row alike; each row reports the min and median.
+    """
     import diffusers
     import torch
     from PIL import Image
@@ -153,14 +158,17 @@ def run_bench(
     console.print("Warm-up run (1 step, not measured)...")
     _run_ours(model, "high", image, settings.replace(steps=1), meter)
 
-    for row in rows:
-        console.print(f"Row {row}...")
-        if row in PROFILE_ORDER:
-            result = _run_ours(model, row, image, settings, meter)
-        else:
-            result = _run_diffusers(model, row, image, settings, meter)
-        results.append(result)
-        _print_row(console, result)
+    runs: dict[str, list[dict]] = {row: [] for row in rows}
+    for round_ in range(repeat):
+        for row in rows:
+            console.print(f"Row {row}" + (f" (round {round_ + 1} of {repeat})" if repeat > 1 else "") + "...")
+            if row in PROFILE_ORDER:
+                result = _run_ours(model, row, image, settings, meter)
+            else:
+                result = _run_diffusers(model, row, image, settings, meter)
+            runs[row].append(result)
+            _print_row(console, result)
+    results = [_combine(runs[row]) for row in rows]
 
     _add_ratios(results)
     report = {
@@ -176,6 +184,7 @@ def run_bench(
         "width": width,
         "height": height,
         "steps": steps,
+        "repeat": repeat,
         "dtype": dtype_name(torch_dtype),
         "note": RANDOM_WEIGHTS_NOTE,
         "rows": results,
@@ -290,6 +299,33 @@ def _row(name, savers, seconds, clock, steps, memory, error, estimate) -> dict:
     return row
 
 
+def _combine(runs: list[dict]) -> dict:
+    """One row from its repeated runs: `seconds` and `seconds_per_step` are medians, with every run's time and
+    the minimum alongside; memory is the largest peak."""
+    import statistics
+
+    row = dict(runs[0])
+    if len(runs) == 1:
+        return row
+    seconds = [r["seconds"] for r in runs if r.get("seconds") is not None and not r.get("error")]
+    per_step = [r["seconds_per_step"] for r in runs if r.get("seconds_per_step") is not None and not r.get("error")]
+    if seconds:
+        row["seconds_runs"] = seconds
+        row["seconds"] = round(statistics.median(seconds), 3)
+        row["seconds_min"] = min(seconds)
+    if per_step:
+        row["seconds_per_step"] = round(statistics.median(per_step), 4)
+        row["seconds_per_step_min"] = min(per_step)
+    for key in ("peak_rss_bytes", "peak_allocated_bytes", "peak_reserved_bytes"):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            row[key] = max(values)
+    errors = [r["error"] for r in runs if r.get("error")]
+    if errors:
+        row["error"] = errors[0]
+    return row
+
+
 def _add_ratios(results: list[dict]) -> None:
     anchor = next((r for r in results if r["row"] == "diffusers" and not r.get("error")), None)
     if anchor is None:
@@ -298,6 +334,8 @@ def _add_ratios(results: list[dict]) -> None:
     for r in results:
         if r.get("seconds") and anchor.get("seconds"):
             r["time_vs_diffusers"] = round(r["seconds"] / anchor["seconds"], 3)
+        if r.get("seconds_min") and anchor.get("seconds_min"):
+            r["time_vs_diffusers_min"] = round(r["seconds_min"] / anchor["seconds_min"], 3)
         if r.get(key) and anchor.get(key):
             r["memory_vs_diffusers"] = round(r[key] / anchor[key], 3)
 
@@ -318,9 +356,12 @@ def _print_table(console, report: dict) -> None:
         f"{report['width']}x{report['height']}, {report['steps']} steps, {report['dtype']})"
     )
     memory_columns = ["peak_allocated_bytes", "peak_reserved_bytes"] if cuda else ["peak_rss_bytes"]
-    headers = ["row", "s/step", "total s", *(c.removesuffix("_bytes").replace("_", " ") for c in memory_columns)]
+    repeated = report.get("repeat", 1) > 1
+    total = ["total s (median)", "total s (min)"] if repeated else ["total s"]
+    headers = ["row", "s/step", *total, *(c.removesuffix("_bytes").replace("_", " ") for c in memory_columns)]
+    ratios = ["time vs diffusers (median)", "time vs diffusers (min)"] if repeated else ["time vs diffusers"]
     table = Table(title=title)
-    for header in [*headers, "time vs diffusers", "memory vs diffusers"]:
+    for header in [*headers, *ratios, "memory vs diffusers"]:
         table.add_column(header, justify="left" if header == "row" else "right")
 
     def fmt(value, pattern: str) -> str:
@@ -328,8 +369,11 @@ def _print_table(console, report: dict) -> None:
 
     for r in report["rows"]:
         cells = [r["row"], fmt(r.get("seconds_per_step"), "{:.3f}"), fmt(r.get("seconds"), "{:.2f}")]
+        cells += [fmt(r.get("seconds_min"), "{:.2f}")] if repeated else []
         cells += ["-" if r.get(c) is None else gib(r[c]) for c in memory_columns]
-        cells += [fmt(r.get("time_vs_diffusers"), "{:.2f}x"), fmt(r.get("memory_vs_diffusers"), "{:.2f}x")]
+        cells += [fmt(r.get("time_vs_diffusers"), "{:.2f}x")]
+        cells += [fmt(r.get("time_vs_diffusers_min"), "{:.2f}x")] if repeated else []
+        cells += [fmt(r.get("memory_vs_diffusers"), "{:.2f}x")]
         table.add_row(*cells)
     console.print(table)
 

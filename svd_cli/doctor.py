@@ -66,6 +66,7 @@ def collect() -> dict:
     memory = psutil.virtual_memory()
     report["ram"] = {"total_bytes": memory.total, "available_bytes": memory.available}
     report["auto_profiles"] = _auto_profiles(free)
+    report["simulated"] = _simulated_table()
     report["ffmpeg"] = _ffmpeg()
     report["weights"] = weights_status()
     report["hub"] = {
@@ -113,6 +114,28 @@ def _auto_profiles(free: int | None) -> dict:
             "estimated_peak_bytes": dict(estimates),
         }
     return out
+
+
+def _simulated_table() -> dict:
+    """Simulated peak and FLOPs of each profile for the default job (svd-xt, 25 frames, 1024x576, fp16), from
+    the simulation cache: doctor stays quick, `svd plan` fills the cache (about a minute, once)."""
+    try:
+        from .memory import PROFILE_ORDER, plan_for
+        from .memory.simulate import Job, architecture_for, cached_simulation
+
+        arch, job = architecture_for("svd-xt"), Job(frames=25, width=1024, height=576, dtype="fp16")
+        rows = {}
+        for name in PROFILE_ORDER:
+            hit = cached_simulation(arch, plan_for(name), job)
+            if hit is not None:
+                rows[name] = {"peak_bytes": hit.peak_bytes, "tflops": round(hit.flops(25) / 1e12, 1)}
+        return {
+            "job": "svd-xt 25x1024x576 fp16, 25 steps",
+            "rows": rows,
+            "missing": [p for p in PROFILE_ORDER if p not in rows],
+        }
+    except Exception as exc:  # pragma: no cover - doctor must report, not crash
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _ffmpeg() -> dict:

@@ -66,7 +66,7 @@ class Session:
 
     def load(self, first: GenerationSettings) -> None:
         """Load the model and choose its memory plan for a video like `first`."""
-        from .memory import choose_plan
+        from .memory.choice import choose_plan
         from .models.loading import load_model, resolve_device, resolve_dtype
         from .stages.animate import Animator
 

@@ -35,6 +35,9 @@ def bench(
     ] = "high,balanced,low,min,diffusers,diffusers-lowmem",
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp16, bf16 or fp32.")] = "auto",
+    repeat: Annotated[
+        int, typer.Option("--repeat", help="Run all rows this many times, interleaved; report min and median.")
+    ] = 1,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -48,13 +51,16 @@ def bench(
 ) -> None:
     """Time and measure peak memory of one generation per memory profile, and diffusers, in one process."""
     from ..bench import run_bench
+    from ..errors import OptionError
     from ..options import check_size, parse_size
     from .terminal import out_console
 
     width, height = parse_size(size)
     check_size((width, height))
+    if repeat < 1:
+        raise OptionError("repeat", repeat, "run the rows at least once.")
     run_bench(arch=arch, frames=frames, width=width, height=height, steps=steps, rows=profiles.split(","),
-              device=device, dtype=dtype, out=out, console=out_console())  # fmt: skip
+              device=device, dtype=dtype, out=out, repeat=repeat, console=out_console())  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

@@ -151,6 +151,13 @@ def render_doctor(report: dict) -> None:
             continue
         est = ", ".join(f"{k} ~{gib(v)}" for k, v in info["estimated_peak_bytes"].items())
         p(f"--memory auto for {name} (1024x576): {info['profile']} ({info['reason']}); estimated peaks: {est}")
+    sim = report.get("simulated", {})
+    if sim.get("rows"):
+        rows = ", ".join(f"{k} {gib(v['peak_bytes'])} / {v['tflops']:,.0f} TFLOPs" for k, v in sim["rows"].items())
+        p(f"Simulated for {sim['job']}: {rows}")
+    if sim.get("missing"):
+        p(f"Simulated peaks for {sim.get('job', 'the default job')}: not computed yet for "
+          f"{', '.join(sim['missing'])}; run `svd plan` (about a minute, then cached).")  # fmt: skip
     ff = report["ffmpeg"]
     p(f"ffmpeg: {ff.get('version', '')} at {ff.get('path', ff.get('error'))}")
     hub = report["hub"]

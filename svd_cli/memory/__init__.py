@@ -22,7 +22,6 @@ from .profiles import (
 
 __all__ = [
     "MEMORY_CHOICES",
-    "choose_plan",
     "free_device_memory",
     "job_shape",
     "PROFILE_ORDER",
@@ -55,17 +54,6 @@ def apply_plan(model, plan: MemoryPlan):
     placement.apply()
     placement.attention = attention
     return placement
-
-
-def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]) -> MemoryPlan:
-    """The plan for a run: the profile asked for, or auto's pick for (frames, width, height)."""
-    from dataclasses import replace
-
-    if memory != "auto":
-        return replace(plan_for(memory, **overrides), reason="chosen by the memory setting")
-    frames, width, height = shape
-    plan, _ = choose_profile(free_device_memory(model.device), job_shape(model, frames, width, height), overrides)
-    return plan
 
 
 def job_shape(model, frames: int, width: int, height: int) -> JobShape:

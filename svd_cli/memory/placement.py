@@ -5,7 +5,9 @@
   encoder for step 2, the denoiser for denoising, the decoder for decoding), like diffusers' model CPU offload. Costs
   one host-device copy of each component per video.
 - sequential: weights stay on the CPU and stream to the device layer by layer as each layer runs
-  (accelerate's `cpu_offload`), for 4 GB cards. Slow: the UNet's weights cross the bus at every step.
+  (accelerate's `cpu_offload`), for 4 GB cards. Slow: the UNet's weights cross the bus at every step. The
+  VAE's encoder and decoder (about 0.1 GB each in fp16) move whole instead: tiled VAE passes call each layer
+  many times, and streaming would copy its weights every time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 OFFLOAD_MODES = ("none", "model", "sequential")
+MOVED_WHOLE = ("vae_encoder", "vae_decoder")  # under sequential offload
 
 
 class Placement:
@@ -46,8 +49,8 @@ class Placement:
             from accelerate import cpu_offload
 
             for name, module in self.components.items():
-                if name == "vae_encoder":
-                    module.to(cpu)  # small; moved whole so it can be upcast to fp32 for encoding
+                if name in MOVED_WHOLE:
+                    module.to(cpu)  # small; moved whole (the encoder is upcast to fp32 for encoding)
                     continue
                 module.to(cpu)
                 cpu_offload(module, execution_device=self.device)
@@ -57,7 +60,7 @@ class Placement:
     def use(self, name: str) -> Iterator[nn.Module]:
         """Make component `name` runnable on the device for the duration of the block."""
         module = self.components[name]
-        if self.mode == "model" or (self.mode == "sequential" and name == "vae_encoder"):
+        if self.mode == "model" or (self.mode == "sequential" and name in MOVED_WHOLE):
             for other, m in self.components.items():
                 if other != name and other in self._resident:
                     m.to("cpu")

@@ -1,0 +1,91 @@
+"""Write the tables of benchmarks/README.md from the committed code: the simulated memory / FLOPs table
+(`svd plan`'s simulation, SVD-XT 25x1024x576 fp16) and the CPU timing table of a `svd bench` JSON.
+
+    python benchmarks/tables.py benchmarks/results/<cpu>.json
+
+Replaces what lies between the `<!-- simulated -->` / `<!-- cpu -->` markers and their `<!-- end -->`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def simulated_table() -> str:
+    import diffusers
+    import torch
+
+    from svd_cli._version import __version__
+    from svd_cli.memory.simulate import GPU_FP16_TFLOPS, fits_cards, plan_report, time_floors
+
+    report = plan_report("svd-xt", frames=25, size=(1024, 576), dtype="fp16", steps=25)
+    high = next(r for r in report.rows if r.name == "high")
+    gpus = list(GPU_FP16_TFLOPS)
+    lines = [
+        f"Simulated with svd {__version__}, torch {torch.__version__}, diffusers {diffusers.__version__}: SVD-XT, "
+        "25 frames, 1024x576, fp16, 25 steps, on a CUDA GPU with flash / memory-efficient attention.",
+        "",
+        "| row | savers | peak (GiB) | encode / step / decode peak (GiB) | smallest card | TFLOPs | vs high | "
+        + " | ".join(f"{g} floor (s)" for g in gpus)
+        + " |",
+        "|---|---|---|---|---|---|---|" + "---|" * len(gpus),
+    ]
+    for r in report.rows:
+        stages = " / ".join(f"{r.stage_peak_bytes[s] / 2**30:.2f}" for s in ("encode", "step", "decode"))
+        cards = fits_cards(r.peak_bytes)
+        floors = time_floors(r.flops(25))
+        lines.append(
+            f"| `{r.name}` | {', '.join(r.savers) or 'none'} | {r.peak_bytes / 2**30:.2f} | {stages} | "
+            f"{cards[0] if cards else '> 80'} GB | {r.flops(25) / 1e12:,.0f} | {r.flops(25) / high.flops(25):.3f}x | "
+            + " | ".join(f"{floors[g]:.1f}" for g in gpus)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
+def cpu_table(path: Path) -> str:
+    data = json.loads(path.read_text())
+    lines = [
+        f"`{path.relative_to(HERE.parent)}`: {data['device']}, {data['date']}, torch {data['torch']}, "
+        f"diffusers {data['diffusers']}, svd {data['svd_version']}; {data['arch']} architecture with random weights, "
+        f"{data['frames']} frames {data['width']}x{data['height']}, {data['steps']} steps, {data['dtype']}, "
+        f"{data.get('repeat', 1)} interleaved rounds.",
+        "",
+        "| row | total s (min) | total s (median) | s/step (median) | peak RSS (GiB) | time vs diffusers (min) | "
+        "time vs diffusers (median) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def f(value, pattern):
+        return "-" if value is None else pattern.format(value)
+
+    for r in data["rows"]:
+        lines.append(
+            f"| `{r['row']}` | {f(r.get('seconds_min', r.get('seconds')), '{:.1f}')} | {f(r.get('seconds'), '{:.1f}')} | "
+            f"{f(r.get('seconds_per_step'), '{:.2f}')} | {f((r.get('peak_rss_bytes') or 0) / 2**30, '{:.1f}')} | "
+            f"{f(r.get('time_vs_diffusers_min'), '{:.3f}x')} | {f(r.get('time_vs_diffusers'), '{:.3f}x')} |"
+        )
+    return "\n".join(lines)
+
+
+def replace_between(text: str, marker: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {marker} -->\n).*?(\n<!-- end -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+
+
+def main(argv: list[str]) -> None:
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    text = replace_between(text, "simulated", simulated_table())
+    if argv:
+        text = replace_between(text, "cpu", cpu_table(Path(argv[0]).resolve()))
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,32 @@
+"""The memory plan of a run: the profile the user named, or the automatic choice for the actual job.
+
+Kept apart from the savers: the choice simulates the generation (simulate.py runs the animate stage on fake
+tensors), so it sits above both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from . import choose_profile, free_device_memory, job_shape, plan_for
+from .profiles import MemoryPlan
+
+
+def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]) -> MemoryPlan:
+    """The plan for a run: the profile asked for, or auto's pick for (frames, width, height)."""
+    if memory != "auto":
+        return replace(plan_for(memory, **overrides), reason="chosen by the memory setting")
+    frames, width, height = shape
+    free = free_device_memory(model.device)
+    if free is not None:
+        # Simulated peaks (memory/simulate.py, cached on disk); the analytic estimate only if that fails.
+        try:
+            from .simulate import simulated_choice
+
+            return simulated_choice(model, free, frames, width, height, overrides)
+        except Exception as exc:  # noqa: BLE001 - any failure of the simulation falls back to the estimate
+            failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    plan, _ = choose_profile(free, job_shape(model, frames, width, height), overrides)
+    if free is not None:
+        plan = replace(plan, reason=f"{plan.reason}; analytic estimate, the simulation failed ({failure})")
+    return plan

@@ -1,0 +1,926 @@
+"""Know the GPU without one: run the real generation code on fake tensors and count device bytes and FLOPs.
+
+`simulate(arch, plan, job)` builds the model's architecture with no weights (parameters are fake tensors of
+the run's dtype: shapes, no data) and runs the same `Animator` a real video runs: the same savers, placement
+and offload, CFG split, feed-forward chunking, decode chunking and seam-free VAE tiling. Everything happens
+under `torch._subclasses.fake_tensor.FakeTensorMode`, with device "meta" playing the GPU and fake "cpu"
+tensors standing for weights waiting in host memory. Two counters watch every operation:
+
+- device bytes: a `TorchDispatchMode` adds the bytes of every new storage an operation puts on "meta" (the
+  GPU) and a `weakref.finalize` on that storage subtracts them when it is freed. Weights moved onto the device
+  by the placement are counted the same way (they are copies onto "meta"). The result is the peak of live
+  tensor bytes, what `torch.cuda.max_memory_allocated` would report without the caching allocator's rounding.
+- FLOPs: the formulas of `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions, attention),
+  applied in the same dispatch mode (a second mode would double the simulation's time).
+
+Attention is counted as the kernel that would really run. On a CUDA GPU, SDPA runs flash (fp16/bf16) or
+memory-efficient attention, which allocate only the output and a small logsumexp; svd's `sliced` attention is
+only chosen where those kernels are missing (Apple MPS, old GPUs), so it, and every SDPA call of a simulation
+of such a GPU (`gpu="mps"`), runs PyTorch's math kernel, which holds the whole score matrix.
+
+What cannot run on fake tensors runs on real ones, outside the fake mode, and is tiny: the scheduler's
+timesteps and its per-step bookkeeping (`set_timesteps` and `step` index tensors with `nonzero`; the latents
+it updates stay fake and on the device) and the CLIP feature extractor's normalisation of one 224x224 image
+(it goes through numpy; it gets a real zero image of the same shape, then its output continues as fake).
+The video processor's `preprocess` (the PIL image to a CPU tensor) runs on real tensors too, as it does
+on the CPU in a real run; its output moves to the device under the fake mode. The last step of a video,
+converting the decoded frames to numpy, is where the simulation stops.
+
+One denoising step is simulated; a video's FLOPs are encode + steps x step + decode. Results are cached on
+disk in svd's cache folder, keyed by the architecture's config hash, frames, size, dtype, plan, and the svd,
+torch and diffusers versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from ..errors import UsageError, ref
+from .profiles import PROFILE_ORDER, MemoryPlan, plan_for
+
+SIM_VERSION = 1  # bump when what is counted changes, so cached results are recomputed
+RECIPES = ("diffusers", "diffusers-lowmem")
+RECIPE_DESCRIPTIONS = {
+    "diffusers": [".to(device)", "decode_chunk_size=8"],
+    "diffusers-lowmem": ["enable_model_cpu_offload()", "unet.enable_forward_chunking()", "decode_chunk_size=2"],
+}
+
+# Dense fp16 tensor-core peaks, TFLOPS, with FP32 accumulation (what PyTorch's fp16 matmuls and convolutions
+# use). Data-centre parts: NVIDIA's datasheets (H100 SXM5 989.4, A100 SXM4 312). GeForce parts: NVIDIA's Ada and
+# Ampere architecture whitepapers, "Peak FP16 Tensor TFLOPS with FP32 Accumulate", dense (RTX 4090 165.2;
+# RTX 3060 25.6, half its 51.2 with FP16 accumulation).
+GPU_FP16_TFLOPS = {"H100": 989.4, "A100": 312.0, "RTX 4090": 165.2, "RTX 3060": 25.6}
+# Memory on the card beyond the simulated tensors.
+CUDA_CONTEXT_BYTES = 512 * 2**20  # CUDA context + cuBLAS/cuDNN handles, before the first tensor
+WORKSPACE_BYTES = 256 * 2**20  # cuBLAS / cuDNN / attention workspaces
+ALLOCATOR_FACTOR = 1.10  # the caching allocator's block rounding and fragmentation over live bytes
+CARD_SIZES_GB = (4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 80)  # nominal sizes, GiB as NVIDIA counts them
+STAGES = ("encode", "step", "decode")
+
+
+class SimulationError(Exception):
+    """The simulation could not run this architecture or plan (callers fall back to the analytic estimate)."""
+
+
+class UnknownArchitectureError(UsageError):
+    """`model` is neither a built-in architecture name nor a folder with diffusers component configs."""
+
+    def __init__(self, model: str, known: tuple[str, ...]):
+        super().__init__(
+            f"{ref('model')} {model}: not a built-in architecture ({', '.join(known)}) nor a folder holding a "
+            "diffusers model's component configs (unet/config.json, vae/config.json, image_encoder/config.json).",
+            option="model",
+            model=model,
+            known=known,
+        )
+
+
+# --- architectures ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The component configs that decide every shape; no weights."""
+
+    name: str
+    unet: dict
+    vae: dict
+    image_encoder: dict
+    scheduler: dict
+
+    def key(self) -> str:
+        """A hash of the shapes: config values, without bookkeeping keys (paths, versions)."""
+
+        def shapes(config: dict) -> dict:
+            skip = {"transformers_version", "architectures", "torch_dtype", "dtype", "name_or_path"}
+            return {k: v for k, v in config.items() if not k.startswith("_") and k not in skip}
+
+        parts = [shapes(c) for c in (self.unet, self.vae, self.image_encoder)]
+        blob = json.dumps(parts, sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+BUILT_IN_ALIASES = {"svd-xt-1.1": "svd-xt"}  # same architecture, fine-tuned weights
+
+
+def architecture_for(model: str) -> Architecture:
+    """The architecture of a built-in model name or of a local diffusers folder (its config files only)."""
+    from ..models.architectures import ARCHITECTURES, SVD_SCHEDULER
+
+    name = BUILT_IN_ALIASES.get(model, model)
+    if name in ARCHITECTURES:
+        unet, vae, clip = ARCHITECTURES[name]
+        return Architecture(model, dict(unet), dict(vae), dict(clip), dict(SVD_SCHEDULER))
+    folder = Path(model).expanduser()
+    known = (*ARCHITECTURES, *BUILT_IN_ALIASES)
+    if not folder.is_dir():
+        raise UnknownArchitectureError(model, tuple(sorted(known)))
+    try:
+        configs = [
+            json.loads((folder / part / "config.json").read_text(encoding="utf-8"))
+            for part in ("unet", "vae", "image_encoder")
+        ]
+    except (OSError, ValueError) as exc:
+        raise UnknownArchitectureError(model, tuple(sorted(known))) from exc
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    scheduler = json.loads(scheduler_file.read_text(encoding="utf-8")) if scheduler_file.is_file() else SVD_SCHEDULER
+    return Architecture(folder.name, *configs, dict(scheduler))
+
+
+def architecture_of(pipe, name: str = "loaded") -> Architecture:
+    """The architecture of a loaded pipeline, read from its components' configs."""
+    return Architecture(
+        name,
+        dict(pipe.unet.config),
+        dict(pipe.vae.config),
+        pipe.image_encoder.config.to_dict(),
+        dict(pipe.scheduler.config),
+    )
+
+
+# --- results ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    frames: int
+    width: int
+    height: int
+    dtype: str = "fp16"  # fp16 | bf16 | fp32
+    gpu: str = "cuda"  # cuda: flash / memory-efficient SDPA; mps: the math kernel everywhere
+
+
+@dataclass
+class Simulation:
+    """Peak live device bytes and FLOPs of one video, per stage and in total."""
+
+    name: str  # a profile or a diffusers recipe
+    savers: list[str]
+    peak_bytes: int  # of the whole video
+    stage_peak_bytes: dict[str, int]  # encode, step (one denoising step), decode
+    stage_flops: dict[str, int]
+    weights_bytes: int  # every parameter at the run's dtype, wherever it lives
+    seconds: float = 0.0  # how long the simulation took (0 when it came from the cache)
+    cached: bool = False
+
+    def flops(self, steps: int) -> int:
+        """FLOPs of a whole video of `steps` denoising steps."""
+        f = self.stage_flops
+        return f["encode"] + steps * f["step"] + f["decode"]
+
+    def as_json(self, steps: int) -> dict:
+        data = asdict(self)
+        data["steps"] = steps
+        data["flops"] = self.flops(steps)
+        data["tflops"] = round(self.flops(steps) / 1e12, 2)
+        data["peak_gib"] = round(self.peak_bytes / 2**30, 2)
+        data["fits_gb"] = fits_cards(self.peak_bytes)
+        data["time_floor_seconds"] = time_floors(self.flops(steps))
+        return data
+
+
+def card_bytes_needed(peak_bytes: int) -> int:
+    """Memory a card must have for a run whose live tensors peak at `peak_bytes`."""
+    return int(peak_bytes * ALLOCATOR_FACTOR) + WORKSPACE_BYTES + CUDA_CONTEXT_BYTES
+
+
+def free_bytes_needed(peak_bytes: int) -> int:
+    """Free memory (as `torch.cuda.mem_get_info` reports it, the CUDA context already made) a run needs."""
+    return int(peak_bytes * ALLOCATOR_FACTOR) + WORKSPACE_BYTES
+
+
+def fits_cards(peak_bytes: int) -> list[int]:
+    return [gb for gb in CARD_SIZES_GB if card_bytes_needed(peak_bytes) <= gb * 2**30]
+
+
+def time_floors(flops: int) -> dict[str, float]:
+    """Seconds per video if every FLOP ran at the GPU's dense fp16 tensor peak (no real run is this fast)."""
+    return {gpu: round(flops / (tflops * 1e12), 2) for gpu, tflops in GPU_FP16_TFLOPS.items()}
+
+
+# --- counters --------------------------------------------------------------------------------------------
+
+
+def _dispatch_mode_base():
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    return TorchDispatchMode
+
+
+class _DeviceBytes:
+    """Live bytes of storages on the simulated device ("meta"), and their peaks (overall and per stage)."""
+
+    def __init__(self) -> None:
+        self.live = 0
+        self.peak = 0
+        self.stage_peak = 0
+        self.sizes: dict[int, int] = {}
+        self.ignoring = 0  # > 0 while creating placeholders that hold no device memory
+        self.flops = 0
+
+    def track(self, tensor) -> None:
+        if tensor.device.type != "meta":
+            return
+        storage = tensor.untyped_storage()
+        key = storage._cdata
+        if key in self.sizes:
+            return
+        # Storages made while ignoring (placeholders) stay uncounted, views of them included.
+        n = 0 if self.ignoring else storage.nbytes()
+        self.sizes[key] = n
+        self.live += n
+        self.peak = max(self.peak, self.live)
+        self.stage_peak = max(self.stage_peak, self.live)
+        weakref.finalize(storage, self._free, key)
+
+    def _free(self, key: int) -> None:
+        self.live -= self.sizes.pop(key, 0)
+
+    @contextlib.contextmanager
+    def ignore(self) -> Iterator[None]:
+        self.ignoring += 1
+        try:
+            yield
+        finally:
+            self.ignoring -= 1
+
+
+def _counting_mode(counter: _DeviceBytes):
+    """One dispatch mode for both counters: device bytes, and FLOPs with the formulas (and the decomposition
+    rule) of `torch.utils.flop_counter.FlopCounterMode`, which as a second mode would double the simulation's
+    time; tests/test_simulate.py checks the FLOPs equal FlopCounterMode's on a real run."""
+    import torch
+    from torch._C import DispatchKey
+    from torch.utils._pytree import tree_flatten
+    from torch.utils.flop_counter import flop_registry
+
+    device_op = torch.ops.prim.device.default
+
+    class CountDeviceBytesAndFlops(_dispatch_mode_base()):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            packet = func._overloadpacket
+            counted = packet in flop_registry
+            if (
+                not counted
+                and func is not device_op
+                and func.has_kernel_for_dispatch_key(DispatchKey.CompositeImplicitAutograd)
+            ):
+                with self:
+                    out = func.decompose(*args, **kwargs)
+                if out is not NotImplemented:
+                    return out
+            out = func(*args, **kwargs)
+            if counted:
+                counter.flops += flop_registry[packet](*args, **kwargs, out_val=out)
+            for t in tree_flatten(out)[0]:
+                if isinstance(t, torch.Tensor):
+                    counter.track(t)
+            return out
+
+    return CountDeviceBytesAndFlops()
+
+
+class _StageMeter:
+    """Splits the counters into stages at the generation's progress calls (or explicit marks)."""
+
+    def __init__(self, counter: _DeviceBytes) -> None:
+        self.counter = counter
+        self.current: str | None = None
+        self.flops0 = 0
+        self.peaks: dict[str, int] = {}
+        self.flops: dict[str, int] = {}
+
+    def mark(self, stage: str | None) -> None:
+        """Close the stage in progress (if any) and open `stage` (None: just close)."""
+        total = self.counter.flops
+        if self.current is not None:
+            name = self.current
+            self.peaks[name] = max(self.peaks.get(name, 0), self.counter.stage_peak)
+            self.flops[name] = self.flops.get(name, 0) + total - self.flops0
+        self.current = stage
+        self.flops0 = total
+        self.counter.stage_peak = self.counter.live
+
+
+def _progress_for(meter: _StageMeter):
+    from ..progress import Progress
+
+    class StageProgress(Progress):
+        def start(self, stage: str, total: int | None = None) -> None:
+            meter.mark({"encode": "encode", "denoise": "step", "decode": "decode"}.get(stage, meter.current))
+
+    return StageProgress()
+
+
+# --- pieces that run outside the fake mode ---------------------------------------------------------------
+
+
+class _RealSchedulerBase:
+    """A scheduler whose bookkeeping runs on real CPU tensors outside the fake mode (see module docstring)."""
+
+    _inner_cls: type = object
+
+    def __init__(self, inner) -> None:
+        self.__dict__["_inner"] = inner
+
+    @classmethod
+    def from_config(cls, config, **kwargs):
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():
+            return cls(cls._inner_cls.from_config(config, **kwargs))
+
+    def set_timesteps(self, num_inference_steps=None, device=None, **kwargs):
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():
+            return self._inner.set_timesteps(num_inference_steps, device="cpu", **kwargs)
+
+    def _timestep(self, timestep):
+        """Iterating `timesteps` under the fake mode made `timestep` fake; the loops walk the schedule in
+        order, so the real one is the scheduler's current step."""
+        from torch._subclasses.fake_tensor import FakeTensor
+
+        if isinstance(timestep, FakeTensor):
+            index = self._inner.step_index if self._inner.step_index is not None else 0
+            return self._inner.timesteps[index]
+        return timestep
+
+    def scale_model_input(self, sample, timestep, *args, **kwargs):
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():
+            return self._inner.scale_model_input(sample, self._timestep(timestep), *args, **kwargs)
+
+    def step(self, model_output, timestep, sample, *args, **kwargs):
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():
+            return self._inner.step(model_output, self._timestep(timestep), sample, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_inner"], name)
+
+
+def _real_scheduler(scheduler):
+    cls = type(f"Simulated{type(scheduler).__name__}", (_RealSchedulerBase,), {"_inner_cls": type(scheduler)})
+    return cls(scheduler)
+
+
+class _RealFeatureExtractor:
+    """CLIP's image normalisation (numpy inside) on a real image of the fake input's shape."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def __call__(self, images, **kwargs):
+        import torch
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():
+            real = torch.zeros(images.shape, dtype=images.dtype) if isinstance(images, torch.Tensor) else images
+            return self._inner(images=real, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+class _RealPreprocessing:
+    """The video processor's `preprocess` (PIL image to a CPU tensor; it checks values) on real tensors; what
+    it returns is moved to the device under the fake mode like any tensor."""
+
+    def __init__(self, inner) -> None:
+        self._inner = inner
+
+    def preprocess(self, *args, **kwargs):
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+        with unset_fake_temporarily():
+            return self._inner.preprocess(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+
+@contextlib.contextmanager
+def _attention_kernels(math_everywhere: bool) -> Iterator[None]:
+    """SDPA as the kernel a CUDA GPU would run (flash / memory-efficient), or the math kernel."""
+    import torch
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+    aten = torch.ops.aten
+    state = {"math": math_everywhere}
+
+    def sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
+        if state["math"] or enable_gqa:
+            return aten._scaled_dot_product_attention_math(
+                query, key, value, attn_mask, dropout_p, is_causal, scale=scale, enable_gqa=enable_gqa
+            )[0]
+        if attn_mask is None and query.dtype in (torch.float16, torch.bfloat16) and query.shape[-1] <= 256:
+            return aten._scaled_dot_product_flash_attention(query, key, value, dropout_p, is_causal, scale=scale)[0]
+        return aten._scaled_dot_product_efficient_attention(
+            query, key, value, attn_mask, False, dropout_p, is_causal, scale=scale
+        )[0]
+
+    F.scaled_dot_product_attention = sdpa
+    try:
+        yield state
+    finally:
+        F.scaled_dot_product_attention = original
+
+
+@contextlib.contextmanager
+def _offload_placeholders(counter: _DeviceBytes) -> Iterator[None]:
+    """accelerate's sequential offload (`cpu_offload`) on fake tensors, counted as on a GPU.
+
+    accelerate moves each weight with `set_module_tensor_to_device`: onto the execution device before a layer
+    runs, back to a "meta" placeholder (no memory) after. Two things differ here, so that one function is
+    emulated while simulating: it rebuilds parameters as `type(param)(...)`, which for a fake parameter is
+    `FakeTensor` and cannot be constructed that way; and "meta" is also the simulated GPU, so a placeholder
+    must be a fresh uncounted tensor (accelerate's `.to("meta")` of a weight already on "meta" would keep the
+    loaded weight alive). The emulation does what accelerate does for a plain parameter or buffer: the value
+    (or the current tensor) cast to the parameter's dtype, copied to the device, set on the module.
+    """
+    try:
+        import accelerate.hooks as hooks
+    except ImportError:  # pragma: no cover - accelerate is a dependency
+        yield
+        return
+    import torch
+    from torch import nn
+
+    original = hooks.set_module_tensor_to_device
+
+    def set_tensor(module, tensor_name, device, value=None, dtype=None, *args, **kwargs):
+        target, name = module, tensor_name
+        if "." in name:
+            path, name = name.rsplit(".", 1)
+            target = module.get_submodule(path)
+        is_param = name in target._parameters
+        old = target._parameters[name] if is_param else target._buffers[name]
+        placeholder = str(device) == "meta" and value is None
+        with counter.ignore() if placeholder else contextlib.nullcontext():
+            if placeholder:
+                new = torch.empty_like(old, device="meta")
+            else:
+                source = old if value is None else value
+                new = source.to(dtype or old.dtype).to(device)
+            if is_param:
+                target._parameters[name] = nn.Parameter(new, requires_grad=False)
+            else:
+                target._buffers[name] = new
+
+    hooks.set_module_tensor_to_device = set_tensor
+    try:
+        yield
+    finally:
+        hooks.set_module_tensor_to_device = original
+
+
+# --- building the fake model -----------------------------------------------------------------------------
+
+
+def _torch_dtype(name: str):
+    import torch
+
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+
+
+def _fake_pipeline(arch: Architecture, dtype):
+    """A StableVideoDiffusionPipeline of `arch` whose parameters are fake CPU tensors of `dtype` (call inside
+    the fake mode)."""
+    import torch
+    from torch import nn
+
+    from ..models.quiet import quiet_transformers
+
+    with quiet_transformers():
+        from diffusers import (
+            AutoencoderKLTemporalDecoder,
+            EulerDiscreteScheduler,
+            StableVideoDiffusionPipeline,
+            UNetSpatioTemporalConditionModel,
+        )
+        from torch._subclasses.fake_tensor import unset_fake_temporarily
+        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        with unset_fake_temporarily(), torch.device("meta"):
+            unet = UNetSpatioTemporalConditionModel.from_config(arch.unet)
+            vae = AutoencoderKLTemporalDecoder.from_config(arch.vae)
+            clip_config = {k: v for k, v in arch.image_encoder.items() if not k.startswith("_")}
+            image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(clip_config))
+    for module in (unet, vae, image_encoder):
+        module.eval().requires_grad_(False)
+        for m in module.modules():
+            for name, p in list(m._parameters.items()):
+                if p is not None:
+                    t = torch.empty(p.shape, dtype=dtype if p.is_floating_point() else p.dtype, device="cpu")
+                    m._parameters[name] = nn.Parameter(t, requires_grad=False)
+            for name, b in list(m._buffers.items()):
+                if b is not None:
+                    m._buffers[name] = torch.empty(
+                        b.shape, dtype=dtype if b.is_floating_point() else b.dtype, device="cpu"
+                    )
+    with quiet_transformers(), unset_fake_temporarily():
+        scheduler = EulerDiscreteScheduler.from_config(arch.scheduler)
+        feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+    pipe = StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        scheduler=_real_scheduler(scheduler),
+        feature_extractor=_RealFeatureExtractor(feature_extractor),
+    )
+    pipe.video_processor = _RealPreprocessing(pipe.video_processor)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _weights_bytes(pipe) -> int:
+    return sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.image_encoder) for p in m.parameters())
+
+
+@contextlib.contextmanager
+def _simulated(math_attention: bool) -> Iterator[tuple]:
+    """Fake mode under the counting mode; yields the counter."""
+    import torch
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    counter = _DeviceBytes()
+    fake = FakeTensorMode(allow_non_fake_inputs=True)
+    # The converter memoizes every operation's output (a fresh meta tensor) with a weak reference, which
+    # nn.Module.to() refuses when it swaps a fake parameter for its moved copy; those memos are never reused.
+    fake.fake_tensor_converter.set_tensor_memo = lambda t, v: None
+    with (
+        torch.no_grad(),
+        _attention_kernels(math_attention),
+        _offload_placeholders(counter),
+        fake,
+        _counting_mode(counter),
+    ):
+        yield counter
+
+
+# --- the simulations -------------------------------------------------------------------------------------
+
+
+def _settings(job: Job):
+    from ..options import GenerationSettings
+
+    return GenerationSettings(
+        frames=job.frames, fps=7, motion_bucket=127, noise_aug=0.02, steps=1, min_cfg=1.0, max_cfg=3.0,
+        seed=0, width=job.width, height=job.height,
+    )  # fmt: skip
+
+
+def _image(job: Job):
+    from PIL import Image
+
+    return Image.new("RGB", (job.width, job.height), (128, 128, 128))
+
+
+def simulated_plan(plan: MemoryPlan, job: Job) -> MemoryPlan:
+    """The plan as it resolves on the simulated GPU: `auto` attention is SDPA on CUDA (its flash /
+    memory-efficient kernels never hold the score matrix), sliced where only the math kernel exists."""
+    if plan.attention != "auto":
+        return plan
+    sliced = job.gpu != "cuda" and plan.slice_attention
+    return replace(plan, attention="sliced" if sliced else "sdpa")
+
+
+def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
+    import torch
+
+    from ..models.adapters import SVDAdapter
+    from ..models.sources import ModelSource
+    from ..stages.animate import Animator
+
+    started = time.perf_counter()
+    plan = simulated_plan(plan, job)
+    dtype = _torch_dtype(job.dtype)
+    device = torch.device("meta")
+    math = job.gpu != "cuda" or plan.attention == "sliced"
+    with _simulated(math) as counter:
+        with counter.ignore():  # building on "meta" allocates nothing real; only placement moves count
+            pipe = _fake_pipeline(arch, dtype)
+        model = SVDAdapter(ModelSource(name=arch.name, path=Path(".")), pipe, device, dtype)
+        meter = _StageMeter(counter)
+        meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
+        animator = Animator(model, plan)
+        decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
+        meter.mark(None)
+        peak = counter.peak
+        weights = _weights_bytes(pipe)
+    if not decoded:
+        raise SimulationError(f"the simulation of {plan.profile} stopped before decoding")
+    return Simulation(
+        name=plan.profile,
+        savers=plan.savers(),
+        peak_bytes=peak,
+        stage_peak_bytes=meter.peaks,
+        stage_flops=meter.flops,
+        weights_bytes=weights,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def _run_to_end(run, meter: _StageMeter) -> bool:
+    """Run a generation; the final conversion to numpy is the one step fake tensors cannot take. True if the
+    generation got past decoding."""
+    try:
+        run()
+    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the expected numpy conversion
+        if meter.current != "decode" or "data" not in str(exc).lower() and "numpy" not in str(exc).lower():
+            raise SimulationError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    return meter.current == "decode"
+
+
+def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
+    """diffusers' own `StableVideoDiffusionPipeline.__call__`, as its docs show it or its low-memory recipe."""
+    import torch
+
+    started = time.perf_counter()
+    dtype = _torch_dtype(job.dtype)
+    with _simulated(job.gpu != "cuda") as counter:
+        with counter.ignore():  # building on "meta" allocates nothing real; only placement moves count
+            pipe = _fake_pipeline(arch, dtype)
+        # `do_classifier_free_guidance` reads `guidance_scale.max() > 1` off the device, a value fake tensors do
+        # not have; it is known: the job's max guidance (3.0) is above 1.
+        guided = _settings(job).max_cfg > 1
+        pipe.__class__ = type(
+            "SimulatedSVDPipeline", (type(pipe),), {"do_classifier_free_guidance": property(lambda self: guided)}
+        )
+        meter = _StageMeter(counter)
+        meter.mark("encode")
+        if recipe == "diffusers":
+            pipe.to("meta")
+            decode_chunk = 8
+        else:
+            # diffusers empties the device's allocator cache first, which "meta" has no module for; emptying a
+            # cache frees no live tensor, so it is skipped. The rest, accelerate's hooks included, is real.
+            import diffusers.pipelines.pipeline_utils as pipeline_utils
+
+            empty_cache = pipeline_utils.empty_device_cache
+            pipeline_utils.empty_device_cache = lambda device_type=None: None
+            try:
+                pipe.enable_model_cpu_offload(device="meta")
+            finally:
+                pipeline_utils.empty_device_cache = empty_cache
+            pipe.unet.enable_forward_chunking()
+            decode_chunk = 2
+        unet_started = pipe.unet.register_forward_pre_hook(
+            lambda *_: meter.mark("step") if meter.current == "encode" else None
+        )
+
+        def step_end(_pipe, i, t, kwargs):
+            meter.mark("decode")
+            return kwargs
+
+        def run():
+            s = _settings(job)
+            pipe(
+                _image(job), height=s.height, width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
+                fps=s.fps, motion_bucket_id=s.motion_bucket, noise_aug_strength=s.noise_aug,
+                decode_chunk_size=decode_chunk, min_guidance_scale=s.min_cfg, max_guidance_scale=s.max_cfg,
+                generator=torch.Generator("cpu").manual_seed(s.seed), output_type="np",
+                callback_on_step_end=step_end,
+            )  # fmt: skip
+
+        decoded = _run_to_end(run, meter)
+        unet_started.remove()
+        meter.mark(None)
+        peak = counter.peak
+        weights = _weights_bytes(pipe)
+    if not decoded:
+        raise SimulationError(f"the simulation of {recipe} stopped before decoding")
+    return Simulation(
+        name=recipe,
+        savers=RECIPE_DESCRIPTIONS[recipe],
+        peak_bytes=peak,
+        stage_peak_bytes=meter.peaks,
+        stage_flops=meter.flops,
+        weights_bytes=weights,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+# --- cache and public entry points -----------------------------------------------------------------------
+
+
+def _cache_key(arch: Architecture, what: dict, job: Job) -> str:
+    import diffusers
+    import torch
+
+    from .._version import __version__
+
+    blob = json.dumps(
+        {
+            "sim": SIM_VERSION,
+            "svd": __version__,
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+            "arch": arch.key(),
+            "job": asdict(job),
+            "what": what,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _cache_path(key: str) -> Path:
+    from ..paths import cache_dir
+
+    return cache_dir() / "simulations" / f"{key}.json"
+
+
+def _read_cache(key: str) -> Simulation | None:
+    try:
+        data = json.loads(_cache_path(key).read_text(encoding="utf-8"))
+        return replace(Simulation(**data), cached=True)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _cached(key: str, compute) -> Simulation:
+    path = _cache_path(key)
+    hit = _read_cache(key)
+    if hit is not None:
+        return hit
+    result = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
+        tmp.write_text(json.dumps(asdict(result)), encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache only costs the next run the simulation
+    return result
+
+
+def simulate(arch: Architecture, plan: MemoryPlan, job: Job, use_cache: bool = True) -> Simulation:
+    """Peak device bytes and FLOPs of one video made by svd's `Animator` with `plan` (cached on disk)."""
+    what = {k: v for k, v in plan.describe().items() if k != "reason"}
+    if not use_cache:
+        return _run_plan(arch, plan, job)
+    return _cached(_cache_key(arch, what, job), lambda: _run_plan(arch, plan, job))
+
+
+def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool = True) -> Simulation:
+    """The same for diffusers' `StableVideoDiffusionPipeline` with one of its documented recipes."""
+    if recipe not in RECIPES:
+        raise ValueError(f"recipe {recipe!r} is not one of {RECIPES}")
+    if not use_cache:
+        return _run_recipe(arch, recipe, job)
+    return _cached(_cache_key(arch, {"recipe": recipe}, job), lambda: _run_recipe(arch, recipe, job))
+
+
+def cached_simulation(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation | None:
+    """The cached result of `simulate(arch, plan, job)`, or None (nothing is computed)."""
+    return _read_cache(_cache_key(arch, {k: v for k, v in plan.describe().items() if k != "reason"}, job))
+
+
+def simulated_peaks(arch: Architecture, job: Job, overrides: dict | None = None) -> list[tuple[str, int]]:
+    """Every profile's simulated peak for `job`, in profile order (what the automatic choice compares)."""
+    overrides = overrides or {}
+    return [(name, simulate(arch, plan_for(name, **overrides), job).peak_bytes) for name in PROFILE_ORDER]
+
+
+@dataclass
+class PlanReport:
+    """What `svd plan` prints: every profile and diffusers recipe for one job, and auto's pick."""
+
+    model: str
+    job: Job
+    steps: int
+    rows: list[Simulation]
+    free_bytes: int | None
+    auto: str | None = None
+    auto_reason: str = ""
+    notes: dict = field(default_factory=dict)
+
+    def table(self) -> tuple[list[str], list[list[str]], list[str]]:
+        """Headers, rows and notes for a terminal table."""
+        from .profiles import gib
+
+        headers = ["row", "simulated peak", "fits", "TFLOPs", *(f"{g} s" for g in GPU_FP16_TFLOPS), "savers"]
+        rows = []
+        for r in self.rows:
+            cards = fits_cards(r.peak_bytes)
+            floors = time_floors(r.flops(self.steps))
+            rows.append(
+                [
+                    r.name + (" (auto)" if r.name == self.auto else ""),
+                    gib(r.peak_bytes),
+                    f">= {cards[0]} GB" if cards else f"> {CARD_SIZES_GB[-1]} GB",
+                    f"{r.flops(self.steps) / 1e12:,.0f}",
+                    *(f"{floors[g]:.1f}" for g in GPU_FP16_TFLOPS),
+                    ", ".join(r.savers) or "none",
+                ]
+            )
+        peaks = ", ".join(f"{g} {t:g}" for g, t in GPU_FP16_TFLOPS.items())
+        notes = [
+            f"Simulated on fake tensors: peak live tensor bytes on a CUDA GPU and FLOPs for {self.job.frames} frames "
+            f"{self.job.width}x{self.job.height} {self.job.dtype}, {self.steps} steps; no weights loaded.",
+            f"fits: the smallest card with peak x {ALLOCATOR_FACTOR:.2f} (allocator) + {gib(WORKSPACE_BYTES)} "
+            f"(workspaces) + {gib(CUDA_CONTEXT_BYTES)} (CUDA context).",
+            f"GPU seconds: a floor, FLOPs / dense fp16 tensor peak ({peaks} TFLOPS); real runs are slower.",
+        ]
+        if self.auto:
+            notes.append(f"{ref('memory')} auto would pick {self.auto}: {self.auto_reason}.")
+        return headers, rows, notes
+
+    def as_json(self) -> dict:
+        return {
+            "model": self.model,
+            **asdict(self.job),
+            "steps": self.steps,
+            "free_bytes": self.free_bytes,
+            "auto": self.auto,
+            "auto_reason": self.auto_reason,
+            "rows": [r.as_json(self.steps) for r in self.rows],
+            "assumptions": {
+                "gpu_fp16_dense_tflops": GPU_FP16_TFLOPS,
+                "cuda_context_bytes": CUDA_CONTEXT_BYTES,
+                "workspace_bytes": WORKSPACE_BYTES,
+                "allocator_factor": ALLOCATOR_FACTOR,
+            },
+        }
+
+
+def plan_report(
+    model: str,
+    frames: int | None = None,
+    size: tuple[int, int] = (1024, 576),
+    dtype: str = "fp16",
+    steps: int | None = None,
+    free_bytes: int | None = None,
+    recipes: bool = True,
+) -> PlanReport:
+    """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded."""
+    from ..registry import get_entry
+
+    arch = architecture_for(model)
+    entry = get_entry(model) if model in _registry_names() else None
+    frames = frames or (entry.defaults["frames"] if entry else int(arch.unet.get("num_frames", 25)))
+    steps = steps or (entry.defaults["steps"] if entry else 25)
+    job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype)
+    rows = [simulate(arch, plan_for(name), job) for name in PROFILE_ORDER]
+    if recipes:
+        rows += [simulate_recipe(arch, recipe, job) for recipe in RECIPES]
+    report = PlanReport(model=model, job=job, steps=steps, rows=rows, free_bytes=free_bytes)
+    if free_bytes is not None:
+        name, reason = pick_profile(free_bytes, [(r.name, r.peak_bytes) for r in rows[: len(PROFILE_ORDER)]])
+        report.auto, report.auto_reason = name, reason
+    return report
+
+
+def _registry_names() -> list[str]:
+    from ..registry import model_names
+
+    return model_names()
+
+
+def simulated_choice(model, free_bytes: int, frames: int, width: int, height: int, overrides: dict) -> MemoryPlan:
+    """The automatic memory choice from simulated peaks: the fastest profile that fits in `free_bytes`, for the
+    loaded `model` (its adapter) and the job. Profiles are simulated (or read from the cache) in order, fastest first,
+    and only until one fits. Raises if a simulation fails; the caller falls back to the analytic estimate."""
+    from ..models.loading import dtype_name
+
+    arch = architecture_of(model.pipe, model.source.name)
+    gpu = "mps" if model.device.type == "mps" else "cuda"
+    job = Job(frames=frames, width=width, height=height, dtype=dtype_name(model.dtype), gpu=gpu)
+    peaks: list[tuple[str, int]] = []
+    for name in PROFILE_ORDER:
+        peaks.append((name, simulate(arch, plan_for(name, **overrides), job).peak_bytes))
+        if free_bytes_needed(peaks[-1][1]) <= free_bytes:
+            break
+    name, reason = pick_profile(free_bytes, peaks)
+    return replace(plan_for(name, **overrides), reason=reason)
+
+
+def pick_profile(free_bytes: int, peaks: list[tuple[str, int]]) -> tuple[str, str]:
+    """The fastest profile whose simulated peak (+ allocator overhead and workspaces) fits in `free_bytes`."""
+    from .profiles import gib
+
+    for name, peak in peaks:
+        if free_bytes_needed(peak) <= free_bytes:
+            return name, (
+                f"{gib(free_bytes)} free; {name} needs {gib(free_bytes_needed(peak))} "
+                f"(simulated peak {gib(peak)} + {ALLOCATOR_FACTOR - 1:.0%} allocator overhead + workspaces)"
+            )
+    name, peak = peaks[-1]
+    return (
+        name,
+        f"{gib(free_bytes)} free is less than even {name}'s simulated {gib(free_bytes_needed(peak))}; trying it anyway",
+    )

@@ -1,0 +1,151 @@
+"""The simulator: the real generation code on fake tensors, its peaks and FLOPs, `svd plan`, and auto's use of it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import torch
+
+from svd_cli.memory import PROFILE_ORDER, plan_for
+from svd_cli.memory.simulate import RECIPES, Job, architecture_for, free_bytes_needed, simulate
+
+from .conftest import EXAMPLES
+
+TINY = architecture_for("tiny")
+JOB = Job(frames=4, width=256, height=128, dtype="fp32")
+
+
+def _param_bytes(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters())
+
+
+def _tensor_bytes(module) -> int:
+    """Parameters and buffers (CLIP's position ids: 50 int64)."""
+    return _param_bytes(module) + sum(b.numel() * b.element_size() for b in module.buffers())
+
+
+def test_turning_offload_off_adds_exactly_the_idle_weights_to_the_denoise_peak():
+    # With model offload only the UNet is on the device while denoising; with every weight resident the CLIP
+    # encoder and the VAE sit there too. The activations are the same, so the step's peak differs by exactly
+    # their bytes, counted by hand from the tensor shapes of a real tiny pipeline (fp32: 4 bytes a weight).
+    from svd_cli.models.architectures import build_random_pipeline
+
+    pipe = build_random_pipeline("tiny", dtype=torch.float32)
+    idle = _tensor_bytes(pipe.image_encoder) + _tensor_bytes(pipe.vae)
+    offloaded = simulate(TINY, replace(plan_for("balanced"), offload="model"), JOB, use_cache=False)
+    resident = simulate(TINY, replace(plan_for("balanced"), offload="none"), JOB, use_cache=False)
+    assert resident.stage_peak_bytes["step"] - offloaded.stage_peak_bytes["step"] == idle
+    assert resident.weights_bytes == _param_bytes(pipe.unet) + _param_bytes(pipe.image_encoder) + _param_bytes(pipe.vae)
+
+
+def test_cfg_split_halves_the_unet_activations():
+    # CFG split off runs the UNet on a batch of 2 x frames instead of two batches of frames: the denoise peak
+    # above the weights (which are the same) roughly doubles.
+    split = simulate(TINY, replace(plan_for("high"), cfg_split=True), JOB, use_cache=False)
+    batched = simulate(TINY, plan_for("high"), JOB, use_cache=False)
+    weights = split.weights_bytes  # high keeps every weight resident
+    ratio = (batched.stage_peak_bytes["step"] - weights) / (split.stage_peak_bytes["step"] - weights)
+    assert 1.7 < ratio < 2.2, ratio
+    assert batched.stage_flops["step"] == split.stage_flops["step"]  # same work, scheduled differently
+
+
+def test_simulated_unet_step_flops_equal_flop_counter_on_a_real_cpu_run():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from svd_cli.models.architectures import build_random_pipeline
+
+    simulated = simulate(TINY, plan_for("high"), JOB, use_cache=False).stage_flops["step"]
+
+    # The same step for real: one UNet call on the CFG batch (2 x frames), on the CPU. PyTorch's CPU flash
+    # kernel has no FLOP formula, so attention runs the math kernel here (its two matmuls are counted).
+    unet = build_random_pipeline("tiny", dtype=torch.float32).unet
+    f, h, w = JOB.frames, JOB.height // 8, JOB.width // 8
+    args = (torch.randn(2, f, 8, h, w), torch.tensor(1.0))
+    kwargs = dict(encoder_hidden_states=torch.randn(2, 1, 32), added_time_ids=torch.randn(2, 3), return_dict=False)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        unet(*args, **kwargs)
+    assert simulated == counter.get_total_flops() > 0
+
+
+def test_svd_plan_runs_offline_with_no_weights_for_the_full_size_model(svd, monkeypatch, isolated_home):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Full-size SVD-XT architecture at a small job, to keep the test quick; the default job runs the same code.
+    args = ("plan", "--model", "svd-xt", "--frames", "2", "--size", "256x128", "--json")
+    r = svd(*args)
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    rows = {row["name"]: row for row in report["rows"]}
+    assert list(rows) == [*PROFILE_ORDER, *RECIPES]
+    for row in rows.values():
+        assert row["peak_bytes"] > 0 and row["tflops"] > 0, row
+        assert set(row["time_floor_seconds"]) == {"H100", "A100", "RTX 4090", "RTX 3060"}
+    # Every profile does the same work per step; the leaner ones hold less at once.
+    assert len({row["stage_flops"]["step"] for row in rows.values()}) == 1
+    assert rows["min"]["peak_bytes"] < rows["low"]["peak_bytes"] < rows["high"]["peak_bytes"]
+    assert rows["high"]["weights_bytes"] > 4 * 2**30  # fp16 SVD-XT: UNet + CLIP + VAE
+    assert report["auto"] is None  # no GPU here and no --vram
+    assert not any((isolated_home / "hf").rglob("*.safetensors"))
+
+    again = svd(*args, "--vram", "80")
+    assert again.code == 0, again.err
+    report = json.loads(again.out)
+    assert all(row["cached"] for row in report["rows"])  # the second run reads the cache
+    assert report["auto"] == "high" and "simulated" in report["auto_reason"]
+
+    table = svd("plan", "--model", "svd-xt", "--frames", "2", "--size", "256x128", "--vram", "80")
+    assert table.code == 0, table.err
+    assert "--memory auto would pick high" in table.out and "diffusers-lowmem" in table.out
+
+
+def test_svd_plan_rejects_an_unknown_model(svd):
+    r = svd("plan", "--model", "no-such-model")
+    assert r.code == 2
+    assert "--model no-such-model" in r.err and "svd-xt" in r.err
+
+
+def _tiny_simulated_peaks(frames: int, width: int, height: int) -> dict[str, int]:
+    job = Job(frames=frames, width=width, height=height, dtype="fp32")
+    return {name: simulate(TINY, plan_for(name), job).peak_bytes for name in PROFILE_ORDER}
+
+
+def test_auto_picks_from_simulated_peaks_and_the_sidecar_says_so(svd, tiny_dir, tmp_path, monkeypatch):
+    import svd_cli.memory as memory
+
+    peaks = _tiny_simulated_peaks(2, 256, 128)
+    # A GPU whose free memory is just what `low` needs: high and balanced need more.
+    assert free_bytes_needed(peaks["low"]) < min(free_bytes_needed(peaks[p]) for p in ("high", "balanced"))
+    monkeypatch.setattr(memory, "free_device_memory", lambda device: free_bytes_needed(peaks["low"]))
+    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--frames", "2", "--steps", "1",
+            "--size", "256x128", "--seed", "1", "--out", tmp_path / "v.mp4")  # fmt: skip
+    assert r.code == 0, r.err
+    memory_record = json.loads((tmp_path / "v.json").read_text())["runtime"]["memory"]
+    assert memory_record["profile"] == "low"
+    assert "simulated peak" in memory_record["reason"]
+
+
+def test_auto_falls_back_to_the_estimate_when_the_simulation_fails(svd, tiny_dir, tmp_path, monkeypatch):
+    import svd_cli.memory as memory
+    import svd_cli.memory.simulate as simulate_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulation broke")
+
+    monkeypatch.setattr(simulate_module, "simulated_choice", broken)
+    monkeypatch.setattr(memory, "free_device_memory", lambda device: 80 * 2**30)
+    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--frames", "2", "--steps", "1",
+            "--size", "256x128", "--seed", "1", "--out", tmp_path / "v.mp4")  # fmt: skip
+    assert r.code == 0, r.err
+    memory_record = json.loads((tmp_path / "v.json").read_text())["runtime"]["memory"]
+    assert memory_record["profile"] == "high"
+    assert "analytic estimate, the simulation failed (RuntimeError: simulation broke)" in memory_record["reason"]
+
+
+def test_sliced_attention_on_a_math_kernel_gpu_holds_less_while_denoising():
+    # Where SDPA only has the math kernel (Apple MPS), each call materialises its score matrix; slicing bounds it.
+    job = Job(frames=2, width=512, height=256, dtype="fp16", gpu="mps")
+    plan = plan_for("balanced")
+    sliced = simulate(TINY, replace(plan, attention="sliced", attention_slice_scores=2**14), job, use_cache=False)
+    plain = simulate(TINY, replace(plan, attention="sdpa"), job, use_cache=False)
+    assert sliced.stage_peak_bytes["step"] < plain.stage_peak_bytes["step"]
