@@ -134,14 +134,13 @@ def plan_for_request(session: Session, stdin: Iterable[str] | None = None) -> Pl
     Output names may use the model's defaults ({fps}, {frames}); they are known without the network for
     named models and folders. Only a Hub repo that is not downloaded yet is resolved (fetched) first.
     """
-    from .models.sources import peek_defaults
+    from .models.sources import check_kind, peek_defaults
 
     req = session.request
     check_template(req.name or "{stem}")
+    check_kind(req.model, "svd")
     defaults = peek_defaults(req.model)
     if session.uses_image_model:
-        from .models.sources import check_kind
-
         check_kind(req.image_model, "text-to-image")
         _check_style_steps(req, peek_defaults(req.image_model, "text-to-image"))
     if defaults is None:
@@ -228,7 +227,9 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
 
 def read_prompts(req: Request, stdin: Iterable[str] | None = None) -> list[str] | None:
     """The prompts of a run (None when it starts from images): `prompt`, or the lines of the `prompts` file
-    (or stdin for -), without blank lines and # comments."""
+    (or stdin for -), without blank lines and # comments. With a style the prompt describes the photos."""
+    if req.style is not None:
+        return None
     if req.prompt is not None:
         return [req.prompt.strip()]
     if req.prompts is None:

@@ -176,12 +176,9 @@ class Session:
         if self._model.image_model is None:
             self.load_image_model(size)
         model = self._model.image_model
-        frame = first_frame.from_prompt(
+        return first_frame.from_prompt(
             model, prompt, self.image_settings(prompt), seed, size, req.fit, req.background, self.progress
         )
-        for note in frame.notes:
-            self.progress.note(note)
-        return frame
 
     def restyle(self, frame: FirstFrame, seed: int) -> FirstFrame:
         from .stages import first_frame

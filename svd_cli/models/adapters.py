@@ -206,7 +206,10 @@ class TextToImageAdapter:
         return int(self.pipe.tokenizer.model_max_length)
 
     def token_count(self, text: str) -> int:
-        return len(self.pipe.tokenizer(text, truncation=False).input_ids)
+        from .quiet import quiet_transformers
+
+        with quiet_transformers():  # "longer than the maximum" is what we are asking about
+            return len(self.pipe.tokenizer(text, truncation=False).input_ids)
 
     def place(self, offload: str) -> None:
         """Where the weights live while drawing: on the device, or offloaded (diffusers' own offload)."""
@@ -218,10 +221,12 @@ class TextToImageAdapter:
             self.pipe.enable_sequential_cpu_offload(device=self.device)
 
     def draw(self, prompt: str, negative: str, steps: int, cfg: float, size: tuple[int, int], seed: int, progress):
-        """A still of `size` (width, height) for `prompt`."""
+        """A still of `size` (width, height) for `prompt` (a prompt past the text encoder's limit is cut there)."""
         import torch
 
-        with torch.no_grad():
+        from .quiet import quiet_transformers
+
+        with torch.no_grad(), quiet_transformers():
             return self.pipe(
                 prompt=prompt, negative_prompt=negative or None, num_inference_steps=steps, guidance_scale=cfg,
                 width=size[0], height=size[1], generator=torch.Generator("cpu").manual_seed(seed),
@@ -233,7 +238,9 @@ class TextToImageAdapter:
         """`image` redrawn towards `prompt`: `strength` of the `steps` are run from a noised copy of it."""
         import torch
 
-        with torch.no_grad():
+        from .quiet import quiet_transformers
+
+        with torch.no_grad(), quiet_transformers():
             return self.img2img(
                 prompt=prompt, image=image, negative_prompt=negative or None, num_inference_steps=steps,
                 guidance_scale=cfg, strength=strength, generator=torch.Generator("cpu").manual_seed(seed),

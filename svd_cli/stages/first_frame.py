@@ -63,20 +63,20 @@ def from_prompt(model, prompt: str, image: dict, seed: int, size, fit: str, back
     `image` holds the image model's settings for this run: negative_prompt, steps, cfg, size (drawn at).
     A prompt longer than the text encoder reads is cut there, with a note (the whole prompt is recorded).
     """
-    notes = []
     tokens, limit = model.token_count(prompt), model.max_tokens
     if tokens > limit:
-        notes.append(
-            f"the prompt is {tokens} tokens and the text encoder reads the first {limit}: the rest is ignored "
-            f"({prompt[:40]!r}...)"
+        progress.note(
+            f"The prompt is {tokens} tokens and the text encoder reads the first {limit}: the rest is ignored "
+            f"({prompt[:40]!r}...)."
         )
     drawn = drawing_size(image["size"], size)
     progress.start("image", total=image["steps"])
     picture = model.draw(prompt, image["negative_prompt"], image["steps"], image["cfg"], drawn, seed, progress)
     progress.end()
-    frame = from_image(picture, size, fit, background, {"source": "prompt", **_described(image, prompt), "seed": seed})
-    frame.notes = notes
-    return frame
+    record = {"source": "prompt", **_described(image, prompt), "seed": seed}
+    if tokens > limit:
+        record["tokens_read"] = limit
+    return from_image(picture, size, fit, background, record)
 
 
 def restyled(model, frame: FirstFrame, image: dict, seed: int, progress) -> FirstFrame:
