@@ -158,11 +158,12 @@ OPTIONS: tuple[Option, ...] = (
            default="svd-xt", recipe="model", short="m", example="tiny"),
     Option("prompt", str, "Make the first frame from this text with the image model instead of an input image "
            "(with style: what the restyled photo shows).", check=check_text("prompt"), recipe="image.prompt",
-           short="p", example="a red fox in fresh snow, golden hour"),
+           short="p", default_label="", example="a red fox in fresh snow, golden hour"),
     Option("prompts", Path, "A text file with one prompt per line (blank lines and # comments skipped): one "
            "video each; - reads the prompts from stdin.", default_label="", example="prompts.txt"),
     Option("style", str, "Restyle each input photo with the image model before animating it, e.g. 'watercolor "
-           "painting'.", check=check_text("style"), recipe="image.style", example="watercolor painting"),
+           "painting'.", check=check_text("style"), recipe="image.style", default_label="",
+           example="watercolor painting"),
     Option("style_strength", float, "0-1: how much of the photo the style redraws (more: less of the photo "
            "survives).", default=0.5, range=(0.0, 1.0), recipe="image.style_strength", example="0.6"),
     Option("image_model", str, "The text-to-image model for prompt and style: a name (sdxl-turbo, tiny-t2i), "
