@@ -166,15 +166,33 @@ class TextToImageAdapter:
     kind = "text-to-image"
 
     def __init__(self, source: ModelSource, pipe, device: torch.device, dtype: torch.dtype):
-        from diffusers import AutoPipelineForImage2Image
-
         self.source = source
         self.pipe = pipe
         self.device = device
         self.dtype = dtype
-        self.img2img = AutoPipelineForImage2Image.from_pipe(pipe)
-        for p in (self.pipe, self.img2img):
-            p.set_progress_bar_config(disable=True)
+        self._img2img = None
+        pipe.set_progress_bar_config(disable=True)
+
+    @property
+    def img2img(self):
+        """The image-to-image pipeline on the same components (made on first use: prompts never need it)."""
+        if self._img2img is None:
+            from diffusers import AutoPipelineForImage2Image
+
+            from ..errors import ModelLoadError, ref
+            from .quiet import quiet_transformers
+
+            try:
+                with quiet_transformers():
+                    self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
+            except ValueError as exc:
+                raise ModelLoadError(
+                    f"{self.source.name} ({type(self.pipe).__name__}) has no image-to-image pipeline in diffusers, so "
+                    f"it cannot restyle photos: choose another {ref('image_model')}.",
+                    model=self.source.name,
+                ) from exc
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
 
     def text_encoders(self) -> list[nn.Module]:
         return [m for m in (getattr(self.pipe, "text_encoder", None), getattr(self.pipe, "text_encoder_2", None)) if m]
