@@ -1,10 +1,12 @@
 """Batches: from the inputs a user named to videos on disk, one model load for all of them.
 
-1. `plan_jobs` expands files, folders, globs and stdin into a sorted list of jobs, names every output and
-   refuses templates that escape the output folder or collide, before any work starts.
-2. `run_jobs` skips outputs that are already done with the same recipe (resume), loads the model once,
-   animates each remaining job, writes the video and its recipe sidecar atomically, and reports each
-   result as it happens. One bad input fails that job only; the batch goes on.
+1. `plan_jobs` expands files, folders, globs and stdin (or prompts: `prompt`, a `prompts` file, stdin) into
+   a sorted list of jobs, names every output and refuses templates that escape the output folder or
+   collide, before any work starts.
+2. `run_jobs` skips outputs that are already done with the same recipe (resume). With a prompt or a style
+   it first makes every first frame with one load of the text-to-image model and frees it; then it loads
+   SVD once, animates each remaining job, writes the video, its still and its recipe sidecar atomically,
+   and reports each result as it happens. One bad input (or prompt) fails that job only; the batch goes on.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import glob
 import os
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, ref
 from .io.recipe import build_recipe, file_sha256, resume_state
@@ -24,19 +28,31 @@ from .io.video import output_suffix
 from .options import Request, check_template, recorded_settings, with_defaults
 from .session import Session
 
+if TYPE_CHECKING:
+    from .stages.first_frame import FirstFrame
+
 GLOB_CHARS = set("*?[")
 
 
 @dataclass
 class Job:
-    """One video to make: which image, where it goes, with which seed."""
+    """One video to make: from which image (or prompt), where it goes, with which seed."""
 
     index: int
-    input: Path
+    input: Path | None  # the input image; None for a video from a prompt
     rel_dir: Path  # folder of the input relative to the folder it was found under (mirrored under the output)
     seed: int
     seed_fixed: bool
     output: Path = Path()
+    prompt: str | None = None  # the text its first frame is drawn from (no input image)
+
+    @property
+    def label(self) -> str:
+        """How messages name the job: its input file, or its prompt."""
+        if self.input is not None:
+            return str(self.input)
+        short = self.prompt if len(self.prompt) <= 60 else self.prompt[:57] + "..."
+        return f"prompt {short!r}"
 
 
 @dataclass
@@ -50,7 +66,11 @@ class JobResult:
 
     def as_json(self) -> dict:
         seed = self.recipe["settings"]["seed"] if self.recipe else self.job.seed
-        data = {"status": self.status, "input": str(self.job.input), "path": str(self.job.output), "seed": seed}
+        job = self.job
+        data = {"status": self.status, "input": str(job.input) if job.input else None, "path": str(job.output),
+                "seed": seed}  # fmt: skip
+        if job.prompt is not None:
+            data["prompt"] = job.prompt
         if self.recipe:
             out, settings = self.recipe["output"], self.recipe["settings"]
             data.update(
@@ -114,15 +134,32 @@ def plan_for_request(session: Session, stdin: Iterable[str] | None = None) -> Pl
     Output names may use the model's defaults ({fps}, {frames}); they are known without the network for
     named models and folders. Only a Hub repo that is not downloaded yet is resolved (fetched) first.
     """
-    from .models.sources import peek_defaults
+    from .models.sources import check_kind, peek_defaults
 
     req = session.request
     check_template(req.name or "{stem}")
+    check_kind(req.model, "svd")
     defaults = peek_defaults(req.model)
+    if session.uses_image_model:
+        check_kind(req.image_model, "text-to-image")
+        _check_style_steps(req, peek_defaults(req.image_model, "text-to-image"))
     if defaults is None:
         session.resolve()
         defaults = session.defaults
     return plan_jobs(req, defaults, stdin)
+
+
+def _check_style_steps(req: Request, image_defaults: dict | None) -> None:
+    """Image-to-image runs strength x steps of its steps: at least one, or it would change nothing."""
+    if req.style is None:
+        return
+    steps = req.image_steps or (image_defaults or {}).get("steps")
+    if steps is not None and int(steps * req.style_strength) < 1:
+        raise UsageError(
+            f"{ref('style_strength')} {req.style_strength} of {steps} {ref('image_steps')} runs no step, so the "
+            f"photo would not change: raise {ref('style_strength')} or {ref('image_steps')}.",
+            option="style_strength",
+        )
 
 
 def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None = None) -> Plan:
@@ -131,6 +168,15 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
     `defaults` are the model's (for names that use {fps} or {frames}); None if they are not known yet.
     """
     from .io.images import image_extensions
+
+    prompts = read_prompts(req, stdin)
+    if prompts is not None:
+        jobs = [
+            Job(index=i, input=None, rel_dir=Path(), seed=seed, seed_fixed=fixed, prompt=text)
+            for i, (text, (seed, fixed)) in enumerate((t, s) for t in prompts for s in _seeds(req))
+        ]
+        name_outputs(jobs, req, defaults or {})
+        return Plan(jobs=jobs)
 
     image_exts = image_extensions()
     found: dict[Path, Path] = {}  # input -> folder it was found under (for mirroring)
@@ -150,7 +196,8 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
                 if not p.is_file() or _hidden(p.relative_to(path)):
                     continue
                 if p.suffix.lower() in image_exts:
-                    found.setdefault(p, path)
+                    if not _is_our_still(p):
+                        found.setdefault(p, path)
                 else:
                     non_images += 1
         elif path.exists():
@@ -176,6 +223,68 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
             jobs.append(Job(index=len(jobs), input=path, rel_dir=rel_dir, seed=seed, seed_fixed=fixed))
     name_outputs(jobs, req, defaults or {})
     return Plan(jobs=jobs, non_images=non_images)
+
+
+def read_prompts(req: Request, stdin: Iterable[str] | None = None) -> list[str] | None:
+    """The prompts of a run (None when it starts from images): `prompt`, or the lines of the `prompts` file
+    (or stdin for -), without blank lines and # comments. With a style the prompt describes the photos."""
+    if req.style is not None:
+        return None
+    if req.prompt is not None:
+        return [req.prompt.strip()]
+    if req.prompts is None:
+        return None
+    if str(req.prompts) == "-":
+        lines = list(stdin if stdin is not None else sys.stdin)
+        where = "stdin"
+    else:
+        try:
+            lines = Path(req.prompts).expanduser().read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise UsageError(f"{ref('prompts')} {req.prompts}: no such file.", option="prompts") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise UsageError(f"{ref('prompts')} {req.prompts}: cannot be read ({why}).", option="prompts") from None
+        where = str(req.prompts)
+    prompts = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+    if not prompts:
+        raise UsageError(
+            f"{ref('prompts')} {where}: no prompts in it (one per line; blank lines and # comments are skipped).",
+            option="prompts",
+        )
+    return prompts
+
+
+def slug(text: str, limit: int = 60) -> str:
+    """A file name from a prompt: 'A red fox, in snow!' -> 'a-red-fox-in-snow' (cut at a word, at most `limit`)."""
+    import re
+    import unicodedata
+
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", plain.lower())
+    name = ""
+    for word in words:
+        if len(name) + len(word) + 1 > limit and name:
+            break
+        name = f"{name}-{word}" if name else word[:limit]
+    return name or "prompt"
+
+
+def _is_our_still(path: Path) -> bool:
+    """A first-frame still an earlier run wrote beside its video (so a rerun over the folder skips it)."""
+    import json
+
+    from .io.video import STYLED_MARK
+
+    stem = path.stem[: -len(STYLED_MARK)] if path.stem.endswith(STYLED_MARK) else path.stem
+    sidecar = path.with_name(stem + ".json")
+    if not sidecar.is_file():
+        return False
+    try:
+        still = json.loads(sidecar.read_text(encoding="utf-8")).get("output", {}).get("still")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(still) and Path(still).name == path.name
 
 
 def _add_file(found: dict[Path, Path], path: Path, from_stdin: bool = False) -> None:
@@ -248,8 +357,10 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
         if single_file:
             job.output = out
         else:
+            named = job.prompt if job.prompt is not None else (req.style or req.prompt or "")
             fields = {
-                "stem": job.input.stem,
+                "stem": job.input.stem if job.input is not None else slug(job.prompt),
+                "prompt": slug(named) if named else "",
                 "seed": job.seed,
                 "index": job.index,
                 "model": Path(req.model).name,
@@ -257,13 +368,14 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
                 "frames": "" if values.get("frames") is None else values["frames"],
             }
             name = template.format(**fields) + suffix
-            folder = (out / job.rel_dir) if out is not None else job.input.parent
+            beside = job.input.parent if job.input is not None else Path()  # prompts: the working folder
+            folder = (out / job.rel_dir) if out is not None else beside
             job.output = folder / name
         key = Path(os.path.normcase(os.path.abspath(job.output)))
         if key in seen:
             other = seen[key]
             raise UsageError(
-                f"{ref('name')} {template!r}: {other.input} and {job.input} would both be written to {job.output}; "
+                f"{ref('name')} {template!r}: {other.label} and {job.label} would both be written to {job.output}; "
                 f"add {{seed}} or {{index}} to {ref('name')}, or use separate {ref('out')} folders.",
                 option="name",
             )
@@ -276,17 +388,24 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
 def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path], str]) -> dict | None:
     """The recipe this run would write for `job` (for the resume check), without loading the model."""
     from .io.images import upright_size
-    from .stages.first_frame import target_size
 
+    if job.input is None:
+        return _recipe(session, job, fmt, None, session.settings_for(job.seed, session.video_size()))
     image_size = upright_size(job.input)
     if image_size is None:
         return None
-    size = target_size(session.request.size, session.defaults["size"], image_size)
+    size = session.video_size(image_size)
     return _recipe(session, job, fmt, sha256(job.input), session.settings_for(job.seed, size))
 
 
-def _recipe(session: Session, job: Job, fmt: str, sha256: str, settings, clip=None, seconds=None) -> dict:
+def _recipe(session: Session, job: Job, fmt: str, sha256: str | None, settings, clip=None, seconds=None) -> dict:
+    from .io.video import still_path
+
     req = session.request
+    uses_image = session.uses_image_model
+    image = None
+    if uses_image:
+        image = session.image_settings(job.prompt) | {"model": session.image_source.describe()}
     return build_recipe(
         input_path=job.input,
         input_sha256=sha256,
@@ -297,32 +416,53 @@ def _recipe(session: Session, job: Job, fmt: str, sha256: str, settings, clip=No
         seed_fixed=job.seed_fixed,
         recorded=recorded_settings(req),
         model=session.source.describe(),
+        image=image,
+        still=still_path(job.output, fmt, styled=job.input is not None) if uses_image else None,
         stages=clip.stages + [{"stage": "write", "format": fmt, "fps": clip.fps}] if clip is not None else None,
         runtime=session.runtime() if clip is not None else None,
         seconds=seconds,
     )
 
 
-def make_video(session: Session, job: Job, fmt: str, sha256: Callable[[Path], str]) -> JobResult:
-    """One job through every stage: first frame, animate, write (video and recipe, atomically)."""
+def make_first_frame(session: Session, job: Job) -> FirstFrame:
+    """The first-frame stage of one job: its input image (restyled with a style), or its prompt drawn."""
+    started = time.monotonic()
+    if job.input is None:
+        frame = session.first_frame_from_prompt(job.prompt, job.seed)
+    else:
+        frame = session.first_frame_from_file(job.input)
+        if session.request.style is not None:
+            frame = session.restyle(frame, job.seed)
+    frame.seconds = time.monotonic() - started
+    return frame
+
+
+def make_video(
+    session: Session, job: Job, fmt: str, sha256: Callable[[Path], str], frame: FirstFrame | None = None
+) -> JobResult:
+    """One job through every stage: first frame (unless made already), animate, write (video, still, recipe)."""
     from .io.video import check_writable, remove_stale_partials, write_video_and_recipe
 
     started = time.monotonic()
-    frame = session.first_frame_from_file(job.input)
+    earlier = frame.seconds if frame is not None else 0.0  # a first frame made in the batch's first phase
+    if frame is None:
+        frame = make_first_frame(session, job)
     check_writable(job.output.parent)
     remove_stale_partials(job.output, fmt)
     clip = session.animate(frame, job.seed)
     settings = session.settings_for(job.seed, frame.picture.size)
-    recipe = _recipe(session, job, fmt, sha256(job.input), settings, clip, time.monotonic() - started)
+    digest = sha256(job.input) if job.input is not None else None
+    recipe = _recipe(session, job, fmt, digest, settings, clip, time.monotonic() - started + earlier)
+    still = frame.picture if session.uses_image_model else None
     session.progress.start("write")
-    write_video_and_recipe(clip.frames, job.output, clip.fps, fmt, recipe)
+    write_video_and_recipe(clip.frames, job.output, clip.fps, fmt, recipe, still=still)
     session.progress.end()
-    return JobResult(job, "ok", seconds=time.monotonic() - started, recipe=recipe)
+    return JobResult(job, "ok", seconds=time.monotonic() - started + earlier, recipe=recipe)
 
 
 def _naming(job: Job, reason: str) -> str:
-    """Every failure line names its input."""
-    return reason if str(job.input) in reason else f"{job.input}: {reason}"
+    """Every failure line names its input (or prompt)."""
+    return reason if job.label in reason else f"{job.label}: {reason}"
 
 
 def run_jobs(
@@ -343,12 +483,19 @@ def run_jobs(
     summary.non_images = plan.non_images
     if session.source is None:
         session.resolve()
+    if session.uses_image_model and session.image_source is None:
+        session.resolve_image_model()
     hashes: dict[Path, str] = {}
 
     def sha256(path: Path) -> str:
         if path not in hashes:
             hashes[path] = file_sha256(path)
         return hashes[path]
+
+    def finish(result: JobResult) -> None:
+        progress.end()
+        summary.results.append(result)
+        on_result(result)
 
     todo: list[Job] = []
     for job in plan.jobs:
@@ -360,25 +507,44 @@ def run_jobs(
         if state == "todo":
             todo.append(job)
         else:
-            result = JobResult(job, "skipped", reason=why, recipe=earlier)
-            summary.results.append(result)
-            on_result(result)
+            finish(JobResult(job, "skipped", reason=why, recipe=earlier))
 
-    for job in todo:
-        progress.note(f"[{job.index + 1}/{len(plan.jobs)}] {job.input} -> {job.output} (seed {job.seed})")
-        try:
-            result = make_video(session, job, req.format, sha256)
-        except (UsageError, ModelLoadError, ModelUnavailableError):
-            raise
-        except SvdError as exc:
-            result = JobResult(job, "failed", reason=_naming(job, exc.marked()))
-        except Exception as exc:
-            if reraise_unexpected:
-                raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = f"unexpected error ({type(exc).__name__}: {first})"
-            result = JobResult(job, "failed", reason=_naming(job, reason), unexpected=True)
-        progress.end()
-        summary.results.append(result)
-        on_result(result)
+    count = len(plan.jobs)
+    frames: dict[int, FirstFrame] = {}
+    with tempfile.TemporaryDirectory(prefix="svd-stills-") as staging:
+        if session.uses_image_model and todo:
+            # Phase 1: every first frame with one load of the image model, kept on disk (not in memory).
+            for job in list(todo):
+                progress.note(f"[{job.index + 1}/{count}] first frame of {job.label} (seed {job.seed})")
+                made = _attempt(job, lambda j=job: make_first_frame(session, j), reraise_unexpected)
+                if isinstance(made, JobResult):
+                    todo.remove(job)
+                    finish(made)
+                    continue
+                frames[job.index] = made.staged(Path(staging) / f"{job.index}.png")
+            session.release_image_model()
+        # Phase 2: every video with one load of SVD.
+        for job in todo:
+            progress.note(f"[{job.index + 1}/{count}] {job.label} -> {job.output} (seed {job.seed})")
+            frame = frames.pop(job.index).restored() if job.index in frames else None
+            made = _attempt(job, lambda j=job, f=frame: make_video(session, j, req.format, sha256, f),
+                            reraise_unexpected)  # fmt: skip
+            finish(made)
     return summary
+
+
+def _attempt(job: Job, work: Callable[[], object], reraise_unexpected: bool):
+    """`work()` for one job, or the job's failure: a failure that dooms every job (the model cannot be
+    loaded, a usage error) ends the run; any other ends only this job."""
+    try:
+        return work()
+    except (UsageError, ModelLoadError, ModelUnavailableError):
+        raise
+    except SvdError as exc:
+        return JobResult(job, "failed", reason=_naming(job, exc.marked()))
+    except Exception as exc:
+        if reraise_unexpected:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = f"unexpected error ({type(exc).__name__}: {first})"
+        return JobResult(job, "failed", reason=_naming(job, reason), unexpected=True)

@@ -19,7 +19,7 @@ from .errors import OptionError, UsageError, ref
 
 MAX_SEED = 2**63 - 1
 SIZE_RANGE = (64, 4096)
-TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames")
+TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames", "prompt")
 
 
 # --- value forms that need more than int()/float() -------------------------------------------------------
@@ -78,6 +78,16 @@ def check_background(value: str) -> None:
             "background", value, "not a colour; use a name (white, black) or a hex value like #ffffff.",
             shown=repr(value),
         ) from None  # fmt: skip
+
+
+def check_text(name: str) -> Callable[[str], None]:
+    """A check that a text setting (a prompt, a style) says something."""
+
+    def check_not_empty(value: str) -> None:
+        if not value.strip():
+            raise OptionError(name, value, "is empty; describe the picture in words.", shown=repr(value))
+
+    return check_not_empty
 
 
 def check_template(template: str) -> None:
@@ -146,6 +156,25 @@ def env_var(name: str) -> str:
 OPTIONS: tuple[Option, ...] = (
     Option("model", str, "A model name (svd, svd-xt, svd-xt-1.1, tiny), a local diffusers folder, or a Hub repo id.",
            default="svd-xt", recipe="model", short="m", example="tiny"),
+    Option("prompt", str, "Make the first frame from this text with the image model instead of an input image "
+           "(with style: what the restyled photo shows).", check=check_text("prompt"), recipe="image.prompt",
+           short="p", default_label="", example="a red fox in fresh snow, golden hour"),
+    Option("prompts", Path, "A text file with one prompt per line (blank lines and # comments skipped): one "
+           "video each; - reads the prompts from stdin.", default_label="", example="prompts.txt"),
+    Option("style", str, "Restyle each input photo with the image model before animating it, e.g. 'watercolor "
+           "painting'.", check=check_text("style"), recipe="image.style", default_label="",
+           example="watercolor painting"),
+    Option("style_strength", float, "0-1: how much of the photo the style redraws (more: less of the photo "
+           "survives).", default=0.5, range=(0.0, 1.0), recipe="image.style_strength", example="0.6"),
+    Option("image_model", str, "The text-to-image model for prompt and style: a name (sdxl-turbo, tiny-t2i), "
+           "a local diffusers folder, or a Hub repo id.", default="sdxl-turbo", recipe="image.model",
+           example="tiny-t2i"),
+    Option("negative_prompt", str, "What the first frame should not show (used when image_cfg > 1).",
+           recipe="image.negative_prompt", default_label="", example="blurry, text"),
+    Option("image_steps", int, "Denoising steps of the first frame [default: the image model's, 4 for "
+           "sdxl-turbo].", range=(1, 200), recipe="image.steps", default_label="the image model's", example="3"),
+    Option("image_cfg", float, "Guidance scale of the first frame [default: the image model's, 0 for sdxl-turbo].",
+           range=(0.0, 30.0), recipe="image.cfg", default_label="the image model's", example="1.5"),
     Option("frames", int, "Frames to generate, 2-128 [default: the model's, from weights.toml].", from_model=True,
            range=(2, 128), recipe="settings.frames", example="6"),
     Option("fps", int, "3-30: the fps the model is conditioned on and the video's frame rate [default: the model's].",
@@ -326,8 +355,31 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
             "of them.",
             option="seed",
         )
-    if need_inputs and not req.inputs:
-        raise UsageError("Give at least one input image, folder or glob (or - to read paths from stdin).")
+    if req.prompt is not None and req.prompts is not None:
+        raise UsageError(f"{ref('prompt')} and {ref('prompts')} both give prompts: use one of them.", option="prompt")
+    if req.prompts is not None and req.inputs:
+        raise UsageError(
+            f"{ref('prompts')} makes every first frame from a prompt: drop the input images, or animate them in a "
+            "separate run.",
+            option="prompts",
+        )
+    if req.prompt is not None and req.inputs and req.style is None:
+        raise UsageError(
+            f"{ref('prompt')} makes the first frame from text, so the input images would be ignored: drop them, or "
+            f"add {ref('style')} to restyle them instead.",
+            option="prompt",
+        )
+    if req.style is not None and not req.inputs and need_inputs:
+        raise UsageError(
+            f"{ref('style')} restyles input photos: give one (or put the style into {ref('prompt')} for a first "
+            "frame from text).",
+            option="style",
+        )
+    if need_inputs and not req.inputs and req.prompt is None and req.prompts is None:
+        raise UsageError(
+            "Give at least one input image, folder or glob (or - to read paths from stdin), or "
+            f"{ref('prompt')} / {ref('prompts')} to start from text."
+        )
 
 
 def with_defaults(req: Request, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -391,8 +443,9 @@ def assemble_request(
     inputs = [str(i) for i in inputs]
     if recipe is not None:
         values.update(from_recipe(recipe))
-        if not inputs:
-            inputs = [str((recipe.get("input") or {}).get("path") or "")]
+        recorded = (recipe.get("input") or {}).get("path")
+        if not inputs and (recorded or "prompt" not in values):  # a video from a prompt has no input image
+            inputs = [str(recorded or "")]
         if "seeds" not in explicit and "variations" not in explicit:
             values.pop("seeds", None)
             values.pop("variations", None)
@@ -434,10 +487,10 @@ def from_recipe(recipe: dict) -> dict[str, Any]:
         if opt.name == "size":
             settings = recipe.get("settings", {})
             value = [settings["width"], settings["height"]] if "width" in settings and "height" in settings else None
-        elif opt.name == "model":
+        elif opt.name in ("model", "image_model"):
             from .registry import get_entry
 
-            model = recipe.get("model") or {}
+            model = _dig(recipe, opt.recipe) or {}
             # A registry model (downloaded or built in) or a Hub repo by its name; a local folder by its path.
             named = model.get("repo") or not model.get("path") or get_entry(str(model.get("name"))) is not None
             value = model.get("name") if named else model.get("path")

@@ -38,8 +38,9 @@ class ModelEntry:
     fixed_conditioning: bool = False
 
     @property
-    def frames(self) -> int:
-        return self.defaults["frames"]
+    def frames(self) -> int | None:
+        """Frames of a video model's videos; None for a text-to-image model."""
+        return self.defaults.get("frames")
 
 
 def registry_path() -> Path:

@@ -3,6 +3,10 @@
 The CLI's batches, `--recipe` replays and the library API (`svd_cli.load(...).animate_image(...)`) all run
 through a `Session`: it resolves the model once (downloading if needed), knows its defaults, loads it on the
 first video (sized for that video, so `auto` plans for the real job) and runs the stages for each video.
+
+With a prompt or a style the session has a second model, the text-to-image model that makes the first
+frames. The two are never loaded together: loading one frees the other, and a batch (batch.run_jobs) makes
+every first frame with one load of the image model before it loads SVD once for every video.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ class _Model:
     source = None
     defaults: dict[str, Any] = {}
     animator = None
+    image_source = None  # the text-to-image model, when a prompt or a style needs one
+    image_defaults: dict[str, Any] = {}
+    image_model = None
 
 
 class Session:
@@ -43,13 +50,14 @@ class Session:
     source = property(lambda self: self._model.source)
     defaults = property(lambda self: self._model.defaults)
     animator = property(lambda self: self._model.animator)
+    image_source = property(lambda self: self._model.image_source)
 
     # --- 1. the model: resolved now, loaded on the first video ------------------------------------------
 
     def resolve(self) -> None:
         from .models.sources import resolve_model
 
-        self._model.source = resolve_model(self.request.model, progress=self.progress)
+        self._model.source = resolve_model(self.request.model, kind="svd", progress=self.progress)
         self._model.defaults = self._model.source.defaults()
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
@@ -75,6 +83,7 @@ class Session:
         dtype = resolve_dtype(req.dtype, device)
         if device.type == "cpu" and req.dtype == "fp16":
             self.progress.note(f"fp16 on the CPU is much slower than fp32 ({ref('dtype')} auto); it is meant for GPUs")
+        self.release_image_model()  # never on the device together
         self.progress.start("load")
         model = load_model(self.source, device, dtype)
         self.progress.end()
@@ -89,6 +98,94 @@ class Session:
             f"Memory profile {plan.profile}: {plan.reason} [{', '.join(savers) if savers else 'no savers'}]"
         )
         self._model.animator = Animator(model, plan)
+
+    # --- 1b. the text-to-image model: for prompts and styles, loaded before SVD and freed before it --------
+
+    @property
+    def uses_image_model(self) -> bool:
+        req = self.request
+        return req.prompt is not None or req.prompts is not None or req.style is not None
+
+    def resolve_image_model(self) -> None:
+        from .models.sources import resolve_model
+
+        self._model.image_source = resolve_model(self.request.image_model, kind="text-to-image", progress=self.progress)
+        self._model.image_defaults = self._model.image_source.defaults()
+
+    def image_settings(self, prompt: str | None = None) -> dict:
+        """The image model's settings for a first frame (recorded in the recipe): request, else model defaults."""
+        req, d = self.request, self._model.image_defaults
+        size = d.get("size")
+        return {
+            "model": self._model.image_source.name,
+            "prompt": prompt if prompt is not None else req.prompt,
+            "negative_prompt": req.negative_prompt or "",
+            "steps": req.image_steps if req.image_steps is not None else d["steps"],
+            "cfg": req.image_cfg if req.image_cfg is not None else d["cfg"],
+            "style": req.style,
+            "style_strength": req.style_strength if req.style is not None else None,
+            "size": list(size) if size else None,
+        }
+
+    def load_image_model(self, size: tuple[int, int]) -> None:
+        """Load the text-to-image model (freeing SVD first) with a placement for stills of `size`."""
+        from .memory import choose_image_plan
+        from .models.loading import load_model, resolve_device, resolve_dtype
+        from .stages.animate import free_memory
+        from .stages.first_frame import drawing_size
+
+        req = self.request
+        if self._model.animator is not None:  # never on the device together
+            self._model.animator.placement.release()
+            self._model.animator = None
+            free_memory(resolve_device(req.device))
+        device = resolve_device(req.device)
+        self.progress.start("load_image")
+        model = load_model(self._model.image_source, device, resolve_dtype(req.dtype, device))
+        self.progress.end()
+        settings = self.image_settings()
+        plan = choose_image_plan(model, req.memory, *drawing_size(settings["size"], size), settings["cfg"] > 1.0)
+        model.place(plan.offload)
+        where = "on the device" if plan.offload == "none" else f"{plan.offload} offload"
+        self.progress.note(f"Image model {model.source.name}: {where} ({plan.reason}); freed before SVD loads")
+        self._model.image_model = model
+
+    def release_image_model(self) -> None:
+        """Free the text-to-image model (after the last first frame, before SVD loads)."""
+        model = self._model.image_model
+        if model is None:
+            return
+        from .stages.animate import free_memory
+
+        device = model.device
+        self._model.image_model = None
+        del model
+        free_memory(device)
+
+    def video_size(self, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
+        from .stages.first_frame import target_size
+
+        model_size = self.defaults["size"]
+        return target_size(self.request.size, model_size, image_size or model_size)
+
+    def first_frame_from_prompt(self, prompt: str, seed: int) -> FirstFrame:
+        from .stages import first_frame
+
+        req = self.request
+        size = self.video_size()
+        if self._model.image_model is None:
+            self.load_image_model(size)
+        model = self._model.image_model
+        return first_frame.from_prompt(
+            model, prompt, self.image_settings(prompt), seed, size, req.fit, req.background, self.progress
+        )
+
+    def restyle(self, frame: FirstFrame, seed: int) -> FirstFrame:
+        from .stages import first_frame
+
+        if self._model.image_model is None:
+            self.load_image_model(frame.picture.size)
+        return first_frame.restyled(self._model.image_model, frame, self.image_settings(), seed, self.progress)
 
     # --- 2. per video: settings, first frame, animate ---------------------------------------------------
 

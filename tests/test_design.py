@@ -21,7 +21,9 @@ PACKAGE = ROOT / "svd_cli"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 RECORDED = [o for o in OPTIONS if o.recipe]
 # Options that shape a batch or the terminal, not one video: the recipe does not record them.
-NOT_RECORDED = {"seeds", "variations", "out", "name", "recursive", "overwrite", "json", "quiet"}
+NOT_RECORDED = {"seeds", "variations", "out", "name", "recursive", "overwrite", "json", "quiet", "prompts"}
+# Options that replace the input image: a run that sets them has none.
+INSTEAD_OF_IMAGES = {"prompt", "prompts"}
 
 
 def _parse(*args: str, env: dict | None = None, monkeypatch=None):
@@ -49,19 +51,21 @@ def _as_cli_value(opt, text: str):
 def test_every_option_reaches_the_flag_the_variable_and_the_config_file(opt, svd, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     photo = EXAMPLES / "coffee.png"
+    # No input image for a prompt (some argument is needed, or the command shows its help).
+    inputs = ["--model", "tiny"] if opt.name in INSTEAD_OF_IMAGES else [photo]
     expected = _as_cli_value(opt, opt.example)
     assert expected != opt.default, f"{opt.name}: the example must differ from the default to prove anything"
 
     flag = [opt.flag] if opt.type is bool else [opt.flag, opt.example]
-    assert getattr(_parse(photo, *flag), opt.name) == expected, "flag"
+    assert getattr(_parse(*inputs, *flag), opt.name) == expected, "flag"
 
     with monkeypatch.context() as m:
-        assert getattr(_parse(photo, env={opt.env_var: opt.example}, monkeypatch=m), opt.name) == expected, "env"
+        assert getattr(_parse(*inputs, env={opt.env_var: opt.example}, monkeypatch=m), opt.name) == expected, "env"
 
     value = opt.example if opt.type not in (int, float, bool) else expected
     key = opt.name.replace("_", "-")
     (tmp_path / "svd.toml").write_text(f"{key} = {json.dumps(value)}\n")
-    assert getattr(_parse(photo), opt.name) == expected, "svd.toml"
+    assert getattr(_parse(*inputs), opt.name) == expected, "svd.toml"
     # ...and a value of the wrong type there is a usage error naming the file and the key.
     (tmp_path / "svd.toml").write_text(f"{key} = [[1], 2]\n")
     r = svd("animate", photo)
@@ -70,7 +74,11 @@ def test_every_option_reaches_the_flag_the_variable_and_the_config_file(opt, svd
 
 
 def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_path):
-    """One real run with every recorded option set to its example; `--recipe` gives each value back."""
+    """One real run with every recorded option set to its example; `--recipe` gives each value back.
+
+    With a style the prompt says what the restyled photo shows, so every recorded option fits in one run: a
+    photo restyled by the image model, then animated (a prompt without a photo: test_text_to_video.py).
+    """
     assert {o.name for o in OPTIONS} - {o.name for o in RECORDED} == NOT_RECORDED
     args = []
     for opt in RECORDED:

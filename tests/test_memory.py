@@ -144,7 +144,7 @@ def test_doctor_works_without_a_gpu(svd):
     assert report["ffmpeg"]["path"] and "version" in report["ffmpeg"]
     xt = report["auto_profiles"]["svd-xt"]
     assert xt["profile"] == "high" and set(xt["estimated_peak_bytes"]) == set(PROFILE_ORDER)
-    assert {w["name"] for w in report["weights"]} == {"svd", "svd-xt", "svd-xt-1.1", "tiny"}
+    assert {w["name"] for w in report["weights"]} == {"svd", "svd-xt", "svd-xt-1.1", "tiny", "sdxl-turbo", "tiny-t2i"}
     text = svd("doctor")
     assert text.code == 0 and "GPU: none found" in text.out and "--memory auto for svd-xt" in text.out
 

@@ -30,13 +30,14 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     from svd_cli.registry import load_registry
 
     reg = load_registry()
-    assert list(reg) == ["svd", "svd-xt", "svd-xt-1.1", "tiny"]
+    assert list(reg) == ["svd", "svd-xt", "svd-xt-1.1", "tiny", "sdxl-turbo", "tiny-t2i"]
     assert reg["svd"].repo == "stabilityai/stable-video-diffusion-img2vid" and reg["svd"].frames == 14
     assert reg["svd-xt"].repo == "stabilityai/stable-video-diffusion-img2vid-xt" and reg["svd-xt"].frames == 25
     xt11 = reg["svd-xt-1.1"]
     assert xt11.repo == "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
     assert xt11.gated and xt11.fixed_conditioning and xt11.defaults["motion_bucket"] == 127
     assert all(e.variant == "fp16" and e.revision and e.license for e in reg.values() if e.repo)
+    assert [e.name for e in reg.values() if e.kind == "text-to-image"] == ["sdxl-turbo", "tiny-t2i"]
 
 
 def test_download_patterns_fetch_only_fp16_safetensors_and_configs():
@@ -46,6 +47,30 @@ def test_download_patterns_fetch_only_fp16_safetensors_and_configs():
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns
     assert "image_encoder/model.fp16.safetensors" in patterns
     assert not any(p.endswith((".bin", ".ckpt")) or p == "*" for p in patterns)
+
+
+def test_text_to_image_downloads_take_the_components_of_their_kind():
+    """Against SDXL-Turbo's file list: both text encoders and tokenizers, fp16 only, no single-file copies."""
+    import fnmatch
+
+    from svd_cli.models.layout import allow_patterns
+
+    repo = ["model_index.json", "sd_xl_turbo_1.0_fp16.safetensors", "sd_xl_turbo_1.0.safetensors",
+            "scheduler/scheduler_config.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
+            "text_encoder_2/config.json", "unet/diffusion_pytorch_model.fp16.safetensors",
+            "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors",
+            "text_encoder/model.fp16.safetensors", "text_encoder/model.safetensors",
+            "text_encoder_2/model.fp16.safetensors", "tokenizer/vocab.json", "tokenizer/merges.txt",
+            "tokenizer/special_tokens_map.json", "tokenizer/tokenizer_config.json", "tokenizer_2/vocab.json",
+            "tokenizer_2/merges.txt", "image_quality_one_step.png", "README.md"]  # fmt: skip
+    patterns = allow_patterns("fp16", "text-to-image")
+    fetched = sorted(f for f in repo if any(fnmatch.fnmatch(f, p) for p in patterns))
+    assert [f for f in fetched if f.endswith(".safetensors")] == [
+        "text_encoder/model.fp16.safetensors", "text_encoder_2/model.fp16.safetensors",
+        "unet/diffusion_pytorch_model.fp16.safetensors", "vae/diffusion_pytorch_model.fp16.safetensors",
+    ]  # fmt: skip
+    assert {"tokenizer/vocab.json", "tokenizer_2/merges.txt", "model_index.json"} <= set(fetched)
+    assert "image_encoder/model.fp16.safetensors" not in patterns
 
 
 def test_wheel_ships_weights_toml(tmp_path):

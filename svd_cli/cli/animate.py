@@ -40,7 +40,8 @@ def _parameter(opt: Option) -> inspect.Parameter:
 
 def _signature() -> inspect.Signature:
     inputs = typer.Argument(
-        help="Image files, folders, globs, or - to read paths from stdin (one per line).", show_default=False
+        help="Image files, folders, globs, or - to read paths from stdin (one per line); none with --prompt.",
+        show_default=False,
     )
     recipe = typer.Option(
         "--recipe", help="Repeat the run recorded in a sidecar .json (flags you give still win).", show_default=False

@@ -14,6 +14,9 @@ import time
 from ..progress import Progress
 
 STAGE_LABELS = {
+    "load_image": "Loading image model",
+    "image": "Drawing first frame",
+    "restyle": "Restyling photo",
     "load": "Loading model",
     "encode": "Encoding image",
     "denoise": "Denoising",
@@ -107,7 +110,7 @@ class PlainProgress(Progress):
     def end(self) -> None:
         if self.stage is None:
             return
-        count = f" ({self.total} {'steps' if self.stage == 'denoise' else 'frames'})" if self.total else ""
+        count = f" ({self.total} {'frames' if self.stage == 'decode' else 'steps'})" if self.total else ""
         label = STAGE_LABELS.get(self.stage, self.stage)
         print(f"  {label}{count}: {time.monotonic() - self.started:.1f} s", file=sys.stderr, flush=True)
         self.stage = None

@@ -34,7 +34,7 @@ def weights_list(json_out: JsonOut = False, debug: Debug = False) -> None:
             size, state = f"{r['size_bytes'] / 1e9:.2f} GB", "yes"
         else:
             size, state = (f"~{r['download_gb']:.1f} GB" if r["download_gb"] else "-"), "no"
-        table.add_row(r["name"], str(r["frames"]), size, state, "yes" if r["gated"] else "", r["repo"])
+        table.add_row(r["name"], str(r["frames"] or "-"), size, state, "yes" if r["gated"] else "", r["repo"])
     out_console().print(table)
 
 

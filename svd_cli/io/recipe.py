@@ -29,8 +29,8 @@ def file_sha256(path: Path) -> str:
 
 def build_recipe(
     *,
-    input_path: Path,
-    input_sha256: str,
+    input_path: Path | None,
+    input_sha256: str | None,
     output: Path,
     fmt: str,
     settings,
@@ -38,6 +38,8 @@ def build_recipe(
     seed_fixed: bool,
     recorded: dict,
     model: dict,
+    image: dict | None = None,
+    still: Path | None = None,
     stages: list[dict] | None = None,
     runtime: dict | None = None,
     seconds: float | None = None,
@@ -47,11 +49,13 @@ def build_recipe(
     `settings` are the animate stage's; `recorded` the other options the schema records under "settings"
     (options.recorded_settings); `fps` is the written video's frame rate (the conditioning fps is
     settings.fps - 1); `stages` is the ordered chain that made the clip, each with its own settings.
+    `image` is the text-to-image model's part (prompt, style, model, steps...) when it made the first frame,
+    and `still` where that first frame is saved. A video from a prompt has no input image (path None).
     """
     data = {
         "svd_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "input": {"path": str(input_path.resolve()), "sha256": input_sha256},
+        "input": {"path": str(input_path.resolve()) if input_path else None, "sha256": input_sha256},
         "output": {
             "path": str(output),
             "format": fmt,
@@ -59,6 +63,7 @@ def build_recipe(
             "fps": fps,
             "width": settings.width,
             "height": settings.height,
+            **({"still": str(still)} if still is not None else {}),
         },
         "model": model,
         "settings": {
@@ -68,6 +73,8 @@ def build_recipe(
             **recorded,
         },
     }
+    if image is not None:
+        data["image"] = image
     if stages is not None:
         data["stages"] = stages
     if runtime is not None:
@@ -82,11 +89,15 @@ def comparable(recipe: dict, seed_fixed: bool) -> dict:
     settings = {k: v for k, v in recipe.get("settings", {}).items() if k not in DERIVED_SETTINGS}
     if not seed_fixed:
         settings.pop("seed", None)
+    image = dict(recipe.get("image") or {})
+    if image:
+        image["model"] = (image.get("model") or {}).get("name")
     return {
         "input_sha256": recipe.get("input", {}).get("sha256"),
         "model": recipe.get("model", {}).get("name"),
         "format": recipe.get("output", {}).get("format"),
         "settings": settings,
+        "image": image,
     }
 
 
@@ -94,7 +105,7 @@ def describe_changes(old: dict, new: dict) -> str:
     """'fps 7 -> 12, input image changed' for two `comparable` dicts."""
     parts = []
     for key in sorted(set(old) | set(new)):
-        if key == "settings":
+        if key in ("settings", "image"):
             a, b = old.get(key, {}), new.get(key, {})
             parts += [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif old.get(key) != new.get(key):
@@ -104,7 +115,11 @@ def describe_changes(old: dict, new: dict) -> str:
 
 def resume_state(output: Path, fmt: str, expected: dict | None, seed_fixed: bool) -> tuple[str, str, dict | None]:
     """('todo' | 'done' | 'differs' | 'foreign', why, the earlier recipe) for an output that may already exist."""
+    still = (expected or {}).get("output", {}).get("still")
     if not output.exists():
+        if still and Path(still).exists():
+            why = f"{still} exists and svd did not make it (no video beside it); use {ref('overwrite')} to replace it"
+            return "foreign", why, None
         return "todo", "", None
     sidecar = sidecar_path(output, fmt)
     try:

@@ -20,6 +20,7 @@ from ..errors import SvdError, ref
 
 if TYPE_CHECKING:
     import numpy as np
+    from PIL import Image
 
 FORMATS = ("mp4", "gif", "webm", "frames")
 MP4_CRF = 18  # visually lossless for H.264; see README "Output"
@@ -36,6 +37,15 @@ def sidecar_path(output: Path, fmt: str) -> Path:
     if fmt == "frames":
         return output.with_name(output.name + ".json")
     return output.with_suffix(".json")
+
+
+STYLED_MARK = ".styled"  # a restyled photo's still: photo.styled.png, never photo.png (that may be the photo)
+
+
+def still_path(output: Path, fmt: str, styled: bool = False) -> Path:
+    """The first frame's still beside an output: fox.mp4 -> fox.png (a restyled photo: fox.styled.png)."""
+    sidecar = sidecar_path(output, fmt)
+    return sidecar.with_name(sidecar.stem + (STYLED_MARK if styled else "") + ".png")
 
 
 def temp_path_for(final: Path) -> Path:
@@ -76,26 +86,37 @@ def write_json(data: dict, final: Path) -> None:
         raise SvdError(_explain_write_error(final, exc)) from exc
 
 
-def write_video_and_recipe(frames: np.ndarray, final: Path, fps: int, fmt: str, recipe: dict) -> Path:
-    """Write the video and its recipe sidecar so that no mismatched pair can ever exist on disk.
+def write_video_and_recipe(
+    frames: np.ndarray, final: Path, fps: int, fmt: str, recipe: dict, still: Image.Image | None = None
+) -> Path:
+    """Write the video, its first frame's still (if any) and its recipe so no mismatched set can exist on disk.
 
-    Both are written completely under temporary names first. Then the old sidecar (if any) goes, the video is
-    renamed into place, then the sidecar. A crash between the renames leaves a video without a recipe, which
-    the next run reports instead of trusting; never a truncated file, never a recipe describing another video.
+    All are written completely under temporary names first. Then the old sidecar (if any) goes, the video and
+    the still are renamed into place, then the sidecar. A crash between the renames leaves a video without a
+    recipe, which the next run reports instead of trusting; never a truncated file, never a recipe describing
+    another video. The still's path is the recipe's output.still.
     """
     _check_format(fmt)
     sidecar = sidecar_path(final, fmt)
+    still_final = Path(recipe["output"]["still"]) if still is not None else None
     tmp_video, tmp_json = temp_path_for(final), temp_path_for(sidecar)
+    tmp_still = temp_path_for(still_final) if still_final is not None else None
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _write_format(frames, tmp_video, fps, fmt)
+        if still is not None:
+            still.save(tmp_still, format="PNG")
         tmp_json.write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
         sidecar.unlink(missing_ok=True)
         _replace(tmp_video, final)
+        if still is not None:
+            os.replace(tmp_still, still_final)
         os.replace(tmp_json, sidecar)
     except BaseException as exc:
         _remove(tmp_video)
         _remove(tmp_json)
+        if tmp_still is not None:
+            _remove(tmp_still)
         if isinstance(exc, (OSError, RuntimeError)):
             raise SvdError(_explain_write_error(final, exc)) from exc
         raise
@@ -116,7 +137,7 @@ def check_writable(folder: Path) -> None:
 def remove_stale_partials(final: Path, fmt: str) -> int:
     """Delete the temporary files a killed run left for this output (and its sidecar); return how many."""
     removed = 0
-    for target in (final, sidecar_path(final, fmt)):
+    for target in (final, sidecar_path(final, fmt), still_path(final, fmt, styled=True)):
         if target.parent.is_dir():
             for p in target.parent.glob(f".{glob_escape(target.stem)}{TEMP_MARK}*"):
                 _remove(p)

@@ -8,20 +8,31 @@ steps of the generation loop (svd_cli/pipeline.py). `apply_plan` switches a load
 from __future__ import annotations
 
 from .profiles import (
+    IMAGE_OFFLOAD,
     MEMORY_CHOICES,
     PROFILE_ORDER,
     PROFILES,
     JobShape,
     MemoryPlan,
+    chain_peak_bytes,
     choose_profile,
     estimate_peak_bytes,
+    fastest_fitting,
     gib,
+    image_plan_for,
+    image_plans,
     plan_for,
     step_down,
 )
 
 __all__ = [
+    "IMAGE_OFFLOAD",
     "MEMORY_CHOICES",
+    "chain_peak_bytes",
+    "choose_image_plan",
+    "fastest_fitting",
+    "image_plan_for",
+    "image_plans",
     "free_device_memory",
     "job_shape",
     "PROFILE_ORDER",
@@ -56,8 +67,20 @@ def apply_plan(model, plan: MemoryPlan):
     return placement
 
 
+def choose_image_plan(model, memory: str, width: int, height: int, guided: bool) -> MemoryPlan:
+    """Where a text-to-image model's weights live while it draws a `width` x `height` still: the profile
+    asked for, or auto's pick from the device's free memory at the time (SVD is not loaded then)."""
+    from dataclasses import replace
+
+    if memory != "auto":
+        return replace(image_plan_for(memory), reason="chosen by the memory setting")
+    job = replace(job_shape(model, 1, width, height), cfg=guided)
+    plan, _ = fastest_fitting(free_device_memory(model.device), image_plans(), job)
+    return plan
+
+
 def job_shape(model, frames: int, width: int, height: int) -> JobShape:
-    """The sizes the memory estimate needs, read off a loaded model's adapter."""
+    """The sizes the memory estimate needs, read off a loaded model's adapter (SVD or text-to-image)."""
     sizes = model.role_bytes()
     return JobShape(
         unet_bytes=sizes["denoiser"],

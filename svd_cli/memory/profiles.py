@@ -174,20 +174,46 @@ def choose_profile(
     sidecar. With no free-memory reading (CPU, MPS) the fastest profile is taken.
     """
     overrides = overrides or {}
-    estimates = [(name, estimate_peak_bytes(plan_for(name, **overrides), job)) for name in PROFILE_ORDER]
+    return fastest_fitting(free_bytes, [plan_for(name, **overrides) for name in PROFILE_ORDER], job)
+
+
+# A text-to-image model runs in diffusers' own pipeline: of the savers only weight placement applies, and
+# it never changes the picture. Each profile maps to a placement.
+IMAGE_OFFLOAD = {"high": "none", "balanced": "none", "low": "model", "min": "sequential"}
+
+
+def image_plans() -> list[MemoryPlan]:
+    """The plans of a text-to-image model, fastest first: resident, model offload, sequential offload."""
+    return [MemoryPlan("high"), MemoryPlan("low", offload="model"), MemoryPlan("min", offload="sequential")]
+
+
+def image_plan_for(profile: str) -> MemoryPlan:
+    """The text-to-image plan a named profile means."""
+    return next(p for p in image_plans() if p.offload == IMAGE_OFFLOAD[profile])
+
+
+def fastest_fitting(
+    free_bytes: int | None, plans: list[MemoryPlan], job: JobShape
+) -> tuple[MemoryPlan, list[tuple[str, int]]]:
+    """The first of `plans` (fastest first) whose estimated peak fits in `free_bytes`, with the reason."""
+    estimates = [(plan.profile, estimate_peak_bytes(plan, job)) for plan in plans]
     if free_bytes is None:
-        plan = plan_for("high", **overrides)
-        return replace(plan, reason="no device memory limit to respect (CPU), so the fastest profile"), estimates
+        return replace(plans[0], reason="no device memory limit to respect (CPU), so the fastest profile"), estimates
     budget = free_bytes - RESERVE_BYTES
-    for name, peak in estimates:
+    for plan, (name, peak) in zip(plans, estimates, strict=True):
         if peak * SAFETY_MARGIN <= budget:
             reason = (
                 f"{gib(free_bytes)} free; {name} needs about {gib(peak)} (estimate, +{SAFETY_MARGIN - 1:.0%} margin)"
             )
-            return replace(plan_for(name, **overrides), reason=reason), estimates
+            return replace(plan, reason=reason), estimates
     name, peak = estimates[-1]
-    reason = f"{gib(free_bytes)} free is less than even min's estimated {gib(peak)}; trying min anyway"
-    return replace(plan_for("min", **overrides), reason=reason), estimates
+    reason = f"{gib(free_bytes)} free is less than even {name}'s estimated {gib(peak)}; trying {name} anyway"
+    return replace(plans[-1], reason=reason), estimates
+
+
+def chain_peak_bytes(parts: list[tuple[MemoryPlan, JobShape]]) -> int:
+    """Estimated peak of a chain of models that are never on the device together: the largest one's."""
+    return max(estimate_peak_bytes(plan, job) for plan, job in parts)
 
 
 def gib(n: int | float) -> str:

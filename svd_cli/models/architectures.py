@@ -161,6 +161,126 @@ def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
     return pipe
 
 
+# The built-in `tiny-t2i` text-to-image model: SDXL's pipeline (two CLIP text encoders, the second with its
+# projection, a UNet with SDXL's "text_time" micro-conditioning, a VAE with the real scale factor 8) in
+# miniature. The same StableDiffusionXLPipeline code runs it as runs the default, SDXL-Turbo.
+TINY_T2I_TEXT = dict(
+    hidden_size=32,
+    intermediate_size=37,
+    num_attention_heads=4,
+    num_hidden_layers=2,
+    projection_dim=32,
+    max_position_embeddings=77,  # CLIP's limit, so over-long prompts are cut exactly where the real ones are
+)
+TINY_T2I_UNET = dict(
+    sample_size=32,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    block_out_channels=(32, 64),
+    layers_per_block=1,
+    attention_head_dim=(2, 4),
+    use_linear_projection=True,
+    addition_embed_type="text_time",
+    addition_time_embed_dim=8,
+    transformer_layers_per_block=(1, 1),
+    projection_class_embeddings_input_dim=6 * 8 + 32,  # six size/crop ids x 8, plus the pooled text embedding
+    cross_attention_dim=64,  # both text encoders' hidden states side by side
+)
+TINY_T2I_VAE = dict(
+    block_out_channels=(32, 32, 32, 32),
+    down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4,
+    layers_per_block=1,
+    latent_channels=4,
+    sample_size=256,
+)
+# SDXL-Turbo's scheduler: Euler, trailing timesteps (so one to four steps start from pure noise).
+T2I_SCHEDULER = dict(
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    num_train_timesteps=1000,
+    prediction_type="epsilon",
+    steps_offset=1,
+    timestep_spacing="trailing",
+)
+# The tiny tokenizer's words: CLIP's byte-level alphabet covers any text; these merges give a few whole words.
+TINY_T2I_WORDS = ("a", "the", "red", "fox", "in", "snow", "golden", "hour", "watercolor", "painting", "photo")
+
+
+def tiny_clip_vocabulary() -> tuple[dict[str, int], list[str]]:
+    """A CLIP BPE vocabulary (vocab.json) and merges (merges.txt) small enough to write by hand.
+
+    CLIP's tokenizer is byte-level BPE with an end-of-word marker: the 256 byte symbols, each also as a
+    word end, the merges that build the listed words, then the start and end tokens.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    extra = [b for b in range(256) if b not in printable]
+    symbols = [chr(c) for c in printable] + [chr(256 + i) for i in range(len(extra))]
+    vocab: dict[str, int] = {}
+    for symbol in symbols + [s + "</w>" for s in symbols]:
+        vocab[symbol] = len(vocab)
+    merges: list[str] = []
+    for word in TINY_T2I_WORDS:
+        parts = [*word[:-1], word[-1] + "</w>"]
+        while len(parts) > 1:
+            pair = f"{parts[0]} {parts[1]}"
+            if pair not in merges:
+                merges.append(pair)
+            parts = [parts[0] + parts[1], *parts[2:]]
+            vocab.setdefault(parts[0], len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    return vocab, merges
+
+
+def build_tiny_text_to_image(seed: int):
+    """The `tiny-t2i` StableDiffusionXLPipeline with random weights from `seed`; its tokenizers are read from
+    vocab.json / merges.txt files written here (nothing is downloaded)."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from .quiet import quiet_transformers
+
+    vocab, merges = tiny_clip_vocabulary()
+    with quiet_transformers():
+        from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+        with tempfile.TemporaryDirectory(prefix="svd-tokenizer-") as folder:
+            (Path(folder) / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+            (Path(folder) / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+            tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=TINY_T2I_TEXT["max_position_embeddings"])
+        end = vocab["<|endoftext|>"]
+        text_config = CLIPTextConfig(
+            **TINY_T2I_TEXT, vocab_size=len(vocab), bos_token_id=vocab["<|startoftext|>"], eos_token_id=end,
+            pad_token_id=end,
+        )  # fmt: skip
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            text_encoder = CLIPTextModel(text_config)
+            text_encoder_2 = CLIPTextModelWithProjection(text_config)
+            unet = UNet2DConditionModel(**TINY_T2I_UNET)
+            vae = AutoencoderKL(**TINY_T2I_VAE)
+        pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            text_encoder=text_encoder,
+            text_encoder_2=text_encoder_2,
+            tokenizer=tokenizer,
+            tokenizer_2=tokenizer,
+            unet=unet,
+            scheduler=EulerDiscreteScheduler.from_config(T2I_SCHEDULER),
+        )
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        module.eval().requires_grad_(False)
+    return pipe
+
+
 def parameter_bytes(arch: str, dtype_bytes: int = 2) -> dict[str, int]:
     """Bytes of each component's weights at `dtype_bytes` per parameter, counted on the meta device."""
     pipe = build_random_pipeline(arch, device="meta")

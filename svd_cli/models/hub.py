@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import ModelUnavailableError, ref
 from ..progress import Progress
-from .layout import CONFIG_PATTERNS, WEIGHT_COMPONENTS, allow_patterns, is_complete
+from .layout import KIND_COMPONENTS, allow_patterns, is_complete
 
 
 def offline_mode() -> bool:
@@ -21,17 +21,16 @@ def offline_mode() -> bool:
     return value in {"1", "ON", "YES", "TRUE"}
 
 
-def cached_snapshot(repo: str, revision: str, variant: str | None) -> Path | None:
+def cached_snapshot(repo: str, revision: str, variant: str | None, kind: str = "svd") -> Path | None:
     """The complete local copy of a repo's pipeline files, or None; never touches the network."""
     from huggingface_hub import snapshot_download
 
+    patterns = allow_patterns(variant, kind)
     try:
-        folder = Path(
-            snapshot_download(repo, revision=revision, allow_patterns=allow_patterns(variant), local_files_only=True)
-        )
+        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=patterns, local_files_only=True))
     except Exception:
         return None
-    return folder if is_complete(folder, variant) else None
+    return folder if is_complete(folder, variant, kind) else None
 
 
 def download_snapshot(
@@ -43,53 +42,67 @@ def download_snapshot(
     gated: bool,
     download_gb: float,
     progress: Progress,
+    kind: str = "svd",
 ) -> tuple[Path, str | None]:
     """Fetch the pipeline's files (keeping any already in the cache); map every Hub failure to one sentence."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
+    from .kinds import KIND_DEFAULTS
+
     fix = f"`svd weights pull {name}`"
+    instead = f"{ref(KIND_DEFAULTS[kind]['option'])} {KIND_DEFAULTS[kind]['builtin']}"
     if offline_mode():
         raise ModelUnavailableError(
             f"{name} is not downloaded and HF_HUB_OFFLINE=1 forbids downloading it: unset HF_HUB_OFFLINE "
-            f"and run {fix} while online, or use {ref('model')} tiny or a local folder.",
+            f"and run {fix} while online, or use {instead} or a local folder.",
             model=name,
         )
     try:
         if variant is None:
-            variant = _remote_variant(repo, revision)
+            variant = _remote_variant(repo, revision, kind)
         size = f" (about {download_gb:.1f} GB)" if download_gb else ""
         progress.note(f"Downloading {name}{size} from the Hugging Face Hub ({repo}, revision {revision})")
         if progress.interactive:
             enable_progress_bars()
         else:
             disable_progress_bars()
-        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=allow_patterns(variant)))
+        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=allow_patterns(variant, kind)))
     except ModelUnavailableError:
         raise
     except Exception as exc:  # every Hub failure becomes one sentence with its fix
-        raise ModelUnavailableError(_explain_hub_error(exc, name, repo, revision, gated, fix), model=name) from exc
-    if not is_complete(folder, variant):
+        why = _explain_hub_error(exc, name, repo, revision, gated, fix, instead, kind)
+        raise ModelUnavailableError(why, model=name) from exc
+    if not is_complete(folder, variant, kind):
+        weights = allow_patterns(variant, kind)[-len(KIND_COMPONENTS[kind]) :]
         raise ModelUnavailableError(
             f"{repo} at revision {revision} lacks the safetensors weights svd needs "
-            f"({', '.join(allow_patterns(variant)[len(CONFIG_PATTERNS) :])}); svd never loads pickle files.",
+            f"({', '.join(weights)}); svd never loads pickle files.",
             model=name,
         )
     return folder, variant
 
 
-def _remote_variant(repo: str, revision: str) -> str | None:
+def _remote_variant(repo: str, revision: str, kind: str = "svd") -> str | None:
+    import fnmatch
+
     from huggingface_hub import HfApi
 
-    files = set(HfApi().list_repo_files(repo, revision=revision))
-    if all(f"{f}/{stem}.fp16.safetensors" in files for f, stem in WEIGHT_COMPONENTS.items()):
+    files = list(HfApi().list_repo_files(repo, revision=revision))
+    wanted = [f"{folder}/{stem}.fp16.safetensors" for folder, stem in KIND_COMPONENTS[kind].items()]
+    if all(fnmatch.filter(files, pattern) for pattern in wanted):
         return "fp16"
     return None
 
 
-def _explain_hub_error(exc: Exception, name: str, repo: str, revision: str, gated: bool, fix: str) -> str:
+def _explain_hub_error(
+    exc: Exception, name: str, repo: str, revision: str, gated: bool, fix: str, instead: str, kind: str
+) -> str:
     from huggingface_hub import errors as hf_errors
 
+    from .kinds import KIND_DEFAULTS
+
+    option = KIND_DEFAULTS[kind]["option"]
     url = f"https://huggingface.co/{repo}"
     if isinstance(exc, hf_errors.GatedRepoError) or (gated and _status(exc) in (401, 403)):
         return (
@@ -97,11 +110,11 @@ def _explain_hub_error(exc: Exception, name: str, repo: str, revision: str, gate
             f"`hf auth login` (or set HF_TOKEN to an access token) and run {fix}."
         )
     if isinstance(exc, hf_errors.RevisionNotFoundError):
-        return f"{repo} has no revision {revision!r}: fix the revision in weights.toml or {ref('model')}."
+        return f"{repo} has no revision {revision!r}: fix the revision in weights.toml or {ref(option)}."
     if isinstance(exc, hf_errors.RepositoryNotFoundError):
         return (
             f"{repo} was not found on the Hub (or it is private and you are not logged in): check "
-            f"{ref('model')}, or log in with `hf auth login`."
+            f"{ref(option)}, or log in with `hf auth login`."
         )
     if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
         return (
@@ -110,7 +123,7 @@ def _explain_hub_error(exc: Exception, name: str, repo: str, revision: str, gate
         )
     return (
         f"Cannot reach the Hugging Face Hub to download {name}: connect to the internet and run {fix} "
-        f"(files already downloaded are kept), or use {ref('model')} tiny or a local folder."
+        f"(files already downloaded are kept), or use {instead} or a local folder."
     )
 
 

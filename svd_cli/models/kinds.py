@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Per kind: its sampler and the default of every setting the model decides (see options.GENERATION).
+# Per kind: its sampler, the default of every setting the model decides (see options.GENERATION), the
+# setting that names a model of this kind, and the built-in model that works offline.
 KIND_DEFAULTS: dict[str, dict] = {
     "svd": {
         "sampler": "euler",
+        "option": "model",
+        "builtin": "tiny",
+        "role": "an image-to-video model",
         "defaults": {
             "frames": 14,
             "steps": 25,
@@ -23,7 +27,20 @@ KIND_DEFAULTS: dict[str, dict] = {
             "size": (1024, 576),
         },
     },
+    # A text-to-image model makes (or restyles) the first frame. Its defaults are those of its own settings:
+    # steps and cfg (image_steps, image_cfg), and `size`, the size it draws a landscape still at before the
+    # still is fitted to the video (None: at the video's size).
+    "text-to-image": {
+        "sampler": "the pipeline's own",
+        "option": "image_model",
+        "builtin": "tiny-t2i",
+        "role": "a text-to-image model",
+        "defaults": {"steps": 30, "cfg": 5.0, "size": None},
+    },
 }
+# A diffusers pipeline class that makes videos from an image; every other pipeline in a folder is taken
+# for a text-to-image model (AutoPipelineForText2Image refuses what it cannot load).
+VIDEO_PIPELINES = ("StableVideoDiffusionPipeline",)
 
 
 def kind_defaults(kind: str) -> dict:
@@ -31,11 +48,25 @@ def kind_defaults(kind: str) -> dict:
     return dict(KIND_DEFAULTS[kind]["defaults"])
 
 
+def folder_kind(folder: Path) -> str | None:
+    """The kind of the pipeline a diffusers-layout folder holds (from model_index.json), None if unreadable."""
+    import json
+
+    try:
+        index = json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
+    return "svd" if name in VIDEO_PIPELINES else "text-to-image"
+
+
 def folder_defaults(folder: Path, kind: str = "svd") -> dict:
     """Defaults for a model folder svd has no registry entry for: the kind's, with the UNet's own frame count."""
     import json
 
     defaults = kind_defaults(kind)
+    if kind != "svd":
+        return defaults
     try:
         config = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         defaults["frames"] = int(config.get("num_frames", defaults["frames"]))

@@ -14,7 +14,7 @@ from .layout import check_model_folder
 if TYPE_CHECKING:
     import torch
 
-    from .adapters import SVDAdapter
+    from .adapters import SVDAdapter, TextToImageAdapter
     from .sources import ModelSource
 
 DTYPES = ("auto", "fp16", "bf16", "fp32")
@@ -60,32 +60,51 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
 
 
-def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> SVDAdapter:
-    """Read the model's components from `source.path` (safetensors only) onto the CPU, behind its adapter."""
+def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> SVDAdapter | TextToImageAdapter:
+    """Read the model's components from `source.path` (safetensors only) onto the CPU, behind its adapter.
+
+    SVD folders load as `StableVideoDiffusionPipeline`, text-to-image folders with diffusers'
+    `AutoPipelineForText2Image` (whichever pipeline their model_index.json names).
+    """
     from .adapters import ADAPTERS
     from .quiet import quiet_transformers
 
-    check_model_folder(source.path, source.variant)
+    check_model_folder(source.path, source.variant, source.kind)
     try:
         with quiet_transformers():
-            from diffusers import StableVideoDiffusionPipeline
+            from diffusers import AutoPipelineForText2Image, StableVideoDiffusionPipeline
 
-            pipe = StableVideoDiffusionPipeline.from_pretrained(
+            loader = StableVideoDiffusionPipeline if source.kind == "svd" else AutoPipelineForText2Image
+            extra = {"safety_checker": None} if _lists(source.path, "safety_checker") else {}
+            pipe = loader.from_pretrained(
                 source.path,
                 torch_dtype=dtype,
                 variant=source.variant,
                 use_safetensors=True,
                 local_files_only=True,
+                **extra,
             )
+            adapter = ADAPTERS[source.kind](source, pipe, device, dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
             f"Could not load the model in {source.path} ({type(exc).__name__}: {_first_line(exc)}); "
             f"if it was downloaded, run `svd weights pull {source.name}` to repair it.",
             path=source.path,
         ) from exc
-    for module in (pipe.unet, pipe.vae, pipe.image_encoder):
+    encoders = (getattr(pipe, name, None) for name in ("image_encoder", "text_encoder", "text_encoder_2"))
+    for module in (pipe.unet, pipe.vae, *(m for m in encoders if m is not None)):
         module.eval().requires_grad_(False)
-    return ADAPTERS[source.kind](source, pipe, device, dtype)
+    return adapter
+
+
+def _lists(folder, component: str) -> bool:
+    """Whether the pipeline in `folder` has `component` (SD 1.x's safety checker, which svd does not download)."""
+    import json
+
+    try:
+        return component in json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
 
 
 def _first_line(exc: Exception) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import ModelUnavailableError, UsageError, ref
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
-from .kinds import KIND_DEFAULTS, folder_defaults
+from .kinds import KIND_DEFAULTS, folder_defaults, folder_kind
 from .layout import check_model_folder, detect_variant
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -52,60 +52,93 @@ class ModelSource:
         return dict(self.entry.defaults) if self.entry else folder_defaults(self.path, self.kind)
 
 
-def resolve_model(spec: str, *, download: bool = True, progress: Progress | None = None) -> ModelSource:
-    """Turn a model name, folder or repo id into a local folder, downloading (with progress) when needed."""
+EXAMPLE_REPOS = {"svd": "stabilityai/stable-video-diffusion-img2vid-xt", "text-to-image": "stabilityai/sdxl-turbo"}
+
+
+def resolve_model(
+    spec: str, *, kind: str | None = None, download: bool = True, progress: Progress | None = None
+) -> ModelSource:
+    """Turn a model name, folder or repo id into a local folder, downloading (with progress) when needed.
+
+    `kind` is the kind the caller needs ("svd" for `model`, "text-to-image" for `image_model`); a model of
+    another kind is a usage error. None takes any kind (`svd weights pull`).
+    """
     progress = progress or NullProgress()
-    entry = get_entry(spec)
+    entry = check_kind(spec, kind)
     if entry is not None:
-        if entry.builtin == "tiny":
+        if entry.builtin:
             from .tiny import ensure_tiny_model, tiny_model_dir
 
-            if not (tiny_model_dir() / "model_index.json").is_file():
-                progress.note("Building the built-in tiny model (first use only)")
-            return ModelSource(name=entry.name, path=ensure_tiny_model(), entry=entry, kind=entry.kind)
+            if not (tiny_model_dir(entry.builtin) / "model_index.json").is_file():
+                progress.note(f"Building the built-in {entry.name} model (first use only)")
+            return ModelSource(name=entry.name, path=ensure_tiny_model(entry.builtin), entry=entry, kind=entry.kind)
         return _resolve_repo(entry.name, entry.repo, entry.revision, entry.variant, entry, download, progress)
 
+    kind = kind or "svd"
     path = Path(spec).expanduser()
     if path.is_dir():
-        variant = detect_variant(path)
-        check_model_folder(path, variant)
-        return ModelSource(name=path.name, path=path.resolve(), variant=variant)
-    if _looks_like_path(spec) or not _REPO_ID.match(spec):
+        kind = folder_kind(path) or kind
+        variant = detect_variant(path, kind)
+        check_model_folder(path, variant, kind)
+        return ModelSource(name=path.name, path=path.resolve(), variant=variant, kind=kind)
+    return _resolve_repo(spec, spec, "main", None, None, download, progress, kind)
+
+
+def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
+    """The registry entry `spec` names (None for a folder or repo id); a usage error if it cannot be a `kind`.
+
+    Needs no network: a name of the wrong kind, a folder holding the wrong kind of pipeline, or something that
+    is neither a name, a folder nor a repo id are refused before any work.
+    """
+    option = KIND_DEFAULTS[kind or "svd"]["option"]
+    entry = get_entry(spec)
+    path = Path(spec).expanduser()
+    found = entry.kind if entry is not None else (folder_kind(path) if path.is_dir() else None)
+    if kind is not None and found is not None and found != kind:
+        role, wanted = KIND_DEFAULTS[found]["role"], KIND_DEFAULTS[kind]["role"]
+        names = ", ".join(n for n in model_names() if get_entry(n).kind == kind)
         raise UsageError(
-            f"{ref('model')} {spec}: not a model name ({', '.join(model_names())}), an existing folder or a Hub "
-            "repo id like stabilityai/stable-video-diffusion-img2vid-xt.",
-            option="model",
+            f"{ref(option)} {spec}: {role}, but this setting takes {wanted} ({names}, a folder or a Hub repo id).",
+            option=option,
             value=spec,
         )
-    return _resolve_repo(spec, spec, "main", None, None, download, progress)
+    if entry is None and not path.is_dir() and (_looks_like_path(spec) or not _REPO_ID.match(spec)):
+        names = ", ".join(n for n in model_names() if kind is None or get_entry(n).kind == kind)
+        raise UsageError(
+            f"{ref(option)} {spec}: not a model name ({names}), an existing folder or a Hub repo id like "
+            f"{EXAMPLE_REPOS[kind or 'svd']}.",
+            option=option,
+            value=spec,
+        )
+    return entry
 
 
-def peek_defaults(spec: str) -> dict | None:
+def peek_defaults(spec: str, kind: str = "svd") -> dict | None:
     """The model's defaults if they can be known without the network (registry, folder, cache), else None."""
     entry = get_entry(spec)
     if entry is not None:
         return dict(entry.defaults)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return folder_defaults(path)
+        return folder_defaults(path, kind)
     if _REPO_ID.match(spec):
         from .hub import cached_snapshot
 
-        folder = cached_snapshot(spec, "main", None) or cached_snapshot(spec, "main", "fp16")
-        return folder_defaults(folder) if folder else None
+        folder = cached_snapshot(spec, "main", None, kind) or cached_snapshot(spec, "main", "fp16", kind)
+        return folder_defaults(folder, kind) if folder else None
     return None
 
 
 def local_snapshot(entry: ModelEntry) -> Path | None:
     """The complete local copy of a registry model, or None; never touches the network."""
-    if entry.builtin == "tiny":
+    if entry.builtin:
         from .tiny import tiny_model_dir
 
-        folder = tiny_model_dir()
+        folder = tiny_model_dir(entry.builtin)
         return folder if (folder / "model_index.json").is_file() else None
     from .hub import cached_snapshot
 
-    return cached_snapshot(entry.repo, entry.revision, entry.variant)
+    return cached_snapshot(entry.repo, entry.revision, entry.variant, entry.kind)
 
 
 def weights_status() -> list[dict]:
@@ -116,6 +149,7 @@ def weights_status() -> list[dict]:
         rows.append(
             {
                 "name": entry.name,
+                "kind": entry.kind,
                 "frames": entry.frames,
                 "repo": entry.repo or "built-in",
                 "downloaded": folder is not None,
@@ -152,21 +186,23 @@ def _resolve_repo(
     entry: ModelEntry | None,
     download: bool,
     progress: Progress,
+    kind: str = "svd",
 ) -> ModelSource:
     from .hub import cached_snapshot, download_snapshot
 
-    folder = cached_snapshot(repo, revision, variant)
+    kind = entry.kind if entry else kind
+    folder = cached_snapshot(repo, revision, variant, kind)
     if folder is None and entry is None and variant is None:
-        folder = cached_snapshot(repo, revision, "fp16")
+        folder = cached_snapshot(repo, revision, "fp16", kind)
         variant = "fp16" if folder is not None else None
     if folder is None:
         if not download:
             raise ModelUnavailableError(f"{name} is not downloaded yet: run `svd weights pull {name}`.", model=name)
         folder, variant = download_snapshot(
-            name, repo, revision, variant,
-            gated=bool(entry and entry.gated), download_gb=entry.download_gb if entry else 0.0, progress=progress,
+            name, repo, revision, variant, gated=bool(entry and entry.gated),
+            download_gb=entry.download_gb if entry else 0.0, progress=progress, kind=kind,
         )  # fmt: skip
-    check_model_folder(folder, variant)
+    check_model_folder(folder, variant, kind)
     return ModelSource(
         name=name,
         path=folder,
@@ -175,5 +211,5 @@ def _resolve_repo(
         commit=folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None,
         variant=variant,
         entry=entry,
-        kind=entry.kind if entry else "svd",
+        kind=kind,
     )

@@ -1,9 +1,11 @@
-"""The built-in `tiny` model: an install check that needs no download.
+"""The built-in `tiny` and `tiny-t2i` models: install checks that need no download.
 
-It has the same component classes as Stable Video Diffusion (the spatio-temporal UNet, the temporal-decoder
+`tiny` has the same component classes as Stable Video Diffusion (the spatio-temporal UNet, the temporal-decoder
 VAE with the real scale factor 8, a CLIP vision encoder with projection and SVD's own Euler scheduler
-config) with random weights drawn from a fixed seed. It is saved in diffusers layout in the svd cache and
-then loaded through exactly the same code as the real checkpoints. Its videos are noise.
+config); `tiny-t2i` is SDXL's text-to-image pipeline in miniature (two CLIP text encoders with a tokenizer
+built from a hand-written vocabulary, UNet, VAE, Euler). Both have random weights drawn from a fixed seed,
+are saved in diffusers layout in the svd cache and then loaded through exactly the same code as the real
+checkpoints. Their pictures are noise.
 """
 
 from __future__ import annotations
@@ -16,26 +18,32 @@ from pathlib import Path
 from ..paths import cache_dir
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
-TINY_VERSION = 1
+TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1}
+TINY_VERSION = TINY_VERSIONS["tiny"]
 TINY_SEED = 20231121
 
 
-def tiny_model_dir() -> Path:
-    return cache_dir() / "models" / f"tiny-v{TINY_VERSION}"
+def tiny_model_dir(name: str = "tiny") -> Path:
+    return cache_dir() / "models" / f"{name}-v{TINY_VERSIONS[name]}"
 
 
-def ensure_tiny_model() -> Path:
-    """Build the tiny model into the cache once; later calls return the saved folder."""
-    from .architectures import build_random_pipeline
+def _build(name: str):
+    from .architectures import build_random_pipeline, build_tiny_text_to_image
+
+    return build_tiny_text_to_image(TINY_SEED) if name == "tiny-t2i" else build_random_pipeline("tiny", seed=TINY_SEED)
+
+
+def ensure_tiny_model(name: str = "tiny") -> Path:
+    """Build a built-in model into the cache once; later calls return the saved folder."""
     from .quiet import quiet_transformers
 
-    target = tiny_model_dir()
+    target = tiny_model_dir(name)
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        pipe = build_random_pipeline("tiny", seed=TINY_SEED)
+        pipe = _build(name)
         with quiet_transformers():
             pipe.save_pretrained(staging, safe_serialization=True)
         try:
