@@ -20,11 +20,13 @@ from pathlib import Path
 
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, ref
 from .io.recipe import build_recipe, file_sha256, resume_state
+from .io.safety import check_outputs
 from .io.video import output_suffix
 from .options import Request, check_template, with_defaults
 from .session import Session
 
 GLOB_CHARS = set("*?[")
+MAX_NAME_BYTES = 200  # file systems allow 255 bytes; the sidecar and temporary names add up to 45
 
 
 @dataclass
@@ -47,6 +49,7 @@ class JobResult:
     seconds: float = 0.0
     recipe: dict | None = None
     unexpected: bool = False  # a bug, not the input's fault: the edge offers the traceback
+    warnings: list[str] = field(default_factory=list)  # e.g. frames that are all one colour
 
     def as_json(self) -> dict:
         seed = self.recipe["settings"]["seed"] if self.recipe else self.job.seed
@@ -64,6 +67,8 @@ class JobResult:
             if "runtime" in self.recipe:
                 data["memory"] = self.recipe["runtime"]["memory"]["profile"]
         data["seconds"] = round(self.seconds, 2)
+        if self.warnings:
+            data["warnings"] = list(self.warnings)
         if self.reason:
             data["error" if self.status == "failed" else "reason"] = self.reason
         return data
@@ -131,8 +136,10 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
     `defaults` are the model's (for names that use {fps} or {frames}); None if they are not known yet.
     """
     from .io.images import image_extensions
+    from .io.safety import OwnOutputs
 
     image_exts = image_extensions()
+    own_outputs = OwnOutputs()  # a rerun must not animate the videos and frames of the last run
     found: dict[Path, Path] = {}  # input -> folder it was found under (for mirroring)
     non_images = 0
     for arg in req.inputs:
@@ -150,6 +157,8 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
                 if not p.is_file() or _hidden(p.relative_to(path)):
                     continue
                 if p.suffix.lower() in image_exts:
+                    if p in own_outputs:
+                        continue
                     found.setdefault(p, path)
                 else:
                     non_images += 1
@@ -157,7 +166,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
             _add_file(found, path)
         elif GLOB_CHARS & set(arg):
             matches = sorted(Path(m) for m in glob.glob(arg, recursive=True))
-            files = [m for m in matches if m.is_file()]
+            files = [m for m in matches if m.is_file() and m not in own_outputs]
             if not files:
                 raise UsageError(f"{arg}: no file matches this pattern.")
             base = _glob_base(arg)
@@ -257,6 +266,12 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
                 "frames": "" if values.get("frames") is None else values["frames"],
             }
             name = template.format(**fields) + suffix
+            if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+                raise UsageError(
+                    f"{ref('name')} {template!r}: gives a file name of {len(name.encode('utf-8'))} bytes for "
+                    f"{job.input}; file systems allow {MAX_NAME_BYTES}: use a shorter template.",
+                    option="name",
+                )
             folder = (out / job.rel_dir) if out is not None else job.input.parent
             job.output = folder / name
         key = Path(os.path.normcase(os.path.abspath(job.output)))
@@ -268,6 +283,7 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
                 option="name",
             )
         seen[key] = job
+    check_outputs([(job.input, job.output) for job in jobs], fmt)
 
 
 # --- 2. running ------------------------------------------------------------------------------------------
@@ -306,19 +322,40 @@ def _recipe(session: Session, job: Job, fmt: str, sha256: str, settings, clip=No
 
 def make_video(session: Session, job: Job, fmt: str, sha256: Callable[[Path], str]) -> JobResult:
     """One job through every stage: first frame, animate, write (video and recipe, atomically)."""
-    from .io.video import check_writable, remove_stale_partials, write_video_and_recipe
+    from .io.video import write_video_and_recipe
 
     started = time.monotonic()
     frame = session.first_frame_from_file(job.input)
-    check_writable(job.output.parent)
-    remove_stale_partials(job.output, fmt)
     clip = session.animate(frame, job.seed)
     settings = session.settings_for(job.seed, frame.picture.size)
     recipe = _recipe(session, job, fmt, sha256(job.input), settings, clip, time.monotonic() - started)
     session.progress.start("write")
     write_video_and_recipe(clip.frames, job.output, clip.fps, fmt, recipe)
     session.progress.end()
-    return JobResult(job, "ok", seconds=time.monotonic() - started, recipe=recipe)
+    return JobResult(job, "ok", seconds=time.monotonic() - started, recipe=recipe, warnings=clip.warnings)
+
+
+def claim_and_make(session: Session, job: Job, fmt: str, sha256: Callable[[Path], str]) -> JobResult:
+    """`make_video` while holding the output's claim, so two runs never work on (or clean up) one output.
+
+    Another live process's output is skipped; one that process finished meanwhile is done, not redone.
+    """
+    from .io.safety import Busy, claim
+    from .io.video import explain_write_error
+
+    req = session.request
+    try:
+        with claim(job.output):
+            state, why, earlier = resume_state(
+                job.output, fmt, expected_recipe(session, job, fmt, sha256), job.seed_fixed
+            )
+            if state == "foreign" or (state in ("done", "differs") and not req.overwrite):
+                return JobResult(job, "skipped", reason=why, recipe=earlier)
+            return make_video(session, job, fmt, sha256)
+    except Busy as busy:
+        return JobResult(job, "skipped", reason=busy.reason(job.output))
+    except OSError as exc:  # the claim is the job's first write: a read-only or full folder fails here
+        raise explain_write_error(job.output, exc) from exc
 
 
 def _naming(job: Job, reason: str) -> str:
@@ -353,12 +390,9 @@ def run_jobs(
 
     todo: list[Job] = []
     for job in plan.jobs:
-        if req.overwrite:
-            todo.append(job)
-            continue
         expected = expected_recipe(session, job, req.format, sha256)
         state, why, earlier = resume_state(job.output, req.format, expected, job.seed_fixed)
-        if state == "todo":
+        if state == "todo" or (req.overwrite and state in ("done", "differs")):
             todo.append(job)
         else:
             result = JobResult(job, "skipped", reason=why, recipe=earlier)
@@ -368,7 +402,7 @@ def run_jobs(
     for job in todo:
         progress.note(f"[{job.index + 1}/{len(plan.jobs)}] {job.input} -> {job.output} (seed {job.seed})")
         try:
-            result = make_video(session, job, req.format, sha256)
+            result = claim_and_make(session, job, req.format, sha256)
         except (UsageError, ModelLoadError, ModelUnavailableError):
             raise
         except SvdError as exc:

@@ -78,7 +78,7 @@ def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_pa
     out = tmp_path / "v.gif"
     r = svd("animate", EXAMPLES / "coffee.png", *args, "--out", out)
     assert r.code == 0, r.err
-    sidecar = tmp_path / "v.json"
+    sidecar = tmp_path / "v.gif.json"
     replayed = _parse("--recipe", sidecar)
     for opt in RECORDED:
         assert getattr(replayed, opt.name) == _as_cli_value(opt, opt.example), opt.name

@@ -277,7 +277,7 @@ def test_animate_uses_the_downloaded_weights_offline(pulled, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Downloading" not in proc.stderr  # found on disk, not fetched (hf's own offline fallback would hide it)
     assert out.stat().st_size > 0
-    model = json.loads(out.with_suffix(".json").read_text())["model"]
+    model = json.loads(out.with_name("x.mp4.json").read_text())["model"]
     assert model["name"] == "svd" and model["repo"] == REPO and model["revision"] == "main"
     assert model["commit"] == COMMIT and model["variant"] == "fp16"
     assert model["path"] == str(snapshot(hf_home))

@@ -28,7 +28,7 @@ def test_every_profile_runs_through_svd_animate(svd, tiny_dir, tmp_path, profile
     r = svd("animate", EXAMPLES / "coffee.png", *TINY_FAST, "--seed", "3", "--memory", profile,
             "--out", tmp_path / "v.mp4")  # fmt: skip
     assert r.code == 0, r.err
-    recipe = json.loads((tmp_path / "v.json").read_text())
+    recipe = json.loads((tmp_path / "v.mp4.json").read_text())
     assert recipe["runtime"]["memory"]["profile"] == profile
     assert f"Memory profile {profile}" in r.err
 
@@ -111,7 +111,7 @@ def test_out_of_memory_steps_down_and_gives_the_same_video(svd, tiny_dir, tmp_pa
     assert r.code == 0, r.err
     assert inject.raised >= 1
     assert "Out of memory with --memory high; retrying this video with --memory balanced" in r.err
-    recipe = json.loads((tmp_path / "fallback.json").read_text())
+    recipe = json.loads((tmp_path / "fallback.frames.json").read_text())
     assert recipe["runtime"]["memory"]["profile"] == "balanced"
     assert "fell back from high" in recipe["runtime"]["memory"]["reason"]
     monkeypatch.undo()

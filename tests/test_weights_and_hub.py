@@ -205,7 +205,7 @@ def test_local_model_folder_loads_through_the_same_path(svd, tiny_dir, tmp_path)
     shutil.copytree(tiny_dir, folder)
     r = svd("animate", COFFEE, *TINY_FAST[2:], "--model", folder, "--seed", "5", "--out", tmp_path / "a.mp4")
     assert r.code == 0, r.err
-    recipe = json.loads((tmp_path / "a.json").read_text())
+    recipe = json.loads((tmp_path / "a.mp4.json").read_text())
     assert recipe["model"]["name"] == "my model" and recipe["model"]["path"] == str(folder.resolve())
 
 
