@@ -22,7 +22,8 @@ from .progress import Progress
 from .session import Session
 
 # Options that are about a batch or the terminal, not about animating one picture in memory.
-NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet"}
+NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet",
+                   "allow_download"}  # fmt: skip
 LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention"}
 
 

@@ -21,7 +21,7 @@ PACKAGE = ROOT / "svd_cli"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 RECORDED = [o for o in OPTIONS if o.recipe]
 # Options that shape a batch or the terminal, not one video: the recipe does not record them.
-NOT_RECORDED = {"seeds", "variations", "out", "name", "recursive", "overwrite", "json", "quiet"}
+NOT_RECORDED = {"seeds", "variations", "out", "name", "recursive", "overwrite", "allow_download", "json", "quiet"}
 
 
 def _parse(*args: str, env: dict | None = None, monkeypatch=None):

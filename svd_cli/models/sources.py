@@ -96,6 +96,30 @@ def peek_defaults(spec: str) -> dict | None:
     return None
 
 
+def on_disk(spec: str) -> bool:
+    """Whether using `spec` needs no download (built in, a folder, or already in the cache). No network."""
+    entry = get_entry(spec)
+    if entry is not None:
+        return entry.builtin is not None or local_snapshot(entry) is not None
+    if Path(spec).expanduser().exists() or _looks_like_path(spec) or not _REPO_ID.match(spec):
+        return True  # a folder, or not a repo id at all: resolving it says what is wrong, nothing downloads
+    from .hub import cached_snapshot
+
+    return cached_snapshot(spec, "main", None) is not None or cached_snapshot(spec, "main", "fp16") is not None
+
+
+def missing_folder(spec: str) -> bool:
+    """Whether `spec` names a model folder (a path, not a name or repo id) that does not exist."""
+    looks_like_folder = _looks_like_path(spec) or (not _REPO_ID.match(spec) and ("/" in spec or "\\" in spec))
+    return get_entry(spec) is None and looks_like_folder and not Path(spec).expanduser().exists()
+
+
+def download_size(spec: str) -> float:
+    """Gigabytes a download of `spec` takes, if the registry knows; else 0."""
+    entry = get_entry(spec)
+    return entry.download_gb if entry is not None else 0.0
+
+
 def local_snapshot(entry: ModelEntry) -> Path | None:
     """The complete local copy of a registry model, or None; never touches the network."""
     if entry.builtin == "tiny":
