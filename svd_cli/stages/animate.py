@@ -42,8 +42,11 @@ class Animator:
 
     def widen(self, role: str, dtype: torch.dtype) -> None:
         """Run one component (denoiser or decoder) in a wider dtype from now on (the NaN guard's retry)."""
+        from ..models.quiet import quiet_transformers
+
         self.placement.release()
-        self.model.components()[role].to(dtype)
+        with quiet_transformers():  # diffusers' note about casting with .to() does not apply to a whole-module cast
+            self.model.components()[role].to(dtype)
         self.upcast[role] = _name(dtype)
         self.placement = apply_plan(self.model, self.plan)
 
@@ -276,9 +279,9 @@ def wider_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype | None:
 
 
 def degenerate_frames(frames: np.ndarray) -> list[int]:
-    """1-based numbers of the frames that are a single value everywhere (all black, all grey...)."""
-    flat = frames.reshape(frames.shape[0], -1)
-    return [i + 1 for i in np.flatnonzero(flat.min(axis=1) == flat.max(axis=1))]
+    """1-based numbers of the frames whose every pixel has the same colour (all black, all grey...)."""
+    pixels = frames.reshape(frames.shape[0], -1, frames.shape[-1])
+    return [int(i) + 1 for i in np.flatnonzero((pixels == pixels[:, :1]).all(axis=(1, 2)))]
 
 
 def _name(dtype: torch.dtype) -> str:
