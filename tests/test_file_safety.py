@@ -79,7 +79,8 @@ def test_rerunning_a_folder_skips_svds_own_outputs(svd, tiny_dir, tmp_path):
         again = svd("animate", folder, *args, *FAST, "--json")
         assert again.code == 0, again.err
         assert [(x["input"], x["status"]) for x in _results(again)] == [(str(folder / "chelsea.png"), "skipped")]
-    assert read_video(folder / "chelsea.gif")[1].shape == (2, 64, 128, 3)
+    with Image.open(folder / "chelsea.gif") as gif:
+        assert (gif.n_frames, gif.size) == (2, (128, 64))
     assert len(list((folder / "chelsea").glob("frame_*.png"))) == 2
     # A glob is a scan too.
     r = svd("animate", str(folder / "*"), "--format", "gif", *FAST, "--json")
@@ -163,11 +164,10 @@ def test_two_processes_on_the_same_batch_share_the_work(tiny_dir, tmp_path):
     """Issue 14.5 with two real processes: each video is made once, nothing fails, nothing is left behind."""
     inputs = tmp_path / "in"
     inputs.mkdir()
-    for i in range(4):
+    for i in range(3):
         Image.open(EXAMPLES / "chelsea.png").convert("RGB").rotate(i * 20).save(inputs / f"img{i}.png")
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "svd_cli", "animate", str(inputs), *FAST, "--steps", "2", "--out", f"{out}/",
-            "--json"]  # fmt: skip
+    args = [sys.executable, "-m", "svd_cli", "animate", str(inputs), *FAST, "--out", f"{out}/", "--json"]
     procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, stderr) in zip(procs, outputs, strict=True):
@@ -175,8 +175,8 @@ def test_two_processes_on_the_same_batch_share_the_work(tiny_dir, tmp_path):
         assert "Could not write" not in stderr and "Traceback" not in stderr
     done = [json.loads(line) for stdout, _ in outputs for line in stdout.splitlines()[:-1]]
     made = sorted(Path(x["path"]).name for x in done if x["status"] == "ok")
-    assert made == [f"img{i}.mp4" for i in range(4)], done  # each exactly once, by one of the two
-    for i in range(4):
+    assert made == [f"img{i}.mp4" for i in range(3)], done  # each exactly once, by one of the two
+    for i in range(3):
         assert read_video(out / f"img{i}.mp4")[1].shape == (2, 64, 128, 3)
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []  # no lock, no temporary file
 

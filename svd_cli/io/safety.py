@@ -163,6 +163,9 @@ class OwnOutputs:
 
     def __contains__(self, path: Path) -> bool:
         fmt = path.suffix.lower().lstrip(".")
+        if fmt == "json":  # a recipe sidecar itself
+            data = _load(path)
+            return data is not None and "svd_version" in data and isinstance(data.get("output"), dict)
         if fmt and recipe_for(path, fmt) is not None:
             return True
         return any(self._frames_dir(parent) for parent in path.parents)
