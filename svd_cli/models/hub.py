@@ -7,6 +7,7 @@ the repo has it) into the Hugging Face cache, and turns every way that can fail 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -32,6 +33,14 @@ def cached_snapshot(repo: str, revision: str, variant: str | None) -> Path | Non
     except Exception:
         return None
     return folder if is_complete(folder, variant) else None
+
+
+def forget_cached_file(path: Path) -> None:
+    """Delete one file of a cached snapshot (its blob too), so the next download fetches it again."""
+    blob = path.resolve()
+    for p in {blob, path}:
+        with contextlib.suppress(OSError):
+            p.unlink(missing_ok=True)
 
 
 def download_snapshot(

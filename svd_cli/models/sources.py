@@ -15,7 +15,7 @@ from ..errors import ModelUnavailableError, UsageError, ref
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
 from .kinds import KIND_DEFAULTS, folder_defaults
-from .layout import check_model_folder, detect_variant
+from .layout import check_model_folder, damaged_files, detect_variant
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -51,19 +51,44 @@ class ModelSource:
         """The default of every setting the model decides (registry entry, else the folder's own configs)."""
         return dict(self.entry.defaults) if self.entry else folder_defaults(self.path, self.kind)
 
+    def repair_advice(self) -> str:
+        """How to fix a damaged file of this model: depends on where it came from."""
+        return repair_advice(self.name, self.entry, downloaded=self.repo is not None)
 
-def resolve_model(spec: str, *, download: bool = True, progress: Progress | None = None) -> ModelSource:
-    """Turn a model name, folder or repo id into a local folder, downloading (with progress) when needed."""
+
+def repair_advice(name: str, entry: ModelEntry | None, downloaded: bool) -> str:
+    if entry is not None and entry.builtin:
+        return f"svd rebuilds the built-in {name} model: run `svd weights pull {name}`"
+    if downloaded:
+        return f"run `svd weights pull {name}` to check every file and download the damaged ones again"
+    return (
+        "this is a local folder, so svd cannot download it: replace the file with a complete copy (for example "
+        "by saving the pipeline again with save_pretrained)"
+    )
+
+
+def resolve_model(
+    spec: str, *, download: bool = True, progress: Progress | None = None, repair: bool = False
+) -> ModelSource:
+    """Turn a model name, folder or repo id into a local folder, downloading (with progress) when needed.
+
+    `repair` (svd weights pull) checks every weights file of a downloaded model, hashes included, and
+    downloads damaged ones again. The built-in tiny model is always checked and rebuilt if damaged.
+    """
     progress = progress or NullProgress()
     entry = get_entry(spec)
     if entry is not None:
         if entry.builtin == "tiny":
             from .tiny import ensure_tiny_model, tiny_model_dir
 
-            if not (tiny_model_dir() / "model_index.json").is_file():
+            folder = tiny_model_dir()
+            if not (folder / "model_index.json").is_file():
                 progress.note("Building the built-in tiny model (first use only)")
+            elif damaged := damaged_files(folder, None):
+                path, problem = damaged[0]
+                progress.note(f"The built-in tiny model is damaged ({path} {problem}); rebuilding it")
             return ModelSource(name=entry.name, path=ensure_tiny_model(), entry=entry, kind=entry.kind)
-        return _resolve_repo(entry.name, entry.repo, entry.revision, entry.variant, entry, download, progress)
+        return _resolve_repo(entry.name, entry.repo, entry.revision, entry.variant, entry, download, progress, repair)
 
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -77,7 +102,7 @@ def resolve_model(spec: str, *, download: bool = True, progress: Progress | None
             option="model",
             value=spec,
         )
-    return _resolve_repo(spec, spec, "main", None, None, download, progress)
+    return _resolve_repo(spec, spec, "main", None, None, download, progress, repair)
 
 
 def peek_defaults(spec: str) -> dict | None:
@@ -152,6 +177,43 @@ def weights_status() -> list[dict]:
     return rows
 
 
+def verify_models(spec: str | None = None) -> list[dict]:
+    """Check the weights files of one model (or every model on disk) without downloading anything.
+
+    Each row: name, path (None if not on disk) and problems (one sentence each, with the fix).
+    """
+    from .hub import cached_snapshot
+
+    specs = [e.name for e in load_registry().values() if local_snapshot(e) is not None] if spec is None else [spec]
+    rows = []
+    for name in specs:
+        entry = get_entry(name)
+        path = Path(name).expanduser()
+        if entry is not None:
+            folder, variant, downloaded = local_snapshot(entry), entry.variant, entry.repo is not None
+        elif path.is_dir():
+            folder, variant, downloaded = path, detect_variant(path), False
+        elif _REPO_ID.match(name) and not _looks_like_path(name):
+            folder = cached_snapshot(name, "main", None) or cached_snapshot(name, "main", "fp16")
+            variant, downloaded = (detect_variant(folder) if folder else None), True
+        else:
+            raise UsageError(f"{name}: not a model name ({', '.join(model_names())}), a folder or a Hub repo id.")
+        row = {"name": name, "path": str(folder) if folder else None, "problems": []}
+        if folder is None:
+            row["problems"].append(f"{name} is not on this machine: run `svd weights pull {name}`.")
+        else:
+            try:
+                check_model_folder(folder, variant)
+            except (UsageError, ModelUnavailableError) as exc:
+                row["problems"].append(exc.marked())
+            advice = repair_advice(name, entry, downloaded)
+            row["problems"] += [
+                f"{p} {problem}; {advice}." for p, problem in damaged_files(folder, variant, hashes=True)
+            ]
+        rows.append(row)
+    return rows
+
+
 def disk_size(folder: Path) -> int:
     """Bytes the model's files take (following the Hub cache's symlinks to their blobs)."""
     total = 0
@@ -176,13 +238,21 @@ def _resolve_repo(
     entry: ModelEntry | None,
     download: bool,
     progress: Progress,
+    repair: bool = False,
 ) -> ModelSource:
-    from .hub import cached_snapshot, download_snapshot
+    from .hub import cached_snapshot, download_snapshot, forget_cached_file
 
     folder = cached_snapshot(repo, revision, variant)
     if folder is None and entry is None and variant is None:
         folder = cached_snapshot(repo, revision, "fp16")
         variant = "fp16" if folder is not None else None
+    if folder is not None and repair:
+        damaged = damaged_files(folder, variant, hashes=True)
+        for path, problem in damaged:
+            progress.note(f"{path} {problem}; downloading it again")
+            forget_cached_file(path)
+        if damaged:
+            folder = None
     if folder is None:
         if not download:
             raise ModelUnavailableError(f"{name} is not downloaded yet: run `svd weights pull {name}`.", model=name)
@@ -191,6 +261,9 @@ def _resolve_repo(
             gated=bool(entry and entry.gated), download_gb=entry.download_gb if entry else 0.0, progress=progress,
         )  # fmt: skip
     check_model_folder(folder, variant)
+    if repair and (damaged := damaged_files(folder, variant, hashes=True)):
+        path, problem = damaged[0]
+        raise ModelUnavailableError(f"{path} {problem} even after downloading it again; try again later.", path=path)
     return ModelSource(
         name=name,
         path=folder,

@@ -27,12 +27,17 @@ def tiny_model_dir() -> Path:
 def ensure_tiny_model() -> Path:
     """Build the tiny model into the cache once; later calls return the saved folder."""
     from .architectures import build_random_pipeline
+    from .layout import damaged_files
     from .quiet import quiet_transformers
 
     target = tiny_model_dir()
-    if (target / "model_index.json").is_file():
+    if (target / "model_index.json").is_file() and not damaged_files(target, None):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # damaged (a truncated file, a full disk when it was saved): build it again
+        broken = target.with_name(f".{target.name}-damaged-{os.getpid()}")
+        os.replace(target, broken)
+        shutil.rmtree(broken, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
         pipe = build_random_pipeline("tiny", seed=TINY_SEED)
