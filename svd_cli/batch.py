@@ -22,6 +22,7 @@ from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError,
 from .io.recipe import build_recipe, file_sha256, resume_state
 from .io.safety import check_outputs
 from .io.video import output_suffix
+from .memory.ram import NotEnoughMemoryError
 from .options import Request, check_template, with_defaults
 from .session import Session
 
@@ -403,8 +404,8 @@ def run_jobs(
         progress.note(f"[{job.index + 1}/{len(plan.jobs)}] {job.input} -> {job.output} (seed {job.seed})")
         try:
             result = claim_and_make(session, job, req.format, sha256)
-        except (UsageError, ModelLoadError, ModelUnavailableError):
-            raise
+        except (UsageError, ModelLoadError, ModelUnavailableError, NotEnoughMemoryError):
+            raise  # every job would fail the same way: end the run with one line
         except SvdError as exc:
             result = JobResult(job, "failed", reason=_naming(job, exc.marked()))
         except Exception as exc:

@@ -141,7 +141,9 @@ def test_doctor_works_without_a_gpu(svd):
     assert report["torch"] == torch.__version__ and report["gpus"] == []
     assert report["ffmpeg"]["path"] and "version" in report["ffmpeg"]
     xt = report["auto_profiles"]["svd-xt"]
-    assert xt["profile"] == "high" and set(xt["estimated_peak_bytes"]) == set(PROFILE_ORDER)
+    # On the CPU the choice respects the RAM (tests/test_ram.py), so it depends on this machine.
+    assert xt["profile"] in (*PROFILE_ORDER, "none") and set(xt["estimated_peak_bytes"]) == set(PROFILE_ORDER)
+    assert "of RAM" in xt["reason"]
     assert {w["name"] for w in report["weights"]} == {"svd", "svd-xt", "svd-xt-1.1", "tiny"}
     text = svd("doctor")
     assert text.code == 0 and "GPU: none found" in text.out and "--memory auto for svd-xt" in text.out

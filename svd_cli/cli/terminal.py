@@ -150,7 +150,9 @@ def render_doctor(report: dict) -> None:
             p(f"Memory estimates unavailable: {info}")
             continue
         est = ", ".join(f"{k} ~{gib(v)}" for k, v in info["estimated_peak_bytes"].items())
-        p(f"--memory auto for {name} (1024x576): {info['profile']} ({info['reason']}); estimated peaks: {est}")
+        from .common import words
+
+        p(f"--memory auto for {name} (1024x576): {info['profile']} ({words(info['reason'])}); estimated peaks: {est}")
     ff = report["ffmpeg"]
     p(f"ffmpeg: {ff.get('version', '')} at {ff.get('path', ff.get('error'))}")
     hub = report["hub"]

@@ -64,7 +64,12 @@ def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]
     if memory != "auto":
         return replace(plan_for(memory, **overrides), reason="chosen by the memory setting")
     frames, width, height = shape
-    plan, _ = choose_profile(free_device_memory(model.device), job_shape(model, frames, width, height), overrides)
+    job = job_shape(model, frames, width, height)
+    if model.device.type in ("cpu", "mps"):  # no device memory of its own: the RAM is the limit (ram.py)
+        from .ram import available_ram, choose_profile_in_ram
+
+        return choose_profile_in_ram(available_ram(), job, overrides)[0]
+    plan, _ = choose_profile(free_device_memory(model.device), job, overrides)
     return plan
 
 
