@@ -16,7 +16,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from .conftest import EXAMPLES, ffmpeg_writer_failing_with, read_video, run_subprocess
@@ -239,13 +238,37 @@ def test_unwritable_output_folder_fails_each_input_clearly(svd, tiny_dir, tmp_pa
     assert all("part of that path is a file, not a folder" in line for line in failures)
 
 
-@pytest.mark.skipif(IS_ROOT or sys.platform == "win32", reason="root ignores directory permissions")
-def test_read_only_output_folder_fails_clearly(svd, tiny_dir, tmp_path):
+def _deny_writing(monkeypatch, folder: Path) -> None:
+    """Make `folder` read-only: chmod where that binds; as root (or on Windows) at svd's first write there, the
+    exclusive create of the output's lock file (os.open), which then fails as the OS fails it."""
+    os.chmod(folder, 0o555)
+    if not IS_ROOT and sys.platform != "win32":
+        return
+    real_open = os.open
+
+    def guarded_open(path, flags, *args, **kwargs):
+        if Path(path).parent == folder and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+
+
+def test_read_only_output_folder_fails_clearly(svd, tiny_dir, tmp_path, monkeypatch):
     folder = tmp_path / "ro"
     folder.mkdir()
-    os.chmod(folder, 0o555)
-    r = svd("animate", EXAMPLES / "coffee.png", *FAST, "--out", f"{folder}/")
-    assert r.code == 1 and "permission denied" in r.err
+    _deny_writing(monkeypatch, folder)
+    try:
+        r = svd("animate", EXAMPLES / "coffee.png", *FAST, "--out", f"{folder}/")
+    finally:
+        os.chmod(folder, 0o755)
+    assert r.code == 1
+    failures = [line for line in r.err.splitlines() if line.startswith("✗")]
+    assert failures == [
+        f"✗ {EXAMPLES / 'coffee.png'}: Could not write {folder / 'coffee.mp4'}: permission denied; choose a folder "
+        "you can write to with --out."
+    ]
+    assert list(folder.iterdir()) == []
 
 
 def test_full_disk_while_writing_leaves_nothing_behind(svd, tiny_dir, tmp_path, monkeypatch):
