@@ -90,7 +90,8 @@ def download_snapshot(
 def _remote_variant(repo: str, revision: str) -> str | None:
     from huggingface_hub import HfApi
 
-    files = set(HfApi().list_repo_files(repo, revision=revision))
+    # One request (the repo's info lists its files); the tree listing would retry for 25 s with no network.
+    files = {s.rfilename for s in HfApi().model_info(repo, revision=revision).siblings or []}
     if all(f"{f}/{stem}.fp16.safetensors" in files for f, stem in WEIGHT_COMPONENTS.items()):
         return "fp16"
     return None
