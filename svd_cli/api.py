@@ -24,8 +24,8 @@ from .session import Session
 # Options that are about a batch or the terminal, not about animating one picture in memory. The first
 # frame from a prompt or a style is the command line's for now (a script can draw its own picture).
 NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet",
-                   "prompt", "prompts", "style", "style_strength", "image_model", "negative_prompt", "image_steps",
-                   "image_cfg"}  # fmt: skip
+                   "allow_download", "prompt", "prompts", "style", "style_strength", "image_model",
+                   "negative_prompt", "image_steps", "image_cfg"}  # fmt: skip
 LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention"}
 
 

@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, ref
 from .io.recipe import build_recipe, file_sha256, resume_state
+from .io.safety import check_outputs
 from .io.video import output_suffix
+from .memory.ram import NotEnoughMemoryError
 from .options import Request, check_template, recorded_settings, with_defaults
 from .session import Session
 
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     from .stages.first_frame import FirstFrame
 
 GLOB_CHARS = set("*?[")
+MAX_NAME_BYTES = 200  # file systems allow 255 bytes; the sidecar and temporary names add up to 45
 
 
 @dataclass
@@ -63,6 +66,7 @@ class JobResult:
     seconds: float = 0.0
     recipe: dict | None = None
     unexpected: bool = False  # a bug, not the input's fault: the edge offers the traceback
+    warnings: list[str] = field(default_factory=list)  # e.g. frames that are all one colour
 
     def as_json(self) -> dict:
         seed = self.recipe["settings"]["seed"] if self.recipe else self.job.seed
@@ -84,6 +88,8 @@ class JobResult:
             if "runtime" in self.recipe:
                 data["memory"] = self.recipe["runtime"]["memory"]["profile"]
         data["seconds"] = round(self.seconds, 2)
+        if self.warnings:
+            data["warnings"] = list(self.warnings)
         if self.reason:
             data["error" if self.status == "failed" else "reason"] = self.reason
         return data
@@ -168,6 +174,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
     `defaults` are the model's (for names that use {fps} or {frames}); None if they are not known yet.
     """
     from .io.images import image_extensions
+    from .io.safety import OwnOutputs
 
     prompts = read_prompts(req, stdin)
     if prompts is not None:
@@ -179,6 +186,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
         return Plan(jobs=jobs)
 
     image_exts = image_extensions()
+    own_outputs = OwnOutputs()  # a rerun must not animate the videos and frames of the last run
     found: dict[Path, Path] = {}  # input -> folder it was found under (for mirroring)
     non_images = 0
     for arg in req.inputs:
@@ -196,15 +204,16 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
                 if not p.is_file() or _hidden(p.relative_to(path)):
                     continue
                 if p.suffix.lower() in image_exts:
-                    if not _is_our_still(p):
-                        found.setdefault(p, path)
+                    if p in own_outputs or _is_our_still(p):
+                        continue
+                    found.setdefault(p, path)
                 else:
                     non_images += 1
         elif path.exists():
             _add_file(found, path)
         elif GLOB_CHARS & set(arg):
             matches = sorted(Path(m) for m in glob.glob(arg, recursive=True))
-            files = [m for m in matches if m.is_file()]
+            files = [m for m in matches if m.is_file() and m not in own_outputs]
             if not files:
                 raise UsageError(f"{arg}: no file matches this pattern.")
             base = _glob_base(arg)
@@ -277,14 +286,17 @@ def _is_our_still(path: Path) -> bool:
     from .io.video import STYLED_MARK
 
     stem = path.stem[: -len(STYLED_MARK)] if path.stem.endswith(STYLED_MARK) else path.stem
-    sidecar = path.with_name(stem + ".json")
-    if not sidecar.is_file():
-        return False
-    try:
-        still = json.loads(sidecar.read_text(encoding="utf-8")).get("output", {}).get("still")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return bool(still) and Path(still).name == path.name
+    for tail in (".mp4.json", ".gif.json", ".webm.json", ".frames.json", ".json"):  # every format's sidecar
+        sidecar = path.with_name(stem + tail)
+        if not sidecar.is_file():
+            continue
+        try:
+            still = json.loads(sidecar.read_text(encoding="utf-8")).get("output", {}).get("still")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if still and Path(still).name == path.name:
+            return True
+    return False
 
 
 def _add_file(found: dict[Path, Path], path: Path, from_stdin: bool = False) -> None:
@@ -368,6 +380,12 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
                 "frames": "" if values.get("frames") is None else values["frames"],
             }
             name = template.format(**fields) + suffix
+            if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+                raise UsageError(
+                    f"{ref('name')} {template!r}: gives a file name of {len(name.encode('utf-8'))} bytes for "
+                    f"{job.label}; file systems allow {MAX_NAME_BYTES}: use a shorter template.",
+                    option="name",
+                )
             beside = job.input.parent if job.input is not None else Path()  # prompts: the working folder
             folder = (out / job.rel_dir) if out is not None else beside
             job.output = folder / name
@@ -380,6 +398,7 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
                 option="name",
             )
         seen[key] = job
+    check_outputs([(job.input, job.output) for job in jobs], fmt)
 
 
 # --- 2. running ------------------------------------------------------------------------------------------
@@ -441,14 +460,12 @@ def make_video(
     session: Session, job: Job, fmt: str, sha256: Callable[[Path], str], frame: FirstFrame | None = None
 ) -> JobResult:
     """One job through every stage: first frame (unless made already), animate, write (video, still, recipe)."""
-    from .io.video import check_writable, remove_stale_partials, write_video_and_recipe
+    from .io.video import write_video_and_recipe
 
     started = time.monotonic()
     earlier = frame.seconds if frame is not None else 0.0  # a first frame made in the batch's first phase
     if frame is None:
         frame = make_first_frame(session, job)
-    check_writable(job.output.parent)
-    remove_stale_partials(job.output, fmt)
     clip = session.animate(frame, job.seed)
     settings = session.settings_for(job.seed, frame.picture.size)
     digest = sha256(job.input) if job.input is not None else None
@@ -457,7 +474,32 @@ def make_video(
     session.progress.start("write")
     write_video_and_recipe(clip.frames, job.output, clip.fps, fmt, recipe, still=still)
     session.progress.end()
-    return JobResult(job, "ok", seconds=time.monotonic() - started + earlier, recipe=recipe)
+    return JobResult(job, "ok", seconds=time.monotonic() - started + earlier, recipe=recipe, warnings=clip.warnings)
+
+
+def claim_and_make(
+    session: Session, job: Job, fmt: str, sha256: Callable[[Path], str], frame: FirstFrame | None = None
+) -> JobResult:
+    """`make_video` while holding the output's claim, so two runs never work on (or clean up) one output.
+
+    Another live process's output is skipped; one that process finished meanwhile is done, not redone.
+    """
+    from .io.safety import Busy, claim
+    from .io.video import explain_write_error
+
+    req = session.request
+    try:
+        with claim(job.output):
+            state, why, earlier = resume_state(
+                job.output, fmt, expected_recipe(session, job, fmt, sha256), job.seed_fixed
+            )
+            if state == "foreign" or (state in ("done", "differs") and not req.overwrite):
+                return JobResult(job, "skipped", reason=why, recipe=earlier)
+            return make_video(session, job, fmt, sha256, frame)
+    except Busy as busy:
+        return JobResult(job, "skipped", reason=busy.reason(job.output))
+    except OSError as exc:  # the claim is the job's first write: a read-only or full folder fails here
+        raise explain_write_error(job.output, exc) from exc
 
 
 def _naming(job: Job, reason: str) -> str:
@@ -499,12 +541,9 @@ def run_jobs(
 
     todo: list[Job] = []
     for job in plan.jobs:
-        if req.overwrite:
-            todo.append(job)
-            continue
         expected = expected_recipe(session, job, req.format, sha256)
         state, why, earlier = resume_state(job.output, req.format, expected, job.seed_fixed)
-        if state == "todo":
+        if state == "todo" or (req.overwrite and state in ("done", "differs")):
             todo.append(job)
         else:
             finish(JobResult(job, "skipped", reason=why, recipe=earlier))
@@ -527,7 +566,7 @@ def run_jobs(
         for job in todo:
             progress.note(f"[{job.index + 1}/{count}] {job.label} -> {job.output} (seed {job.seed})")
             frame = frames.pop(job.index).restored() if job.index in frames else None
-            made = _attempt(job, lambda j=job, f=frame: make_video(session, j, req.format, sha256, f),
+            made = _attempt(job, lambda j=job, f=frame: claim_and_make(session, j, req.format, sha256, f),
                             reraise_unexpected)  # fmt: skip
             finish(made)
     return summary
@@ -538,8 +577,8 @@ def _attempt(job: Job, work: Callable[[], object], reraise_unexpected: bool):
     loaded, a usage error) ends the run; any other ends only this job."""
     try:
         return work()
-    except (UsageError, ModelLoadError, ModelUnavailableError):
-        raise
+    except (UsageError, ModelLoadError, ModelUnavailableError, NotEnoughMemoryError):
+        raise  # every job would fail the same way: end the run with one line
     except SvdError as exc:
         return JobResult(job, "failed", reason=_naming(job, exc.marked()))
     except Exception as exc:

@@ -65,7 +65,8 @@ def collect() -> dict:
     report["device"] = "cuda" if torch.cuda.is_available() else ("mps" if report["gpus"] else "cpu")
     memory = psutil.virtual_memory()
     report["ram"] = {"total_bytes": memory.total, "available_bytes": memory.available}
-    report["auto_profiles"] = _auto_profiles(free)
+    on_gpu = report["device"] == "cuda"
+    report["auto_profiles"] = _auto_profiles(free) if on_gpu else _auto_profiles_in_ram(memory.available)
     report["simulated"] = _simulated_table()
     report["ffmpeg"] = _ffmpeg()
     report["weights"] = weights_status()
@@ -75,6 +76,42 @@ def collect() -> dict:
         "token": _has_token(),
     }
     return report
+
+
+def _auto_profiles_in_ram(available: int) -> dict:
+    """What `--memory auto` picks on this CPU (fp32, the weights counted too) for a 1024x576 video."""
+    from .errors import SvdError
+    from .memory.ram import choose_profile_in_ram
+    from .models.architectures import parameter_bytes
+    from .registry import get_entry
+
+    out = {}
+    sizes = parameter_bytes("svd-xt", 4)
+    for name in ("svd", "svd-xt"):
+        job = _job(sizes, get_entry(name).frames, dtype_bytes=4)
+        try:
+            plan, estimates = choose_profile_in_ram(available, job, loaded=False)
+            profile, reason = plan.profile, plan.reason
+        except SvdError as exc:
+            profile, reason, estimates = "none", exc.marked(), exc.fields.get("estimates", [])
+        out[name] = {"profile": profile, "reason": reason, "estimated_peak_bytes": dict(estimates)}
+    return out
+
+
+def _job(sizes: dict, frames: int, dtype_bytes: int):
+    from .memory import JobShape
+
+    return JobShape(
+        unet_bytes=sizes["unet"],
+        image_encoder_bytes=sizes["image_encoder"],
+        vae_bytes=sizes["vae"],
+        unet_base_channels=320,
+        vae_base_channels=128,
+        frames=frames,
+        width=1024,
+        height=576,
+        dtype_bytes=dtype_bytes,
+    )
 
 
 def _xformers_version() -> str:

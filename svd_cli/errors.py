@@ -92,3 +92,7 @@ class InputImageError(SvdError):
 
 class OutOfMemoryError(SvdError):
     """The device ran out of memory even on the leanest memory profile."""
+
+
+class NonFiniteError(SvdError):
+    """The model produced NaN or infinite values even in full precision: the video is not written."""

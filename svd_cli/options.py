@@ -227,6 +227,8 @@ OPTIONS: tuple[Option, ...] = (
            recipe="runtime.memory.vae_tiling", default_label="from the memory profile", example="true"),
     Option("attention", str, "auto, sdpa, sliced or xformers.", default="auto",
            choices=("auto", "sdpa", "sliced", "xformers"), recipe="runtime.memory.attention", example="sliced"),
+    Option("allow_download", bool, "Let a recipe download a model that is not on this machine (a terminal asks "
+           "first; other runs refuse without this).", default=False, example="true"),
     Option("json", bool, "Print one JSON object per video, then a summary, on stdout.", default=False,
            example="true", cli_only=True),
     Option("quiet", bool, "Print only errors.", default=False, short="q", example="true", cli_only=True),
@@ -433,19 +435,22 @@ def assemble_request(
     explicit: Mapping[str, Any],
     config: Mapping[str, Any] | None = None,
     recipe: dict | None = None,
+    recipe_path: Path | str | None = None,
 ) -> Request:
     """The request for a run: `explicit` values (flags, variables) beat a recipe, which beats `config` values.
 
-    A recipe also supplies the input (its photo) when none is given, and its own seed rather than the seed
-    choice of the command; an output named .gif/.webm sets the format unless the format was chosen.
+    A recipe's values are checked exactly like flags (an error names the recipe file); a recipe also supplies
+    the input (its photo, which must exist) when none is given, and its own seed rather than the seed choice
+    of the command; an output named .gif/.webm sets the format unless the format was chosen.
     """
     values: dict[str, Any] = dict(config or {})
     inputs = [str(i) for i in inputs]
     if recipe is not None:
-        values.update(from_recipe(recipe))
+        where = f"{ref('recipe')} {recipe_path}" if recipe_path is not None else "the recipe"
+        values.update(checked_recipe_values(recipe, where, explicit))
         recorded = (recipe.get("input") or {}).get("path")
         if not inputs and (recorded or "prompt" not in values):  # a video from a prompt has no input image
-            inputs = [str(recorded or "")]
+            inputs = [recipe_input(recipe, where)]
         if "seeds" not in explicit and "variations" not in explicit:
             values.pop("seeds", None)
             values.pop("variations", None)
@@ -459,6 +464,39 @@ def assemble_request(
     req.out_is_folder = isinstance(out, str) and out.endswith(("/", "\\"))
     validate(req)
     return req
+
+
+def checked_recipe_values(recipe: dict, where: str, explicit: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe's option values, each coerced and checked like a flag; a bad one is an error naming the recipe.
+
+    A value the command overrides (`explicit`) is not used, so it is not checked either.
+    """
+    values = {}
+    for name, value in from_recipe(recipe).items():
+        if explicit.get(name) is not None:
+            continue
+        opt = BY_NAME[name]
+        try:
+            parsed = coerce(opt, value)
+            check(opt, parsed)
+        except OptionError as exc:
+            shown = exc.shown if exc.shown is not None else repr(value)
+            raise UsageError(f"{where}: {name} = {shown}: {exc.message}", option="recipe", key=name) from None
+        values[name] = parsed
+    return values
+
+
+def recipe_input(recipe: dict, where: str) -> str:
+    """The photo a recipe was made from; it must still exist (a recipe never turns into a folder scan)."""
+    recorded = _dig(recipe, "input.path")
+    if not isinstance(recorded, str) or not recorded.strip():
+        raise UsageError(f"{where}: records no input image; give the image to animate as an argument.")
+    if not Path(recorded).is_file():
+        raise UsageError(
+            f"{where}: its input {recorded} is missing (moved or deleted?) or not a file; give the image to animate "
+            "as an argument."
+        )
+    return recorded
 
 
 # --- recipes ---------------------------------------------------------------------------------------------
@@ -491,6 +529,8 @@ def from_recipe(recipe: dict) -> dict[str, Any]:
             from .registry import get_entry
 
             model = _dig(recipe, opt.recipe) or {}
+            if not isinstance(model, dict):
+                model = {"name": model}
             # A registry model (downloaded or built in) or a Hub repo by its name; a local folder by its path.
             named = model.get("repo") or not model.get("path") or get_entry(str(model.get("name"))) is not None
             value = model.get("name") if named else model.get("path")

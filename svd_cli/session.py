@@ -214,10 +214,21 @@ class Session:
         settings = self.settings_for(seed, frame.picture.size)
         if self.animator is None:
             self.load(settings)
+        from .stages.animate import degenerate_frames
+
         frames = self.animator.animate(frame.picture, settings, self.progress)
         record = {"stage": "animate", "model": self.source.name, "sampler": self.source.sampler,
                   "settings": settings.as_dict(), "fps_conditioning": settings.fps - 1}  # fmt: skip
-        return Clip(frames=frames, fps=settings.fps, stages=[frame.record, record])
+        if self.animator.upcast:
+            record["upcast"] = dict(self.animator.upcast)  # the NaN guard widened these components
+        flat = degenerate_frames(frames)
+        warnings = []
+        if flat:
+            which = "every frame is" if len(flat) == len(frames) else f"frames {', '.join(map(str, flat[:10]))} are"
+            warnings.append(f"{which} a single flat colour: the model may have failed (check the video)")
+        for warning in warnings:
+            self.progress.note(f"Warning: {warning}")
+        return Clip(frames=frames, fps=settings.fps, stages=[frame.record, record], warnings=warnings)
 
     def runtime(self) -> dict:
         """Where and how this run computes: recorded so a recipe can be repeated exactly."""

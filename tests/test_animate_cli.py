@@ -29,7 +29,7 @@ def test_sidecar_records_the_full_recipe(svd, tiny_dir, tmp_path):
     out = tmp_path / "coffee.mp4"
     r = svd("animate", EXAMPLES / "coffee.png", *TINY_FAST, "--seed", "7", "--out", out)
     assert r.code == 0, r.err
-    recipe = json.loads((tmp_path / "coffee.json").read_text())
+    recipe = json.loads((tmp_path / "coffee.mp4.json").read_text())
     s = recipe["settings"]
     assert (s["frames"], s["fps"], s["steps"], s["seed"], s["width"], s["height"]) == (6, 8, 2, 7, 256, 128)
     assert s["motion_bucket"] == 127 and s["noise_aug"] == 0.02 and s["fps_conditioning"] == 7
@@ -46,14 +46,14 @@ def test_frames_format_writes_numbered_lossless_pngs(svd, tiny_dir, tmp_path):
     pngs = sorted(folder.glob("*.png"))
     assert [p.name for p in pngs] == [f"frame_{i:04d}.png" for i in range(1, 7)]
     assert Image.open(pngs[0]).size == (256, 128)
-    assert (tmp_path / "coffee.json").is_file()
+    assert (tmp_path / "coffee.frames.json").is_file()
 
 
 def test_sidecar_recipe_reproduces_the_video_bit_for_bit(svd, tiny_dir, tmp_path):
     first = tmp_path / "a"
     r = svd("animate", EXAMPLES / "chelsea.png", *TINY_FAST, "--format", "frames", "--out", f"{first}/")
     assert r.code == 0, r.err
-    recipe = first / "chelsea.json"
+    recipe = first / "chelsea.frames.json"
     seed = json.loads(recipe.read_text())["settings"]["seed"]  # a random seed, recorded
 
     again = tmp_path / "b"
@@ -63,13 +63,13 @@ def test_sidecar_recipe_reproduces_the_video_bit_for_bit(svd, tiny_dir, tmp_path
     b = [np.asarray(Image.open(p)) for p in sorted((again / "chelsea").glob("*.png"))]
     assert len(a) == len(b) == 6
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
-    assert json.loads((again / "chelsea.json").read_text())["settings"]["seed"] == seed
+    assert json.loads((again / "chelsea.frames.json").read_text())["settings"]["seed"] == seed
 
 
 def test_recipe_reproduces_mp4_bytes(svd, tiny_dir, tmp_path):
     r = svd("animate", EXAMPLES / "coffee.png", *TINY_FAST, "--out", tmp_path / "a.mp4")
     assert r.code == 0, r.err
-    r = svd("animate", "--recipe", tmp_path / "a.json", "--out", tmp_path / "b.mp4")
+    r = svd("animate", "--recipe", tmp_path / "a.mp4.json", "--out", tmp_path / "b.mp4")
     assert r.code == 0, r.err
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
 
@@ -91,7 +91,7 @@ def test_random_seed_is_printed_and_recorded(svd, tiny_dir, tmp_path):
     r = svd("animate", EXAMPLES / "coffee.png", *TINY_FAST, "--out", tmp_path / "x.mp4", "--json")
     assert r.code == 0, r.err
     line = json.loads(r.out.splitlines()[0])
-    recipe = json.loads((tmp_path / "x.json").read_text())
+    recipe = json.loads((tmp_path / "x.mp4.json").read_text())
     assert line["seed"] == recipe["settings"]["seed"]
     assert f"seed {line['seed']}" in r.err
     assert recipe["settings"]["seed_fixed"] is False
@@ -123,7 +123,7 @@ def test_default_output_goes_next_to_the_input(svd, tiny_dir, tmp_path):
     r = svd("animate", photo, *TINY_FAST, "--seed", "1")
     assert r.code == 0, r.err
     assert (tmp_path / "holiday photo é.mp4").is_file()
-    assert (tmp_path / "holiday photo é.json").is_file()
+    assert (tmp_path / "holiday photo é.mp4.json").is_file()
     assert not list(tmp_path.glob(".*partial*")), "no temporary file is left behind"
 
 
@@ -159,7 +159,7 @@ def test_weights_toml_defaults_are_used(svd, tiny_dir, tmp_path):
     r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--size", "128x64", "--seed", "1",
             "--out", tmp_path / "d.mp4")  # fmt: skip
     assert r.code == 0, r.err
-    s = json.loads((tmp_path / "d.json").read_text())["settings"]
+    s = json.loads((tmp_path / "d.mp4.json").read_text())["settings"]
     from svd_cli.registry import get_entry
 
     entry = get_entry("tiny")

@@ -16,7 +16,6 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from .conftest import EXAMPLES, ffmpeg_writer_failing_with, read_video, run_subprocess
@@ -215,15 +214,18 @@ def test_changed_settings_are_reported_not_silently_kept(svd, tiny_dir, tmp_path
     assert "use --overwrite to redo it" in r.err
     r = svd("animate", *args[:-2], "--fps", "12", "--out", tmp_path / "c.mp4", "--overwrite")
     assert r.code == 0
-    assert json.loads((tmp_path / "c.json").read_text())["settings"]["fps"] == 12
+    assert json.loads((tmp_path / "c.mp4.json").read_text())["settings"]["fps"] == 12
 
 
-def test_existing_file_without_recipe_is_not_overwritten(svd, tiny_dir, tmp_path):
+def test_existing_file_without_recipe_is_not_overwritten_even_with_overwrite(svd, tiny_dir, tmp_path):
     (tmp_path / "c.mp4").write_bytes(b"someone else's video")
-    r = svd("animate", EXAMPLES / "coffee.png", *FAST, "--out", tmp_path / "c.mp4")
-    assert r.code == 0
-    assert "exists without a readable recipe" in r.err
-    assert (tmp_path / "c.mp4").read_bytes() == b"someone else's video"
+    for extra in ([], ["--overwrite"]):
+        r = svd("animate", EXAMPLES / "coffee.png", *FAST, "--out", tmp_path / "c.mp4", *extra)
+        assert r.code == 0
+        assert f"{tmp_path / 'c.mp4'} exists and svd did not make it (no recipe beside it)" in r.err
+        assert "svd never replaces what it did not make: move it away or choose another --out" in r.err
+        assert (tmp_path / "c.mp4").read_bytes() == b"someone else's video"
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["c.mp4"]
 
 
 def test_unwritable_output_folder_fails_each_input_clearly(svd, tiny_dir, tmp_path):
@@ -236,13 +238,37 @@ def test_unwritable_output_folder_fails_each_input_clearly(svd, tiny_dir, tmp_pa
     assert all("part of that path is a file, not a folder" in line for line in failures)
 
 
-@pytest.mark.skipif(IS_ROOT or sys.platform == "win32", reason="root ignores directory permissions")
-def test_read_only_output_folder_fails_clearly(svd, tiny_dir, tmp_path):
+def _deny_writing(monkeypatch, folder: Path) -> None:
+    """Make `folder` read-only: chmod where that binds; as root (or on Windows) at svd's first write there, the
+    exclusive create of the output's lock file (os.open), which then fails as the OS fails it."""
+    os.chmod(folder, 0o555)
+    if not IS_ROOT and sys.platform != "win32":
+        return
+    real_open = os.open
+
+    def guarded_open(path, flags, *args, **kwargs):
+        if Path(path).parent == folder and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", guarded_open)
+
+
+def test_read_only_output_folder_fails_clearly(svd, tiny_dir, tmp_path, monkeypatch):
     folder = tmp_path / "ro"
     folder.mkdir()
-    os.chmod(folder, 0o555)
-    r = svd("animate", EXAMPLES / "coffee.png", *FAST, "--out", f"{folder}/")
-    assert r.code == 1 and "permission denied" in r.err
+    _deny_writing(monkeypatch, folder)
+    try:
+        r = svd("animate", EXAMPLES / "coffee.png", *FAST, "--out", f"{folder}/")
+    finally:
+        os.chmod(folder, 0o755)
+    assert r.code == 1
+    failures = [line for line in r.err.splitlines() if line.startswith("✗")]
+    assert failures == [
+        f"✗ {EXAMPLES / 'coffee.png'}: Could not write {folder / 'coffee.mp4'}: permission denied; choose a folder "
+        "you can write to with --out."
+    ]
+    assert list(folder.iterdir()) == []
 
 
 def test_full_disk_while_writing_leaves_nothing_behind(svd, tiny_dir, tmp_path, monkeypatch):
@@ -263,10 +289,10 @@ def test_config_file_env_and_flags_in_that_order(svd, tiny_dir, tmp_path, monkey
     (tmp_path / "svd.toml").write_text('model = "tiny"\nframes = 3\nfps = 10\nmotion-bucket = 50\n')
 
     def fps_used(*extra) -> int:
-        out = tmp_path / f"v{len(list(tmp_path.glob('v*.json')))}.mp4"
+        out = tmp_path / f"v{len(list(tmp_path.glob('v*.mp4.json')))}.mp4"
         r = svd("animate", EXAMPLES / "coffee.png", "--steps", "1", "--size", "128x64", "--out", out, *extra)
         assert r.code == 0, r.err
-        settings = json.loads(out.with_suffix(".json").read_text())["settings"]
+        settings = json.loads(out.with_name(out.name + ".json").read_text())["settings"]
         assert settings["frames"] == 3 and settings["motion_bucket"] == 50
         return settings["fps"]
 
@@ -371,9 +397,9 @@ def test_sigkill_never_leaves_a_broken_file_under_a_final_name(tiny_dir, tmp_pat
             continue  # hidden temporary names, cleaned up by the next run
         if p.suffix == ".mp4":
             assert read_video(p)[1].shape[0] == 6, p
+            assert p.with_name(p.name + ".json").is_file(), "a video never exists without its recipe"
         elif p.suffix == ".json":
             assert json.loads(p.read_text())["settings"]["frames"] == 6
-            assert p.with_suffix(".mp4").is_file(), "a recipe never exists without its video"
 
     proc = run_subprocess("animate", tmp_path / "in", "--model", "tiny", "--frames", "6", "--steps", "3",
                           "--size", "256x128", "--seed", "1", "--out", out)  # fmt: skip

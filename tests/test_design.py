@@ -21,7 +21,9 @@ PACKAGE = ROOT / "svd_cli"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 RECORDED = [o for o in OPTIONS if o.recipe]
 # Options that shape a batch or the terminal, not one video: the recipe does not record them.
-NOT_RECORDED = {"seeds", "variations", "out", "name", "recursive", "overwrite", "json", "quiet", "prompts"}
+NOT_RECORDED = {
+    "seeds", "variations", "out", "name", "recursive", "overwrite", "allow_download", "json", "quiet", "prompts",
+}  # fmt: skip
 # Options that replace the input image: a run that sets them has none.
 INSTEAD_OF_IMAGES = {"prompt", "prompts"}
 
@@ -86,7 +88,7 @@ def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_pa
     out = tmp_path / "v.gif"
     r = svd("animate", EXAMPLES / "coffee.png", *args, "--out", out)
     assert r.code == 0, r.err
-    sidecar = tmp_path / "v.json"
+    sidecar = tmp_path / "v.gif.json"
     replayed = _parse("--recipe", sidecar)
     for opt in RECORDED:
         assert getattr(replayed, opt.name) == _as_cli_value(opt, opt.example), opt.name

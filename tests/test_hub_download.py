@@ -277,7 +277,7 @@ def test_animate_uses_the_downloaded_weights_offline(pulled, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Downloading" not in proc.stderr  # found on disk, not fetched (hf's own offline fallback would hide it)
     assert out.stat().st_size > 0
-    model = json.loads(out.with_suffix(".json").read_text())["model"]
+    model = json.loads(out.with_name("x.mp4.json").read_text())["model"]
     assert model["name"] == "svd" and model["repo"] == REPO and model["revision"] == "main"
     assert model["commit"] == COMMIT and model["variant"] == "fp16"
     assert model["path"] == str(snapshot(hf_home))
@@ -337,3 +337,34 @@ def test_pull_cut_off_by_network_loss_fails_in_one_line_and_pulling_again_comple
     assert again.fetched("GET") == [UNET]
     assert [r["range"] for r in again.requests if r["method"] == "GET" and r["file"] == UNET] == [None]
     assert (snapshot(env_home) / UNET).read_bytes() == files[UNET]
+
+
+# --- repair ------------------------------------------------------------------------------------------------
+
+
+def test_a_damaged_download_is_named_verified_and_repaired_by_pull(pulled, tmp_path):
+    """A truncated blob in the HF cache: animate names it and says pull; verify agrees; pull fetches only it."""
+    _, hub, hf_home = pulled
+    blob = (snapshot(hf_home) / UNET).resolve()
+    blob.write_bytes(hub.files[UNET][: len(hub.files[UNET]) // 2])
+    env = svd_env(hub.url, hf_home)  # the pulled fixture's hub is stopped: offline
+
+    proc = run_subprocess("animate", EXAMPLES / "coffee.png", "--model", "svd", "--out", tmp_path / "x.mp4", env=env)
+    assert proc.returncode == 1, proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"svd: error: {snapshot(hf_home) / UNET} is truncated (")
+    assert "run `svd weights pull svd` to check every file and download the damaged ones again" in error
+
+    verify = run_subprocess("weights", "verify", "svd", env=env)
+    assert verify.returncode == 1 and f"{snapshot(hf_home) / UNET} is truncated" in verify.stderr
+
+    again = FakeHub(hub.files)
+    try:
+        pull = run_subprocess("weights", "pull", "svd", env=svd_env(again.url, hf_home))
+    finally:
+        again.stop()
+    assert pull.returncode == 0, pull.stderr
+    assert f"{snapshot(hf_home) / UNET} is truncated" in pull.stderr and "downloading it again" in pull.stderr
+    assert again.fetched("GET") == [UNET]
+    assert (snapshot(hf_home) / UNET).read_bytes() == hub.files[UNET]
+    assert run_subprocess("weights", "verify", "svd", env=env).returncode == 0

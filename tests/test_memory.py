@@ -28,7 +28,7 @@ def test_every_profile_runs_through_svd_animate(svd, tiny_dir, tmp_path, profile
     r = svd("animate", EXAMPLES / "coffee.png", *TINY_FAST, "--seed", "3", "--memory", profile,
             "--out", tmp_path / "v.mp4")  # fmt: skip
     assert r.code == 0, r.err
-    recipe = json.loads((tmp_path / "v.json").read_text())
+    recipe = json.loads((tmp_path / "v.mp4.json").read_text())
     assert recipe["runtime"]["memory"]["profile"] == profile
     assert f"Memory profile {profile}" in r.err
 
@@ -113,7 +113,7 @@ def test_out_of_memory_steps_down_and_gives_the_same_video(svd, tiny_dir, tmp_pa
     assert r.code == 0, r.err
     assert inject.raised >= 1
     assert "Out of memory with --memory high; retrying this video with --memory balanced" in r.err
-    recipe = json.loads((tmp_path / "fallback.json").read_text())
+    recipe = json.loads((tmp_path / "fallback.frames.json").read_text())
     assert recipe["runtime"]["memory"]["profile"] == "balanced"
     assert "fell back from high" in recipe["runtime"]["memory"]["reason"]
     monkeypatch.undo()
@@ -143,7 +143,9 @@ def test_doctor_works_without_a_gpu(svd):
     assert report["torch"] == torch.__version__ and report["gpus"] == []
     assert report["ffmpeg"]["path"] and "version" in report["ffmpeg"]
     xt = report["auto_profiles"]["svd-xt"]
-    assert xt["profile"] == "high" and set(xt["estimated_peak_bytes"]) == set(PROFILE_ORDER)
+    # On the CPU the choice respects the RAM (tests/test_ram.py), so it depends on this machine.
+    assert xt["profile"] in (*PROFILE_ORDER, "none") and set(xt["estimated_peak_bytes"]) == set(PROFILE_ORDER)
+    assert "of RAM" in xt["reason"]
     assert {w["name"] for w in report["weights"]} == {"svd", "svd-xt", "svd-xt-1.1", "tiny", "sdxl-turbo", "tiny-t2i"}
     text = svd("doctor")
     assert text.code == 0 and "GPU: none found" in text.out and "--memory auto for svd-xt" in text.out

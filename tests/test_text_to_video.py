@@ -47,7 +47,7 @@ def test_prompt_makes_a_video_and_its_still_and_the_recipe_repeats_both_bit_for_
     still = Image.open(tmp_path / "fox.png")
     assert still.size == (256, 128) and still.mode == "RGB"
     assert np.asarray(still).std() > 0  # a picture, not a blank
-    recipe = json.loads((tmp_path / "fox.json").read_text())
+    recipe = json.loads((tmp_path / "fox.mp4.json").read_text())
     assert recipe["input"]["path"] is None and recipe["output"]["still"] == str(tmp_path / "fox.png")
     image = recipe["image"]
     assert (image["prompt"], image["model"]["name"], image["steps"], image["cfg"]) == ("a fox", "tiny-t2i", 2, 0.0)
@@ -55,7 +55,7 @@ def test_prompt_makes_a_video_and_its_still_and_the_recipe_repeats_both_bit_for_
     assert [s["stage"] for s in recipe["stages"]] == ["first_frame", "animate", "write"]
     assert "Loading image model" in r.err and "Drawing first frame (2 steps)" in r.err
 
-    again = svd("animate", "--recipe", tmp_path / "fox.json", "--out", tmp_path / "again.mp4")
+    again = svd("animate", "--recipe", tmp_path / "fox.mp4.json", "--out", tmp_path / "again.mp4")
     assert again.code == 0, again.err
     assert (tmp_path / "again.mp4").read_bytes() == (tmp_path / "fox.mp4").read_bytes()
     assert (tmp_path / "again.png").read_bytes() == (tmp_path / "fox.png").read_bytes()
@@ -106,7 +106,7 @@ def test_a_prompts_batch_loads_each_model_once_survives_an_overlong_prompt_and_r
     names = sorted(p.name for p in out.iterdir())
     long_name = "-".join(["a-red-fox"] * 6)  # the slug stops at a whole word within 60 characters
     assert names == sorted(f"{n}.{ext}" for n in ("a-red-fox-in-snow", "the-golden-hour", long_name)
-                           for ext in ("json", "mp4", "png"))  # fmt: skip
+                           for ext in ("mp4.json", "mp4", "png"))  # fmt: skip
     meta, frames = read_video(out / "the-golden-hour.mp4")
     assert frames.shape == (2, 64, 128, 3)
 
@@ -141,7 +141,7 @@ def test_style_animates_exactly_the_restyled_still_it_saves(svd, tiny_dir, tiny_
     assert r.code == 0, r.err
     still = tmp_path / "styled.styled.png"
     assert Image.open(still).size == (128, 64)
-    recipe = json.loads((tmp_path / "styled.json").read_text())
+    recipe = json.loads((tmp_path / "styled.frames.json").read_text())
     assert recipe["image"]["style"] == "watercolor painting" and recipe["image"]["style_strength"] == 0.5
     assert recipe["input"]["path"] == str((EXAMPLES / "coffee.png").resolve())
     assert recipe["stages"][0]["source"] == "restyled_image_file"

@@ -34,6 +34,7 @@ COFFEE = str(EXAMPLES / "coffee.png")
         (["--fps", "abc"], "invalid value for --fps: expected a whole number"),
         (["--name", "{stem}/{seed}"], "may not contain path separators"),
         (["--name", "{colour}"], "unknown field {colour}"),
+        (["--name", "{stem:>300}"], "--name '{stem:>300}': gives a file name of 304 bytes for"),
         (["--no-such-option"], "No such option"),
     ],
 )

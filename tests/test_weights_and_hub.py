@@ -157,6 +157,23 @@ def test_no_network_names_the_fix(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_no_network_with_a_hub_repo_id_fails_fast_in_one_line(tmp_path):
+    """Issue 14.10: a repo id (not a registry name) used to retry for 26 s, printing 11 lines first."""
+    import time
+
+    port = _free_port()
+    started = time.monotonic()
+    proc = run_subprocess(
+        "animate", COFFEE, "--model", "someone/model", env={"HF_ENDPOINT": f"http://127.0.0.1:{port}"}
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        "svd: error: Cannot reach the Hugging Face Hub to download someone/model: connect to the internet and run "
+        "`svd weights pull someone/model` (files already downloaded are kept), or use --model tiny or a local folder."
+    ]
+    assert time.monotonic() - started < 15  # no retry back-off (the process itself takes a few seconds)
+
+
 class _FakeHub(http.server.BaseHTTPRequestHandler):
     """Answers every request as the Hub answers for a gated repo without a token, or a missing repo."""
 
@@ -230,7 +247,7 @@ def test_local_model_folder_loads_through_the_same_path(svd, tiny_dir, tmp_path)
     shutil.copytree(tiny_dir, folder)
     r = svd("animate", COFFEE, *TINY_FAST[2:], "--model", folder, "--seed", "5", "--out", tmp_path / "a.mp4")
     assert r.code == 0, r.err
-    recipe = json.loads((tmp_path / "a.json").read_text())
+    recipe = json.loads((tmp_path / "a.mp4.json").read_text())
     assert recipe["model"]["name"] == "my model" and recipe["model"]["path"] == str(folder.resolve())
 
 

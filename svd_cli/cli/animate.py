@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -70,8 +71,42 @@ def request_from(ctx: typer.Context, params: dict[str, Any]):
         if ctx.get_parameter_source(o.name).name in ("COMMANDLINE", "ENVIRONMENT")
     }
     config, _ = load_config()
-    recipe = read_recipe(params["recipe"]) if params["recipe"] is not None else None
-    return assemble_request(params["inputs"] or [], explicit=explicit, config=config, recipe=recipe)
+    path = params["recipe"]
+    recipe = read_recipe(path) if path is not None else None
+    req = assemble_request(params["inputs"] or [], explicit=explicit, config=config, recipe=recipe, recipe_path=path)
+    if recipe is not None and "model" not in explicit:
+        _confirm_recipe_download(req, path)
+    return req
+
+
+def _confirm_recipe_download(req, recipe_path: Path) -> None:
+    """A recipe naming a model that is not on this machine downloads only when the user agrees."""
+    from ..errors import UsageError
+    from ..models.sources import download_size, missing_folder, on_disk
+    from .terminal import interactive
+
+    if missing_folder(req.model):
+        raise UsageError(
+            f"--recipe {recipe_path}: its model folder {req.model} is not on this machine; choose a model with "
+            "--model.",
+            option="recipe",
+        )
+    if req.allow_download or on_disk(req.model):
+        return
+    size = download_size(req.model)
+    about = f" (about {size:.1f} GB)" if size else ""
+    if interactive() and sys.stdin.isatty():
+        question = (
+            f"The recipe {recipe_path} uses the model {req.model}, which is not on this machine. Download it{about}?"
+        )
+        if typer.confirm(question, default=False, err=True):
+            return
+        raise UsageError(f"Not downloading {req.model}; choose a model you have with --model.")
+    raise UsageError(
+        f"--recipe {recipe_path}: uses the model {req.model}, which is not on this machine; add --allow-download to "
+        f"download it{about}, or choose a model you have with --model.",
+        option="recipe",
+    )
 
 
 def animate(ctx: typer.Context, **params: Any) -> None:

@@ -128,6 +128,7 @@ def make_progress(quiet: bool, words=str) -> Progress:
 def render_doctor(report: dict) -> None:
     """`svd doctor` as text."""
     from ..memory import gib
+    from .common import words
 
     console = out_console()
     p = console.print
@@ -153,7 +154,7 @@ def render_doctor(report: dict) -> None:
             p(f"Memory estimates unavailable: {info}")
             continue
         est = ", ".join(f"{k} ~{gib(v)}" for k, v in info["estimated_peak_bytes"].items())
-        p(f"--memory auto for {name} (1024x576): {info['profile']} ({info['reason']}); estimated peaks: {est}")
+        p(f"--memory auto for {name} (1024x576): {info['profile']} ({words(info['reason'])}); estimated peaks: {est}")
     sim = report.get("simulated", {})
     if sim.get("rows"):
         rows = ", ".join(f"{k} {gib(v['peak_bytes'])} / {v['tflops']:,.0f} TFLOPs" for k, v in sim["rows"].items())

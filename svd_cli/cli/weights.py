@@ -44,14 +44,41 @@ def weights_pull(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Download a model's fp16 safetensors; run it again after an interruption to fetch what is missing."""
+    """Download a model's fp16 safetensors, or check a downloaded one and fetch its damaged or missing files."""
     from ..models.sources import disk_size, resolve_model
     from .common import words
     from .terminal import make_progress
 
-    source = resolve_model(name, progress=make_progress(quiet, words))
+    source = resolve_model(name, progress=make_progress(quiet, words), repair=True)
     if not quiet:
         print(f"{source.name} is ready: {source.path} ({disk_size(source.path) / 1e9:.2f} GB)", file=sys.stderr)
+
+
+@weights_app.command("verify")
+def weights_verify(
+    name: Annotated[
+        str | None, typer.Argument(help="A model name, folder or Hub repo id [default: every model on disk].")
+    ] = None,
+    json_out: JsonOut = False,
+    debug: Debug = False,
+) -> None:
+    """Check that a model's weights files are whole (sizes, headers and hashes), without downloading anything."""
+    from ..models.sources import verify_models
+    from .common import words
+
+    rows = verify_models(name)
+    if json_out:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            if row["problems"]:
+                for problem in row["problems"]:
+                    print(f"✗ {row['name']}: {words(problem)}", file=sys.stderr)
+            else:
+                print(f"✓ {row['name']}: every weights file is whole ({row['path']})", file=sys.stderr)
+        if not rows:
+            print("No model is on this machine yet.", file=sys.stderr)
+    raise typer.Exit(1 if any(row["problems"] for row in rows) else 0)
 
 
 @weights_app.command("path")

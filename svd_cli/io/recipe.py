@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import UsageError, ref
-from .video import sidecar_path
+from .safety import occupant, refusal
 
 # Recorded for people, derived from other fields: they never decide whether two videos are the same.
 DERIVED_SETTINGS = ("fps_conditioning", "seed_fixed")
@@ -114,19 +114,21 @@ def describe_changes(old: dict, new: dict) -> str:
 
 
 def resume_state(output: Path, fmt: str, expected: dict | None, seed_fixed: bool) -> tuple[str, str, dict | None]:
-    """('todo' | 'done' | 'differs' | 'foreign', why, the earlier recipe) for an output that may already exist."""
-    still = (expected or {}).get("output", {}).get("still")
-    if not output.exists():
+    """('todo' | 'done' | 'differs' | 'foreign', why, the earlier recipe) for an output that may already exist.
+
+    'done' and 'differs' are svd's own outputs (redone only when asked to overwrite); 'foreign' is anything
+    svd did not make, which it never replaces (io/safety.py).
+    """
+    occ = occupant(output, fmt)
+    if occ.state == "free":
+        still = (expected or {}).get("output", {}).get("still")
         if still and Path(still).exists():
             why = f"{still} exists and svd did not make it (no video beside it); use {ref('overwrite')} to replace it"
             return "foreign", why, None
         return "todo", "", None
-    sidecar = sidecar_path(output, fmt)
-    try:
-        recipe = json.loads(sidecar.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        why = f"{output} exists without a readable recipe ({sidecar.name}); use {ref('overwrite')} to replace it"
-        return "foreign", why, None
+    if occ.state == "foreign":
+        return "foreign", refusal(occ), None
+    recipe = occ.recipe
     if expected is None:
         return "done", "already done", recipe
     old, new = comparable(recipe, seed_fixed), comparable(expected, seed_fixed)

@@ -10,13 +10,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SvdError, ref
+from .safety import TEMP_MARK, describes, legacy_sidecar_path, occupant, refusal, remove, sidecar_path, temp_path_for
+
+__all__ = ["FORMATS", "sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,7 +26,6 @@ if TYPE_CHECKING:
 
 FORMATS = ("mp4", "gif", "webm", "frames")
 MP4_CRF = 18  # visually lossless for H.264; see README "Output"
-TEMP_MARK = ".svd-partial-"
 
 
 def output_suffix(fmt: str) -> str:
@@ -32,25 +33,13 @@ def output_suffix(fmt: str) -> str:
     return "" if fmt == "frames" else f".{fmt}"
 
 
-def sidecar_path(output: Path, fmt: str) -> Path:
-    """The recipe JSON beside an output: photo.mp4 -> photo.json, frames folder photo/ -> photo.json."""
-    if fmt == "frames":
-        return output.with_name(output.name + ".json")
-    return output.with_suffix(".json")
-
-
 STYLED_MARK = ".styled"  # a restyled photo's still: photo.styled.png, never photo.png (that may be the photo)
 
 
 def still_path(output: Path, fmt: str, styled: bool = False) -> Path:
     """The first frame's still beside an output: fox.mp4 -> fox.png (a restyled photo: fox.styled.png)."""
-    sidecar = sidecar_path(output, fmt)
-    return sidecar.with_name(sidecar.stem + (STYLED_MARK if styled else "") + ".png")
-
-
-def temp_path_for(final: Path) -> Path:
-    """A hidden name in the same folder (so the rename stays on one filesystem), keeping the suffix."""
-    return final.with_name(f".{final.stem}{TEMP_MARK}{uuid.uuid4().hex[:8]}{final.suffix}")
+    base = output if fmt == "frames" else output.with_suffix("")
+    return base.with_name(base.name + (STYLED_MARK if styled else "") + ".png")
 
 
 @contextlib.contextmanager
@@ -62,7 +51,7 @@ def atomic_output(final: Path) -> Iterator[Path]:
         yield tmp
         _replace(tmp, final)
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         raise
 
 
@@ -91,64 +80,59 @@ def write_video_and_recipe(
 ) -> Path:
     """Write the video, its first frame's still (if any) and its recipe so no mismatched set can exist on disk.
 
-    All are written completely under temporary names first. Then the old sidecar (if any) goes, the video and
-    the still are renamed into place, then the sidecar. A crash between the renames leaves a video without a
-    recipe, which the next run reports instead of trusting; never a truncated file, never a recipe describing
-    another video. The still's path is the recipe's output.still.
+    All are written completely under temporary names first. Right before anything is renamed, the output is
+    checked again to be free or svd's own (io/safety.py); an old video is moved aside, then the sidecar is
+    renamed into place, then the still, then the video. A crash between the renames leaves a recipe without
+    its video, which the next run simply makes; never a truncated file, never a recipe describing another
+    video, never a video a folder scan would mistake for a photo. The still's path is the recipe's output.still.
     """
     _check_format(fmt)
     sidecar = sidecar_path(final, fmt)
     still_final = Path(recipe["output"]["still"]) if still is not None else None
     tmp_video, tmp_json = temp_path_for(final), temp_path_for(sidecar)
     tmp_still = temp_path_for(still_final) if still_final is not None else None
+    aside, renamed = None, False
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _write_format(frames, tmp_video, fps, fmt)
         if still is not None:
             still.save(tmp_still, format="PNG")
         tmp_json.write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
-        sidecar.unlink(missing_ok=True)
-        _replace(tmp_video, final)
+        occ = occupant(final, fmt)
+        if occ.state == "foreign":
+            raise SvdError(refusal(occ), path=final)
+        if occ.state == "own":
+            aside = final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}-old-{uuid.uuid4().hex[:8]}")
+            os.replace(final, aside)
+        os.replace(tmp_json, sidecar)
+        renamed = True
         if still is not None:
             os.replace(tmp_still, still_final)
-        os.replace(tmp_json, sidecar)
+        os.replace(tmp_video, final)
     except BaseException as exc:
-        _remove(tmp_video)
-        _remove(tmp_json)
+        remove(tmp_video)
+        remove(tmp_json)
         if tmp_still is not None:
-            _remove(tmp_still)
+            remove(tmp_still)
+        if aside is not None and not renamed:
+            with contextlib.suppress(OSError):
+                os.replace(aside, final)  # nothing new is in place: the old video and its recipe stay as they were
         if isinstance(exc, (OSError, RuntimeError)):
             raise SvdError(_explain_write_error(final, exc)) from exc
         raise
+    if aside is not None:
+        remove(aside)
+    legacy = legacy_sidecar_path(final, fmt)
+    if legacy != sidecar and legacy.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            if describes(json.loads(legacy.read_text(encoding="utf-8")), final, fmt):
+                legacy.unlink()  # an older svd's recipe of the video just replaced
     return final
 
 
-def check_writable(folder: Path) -> None:
-    """Fail now, before minutes of GPU work, if `folder` cannot take our output."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".svd-write-test-{uuid.uuid4().hex[:8]}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise SvdError(_explain_write_error(folder, exc)) from exc
-
-
-def remove_stale_partials(final: Path, fmt: str) -> int:
-    """Delete the temporary files a killed run left for this output (and its sidecar); return how many."""
-    removed = 0
-    for target in (final, sidecar_path(final, fmt), still_path(final, fmt, styled=True)):
-        if target.parent.is_dir():
-            for p in target.parent.glob(f".{glob_escape(target.stem)}{TEMP_MARK}*"):
-                _remove(p)
-                removed += 1
-    return removed
-
-
-def glob_escape(text: str) -> str:
-    import glob
-
-    return glob.escape(text)
+def explain_write_error(final: Path, exc: Exception) -> SvdError:
+    """One line naming `final` and the fix, for an OSError met while writing there."""
+    return SvdError(_explain_write_error(final, exc), path=final)
 
 
 def _check_format(fmt: str) -> None:
@@ -222,20 +206,12 @@ def _write_png_folder(frames: np.ndarray, folder: Path) -> None:
 def _replace(tmp: Path, final: Path) -> None:
     if tmp.is_dir() and final.exists():
         # A folder cannot replace a non-empty folder in one step: move the old one aside first.
-        old = final.with_name(f".{final.name}{TEMP_MARK}old-{uuid.uuid4().hex[:8]}")
+        old = final.with_name(f".{final.name}{TEMP_MARK}{os.getpid()}-old-{uuid.uuid4().hex[:8]}")
         os.replace(final, old)
         os.replace(tmp, final)
-        _remove(old)
+        remove(old)
         return
     os.replace(tmp, final)
-
-
-def _remove(p: Path) -> None:
-    with contextlib.suppress(OSError):
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            p.unlink(missing_ok=True)
 
 
 def _explain_write_error(final: Path, exc: Exception) -> str:

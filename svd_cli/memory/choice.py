@@ -17,6 +17,10 @@ def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]
     if memory != "auto":
         return replace(plan_for(memory, **overrides), reason="chosen by the memory setting")
     frames, width, height = shape
+    if model.device.type in ("cpu", "mps"):  # no device memory of its own: the RAM is the limit (ram.py)
+        from .ram import available_ram, choose_profile_in_ram
+
+        return choose_profile_in_ram(available_ram(), job_shape(model, frames, width, height), overrides)[0]
     free = free_device_memory(model.device)
     if free is not None:
         # Simulated peaks (memory/simulate.py, cached on disk); the analytic estimate only if that fails.

@@ -7,6 +7,7 @@ the repo has it) into the Hugging Face cache, and turns every way that can fail 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def cached_snapshot(repo: str, revision: str, variant: str | None, kind: str = "
     except Exception:
         return None
     return folder if is_complete(folder, variant, kind) else None
+
+
+def forget_cached_file(path: Path) -> None:
+    """Delete one file of a cached snapshot (its blob too), so the next download fetches it again."""
+    blob = path.resolve()
+    for p in {blob, path}:
+        with contextlib.suppress(OSError):
+            p.unlink(missing_ok=True)
 
 
 def download_snapshot(
@@ -88,7 +97,8 @@ def _remote_variant(repo: str, revision: str, kind: str = "svd") -> str | None:
 
     from huggingface_hub import HfApi
 
-    files = list(HfApi().list_repo_files(repo, revision=revision))
+    # One request (the repo's info lists its files); the tree listing would retry for 25 s with no network.
+    files = [s.rfilename for s in HfApi().model_info(repo, revision=revision).siblings or []]
     wanted = [f"{folder}/{stem}.fp16.safetensors" for folder, stem in KIND_COMPONENTS[kind].items()]
     if all(fnmatch.filter(files, pattern) for pattern in wanted):
         return "fp16"

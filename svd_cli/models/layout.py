@@ -8,6 +8,7 @@ tokenizer files, one safetensors file per component) and nothing else: no pickle
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
@@ -99,3 +100,73 @@ def check_model_folder(folder: Path, variant: str | None = None, kind: str = "sv
             "model again (it fetches only what is missing).",
             path=sub,
         )
+
+
+# --- damaged files ---------------------------------------------------------------------------------------
+
+MAX_HEADER_BYTES = 100 * 2**20
+
+
+def weight_files(folder: Path, variant: str | None, kind: str = "svd") -> list[Path]:
+    """The safetensors file of every component that svd loads from `folder`."""
+    files = []
+    for component, stem in KIND_COMPONENTS[kind].items():
+        wanted = folder / component / (f"{stem}.{variant}.safetensors" if variant else f"{stem}.safetensors")
+        files.append(wanted if wanted.is_file() else next(iter(sorted((folder / component).glob("*.safetensors"))),
+                                                          wanted))  # fmt: skip
+    return files
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """What is wrong with a safetensors file, judged from its header and its size (no tensor is read)."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"is truncated ({size} bytes, not even a header)"
+            length = int.from_bytes(head, "little")
+            if length > min(size - 8, MAX_HEADER_BYTES):
+                return f"is truncated or corrupt (its header claims {length} bytes; the file has {size})"
+            header = json.loads(f.read(length))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return "is corrupt (its safetensors header is not valid)"
+    expected = 8 + length + end
+    if size < expected:
+        return f"is truncated ({size} bytes; its header describes {expected})"
+    if size > expected:
+        return f"is corrupt ({size} bytes; its header describes {expected})"
+    return None
+
+
+def hash_problem(path: Path) -> str | None:
+    """For a file in the Hugging Face cache: whether its content still has the SHA-256 its blob is named by."""
+    import hashlib
+
+    blob = path.resolve()
+    if not re.fullmatch(r"[0-9a-f]{64}", blob.name):
+        return None  # not a content-addressed blob (a local folder, or a cache without symlinks)
+    digest = hashlib.sha256()
+    with blob.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != blob.name:
+        return "is corrupt (its SHA-256 differs from the Hub's)"
+    return None
+
+
+def damaged_files(
+    folder: Path, variant: str | None, kind: str = "svd", *, hashes: bool = False
+) -> list[tuple[Path, str]]:
+    """(file, what is wrong) for every weights file that would not load; `hashes` also checks content hashes."""
+    problems = []
+    for path in weight_files(folder, variant, kind):
+        if not path.is_file():
+            continue  # a missing file is check_model_folder's to report
+        problem = safetensors_problem(path) or (hash_problem(path) if hashes else None)
+        if problem:
+            problems.append((path, problem))
+    return problems

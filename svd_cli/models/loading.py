@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, OptionError
-from .layout import check_model_folder
+from .layout import check_model_folder, damaged_files
 
 if TYPE_CHECKING:
     import torch
@@ -70,6 +70,8 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
     from .quiet import quiet_transformers
 
     check_model_folder(source.path, source.variant, source.kind)
+    for path, problem in damaged_files(source.path, source.variant, source.kind):
+        raise ModelLoadError(f"{path} {problem}; {source.repair_advice()}.", path=path)
     try:
         with quiet_transformers():
             from diffusers import AutoPipelineForText2Image, StableVideoDiffusionPipeline
@@ -88,7 +90,7 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
             f"Could not load the model in {source.path} ({type(exc).__name__}: {_first_line(exc)}); "
-            f"if it was downloaded, run `svd weights pull {source.name}` to repair it.",
+            f"{source.repair_advice()}.",
             path=source.path,
         ) from exc
     encoders = (getattr(pipe, name, None) for name in ("image_encoder", "text_encoder", "text_encoder_2"))

@@ -15,7 +15,7 @@ from ..errors import ModelUnavailableError, UsageError, ref
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
 from .kinds import KIND_DEFAULTS, folder_defaults, folder_kind
-from .layout import check_model_folder, detect_variant
+from .layout import check_model_folder, damaged_files, detect_variant
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -51,17 +51,39 @@ class ModelSource:
         """The default of every setting the model decides (registry entry, else the folder's own configs)."""
         return dict(self.entry.defaults) if self.entry else folder_defaults(self.path, self.kind)
 
+    def repair_advice(self) -> str:
+        """How to fix a damaged file of this model: depends on where it came from."""
+        return repair_advice(self.name, self.entry, downloaded=self.repo is not None)
+
 
 EXAMPLE_REPOS = {"svd": "stabilityai/stable-video-diffusion-img2vid-xt", "text-to-image": "stabilityai/sdxl-turbo"}
 
 
+def repair_advice(name: str, entry: ModelEntry | None, downloaded: bool) -> str:
+    if entry is not None and entry.builtin:
+        return f"svd rebuilds the built-in {name} model: run `svd weights pull {name}`"
+    if downloaded:
+        return f"run `svd weights pull {name}` to check every file and download the damaged ones again"
+    return (
+        "this is a local folder, so svd cannot download it: replace the file with a complete copy (for example "
+        "by saving the pipeline again with save_pretrained)"
+    )
+
+
 def resolve_model(
-    spec: str, *, kind: str | None = None, download: bool = True, progress: Progress | None = None
+    spec: str,
+    *,
+    kind: str | None = None,
+    download: bool = True,
+    progress: Progress | None = None,
+    repair: bool = False,
 ) -> ModelSource:
     """Turn a model name, folder or repo id into a local folder, downloading (with progress) when needed.
 
     `kind` is the kind the caller needs ("svd" for `model`, "text-to-image" for `image_model`); a model of
-    another kind is a usage error. None takes any kind (`svd weights pull`).
+    another kind is a usage error. None takes any kind (`svd weights pull`). `repair` (svd weights pull)
+    checks every weights file of a downloaded model, hashes included, and downloads damaged ones again. The
+    built-in models are always checked and rebuilt if damaged.
     """
     progress = progress or NullProgress()
     entry = check_kind(spec, kind)
@@ -69,10 +91,16 @@ def resolve_model(
         if entry.builtin:
             from .tiny import ensure_tiny_model, tiny_model_dir
 
-            if not (tiny_model_dir(entry.builtin) / "model_index.json").is_file():
+            folder = tiny_model_dir(entry.builtin)
+            if not (folder / "model_index.json").is_file():
                 progress.note(f"Building the built-in {entry.name} model (first use only)")
+            elif damaged := damaged_files(folder, None, entry.kind):
+                path, problem = damaged[0]
+                progress.note(f"The built-in {entry.name} model is damaged ({path} {problem}); rebuilding it")
             return ModelSource(name=entry.name, path=ensure_tiny_model(entry.builtin), entry=entry, kind=entry.kind)
-        return _resolve_repo(entry.name, entry.repo, entry.revision, entry.variant, entry, download, progress)
+        return _resolve_repo(
+            entry.name, entry.repo, entry.revision, entry.variant, entry, download, progress, entry.kind, repair
+        )
 
     kind = kind or "svd"
     path = Path(spec).expanduser()
@@ -81,7 +109,7 @@ def resolve_model(
         variant = detect_variant(path, kind)
         check_model_folder(path, variant, kind)
         return ModelSource(name=path.name, path=path.resolve(), variant=variant, kind=kind)
-    return _resolve_repo(spec, spec, "main", None, None, download, progress, kind)
+    return _resolve_repo(spec, spec, "main", None, None, download, progress, kind, repair)
 
 
 def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
@@ -129,6 +157,30 @@ def peek_defaults(spec: str, kind: str = "svd") -> dict | None:
     return None
 
 
+def on_disk(spec: str) -> bool:
+    """Whether using `spec` needs no download (built in, a folder, or already in the cache). No network."""
+    entry = get_entry(spec)
+    if entry is not None:
+        return entry.builtin is not None or local_snapshot(entry) is not None
+    if Path(spec).expanduser().exists() or _looks_like_path(spec) or not _REPO_ID.match(spec):
+        return True  # a folder, or not a repo id at all: resolving it says what is wrong, nothing downloads
+    from .hub import cached_snapshot
+
+    return cached_snapshot(spec, "main", None) is not None or cached_snapshot(spec, "main", "fp16") is not None
+
+
+def missing_folder(spec: str) -> bool:
+    """Whether `spec` names a model folder (a path, not a name or repo id) that does not exist."""
+    looks_like_folder = _looks_like_path(spec) or (not _REPO_ID.match(spec) and ("/" in spec or "\\" in spec))
+    return get_entry(spec) is None and looks_like_folder and not Path(spec).expanduser().exists()
+
+
+def download_size(spec: str) -> float:
+    """Gigabytes a download of `spec` takes, if the registry knows; else 0."""
+    entry = get_entry(spec)
+    return entry.download_gb if entry is not None else 0.0
+
+
 def local_snapshot(entry: ModelEntry) -> Path | None:
     """The complete local copy of a registry model, or None; never touches the network."""
     if entry.builtin:
@@ -162,6 +214,44 @@ def weights_status() -> list[dict]:
     return rows
 
 
+def verify_models(spec: str | None = None) -> list[dict]:
+    """Check the weights files of one model (or every model on disk) without downloading anything.
+
+    Each row: name, path (None if not on disk) and problems (one sentence each, with the fix).
+    """
+    from .hub import cached_snapshot
+
+    specs = [e.name for e in load_registry().values() if local_snapshot(e) is not None] if spec is None else [spec]
+    rows = []
+    for name in specs:
+        entry = get_entry(name)
+        path = Path(name).expanduser()
+        kind = entry.kind if entry is not None else (folder_kind(path) if path.is_dir() else None) or "svd"
+        if entry is not None:
+            folder, variant, downloaded = local_snapshot(entry), entry.variant, entry.repo is not None
+        elif path.is_dir():
+            folder, variant, downloaded = path, detect_variant(path, kind), False
+        elif _REPO_ID.match(name) and not _looks_like_path(name):
+            folder = cached_snapshot(name, "main", None) or cached_snapshot(name, "main", "fp16")
+            variant, downloaded = (detect_variant(folder, kind) if folder else None), True
+        else:
+            raise UsageError(f"{name}: not a model name ({', '.join(model_names())}), a folder or a Hub repo id.")
+        row = {"name": name, "path": str(folder) if folder else None, "problems": []}
+        if folder is None:
+            row["problems"].append(f"{name} is not on this machine: run `svd weights pull {name}`.")
+        else:
+            try:
+                check_model_folder(folder, variant, kind)
+            except (UsageError, ModelUnavailableError) as exc:
+                row["problems"].append(exc.marked())
+            advice = repair_advice(name, entry, downloaded)
+            row["problems"] += [
+                f"{p} {problem}; {advice}." for p, problem in damaged_files(folder, variant, kind, hashes=True)
+            ]
+        rows.append(row)
+    return rows
+
+
 def disk_size(folder: Path) -> int:
     """Bytes the model's files take (following the Hub cache's symlinks to their blobs)."""
     total = 0
@@ -187,14 +277,22 @@ def _resolve_repo(
     download: bool,
     progress: Progress,
     kind: str = "svd",
+    repair: bool = False,
 ) -> ModelSource:
-    from .hub import cached_snapshot, download_snapshot
+    from .hub import cached_snapshot, download_snapshot, forget_cached_file
 
     kind = entry.kind if entry else kind
     folder = cached_snapshot(repo, revision, variant, kind)
     if folder is None and entry is None and variant is None:
         folder = cached_snapshot(repo, revision, "fp16", kind)
         variant = "fp16" if folder is not None else None
+    if folder is not None and repair:
+        damaged = damaged_files(folder, variant, kind, hashes=True)
+        for path, problem in damaged:
+            progress.note(f"{path} {problem}; downloading it again")
+            forget_cached_file(path)
+        if damaged:
+            folder = None
     if folder is None:
         if not download:
             raise ModelUnavailableError(f"{name} is not downloaded yet: run `svd weights pull {name}`.", model=name)
@@ -203,6 +301,9 @@ def _resolve_repo(
             download_gb=entry.download_gb if entry else 0.0, progress=progress, kind=kind,
         )  # fmt: skip
     check_model_folder(folder, variant, kind)
+    if repair and (damaged := damaged_files(folder, variant, kind, hashes=True)):
+        path, problem = damaged[0]
+        raise ModelUnavailableError(f"{path} {problem} even after downloading it again; try again later.", path=path)
     return ModelSource(
         name=name,
         path=folder,

@@ -34,13 +34,19 @@ def _build(name: str):
 
 
 def ensure_tiny_model(name: str = "tiny") -> Path:
-    """Build a built-in model into the cache once; later calls return the saved folder."""
+    """Build a built-in model into the cache once (again if a file of it is damaged); later calls return it."""
+    from .layout import damaged_files
     from .quiet import quiet_transformers
 
+    kind = "text-to-image" if name == "tiny-t2i" else "svd"
     target = tiny_model_dir(name)
-    if (target / "model_index.json").is_file():
+    if (target / "model_index.json").is_file() and not damaged_files(target, None, kind):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():  # damaged (a truncated file, a full disk when it was saved): build it again
+        broken = target.with_name(f".{target.name}-damaged-{os.getpid()}")
+        os.replace(target, broken)
+        shutil.rmtree(broken, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
         pipe = _build(name)

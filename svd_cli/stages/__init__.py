@@ -27,6 +27,7 @@ class Clip:
     frames: np.ndarray
     fps: int  # the output video's frame rate
     stages: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # worth telling the user, e.g. frames of one colour
 
     @property
     def width(self) -> int:

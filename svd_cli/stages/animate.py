@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import OutOfMemoryError, ref
+from ..errors import NonFiniteError, OutOfMemoryError, ref
 from ..memory import MemoryPlan, apply_plan, step_down
 from ..options import GenerationSettings
 from ..progress import NullProgress, Progress
@@ -31,6 +31,7 @@ class Animator:
         self.model = model
         self.plan = plan
         self.placement = apply_plan(model, plan)
+        self.upcast: dict[str, str] = {}  # components the NaN guard moved to a wider dtype
 
     def configure(self, plan: MemoryPlan) -> None:
         """Switch to another memory plan (used by the out-of-memory fallback)."""
@@ -39,12 +40,33 @@ class Animator:
         self.plan = plan
         self.placement = apply_plan(self.model, plan)
 
+    def widen(self, role: str, dtype: torch.dtype) -> None:
+        """Run one component (denoiser or decoder) in a wider dtype from now on (the NaN guard's retry)."""
+        from ..models.quiet import quiet_transformers
+
+        self.placement.release()
+        with quiet_transformers():  # diffusers' note about casting with .to() does not apply to a whole-module cast
+            self.model.components()[role].to(dtype)
+        self.upcast[role] = _name(dtype)
+        self.placement = apply_plan(self.model, self.plan)
+
     def animate(self, image: Image.Image, settings: GenerationSettings, progress: Progress | None = None):
         """`self(image, settings)`, stepping down one memory profile and retrying after an out-of-memory."""
         progress = progress or NullProgress()
         while True:
             try:
                 return self(image, settings, progress)
+            except NonFiniteValues as bad:
+                wider = wider_dtype(self.model.unet.dtype, self.model.device) if bad.stage == "denoising" else None
+                if wider is None:
+                    raise bad.error(settings) from None
+                progress.end()
+                progress.note(
+                    f"Non-finite values (NaN) while denoising in {_name(self.model.unet.dtype)}; redoing this video "
+                    f"with the denoiser in {_name(wider)} (kept for the rest of the run)"
+                )
+                self.widen("denoiser", wider)
+                continue
             except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled here
                 if not is_out_of_memory(exc):
                     raise
@@ -103,7 +125,10 @@ class Animator:
         progress.end()
 
         # 4. Micro-conditioning: fps (the model was trained on fps - 1), motion bucket, noise strength.
-        added_time_ids = torch.tensor([[s.fps - 1, s.motion_bucket, s.noise_aug]], dtype=embeddings.dtype)
+        #    Denoising runs in the denoiser's dtype (the model's, unless the NaN guard widened it).
+        work = model.unet.dtype
+        embeddings, image_latents = embeddings.to(work), image_latents.to(work)
+        added_time_ids = torch.tensor([[s.fps - 1, s.motion_bucket, s.noise_aug]], dtype=work)
         added_time_ids = added_time_ids.to(device)
 
         # 5. Timesteps: a fresh scheduler per video, so a retry or the next video starts clean.
@@ -129,9 +154,10 @@ class Animator:
                     torch.cat([uncond_inputs[1], embeddings]),
                     torch.cat([added_time_ids] * 2),
                 )
+        # After every step a finite check on one reduction (cheap): NaN or inf anywhere makes the sum non-finite.
         progress.start("denoise", total=len(scheduler.timesteps))
         with use("denoiser") as unet:
-            for t in scheduler.timesteps:
+            for step, t in enumerate(scheduler.timesteps, start=1):
                 model_input = scheduler.scale_model_input(latents, t)
                 if not guided:
                     noise_pred = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
@@ -143,20 +169,15 @@ class Animator:
                         uncond, cond = self._unet(unet, torch.cat([model_input] * 2), *batched_inputs, t).chunk(2)
                     noise_pred = uncond + guidance * (cond - uncond)
                 latents = scheduler.step(noise_pred, t, latents).prev_sample
+                if not finite(latents):
+                    raise NonFiniteValues("denoising", step, len(scheduler.timesteps), work)
                 progress.advance()
         progress.end()
 
-        # 9. Decode latents to pixels, `decode_chunk` frames per VAE call (all at once by default).
+        # 9. Decode latents to pixels, `decode_chunk` frames per VAE call (all at once by default). Non-finite
+        #    pixels from a half-precision decoder: decode again in fp32 (as A1111 does); still broken: fail.
         latents = 1 / model.scaling_factor * latents.flatten(0, 1)
-        chunk = plan.decode_chunk or s.frames
-        progress.start("decode", total=s.frames)
-        frames = []
-        with use("decoder"):
-            for start in range(0, s.frames, chunk):
-                part = latents[start : start + chunk]
-                frames.append(self._decode(part).float())
-                progress.advance(part.shape[0])
-        progress.end()
+        frames = self._decode_all(latents, s.frames, progress)
 
         # 10. To RGB in [0, 1], then 8 bits, rounding exactly as diffusers' image processor does.
         video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
@@ -165,6 +186,28 @@ class Animator:
         return (video * 255).round().to(torch.uint8).numpy()
 
     # --- steps' details -----------------------------------------------------------------------------------
+
+    def _decode_all(self, latents: torch.Tensor, count: int, progress: Progress) -> list[torch.Tensor]:
+        chunk = self.plan.decode_chunk or count
+        while True:
+            decoder_dtype = self.model.vae.decoder.conv_in.weight.dtype
+            progress.start("decode", total=count)
+            frames = []
+            with self.placement.use("decoder"):
+                for start in range(0, count, chunk):
+                    part = latents[start : start + chunk].to(decoder_dtype)
+                    frames.append(self._decode(part).float())
+                    progress.advance(part.shape[0])
+            progress.end()
+            if all(finite(f) for f in frames):
+                return frames
+            if decoder_dtype == torch.float32:
+                raise NonFiniteValues("decoding", None, None, decoder_dtype)
+            progress.note(
+                f"Non-finite values (NaN) while decoding in {_name(decoder_dtype)}; decoding again with the VAE "
+                "decoder in fp32 (kept for the rest of the run)"
+            )
+            self.widen("decoder", torch.float32)
 
     @staticmethod
     def _unet(unet, model_input, image_latents, embeddings, added_time_ids, t) -> torch.Tensor:
@@ -201,6 +244,48 @@ class Animator:
         if self.plan.vae_tiling:
             return decode_tiled(vae, latents, num_frames=latents.shape[0], tile=self.plan.vae_tile)
         return vae.decode(latents, num_frames=latents.shape[0]).sample
+
+
+class NonFiniteValues(Exception):
+    """NaN or inf appeared in the latents (after a denoising step) or in the decoded frames."""
+
+    def __init__(self, stage: str, step: int | None, steps: int | None, dtype: torch.dtype):
+        super().__init__(stage)
+        self.stage, self.step, self.steps, self.dtype = stage, step, steps, dtype
+
+    def error(self, settings: GenerationSettings) -> NonFiniteError:
+        where = f" (step {self.step} of {self.steps})" if self.step else ""
+        return NonFiniteError(
+            f"the model produced NaN or infinite values while {self.stage}{where} in {_name(self.dtype)}, so no "
+            "video was written; its weights may be damaged: check them with `svd weights verify`.",
+            stage=self.stage,
+            step=self.step,
+        )
+
+
+def finite(tensor: torch.Tensor) -> bool:
+    """Whether every value of `tensor` is finite, from one float32 reduction (one number to the host)."""
+    return bool(torch.isfinite(tensor.sum(dtype=torch.float32)))
+
+
+def wider_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype | None:
+    """The next dtype to try after non-finite values: fp16 -> bf16 (where supported) -> fp32; None after fp32."""
+    if dtype == torch.float16:
+        bf16 = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+        return torch.bfloat16 if bf16 else torch.float32
+    if dtype == torch.bfloat16:
+        return torch.float32
+    return None
+
+
+def degenerate_frames(frames: np.ndarray) -> list[int]:
+    """1-based numbers of the frames whose every pixel has the same colour (all black, all grey...)."""
+    pixels = frames.reshape(frames.shape[0], -1, frames.shape[-1])
+    return [int(i) + 1 for i in np.flatnonzero((pixels == pixels[:, :1]).all(axis=(1, 2)))]
+
+
+def _name(dtype: torch.dtype) -> str:
+    return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
 def step_plan(current: MemoryPlan, profile: str) -> MemoryPlan:
