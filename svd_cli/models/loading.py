@@ -65,6 +65,12 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
     from .adapters import ADAPTERS
     from .quiet import quiet_transformers
 
+    if source.is_file:
+        from .single_file import load_single_file
+
+        with quiet_transformers():
+            pipe = load_single_file(source.path, source.single_file["arch"], dtype)
+        return ADAPTERS[source.kind](source, pipe, device, dtype)
     check_model_folder(source.path, source.variant)
     try:
         with quiet_transformers():
