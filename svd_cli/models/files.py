@@ -8,6 +8,7 @@ show the single files it has seen.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -54,10 +55,8 @@ def file_identity(path: Path, role: str, progress=None) -> dict:
         digest = h.hexdigest()
     roles = sorted({*(known or {}).get("roles", []), role})
     index[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest, "roles": roles}
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache only costs hashing again next time
         _save_index(index)
-    except OSError:
-        pass  # a read-only cache only costs hashing again next time
     return {"path": str(path), "size": stat.st_size, "sha256": digest}
 
 

@@ -155,8 +155,9 @@ def weights_status() -> list[dict]:
     local = dict(downloaded=True, download_gb=0.0, gated=False)
     for row in imported_models():
         folder = Path(row["path"])
-        rows.append({"name": row["name"], "frames": folder_defaults(folder)["frames"], "repo": "imported",
-                     "size_bytes": disk_size(folder), "path": str(folder), "source": row["source"], **local})  # fmt: skip
+        frames = folder_defaults(folder)["frames"]
+        rows.append({"name": row["name"], "frames": frames, "repo": "imported", "size_bytes": disk_size(folder),
+                     "path": str(folder), "source": row["source"], **local})  # fmt: skip
     for row in seen_files():
         if "model" in row["roles"]:
             path = Path(row["path"])
