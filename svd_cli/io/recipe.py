@@ -83,9 +83,12 @@ def comparable(recipe: dict, seed_fixed: bool) -> dict:
     settings = {k: v for k, v in recipe.get("settings", {}).items() if k not in DERIVED_SETTINGS}
     if not seed_fixed:
         settings.pop("seed", None)
+    model = recipe.get("model", {})
     return {
         "input_sha256": recipe.get("input", {}).get("sha256"),
-        "model": recipe.get("model", {}).get("name"),
+        "model": model.get("name"),
+        "unet": (model.get("unet") or {}).get("sha256"),
+        "lora": [(item.get("sha256"), item.get("scale")) for item in model.get("lora") or []],
         "format": recipe.get("output", {}).get("format"),
         "settings": settings,
     }

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Per kind: its sampler and the default of every setting the model decides (see options.GENERATION).
+# Per kind: the default of every setting the model decides, its sampler included (see options.GENERATION).
 KIND_DEFAULTS: dict[str, dict] = {
     "svd": {
-        "sampler": "euler",
         "defaults": {
             "frames": 14,
             "steps": 25,
@@ -21,6 +20,7 @@ KIND_DEFAULTS: dict[str, dict] = {
             "min_cfg": 1.0,
             "max_cfg": 3.0,
             "size": (1024, 576),
+            "sampler": "euler",
         },
     },
 }

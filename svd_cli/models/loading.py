@@ -6,6 +6,7 @@ tiny model exercise the loading code users run. Only safetensors are read (`use_
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, OptionError
@@ -60,17 +61,34 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
 
 
-def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> SVDAdapter:
-    """Read the model's components from `source.path` (safetensors only) onto the CPU, behind its adapter."""
+def load_model(
+    source: ModelSource,
+    device: torch.device,
+    dtype: torch.dtype,
+    unet: Path | None = None,
+    loras: list[tuple[Path, float]] | None = None,
+) -> SVDAdapter:
+    """Read the model's components from `source.path` (safetensors only) onto the CPU, behind its adapter.
+
+    `unet` (or the registry entry's own UNet, e.g. AnimateLCM's) replaces the model's UNet, which is then not
+    read at all; `loras` are applied to the UNet last.
+    """
     from .adapters import ADAPTERS
     from .quiet import quiet_transformers
 
+    unet = unet or source.unet
+    replacement = None
+    if unet is not None:
+        from .lora import load_unet
+
+        with quiet_transformers():
+            replacement = load_unet(unet, base_unet_config(source), dtype)
     if source.is_file:
         from .single_file import load_single_file
 
         with quiet_transformers():
-            pipe = load_single_file(source.path, source.single_file["arch"], dtype)
-        return ADAPTERS[source.kind](source, pipe, device, dtype)
+            pipe = load_single_file(source.path, source.single_file["arch"], dtype, unet=replacement)
+        return _finish(ADAPTERS[source.kind](source, pipe, device, dtype), loras, dtype)
     check_model_folder(source.path, source.variant)
     try:
         with quiet_transformers():
@@ -82,6 +100,7 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
                 variant=source.variant,
                 use_safetensors=True,
                 local_files_only=True,
+                **({"unet": replacement} if replacement is not None else {}),
             )
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
@@ -91,7 +110,27 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
         ) from exc
     for module in (pipe.unet, pipe.vae, pipe.image_encoder):
         module.eval().requires_grad_(False)
-    return ADAPTERS[source.kind](source, pipe, device, dtype)
+    return _finish(ADAPTERS[source.kind](source, pipe, device, dtype), loras, dtype)
+
+
+def _finish(model: SVDAdapter, loras, dtype) -> SVDAdapter:
+    if loras:
+        from .lora import apply_loras
+
+        apply_loras(model.unet, loras, dtype)
+    return model
+
+
+def base_unet_config(source: ModelSource) -> dict:
+    """The UNet config of the model a replacement UNet goes into."""
+    if source.is_file:
+        from .architectures import ARCHITECTURES
+
+        return dict(ARCHITECTURES[source.single_file["arch"]][0])
+    import json
+
+    config = json.loads((source.path / "unet" / "config.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
 def _first_line(exc: Exception) -> str:

@@ -308,14 +308,15 @@ def clip_key(key: str) -> tuple[str, Transform, tuple[int, int] | None]:
 # --- 3. loading, one component at a time ----------------------------------------------------------------------
 
 
-def load_single_file(path: Path, arch: str, dtype: torch.dtype):
-    """A StableVideoDiffusionPipeline built from an SGM single file (see the module docstring)."""
+def load_single_file(path: Path, arch: str, dtype: torch.dtype, unet=None):
+    """A StableVideoDiffusionPipeline built from an SGM single file (see the module docstring); `unet` given
+    replaces the file's, which is then not read."""
     from .architectures import ARCHITECTURES, assemble_pipeline
 
     header = read_header(path)
     check_svd_file(header)
     unet_cfg, vae_cfg, clip_cfg = ARCHITECTURES[arch]
-    unet = load_unet_file(header, dtype, unet_cfg)
+    unet = unet if unet is not None else load_unet_file(header, dtype, unet_cfg)
     vae = _load_vae(header, vae_cfg, dtype)
     image_encoder = _load_clip(header, clip_cfg, dtype)
     return assemble_pipeline(unet, vae, image_encoder)

@@ -9,13 +9,13 @@ tells the defaults without downloading anything, so a batch is planned before an
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
-from .kinds import KIND_DEFAULTS, folder_defaults, kind_defaults
+from .kinds import folder_defaults, kind_defaults
 from .layout import check_model_folder, detect_variant
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -34,6 +34,7 @@ class ModelSource:
     entry: ModelEntry | None = None
     kind: str = "svd"
     single_file: dict | None = None  # a single-file checkpoint: {"path", "size", "sha256"} (and its "arch")
+    unet: Path | None = None  # a UNet file that replaces the model's (a registry entry's, e.g. AnimateLCM's)
 
     def describe(self) -> dict:
         data = {
@@ -55,7 +56,7 @@ class ModelSource:
 
     @property
     def sampler(self) -> str:
-        return self.entry.sampler if self.entry else KIND_DEFAULTS[self.kind]["sampler"]
+        return self.defaults()["sampler"]
 
     def defaults(self) -> dict:
         """The default of every setting the model decides (registry entry, else the folder's own configs)."""
@@ -77,7 +78,14 @@ def resolve_model(spec: str, *, download: bool = True, progress: Progress | None
             if not (tiny_model_dir() / "model_index.json").is_file():
                 progress.note("Building the built-in tiny model (first use only)")
             return ModelSource(name=entry.name, path=ensure_tiny_model(), entry=entry, kind=entry.kind)
-        return _resolve_repo(entry.name, entry.repo, entry.revision, entry.variant, entry, download, progress)
+        if entry.file:  # Stability's single file instead of the diffusers folders
+            path = _entry_file(entry, entry.repo, entry.file, download, progress)
+            return replace(resolve_single_file(path, progress), name=entry.name, entry=entry, repo=entry.repo,
+                           revision=entry.revision)  # fmt: skip
+        source = _resolve_repo(entry.name, entry.repo, entry.revision, entry.variant, entry, download, progress)
+        if entry.unet_repo:  # a UNet that replaces the repo's (AnimateLCM's)
+            source = replace(source, unet=_entry_file(entry, entry.unet_repo, entry.unet_file, download, progress))
+        return source
 
     path = Path(spec).expanduser()
     if path.is_dir():
@@ -127,9 +135,15 @@ def local_snapshot(entry: ModelEntry) -> Path | None:
 
         folder = tiny_model_dir()
         return folder if (folder / "model_index.json").is_file() else None
-    from .hub import cached_snapshot
+    from .hub import cached_file, cached_snapshot
 
-    return cached_snapshot(entry.repo, entry.revision, entry.variant)
+    if entry.file:
+        path = cached_file(entry.repo, "main", entry.file)
+        return path.parent if path else None
+    folder = cached_snapshot(entry.repo, entry.revision, entry.variant)
+    if folder is not None and entry.unet_repo and cached_file(entry.unet_repo, "main", entry.unet_file) is None:
+        return None
+    return folder
 
 
 def weights_status() -> list[dict]:
@@ -286,6 +300,20 @@ def disk_size(folder: Path) -> int:
         except OSError:
             continue
     return total
+
+
+def _entry_file(entry: ModelEntry, repo: str, filename: str, download: bool, progress: Progress) -> Path:
+    from .hub import cached_file, download_file
+
+    path = cached_file(repo, "main", filename)
+    if path is None:
+        if not download:
+            raise ModelUnavailableError(
+                f"{entry.name} is not downloaded yet: run `svd weights pull {entry.name}`.", model=entry.name
+            )
+        path = download_file(entry.name, repo, "main", filename, gated=entry.gated, download_gb=entry.download_gb,
+                             progress=progress)  # fmt: skip
+    return path
 
 
 def _looks_like_path(spec: str) -> bool:
