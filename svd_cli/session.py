@@ -82,6 +82,13 @@ class Session:
             if not Path(path).is_file():
                 raise UsageError(f"{ref('lora')} {path}: no such file.", option="lora")
             found.setdefault("lora", []).append(file_identity(Path(path), "lora", self.progress) | {"scale": scale})
+        if req.lora:
+            from .models.loading import base_unet_config
+            from .models.lora import check_loras_fit
+            from .models.quiet import quiet_transformers
+
+            with quiet_transformers():
+                check_loras_fit(base_unet_config(self.source), req.lora)
         return found
 
     def model_record(self) -> dict:

@@ -108,8 +108,11 @@ def test_single_file_gives_the_diffusers_layouts_frames_and_imports(svd, files, 
     assert diff.max() <= 3 and (diff == 0).mean() > 0.9
 
 
-@pytest.mark.parametrize("which, words", [("sd15", "a Stable Diffusion 1.x/2.x checkpoint"),
-                                          ("truncated", "truncated"), ("unet", "an SVD UNet without its VAE and CLIP image encoder")])  # fmt: skip
+NOT_SVD = [("sd15", "a Stable Diffusion 1.x/2.x checkpoint"), ("truncated", "truncated"),
+           ("unet", "an SVD UNet without its VAE and CLIP image encoder")]  # fmt: skip
+
+
+@pytest.mark.parametrize("which, words", NOT_SVD)
 def test_a_file_that_is_not_an_svd_checkpoint_fails_in_one_line(svd, files, tmp_path, which, words):
     path = getattr(files, which)
     r = svd("animate", PHOTO, "--model", path, *FAST, "--out", tmp_path / "x")

@@ -14,6 +14,7 @@ an optional `<module>.alpha` sets the LoRA's alpha (otherwise alpha = rank).
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,7 @@ def check_fits(unet: nn.Module, state: dict, ranks: dict, path: Path) -> None:
             layer = unet.get_submodule(module_name)
         except AttributeError:
             layer = None
+        layer = getattr(layer, "base_layer", layer)  # already wrapped by an earlier LoRA
         problem = None
         if up is None:
             problem = f"{module_name} has lora_A but no lora_B"
@@ -90,6 +92,19 @@ def check_fits(unet: nn.Module, state: dict, ranks: dict, path: Path) -> None:
             )
 
 
+def check_loras_fit(config: dict, loras: list[tuple[Path, float]]) -> None:
+    """Before any work: every LoRA file is a LoRA that fits a UNet of `config` (built on the meta device)."""
+    import torch
+    from accelerate import init_empty_weights
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    with init_empty_weights():
+        unet = UNetSpatioTemporalConditionModel(**config)
+    for path, _ in loras:
+        state, ranks, _ = read_lora(Path(path), torch.float32)
+        check_fits(unet, state, ranks, Path(path))
+
+
 def apply_loras(unet: nn.Module, loras: list[tuple[Path, float]], dtype: torch.dtype) -> None:
     """Add each (path, scale) LoRA to `unet`; a single one is fused into the weights."""
     from peft import LoraConfig, inject_adapter_in_model, set_peft_model_state_dict
@@ -106,7 +121,9 @@ def apply_loras(unet: nn.Module, loras: list[tuple[Path, float]], dtype: torch.d
             rank_pattern={f"^{re.escape(m)}$": r for m, r in ranks.items()},
             alpha_pattern={f"^{re.escape(m)}$": a for m, a in alphas.items()},
         )  # fmt: skip
-        inject_adapter_in_model(config, unet, adapter_name=name)
+        with warnings.catch_warnings():  # "multiple adapters in the model": several LoRAs are meant
+            warnings.simplefilter("ignore", UserWarning)
+            inject_adapter_in_model(config, unet, adapter_name=name)
         result = set_peft_model_state_dict(unet, state, adapter_name=name)
         if getattr(result, "unexpected_keys", None):
             raise ModelLoadError(
