@@ -142,7 +142,8 @@ def test_doctor_works_without_a_gpu(svd):
     assert report["ffmpeg"]["path"] and "version" in report["ffmpeg"]
     xt = report["auto_profiles"]["svd-xt"]
     assert xt["profile"] == "high" and set(xt["estimated_peak_bytes"]) == set(PROFILE_ORDER)
-    assert {w["name"] for w in report["weights"]} == {"svd", "svd-xt", "svd-xt-1.1", "tiny"}
+    registry = {w["name"] for w in report["weights"] if w["repo"] not in ("single file", "imported")}
+    assert registry == {"svd", "svd-xt", "svd-xt-1.1", "tiny", "animatelcm-svd-xt", "svd-xt-file"}
     text = svd("doctor")
     assert text.code == 0 and "GPU: none found" in text.out and "--memory auto for svd-xt" in text.out
 
