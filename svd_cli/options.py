@@ -68,6 +68,31 @@ def check_seeds(seeds: list[int]) -> None:
         raise OptionError("seeds", seeds, "a seed appears twice; each seed makes one video.", shown=shown)
 
 
+def parse_loras(value) -> list[tuple[str, float]]:
+    """'style.safetensors:0.8' (or a list of such) -> [('style.safetensors', 0.8)]; the scale defaults to 1.
+
+    The scale is what follows the last colon if it is a number, so Windows paths (C:\\x.safetensors) work.
+    """
+    items = value if isinstance(value, (list, tuple)) else [value]
+    loras = []
+    for item in items:
+        if isinstance(item, (list, tuple)) and len(item) == 2:  # already parsed (Python callers, recipes)
+            item = f"{item[0]}:{item[1]}"
+        if not isinstance(item, str) or not item.strip():
+            raise OptionError("lora", item, "write it as PATH or PATH:SCALE, e.g. style.safetensors:0.8.",
+                              shown=repr(item))  # fmt: skip
+        path, _, scale = item.rpartition(":")
+        try:
+            loras.append((path, float(scale)) if path and "/" not in scale and "\\" not in scale else (item, 1.0))
+        except ValueError:
+            loras.append((item, 1.0))
+    for path, scale in loras:
+        if not -10.0 <= scale <= 10.0:
+            raise OptionError("lora", value, f"the scale {scale} of {path} must be between -10 and 10.",
+                              shown=f"{path}:{scale}")  # fmt: skip
+    return loras
+
+
 def check_background(value: str) -> None:
     from PIL import ImageColor
 
@@ -132,6 +157,7 @@ class Option:
     default_label: str | None = None  # what `svd config show` says when nothing is set
     example: str = ""  # a valid, non-default value as a user would type it
     cli_only: bool = False  # about the terminal (output mode), not the work: no config file, no library
+    multiple: bool = False  # the flag may be given several times; the value is a list
 
     @property
     def flag(self) -> str:
@@ -186,6 +212,9 @@ OPTIONS: tuple[Option, ...] = (
            example="0.05"),
     Option("steps", int, "Denoising steps [default: the model's].", from_model=True, range=(1, 200),
            recipe="settings.steps", example="2"),
+    Option("sampler", str, "euler (SVD's own) or animatelcm (the consistency sampler for AnimateLCM UNets, 1-8 "
+           "steps) [default: the model's].", from_model=True, choices=("euler", "animatelcm"),
+           recipe="settings.sampler", example="animatelcm"),
     Option("min_cfg", float, "Guidance scale of the first frame [default: the model's, 1.0].", from_model=True,
            range=(0.0, 30.0), recipe="settings.min_cfg", example="1.5"),
     Option("max_cfg", float, "Guidance scale of the last frame [default: the model's, 3.0].", from_model=True,
@@ -199,6 +228,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("size", tuple, "WIDTHxHEIGHT, multiples of 64 [default: the model's, 1024x576; portrait inputs get "
            "576x1024].", from_model=True, parse=parse_size, check=check_size, recipe="settings.size",
            example="256x128"),
+    Option("unet", Path, "A fine-tuned SVD UNet over the model's other components: a diffusers folder or a "
+           "safetensors file (diffusers or Stability layout).", recipe="model.unet.path", default_label="the model's",
+           example="unet.safetensors"),
+    Option("lora", list, "LoRA weights for the UNet, PATH or PATH:SCALE (scale 1 by default); repeat for several.",
+           parse=parse_loras, recipe="model.lora", default_label="", example="lora.safetensors:0.5", multiple=True),
     Option("fit", str, "How the image fills the size: crop (centred), pad or stretch.", default="crop",
            choices=("crop", "pad", "stretch"), recipe="settings.fit", example="pad"),
     Option("background", str, "Colour behind transparent pixels and pad borders.", default="white",
@@ -284,6 +318,8 @@ def coerce(opt: Option, value: Any) -> Any:
             return tuple(value)
         raise OptionError(opt.name, value, "write it as WIDTHxHEIGHT, e.g. 1024x576.", shown=repr(value))
     if opt.type is list:
+        if opt.parse is not None and opt.multiple:
+            return opt.parse(value)
         if isinstance(value, (list, tuple)):
             return list(value)
         raise OptionError(opt.name, value, "write whole numbers separated by commas, e.g. 1,2,3.", shown=repr(value))
@@ -393,8 +429,10 @@ class GenerationSettings:
     """Everything that decides the frames besides the model and the image: the generation options, seed, size."""
 
     FIELDS = (*GENERATION, "seed", "width", "height")
+    IMPLIED = {"sampler": "euler"}  # SVD's own sampler, when a caller does not name one
 
     def __init__(self, **values: Any):
+        values = {**self.IMPLIED, **values}
         missing = [f for f in self.FIELDS if f not in values]
         extra = [k for k in values if k not in self.FIELDS]
         if missing or extra:
@@ -534,6 +572,9 @@ def from_recipe(recipe: dict) -> dict[str, Any]:
             # A registry model (downloaded or built in) or a Hub repo by its name; a local folder by its path.
             named = model.get("repo") or not model.get("path") or get_entry(str(model.get("name"))) is not None
             value = model.get("name") if named else model.get("path")
+        elif opt.name == "lora":
+            value = [f"{item['path']}:{item['scale']}" for item in (recipe.get("model") or {}).get("lora") or []]
+            value = value or None
         else:
             value = _dig(recipe, opt.recipe)
         if opt.name == "device" and isinstance(value, str):

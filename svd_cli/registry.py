@@ -18,6 +18,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 
 from .errors import SvdError
 
+SAMPLER_NAMES = ("euler", "animatelcm")  # models/samplers.py SAMPLERS, without importing torch
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -28,19 +30,25 @@ class ModelEntry:
     revision: str
     variant: str | None
     kind: str  # which adapter builds it (models/adapters.py)
-    sampler: str  # which sampler its adapter uses
-    defaults: dict  # option name -> default value, over the kind's own defaults
+    defaults: dict  # option name -> default value (the sampler too), over the kind's own defaults
     download_gb: float
     gated: bool
     license: str
     description: str
     builtin: str | None = None
     fixed_conditioning: bool = False
+    unet_repo: str | None = None  # a UNet that replaces the repo's (e.g. AnimateLCM's), one safetensors file
+    unet_file: str | None = None
+    file: str | None = None  # a single-file checkpoint in `repo` (Stability's own layout) instead of the folders
 
     @property
     def frames(self) -> int | None:
         """Frames of a video model's videos; None for a text-to-image model."""
         return self.defaults.get("frames")
+
+    @property
+    def sampler(self) -> str:
+        return self.defaults["sampler"]
 
 
 def registry_path() -> Path:
@@ -71,13 +79,15 @@ def load_registry() -> dict[str, ModelEntry]:
         for key in defaults:
             if key in raw:
                 defaults[key] = _size(raw[key], name) if key == "size" else type(defaults[key])(raw[key])
+        if defaults["sampler"] not in SAMPLER_NAMES:
+            raise SvdError(f"weights.toml: models.{name}.sampler {defaults['sampler']!r} is not one of "
+                           f"{', '.join(SAMPLER_NAMES)}.")  # fmt: skip
         entries[name] = ModelEntry(
             name=name,
             repo=raw.get("repo"),
             revision=raw.get("revision", "main"),
             variant=raw.get("variant"),
             kind=kind,
-            sampler=raw.get("sampler", KIND_DEFAULTS[kind]["sampler"]),
             defaults=defaults,
             download_gb=float(raw.get("download_gb", 0.0)),
             gated=bool(raw.get("gated", False)),
@@ -85,6 +95,9 @@ def load_registry() -> dict[str, ModelEntry]:
             description=raw.get("description", ""),
             builtin=raw.get("builtin"),
             fixed_conditioning=bool(raw.get("fixed_conditioning", False)),
+            unet_repo=raw.get("unet_repo"),
+            unet_file=raw.get("unet_file"),
+            file=raw.get("file"),
         )
     return entries
 

@@ -11,6 +11,7 @@ every first frame with one load of the image model before it loads SVD once for 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ref
@@ -33,6 +34,7 @@ class _Model:
     image_source = None  # the text-to-image model, when a prompt or a style needs one
     image_defaults: dict[str, Any] = {}
     image_model = None
+    weights: dict[str, Any] = {}  # the --unet and --lora files as the recipe records them
 
 
 class Session:
@@ -59,6 +61,7 @@ class Session:
 
         self._model.source = resolve_model(self.request.model, kind="svd", progress=self.progress)
         self._model.defaults = self._model.source.defaults()
+        self._model.weights = self._weight_files()
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
             d, req = self.defaults, self.request
@@ -71,6 +74,34 @@ class Session:
                     f"{self.source.name} was fine-tuned at fps {d['fps']} and motion bucket {d['motion_bucket']}; "
                     "other values may give worse motion"
                 )
+
+    def _weight_files(self) -> dict[str, Any]:
+        """The UNet and LoRA files asked for: checked to exist now, identified (size, SHA-256) for the recipe."""
+        from .errors import UsageError
+        from .models.files import file_identity
+
+        req, found = self.request, {}
+        if req.unet is not None:
+            if not req.unet.exists():
+                raise UsageError(f"{ref('unet')} {req.unet}: no such file or folder.", option="unet")
+            found["unet"] = file_identity(req.unet, "unet", self.progress) if req.unet.is_file() else {
+                "path": str(req.unet.resolve())}  # fmt: skip
+        for path, scale in req.lora or []:
+            if not Path(path).is_file():
+                raise UsageError(f"{ref('lora')} {path}: no such file.", option="lora")
+            found.setdefault("lora", []).append(file_identity(Path(path), "lora", self.progress) | {"scale": scale})
+        if req.lora:
+            from .models.loading import base_unet_config
+            from .models.lora import check_loras_fit
+            from .models.quiet import quiet_transformers
+
+            with quiet_transformers():
+                check_loras_fit(base_unet_config(self.source), req.lora)
+        return found
+
+    def model_record(self) -> dict:
+        """The model as the recipe records it: where it came from, and any UNet and LoRAs over it."""
+        return self.source.describe() | self._model.weights
 
     def load(self, first: GenerationSettings) -> None:
         """Load the model and choose its memory plan for a video like `first`."""
@@ -85,7 +116,10 @@ class Session:
             self.progress.note(f"fp16 on the CPU is much slower than fp32 ({ref('dtype')} auto); it is meant for GPUs")
         self.release_image_model()  # never on the device together
         self.progress.start("load")
-        model = load_model(self.source, device, dtype)
+        weights = self._model.weights
+        loras = [(Path(item["path"]), item["scale"]) for item in weights.get("lora", [])]
+        unet = Path(weights["unet"]["path"]) if "unet" in weights else None
+        model = load_model(self.source, device, dtype, unet=unet, loras=loras)
         self.progress.end()
         overrides = {
             "decode_chunk": req.decode_chunk,
@@ -191,6 +225,14 @@ class Session:
 
     def settings_for(self, seed: int, size: tuple[int, int]) -> GenerationSettings:
         values = with_defaults(self.request, self.defaults)
+        if values["sampler"] == "animatelcm" and values["steps"] > 8:
+            from .errors import OptionError
+
+            raise OptionError(
+                "steps", values["steps"],
+                f"the animatelcm sampler takes 1-8 steps (4 is its default); use {ref('sampler')} euler for more.",
+                allowed=(1, 8),
+            )  # fmt: skip
         return GenerationSettings(**values, seed=seed, width=size[0], height=size[1])
 
     def first_frame_from_file(self, path) -> FirstFrame:
@@ -217,7 +259,7 @@ class Session:
         from .stages.animate import degenerate_frames
 
         frames = self.animator.animate(frame.picture, settings, self.progress)
-        record = {"stage": "animate", "model": self.source.name, "sampler": self.source.sampler,
+        record = {"stage": "animate", "model": self.source.name, "sampler": settings.sampler,
                   "settings": settings.as_dict(), "fps_conditioning": settings.fps - 1}  # fmt: skip
         if self.animator.upcast:
             record["upcast"] = dict(self.animator.upcast)  # the NaN guard widened these components

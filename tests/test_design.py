@@ -75,13 +75,37 @@ def test_every_option_reaches_the_flag_the_variable_and_the_config_file(opt, svd
     assert r.lines[0].startswith(f"svd: error: {tmp_path / 'svd.toml'}: {key} = [[1], 2]: "), r.err
 
 
-def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_path):
+def _example_weight_files(folder: Path) -> None:
+    """The files the --unet and --lora examples name (relative paths), made for the tiny architecture."""
+    from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from safetensors.torch import save_file
+
+    from svd_cli.models.architectures import build_random_pipeline
+
+    unet = build_random_pipeline("tiny", seed=11).unet
+    save_file(unet.state_dict(), str(folder / "unet.safetensors"))
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=["to_q"]), unet)
+    save_file({k: v.contiguous() for k, v in get_peft_model_state_dict(unet).items()}, str(folder / "lora.safetensors"))
+
+
+def _same_value(opt, replayed, example):
+    """Paths are recorded absolute: the replayed value names the same file as the (relative) example."""
+    if opt.type is Path:
+        return Path(replayed).resolve() == Path(example).resolve()
+    if opt.name == "lora":
+        return [(Path(p).resolve(), s) for p, s in replayed] == [(Path(p).resolve(), s) for p, s in example]
+    return replayed == example
+
+
+def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_path, monkeypatch):
     """One real run with every recorded option set to its example; `--recipe` gives each value back.
 
     With a style the prompt says what the restyled photo shows, so every recorded option fits in one run: a
     photo restyled by the image model, then animated (a prompt without a photo: test_text_to_video.py).
     """
     assert {o.name for o in OPTIONS} - {o.name for o in RECORDED} == NOT_RECORDED
+    monkeypatch.chdir(tmp_path)
+    _example_weight_files(tmp_path)
     args = []
     for opt in RECORDED:
         args += [opt.flag] if opt.type is bool else [opt.flag, opt.example]
@@ -91,7 +115,7 @@ def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_pa
     sidecar = tmp_path / "v.gif.json"
     replayed = _parse("--recipe", sidecar)
     for opt in RECORDED:
-        assert getattr(replayed, opt.name) == _as_cli_value(opt, opt.example), opt.name
+        assert _same_value(opt, getattr(replayed, opt.name), _as_cli_value(opt, opt.example)), opt.name
     assert replayed.inputs == [str((EXAMPLES / "coffee.png").resolve())]
     stages = [s["stage"] for s in json.loads(sidecar.read_text())["stages"]]
     assert stages == ["first_frame", "animate", "write"]

@@ -56,7 +56,7 @@ def test_missing_input_file_is_a_usage_error(svd, tmp_path):
 def test_unknown_model_name_is_a_usage_error(svd):
     r = svd("animate", COFFEE, "--model", "svd-xxl")
     assert r.code == 2
-    assert "--model svd-xxl: not a model name (svd, svd-xt, svd-xt-1.1, tiny)" in r.err
+    assert "--model svd-xxl: not a model name (svd, svd-xt, svd-xt-1.1, tiny, animatelcm-svd-xt, svd-xt-file)" in r.err
 
 
 def test_model_folder_without_model_index_is_refused(svd, tmp_path):

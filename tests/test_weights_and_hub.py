@@ -30,13 +30,15 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     from svd_cli.registry import load_registry
 
     reg = load_registry()
-    assert list(reg) == ["svd", "svd-xt", "svd-xt-1.1", "tiny", "sdxl-turbo", "tiny-t2i"]
+    assert list(reg) == [
+        "svd", "svd-xt", "svd-xt-1.1", "tiny", "animatelcm-svd-xt", "svd-xt-file", "sdxl-turbo", "tiny-t2i"
+    ]  # fmt: skip
     assert reg["svd"].repo == "stabilityai/stable-video-diffusion-img2vid" and reg["svd"].frames == 14
     assert reg["svd-xt"].repo == "stabilityai/stable-video-diffusion-img2vid-xt" and reg["svd-xt"].frames == 25
     xt11 = reg["svd-xt-1.1"]
     assert xt11.repo == "stabilityai/stable-video-diffusion-img2vid-xt-1-1"
     assert xt11.gated and xt11.fixed_conditioning and xt11.defaults["motion_bucket"] == 127
-    assert all(e.variant == "fp16" and e.revision and e.license for e in reg.values() if e.repo)
+    assert all(e.variant == "fp16" and e.revision and e.license for e in reg.values() if e.repo and not e.file)
     assert [e.name for e in reg.values() if e.kind == "text-to-image"] == ["sdxl-turbo", "tiny-t2i"]
 
 

@@ -31,6 +31,8 @@ def _parameter(opt: Option) -> inspect.Parameter:
     simple = opt.type in (int, float, str, bool) and not opt.negatable
     default = opt.default if simple else None
     annotation = cli_type if (opt.type is bool and not opt.negatable) else (cli_type | None)
+    if opt.multiple:  # repeatable: --lora a.safetensors --lora b.safetensors:0.5
+        annotation = list[cli_type] | None
     declaration = typer.Option(
         *names, help=opt.help, envvar=opt.env_var, show_envvar=True, show_default=default is not None
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -79,6 +80,28 @@ def weights_verify(
         if not rows:
             print("No model is on this machine yet.", file=sys.stderr)
     raise typer.Exit(1 if any(row["problems"] for row in rows) else 0)
+
+
+@weights_app.command("import")
+def weights_import(
+    path: Annotated[Path, typer.Argument(help="A single-file SVD checkpoint (e.g. svd_xt.safetensors).")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Name to use with --model [default: the file's stem].")
+    ] = None,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Convert a single-file checkpoint once and keep it in diffusers layout (fp16) in svd's cache; later runs
+    with --model FILE or --model NAME load that copy, which is faster."""
+    from ..errors import UsageError
+    from ..models.sources import import_single_file
+    from .common import words
+    from .terminal import make_progress
+
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file.")
+    folder = import_single_file(path, name, make_progress(quiet, words))
+    print(folder)
 
 
 @weights_app.command("path")

@@ -92,9 +92,12 @@ def comparable(recipe: dict, seed_fixed: bool) -> dict:
     image = dict(recipe.get("image") or {})
     if image:
         image["model"] = (image.get("model") or {}).get("name")
+    model = recipe.get("model", {})
     return {
         "input_sha256": recipe.get("input", {}).get("sha256"),
-        "model": recipe.get("model", {}).get("name"),
+        "model": model.get("name"),
+        "unet": (model.get("unet") or {}).get("sha256"),
+        "lora": [(item.get("sha256"), item.get("scale")) for item in model.get("lora") or []],
         "format": recipe.get("output", {}).get("format"),
         "settings": settings,
         "image": image,

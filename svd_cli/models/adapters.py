@@ -86,8 +86,16 @@ class SVDAdapter:
     def scaling_factor(self) -> float:
         return self.vae.config.scaling_factor
 
-    def new_scheduler(self):
-        """A fresh scheduler per video, so a retry or the next video starts clean."""
+    def new_scheduler(self, sampler: str = "euler"):
+        """A fresh scheduler per video, so a retry or the next video starts clean.
+
+        "euler" is the scheduler the checkpoint ships (diffusers' Euler over SVD's EDM sigmas); "animatelcm" is
+        the consistency sampler of AnimateLCM-SVD (samplers.py).
+        """
+        if sampler == "animatelcm":
+            from .samplers import AnimateLCMSampler
+
+            return AnimateLCMSampler()
         return self._scheduler_class.from_config(self.scheduler_config)
 
     def preprocess(self, image, height: int, width: int) -> torch.Tensor:

@@ -133,13 +133,8 @@ def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
         raise OptionError("arch", arch, f"choose one of {', '.join(ARCHITECTURES)}.", allowed=tuple(ARCHITECTURES))
     unet_cfg, vae_cfg, clip_cfg = ARCHITECTURES[arch]
     with quiet_transformers():
-        from diffusers import (
-            AutoencoderKLTemporalDecoder,
-            EulerDiscreteScheduler,
-            StableVideoDiffusionPipeline,
-            UNetSpatioTemporalConditionModel,
-        )
-        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+        from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
         with torch.random.fork_rng(devices=[]), torch.device(device):
             torch.manual_seed(seed)
@@ -149,6 +144,17 @@ def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
         if dtype is not None:
             for module in (unet, vae, image_encoder):
                 module.to(dtype)
+    return assemble_pipeline(unet, vae, image_encoder)
+
+
+def assemble_pipeline(unet, vae, image_encoder):
+    """The diffusers pipeline around three SVD components, with SVD's scheduler and CLIP preprocessing."""
+    from .quiet import quiet_transformers
+
+    with quiet_transformers():
+        from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
+        from transformers import CLIPImageProcessor
+
         pipe = StableVideoDiffusionPipeline(
             vae=vae,
             image_encoder=image_encoder,

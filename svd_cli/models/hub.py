@@ -92,6 +92,40 @@ def download_snapshot(
     return folder, variant
 
 
+def cached_file(repo: str, revision: str, filename: str) -> Path | None:
+    """One file of a repo if it is in the local cache; never touches the network."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename, revision=revision, local_files_only=True))
+    except Exception:
+        return None
+
+
+def download_file(
+    name: str, repo: str, revision: str, filename: str, *, gated: bool, download_gb: float, progress: Progress
+) -> Path:
+    """Fetch one safetensors file of a repo (a single-file checkpoint, a replacement UNet), with the same
+    one-sentence failures as a whole pipeline."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    fix = f"`svd weights pull {name}`"
+    if offline_mode():
+        raise ModelUnavailableError(
+            f"{name} needs {repo}/{filename}, which is not downloaded, and HF_HUB_OFFLINE=1 forbids downloading "
+            f"it: unset HF_HUB_OFFLINE and run {fix} while online.",
+            model=name,
+        )
+    try:
+        size = f" (about {download_gb:.1f} GB)" if download_gb else ""
+        progress.note(f"Downloading {filename}{size} from the Hugging Face Hub ({repo}, revision {revision})")
+        (enable_progress_bars if progress.interactive else disable_progress_bars)()
+        return Path(hf_hub_download(repo, filename, revision=revision))
+    except Exception as exc:  # every Hub failure becomes one sentence with its fix
+        raise ModelUnavailableError(_explain_hub_error(exc, name, repo, revision, gated, fix), model=name) from exc
+
+
 def _remote_variant(repo: str, revision: str, kind: str = "svd") -> str | None:
     import fnmatch
 

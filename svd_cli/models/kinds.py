@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# Per kind: its sampler, the default of every setting the model decides (see options.GENERATION), the
-# setting that names a model of this kind, and the built-in model that works offline.
+# Per kind: its sampler (also a model default), the default of every setting the model decides (see
+# options.GENERATION), the setting that names a model of this kind, and the built-in model that works offline.
 KIND_DEFAULTS: dict[str, dict] = {
     "svd": {
         "sampler": "euler",
@@ -25,6 +25,7 @@ KIND_DEFAULTS: dict[str, dict] = {
             "min_cfg": 1.0,
             "max_cfg": 3.0,
             "size": (1024, 576),
+            "sampler": "euler",
         },
     },
     # A text-to-image model makes (or restyles) the first frame. Its defaults are those of its own settings:

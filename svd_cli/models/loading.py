@@ -6,6 +6,7 @@ tiny model exercise the loading code users run. Only safetensors are read (`use_
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, OptionError
@@ -60,15 +61,36 @@ def dtype_name(dtype: torch.dtype) -> str:
     return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
 
 
-def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) -> SVDAdapter | TextToImageAdapter:
+def load_model(
+    source: ModelSource,
+    device: torch.device,
+    dtype: torch.dtype,
+    unet: Path | None = None,
+    loras: list[tuple[Path, float]] | None = None,
+) -> SVDAdapter | TextToImageAdapter:
     """Read the model's components from `source.path` (safetensors only) onto the CPU, behind its adapter.
 
     SVD folders load as `StableVideoDiffusionPipeline`, text-to-image folders with diffusers'
-    `AutoPipelineForText2Image` (whichever pipeline their model_index.json names).
+    `AutoPipelineForText2Image` (whichever pipeline their model_index.json names); a single-file SVD
+    checkpoint is converted while loading. `unet` (or the registry entry's own UNet, e.g. AnimateLCM's)
+    replaces the model's UNet, which is then not read at all; `loras` are applied to the UNet last.
     """
     from .adapters import ADAPTERS
     from .quiet import quiet_transformers
 
+    unet = unet or source.unet
+    replacement = None
+    if unet is not None:
+        from .lora import load_unet
+
+        with quiet_transformers():
+            replacement = load_unet(unet, base_unet_config(source), dtype)
+    if source.is_file:
+        from .single_file import load_single_file
+
+        with quiet_transformers():
+            pipe = load_single_file(source.path, source.single_file["arch"], dtype, unet=replacement)
+        return _finish(ADAPTERS[source.kind](source, pipe, device, dtype), loras, dtype)
     check_model_folder(source.path, source.variant, source.kind)
     for path, problem in damaged_files(source.path, source.variant, source.kind):
         raise ModelLoadError(f"{path} {problem}; {source.repair_advice()}.", path=path)
@@ -78,6 +100,8 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
 
             loader = StableVideoDiffusionPipeline if source.kind == "svd" else AutoPipelineForText2Image
             extra = {"safety_checker": None} if _lists(source.path, "safety_checker") else {}
+            if replacement is not None:
+                extra["unet"] = replacement
             pipe = loader.from_pretrained(
                 source.path,
                 torch_dtype=dtype,
@@ -96,7 +120,7 @@ def load_model(source: ModelSource, device: torch.device, dtype: torch.dtype) ->
     encoders = (getattr(pipe, name, None) for name in ("image_encoder", "text_encoder", "text_encoder_2"))
     for module in (pipe.unet, pipe.vae, *(m for m in encoders if m is not None)):
         module.eval().requires_grad_(False)
-    return adapter
+    return _finish(adapter, loras, dtype)
 
 
 def _lists(folder, component: str) -> bool:
@@ -107,6 +131,26 @@ def _lists(folder, component: str) -> bool:
         return component in json.loads((folder / "model_index.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
+
+
+def _finish(model: SVDAdapter, loras, dtype) -> SVDAdapter:
+    if loras:
+        from .lora import apply_loras
+
+        apply_loras(model.unet, loras, dtype)
+    return model
+
+
+def base_unet_config(source: ModelSource) -> dict:
+    """The UNet config of the model a replacement UNet goes into."""
+    if source.is_file:
+        from .architectures import ARCHITECTURES
+
+        return dict(ARCHITECTURES[source.single_file["arch"]][0])
+    import json
+
+    config = json.loads((source.path / "unet" / "config.json").read_text(encoding="utf-8"))
+    return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
 def _first_line(exc: Exception) -> str:

@@ -131,8 +131,8 @@ class Animator:
         added_time_ids = torch.tensor([[s.fps - 1, s.motion_bucket, s.noise_aug]], dtype=work)
         added_time_ids = added_time_ids.to(device)
 
-        # 5. Timesteps: a fresh scheduler per video, so a retry or the next video starts clean.
-        scheduler = model.new_scheduler()
+        # 5. Timesteps of the sampler (SVD's Euler, or AnimateLCM's consistency sampler); fresh per video.
+        scheduler = model.new_scheduler(s.sampler)
         scheduler.set_timesteps(s.steps, device=device)
 
         # 6. Initial noise, scaled for the scheduler's first sigma.
@@ -145,7 +145,8 @@ class Animator:
         guidance = torch.linspace(s.min_cfg, s.max_cfg, s.frames).unsqueeze(0).to(device, latents.dtype)
         guidance = guidance[..., None, None, None]
 
-        # 8. Denoise. With CFG the unconditional half sees a zeroed image embedding and zeroed image latents.
+        # 8. Denoise: one UNet call per step, two with CFG, where the unconditional half sees a zeroed image
+        #    embedding and zeroed image latents. A consistency sampler adds fresh noise between steps.
         if guided:
             uncond_inputs = (torch.zeros_like(image_latents), torch.zeros_like(embeddings))
             if not plan.cfg_split:  # one batch of 2 x frames, as diffusers does
@@ -168,7 +169,7 @@ class Animator:
                     else:
                         uncond, cond = self._unet(unet, torch.cat([model_input] * 2), *batched_inputs, t).chunk(2)
                     noise_pred = uncond + guidance * (cond - uncond)
-                latents = scheduler.step(noise_pred, t, latents).prev_sample
+                latents = scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
                 if not finite(latents):
                     raise NonFiniteValues("denoising", step, len(scheduler.timesteps), work)
                 progress.advance()
