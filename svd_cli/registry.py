@@ -48,7 +48,9 @@ class ModelEntry:
 
     @property
     def sampler(self) -> str:
-        return self.defaults["sampler"]
+        from .models.kinds import KIND_DEFAULTS
+
+        return self.defaults.get("sampler", KIND_DEFAULTS[self.kind]["sampler"])
 
 
 def registry_path() -> Path:
@@ -79,7 +81,7 @@ def load_registry() -> dict[str, ModelEntry]:
         for key in defaults:
             if key in raw:
                 defaults[key] = _size(raw[key], name) if key == "size" else type(defaults[key])(raw[key])
-        if defaults["sampler"] not in SAMPLER_NAMES:
+        if "sampler" in defaults and defaults["sampler"] not in SAMPLER_NAMES:
             raise SvdError(f"weights.toml: models.{name}.sampler {defaults['sampler']!r} is not one of "
                            f"{', '.join(SAMPLER_NAMES)}.")  # fmt: skip
         entries[name] = ModelEntry(

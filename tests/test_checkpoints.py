@@ -87,11 +87,11 @@ def test_single_file_gives_the_diffusers_layouts_frames_and_imports(svd, files, 
     assert r.code == 0, r.err
     assert np.array_equal(frames_in(tmp_path / "file"), base)
 
-    recipe = json.loads((tmp_path / "file.json").read_text())
+    recipe = json.loads((tmp_path / "file.frames.json").read_text())
     single = recipe["model"]["single_file"]
     assert single["path"] == str(files.single.resolve()) and single["size"] == files.single.stat().st_size
     assert single["sha256"] == hashlib.sha256(files.single.read_bytes()).hexdigest()
-    r = svd("animate", "--recipe", tmp_path / "file.json", "--out", tmp_path / "again", "--format", "frames")
+    r = svd("animate", "--recipe", tmp_path / "file.frames.json", "--out", tmp_path / "again", "--format", "frames")
     assert r.code == 0, r.err
     assert np.array_equal(frames_in(tmp_path / "again"), base)
 
@@ -146,7 +146,7 @@ def test_animatelcm_sampler_makes_a_video_with_one_unet_call_per_step(svd, tiny_
             "--size", "128x64", "--seed", "5", "--out", out)  # fmt: skip
     assert r.code == 0, r.err
     assert len(read_video(out)[1]) == 2
-    settings = json.loads(out.with_suffix(".json").read_text())["settings"]
+    settings = json.loads((tmp_path / "lcm.mp4.json").read_text())["settings"]
     assert (settings["sampler"], settings["steps"]) == ("animatelcm", 4)  # the tiny model's default steps
 
     animator = svd_cli.load("tiny", device="cpu", memory="high")
@@ -207,7 +207,7 @@ def test_lora_scale_zero_keeps_the_frames_and_scale_one_changes_them(svd, files,
     assert np.abs(results["one"].astype(int) - base).max() > 10
     # Two LoRAs stay unfused and add up: half and half is the fused whole, up to rounding.
     assert np.abs(results["halves"].astype(int) - results["one"]).max() <= 2
-    recipe = json.loads((tmp_path / "halves.json").read_text())
+    recipe = json.loads((tmp_path / "halves.frames.json").read_text())
     assert [(item["path"], item["scale"]) for item in recipe["model"]["lora"]] == [(str(files.lora), 0.5)] * 2
 
 
@@ -225,7 +225,7 @@ def test_unet_replaces_only_the_unet(svd, files, tmp_path):
     r = svd("animate", PHOTO, "--model", "tiny", *FAST, "--unet", files.unet, "--out", tmp_path / "u")
     assert r.code == 0, r.err
     assert np.abs(frames_in(tmp_path / "u").astype(int) - base).max() > 10
-    assert json.loads((tmp_path / "u.json").read_text())["model"]["unet"]["path"] == str(files.unet)
+    assert json.loads((tmp_path / "u.frames.json").read_text())["model"]["unet"]["path"] == str(files.unet)
 
     source = resolve_model("tiny")
     plain = load_model(source, torch.device("cpu"), torch.float32)

@@ -120,7 +120,7 @@ def test_auto_picks_from_simulated_peaks_and_the_sidecar_says_so(svd, tiny_dir, 
     r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--frames", "2", "--steps", "1",
             "--size", "256x128", "--seed", "1", "--out", tmp_path / "v.mp4")  # fmt: skip
     assert r.code == 0, r.err
-    memory_record = json.loads((tmp_path / "v.json").read_text())["runtime"]["memory"]
+    memory_record = json.loads((tmp_path / "v.mp4.json").read_text())["runtime"]["memory"]
     assert memory_record["profile"] == "low"
     assert "simulated peak" in memory_record["reason"]
 
@@ -137,7 +137,7 @@ def test_auto_falls_back_to_the_estimate_when_the_simulation_fails(svd, tiny_dir
     r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--frames", "2", "--steps", "1",
             "--size", "256x128", "--seed", "1", "--out", tmp_path / "v.mp4")  # fmt: skip
     assert r.code == 0, r.err
-    memory_record = json.loads((tmp_path / "v.json").read_text())["runtime"]["memory"]
+    memory_record = json.loads((tmp_path / "v.mp4.json").read_text())["runtime"]["memory"]
     assert memory_record["profile"] == "high"
     assert "analytic estimate, the simulation failed (RuntimeError: simulation broke)" in memory_record["reason"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import choose_profile, free_device_memory, job_shape, plan_for
+from . import choose_profile, job_shape, plan_for
 from .profiles import MemoryPlan
 
 
@@ -16,21 +16,20 @@ def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]
     """The plan for a run: the profile asked for, or auto's pick for (frames, width, height)."""
     if memory != "auto":
         return replace(plan_for(memory, **overrides), reason="chosen by the memory setting")
+    from .. import memory as engine  # looked up at call time, so the free-memory reading has one place
+
     frames, width, height = shape
-    if model.device.type in ("cpu", "mps"):  # no device memory of its own: the RAM is the limit (ram.py)
+    free = engine.free_device_memory(model.device)
+    if free is None:  # no device memory of its own (CPU, MPS): the RAM is the limit (ram.py)
         from .ram import available_ram, choose_profile_in_ram
 
         return choose_profile_in_ram(available_ram(), job_shape(model, frames, width, height), overrides)[0]
-    free = free_device_memory(model.device)
-    if free is not None:
-        # Simulated peaks (memory/simulate.py, cached on disk); the analytic estimate only if that fails.
-        try:
-            from .simulate import simulated_choice
+    # Simulated peaks (memory/simulate.py, cached on disk); the analytic estimate only if that fails.
+    try:
+        from .simulate import simulated_choice
 
-            return simulated_choice(model, free, frames, width, height, overrides)
-        except Exception as exc:  # noqa: BLE001 - any failure of the simulation falls back to the estimate
-            failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return simulated_choice(model, free, frames, width, height, overrides)
+    except Exception as exc:  # noqa: BLE001 - any failure of the simulation falls back to the estimate
+        failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     plan, _ = choose_profile(free, job_shape(model, frames, width, height), overrides)
-    if free is not None:
-        plan = replace(plan, reason=f"{plan.reason}; analytic estimate, the simulation failed ({failure})")
-    return plan
+    return replace(plan, reason=f"{plan.reason}; analytic estimate, the simulation failed ({failure})")

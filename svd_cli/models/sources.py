@@ -56,7 +56,7 @@ class ModelSource:
 
     @property
     def sampler(self) -> str:
-        return self.defaults()["sampler"]
+        return self.defaults().get("sampler", KIND_DEFAULTS[self.kind]["sampler"])
 
     def defaults(self) -> dict:
         """The default of every setting the model decides (registry entry, else the folder's own configs)."""
@@ -164,9 +164,10 @@ def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
         and (_looks_like_path(spec) or not _REPO_ID.match(spec))
     ):
         names = ", ".join(n for n in model_names() if kind is None or get_entry(n).kind == kind)
+        places = "an existing folder or safetensors file, or" if (kind or "svd") == "svd" else "an existing folder or"
         raise UsageError(
-            f"{ref(option)} {spec}: not a model name ({names}), an existing folder or safetensors file, or a Hub "
-            f"repo id like {EXAMPLE_REPOS[kind or 'svd']}.",
+            f"{ref(option)} {spec}: not a model name ({names}), {places} a Hub repo id like "
+            f"{EXAMPLE_REPOS[kind or 'svd']}.",
             option=option,
             value=spec,
         )
