@@ -56,9 +56,12 @@ def cpu_table(path: Path) -> str:
         f"{data['frames']} frames {data['width']}x{data['height']}, {data['steps']} steps, {data['dtype']}, "
         f"{data.get('repeat', 1)} interleaved rounds.",
         "",
-        "| row | total s (min) | total s (median) | s/step (median) | peak RSS (GiB) | time vs diffusers (min) | "
-        "time vs diffusers (median) |",
-        "|---|---|---|---|---|---|---|",
+        "CPU s is the process's CPU time (single-threaded run, so also the row's time alone on one core); it is the "
+        "number to compare on a shared machine. Wall s is the elapsed time, disturbed by other load.",
+        "",
+        "| row | CPU s (min) | CPU s (median) | CPU vs diffusers (min) | CPU vs diffusers (median) | wall s (min) | "
+        "wall s (median) | wall vs diffusers (median) | peak RSS (GiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def f(value, pattern):
@@ -66,16 +69,17 @@ def cpu_table(path: Path) -> str:
 
     for r in data["rows"]:
         lines.append(
-            f"| `{r['row']}` | {f(r.get('seconds_min', r.get('seconds')), '{:.1f}')} | {f(r.get('seconds'), '{:.1f}')} | "
-            f"{f(r.get('seconds_per_step'), '{:.2f}')} | {f((r.get('peak_rss_bytes') or 0) / 2**30, '{:.1f}')} | "
-            f"{f(r.get('time_vs_diffusers_min'), '{:.3f}x')} | {f(r.get('time_vs_diffusers'), '{:.3f}x')} |"
+            f"| `{r['row']}` | {f(r.get('cpu_seconds_min'), '{:.1f}')} | {f(r.get('cpu_seconds'), '{:.1f}')} | "
+            f"{f(r.get('cpu_time_vs_diffusers_min'), '{:.3f}x')} | {f(r.get('cpu_time_vs_diffusers'), '{:.3f}x')} | "
+            f"{f(r.get('seconds_min', r.get('seconds')), '{:.1f}')} | {f(r.get('seconds'), '{:.1f}')} | "
+            f"{f(r.get('time_vs_diffusers'), '{:.2f}x')} | {f((r.get('peak_rss_bytes') or 0) / 2**30, '{:.1f}')} |"
         )
     return "\n".join(lines)
 
 
 def replace_between(text: str, marker: str, body: str) -> str:
-    pattern = re.compile(rf"(<!-- {marker} -->\n).*?(\n<!-- end -->)", re.S)
-    return pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+    pattern = re.compile(rf"(<!-- {marker} -->\n)(?:(?!<!-- ).)*?(<!-- end -->)", re.S)
+    return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
 def main(argv: list[str]) -> None:

@@ -207,18 +207,18 @@ def _run_ours(model, profile: str, image, settings, meter: PeakMemory) -> dict:
     animator = Animator(model, plan)
     clock = _StepClock()
     meter.reset()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     error = None
     try:
         animator(image, settings, clock)
     except Exception as exc:  # an OOM in one row must not lose the other rows
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     _sync(model.device)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     memory = meter.read()
     animator.placement.release()
     estimate = estimate_peak_bytes(plan, job_shape(model, settings.frames, settings.width, settings.height))
-    return _row(profile, plan.savers(), seconds, clock, settings.steps, memory, error, estimate)
+    return _row(profile, plan.savers(), seconds, clock, settings.steps, memory, error, estimate, cpu_seconds)
 
 
 def _run_diffusers(model, row: str, image, settings, meter: PeakMemory) -> dict:
@@ -253,7 +253,7 @@ def _run_diffusers(model, row: str, image, settings, meter: PeakMemory) -> dict:
             ["enable_model_cpu_offload()", "unet.enable_forward_chunking()", "decode_chunk_size=2"],
         )
     meter.reset()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     error = None
     try:
         with torch.no_grad():
@@ -267,7 +267,7 @@ def _run_diffusers(model, row: str, image, settings, meter: PeakMemory) -> dict:
     except Exception as exc:
         error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     _sync(device)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     memory = meter.read()
     if row == "diffusers-lowmem":
         pipe.remove_all_hooks()
@@ -278,10 +278,10 @@ def _run_diffusers(model, row: str, image, settings, meter: PeakMemory) -> dict:
     if len(times) >= 2:
         # Per-step time from the callbacks (first step's start is not observable: use the mean interval).
         clock.denoise_start, clock.denoise_end = times[0] - (times[-1] - times[0]) / (len(times) - 1), times[-1]
-    return _row(row, recipe, seconds, clock, settings.steps, memory, error, None)
+    return _row(row, recipe, seconds, clock, settings.steps, memory, error, None, cpu_seconds)
 
 
-def _row(name, savers, seconds, clock, steps, memory, error, estimate) -> dict:
+def _row(name, savers, seconds, clock, steps, memory, error, estimate, cpu_seconds=None) -> dict:
     per_step = None
     if clock is not None and clock.denoise_start is not None and clock.denoise_end is not None:
         per_step = (clock.denoise_end - clock.denoise_start) / steps
@@ -292,6 +292,10 @@ def _row(name, savers, seconds, clock, steps, memory, error, estimate) -> dict:
         "seconds_per_step": round(per_step, 4) if per_step is not None else None,
         **memory,
     }
+    if cpu_seconds is not None:
+        # Process CPU time: on a shared machine, less disturbed by other load than wall time (run single-threaded,
+        # OMP_NUM_THREADS=1, so it is also the wall time the row would take alone on one core).
+        row["cpu_seconds"] = round(cpu_seconds, 3)
     if estimate is not None:
         row["estimated_peak_bytes"] = estimate
     if error:
@@ -313,6 +317,11 @@ def _combine(runs: list[dict]) -> dict:
         row["seconds_runs"] = seconds
         row["seconds"] = round(statistics.median(seconds), 3)
         row["seconds_min"] = min(seconds)
+    cpu = [r["cpu_seconds"] for r in runs if r.get("cpu_seconds") is not None and not r.get("error")]
+    if cpu:
+        row["cpu_seconds_runs"] = cpu
+        row["cpu_seconds"] = round(statistics.median(cpu), 3)
+        row["cpu_seconds_min"] = min(cpu)
     if per_step:
         row["seconds_per_step"] = round(statistics.median(per_step), 4)
         row["seconds_per_step_min"] = min(per_step)
@@ -336,6 +345,10 @@ def _add_ratios(results: list[dict]) -> None:
             r["time_vs_diffusers"] = round(r["seconds"] / anchor["seconds"], 3)
         if r.get("seconds_min") and anchor.get("seconds_min"):
             r["time_vs_diffusers_min"] = round(r["seconds_min"] / anchor["seconds_min"], 3)
+        for suffix in ("", "_min"):
+            if r.get(f"cpu_seconds{suffix}") and anchor.get(f"cpu_seconds{suffix}"):
+                ratio = r[f"cpu_seconds{suffix}"] / anchor[f"cpu_seconds{suffix}"]
+                r[f"cpu_time_vs_diffusers{suffix}"] = round(ratio, 3)
         if r.get(key) and anchor.get(key):
             r["memory_vs_diffusers"] = round(r[key] / anchor[key], 3)
 
