@@ -23,6 +23,7 @@ from .session import Session
 
 # Options that are about a batch or the terminal, not about animating one picture in memory.
 NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet"}
+NOT_FOR_SCRIPTS |= {"ray", "ray_address", "workers"}  # how a batch is spread over machines
 LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention"}
 
 

@@ -2,9 +2,11 @@
 
 1. `plan_jobs` expands files, folders, globs and stdin into a sorted list of jobs, names every output and
    refuses templates that escape the output folder or collide, before any work starts.
-2. `run_jobs` skips outputs that are already done with the same recipe (resume), loads the model once,
-   animates each remaining job, writes the video and its recipe sidecar atomically, and reports each
-   result as it happens. One bad input fails that job only; the batch goes on.
+2. `run_jobs` skips outputs that are already done with the same recipe (resume: `decide_jobs`, on the
+   driver), then an executor makes the rest: `LocalExecutor` in this process on one model load, or
+   `ray_executor.RayExecutor` on Ray workers that each load the model once. Every video goes through
+   `run_one` -> `make_video`, which writes the video and its recipe sidecar atomically; each result is
+   reported as it happens. One bad input fails that job only; the batch goes on.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class JobResult:
     seconds: float = 0.0
     recipe: dict | None = None
     unexpected: bool = False  # a bug, not the input's fault: the edge offers the traceback
+    worker: dict | None = None  # which Ray worker made it: {"id": "w1", "node": "10.0.0.5", "pid": 4242}
 
     def as_json(self) -> dict:
         seed = self.recipe["settings"]["seed"] if self.recipe else self.job.seed
@@ -64,6 +67,8 @@ class JobResult:
             if "runtime" in self.recipe:
                 data["memory"] = self.recipe["runtime"]["memory"]["profile"]
         data["seconds"] = round(self.seconds, 2)
+        if self.worker:
+            data["worker"] = self.worker
         if self.reason:
             data["error" if self.status == "failed" else "reason"] = self.reason
         return data
@@ -81,6 +86,8 @@ class Summary:
     non_images: int = 0
     started: float = field(default_factory=time.monotonic)
     interrupted: bool = False
+    workers: dict[str, int] | None = None  # Ray runs: videos made per worker ("w1": 6, ...)
+    retried: int = 0  # Ray runs: videos started again after their worker died
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -102,7 +109,7 @@ class Summary:
             "interrupted": self.interrupted,
             "seconds": round(time.monotonic() - self.started, 2),
             "seconds_per_video": round(sum(r.seconds for r in done) / len(done), 2) if done else None,
-        }
+        } | ({"workers": dict(self.workers), "retried": self.retried} if self.workers is not None else {})
 
 
 # --- 1. planning -----------------------------------------------------------------------------------------
@@ -326,31 +333,46 @@ def _naming(job: Job, reason: str) -> str:
     return reason if str(job.input) in reason else f"{job.input}: {reason}"
 
 
-def run_jobs(
-    session: Session,
-    plan: Plan,
-    summary: Summary,
-    on_result: Callable[[JobResult], None] | None = None,
-    reraise_unexpected: bool = False,
-) -> Summary:
-    """Animate every job of `plan` into `summary` (so a Ctrl-C still leaves the results so far).
+class FileHashes:
+    """SHA-256 of input files, each read once per process (several seeds of one photo share it)."""
 
-    A failure that belongs to one input (a broken image, a failed write, out of memory even on `min`) fails
-    that job and the batch goes on; one that dooms every job (the model cannot be loaded) ends the run.
-    `reraise_unexpected` lets a bug's traceback through instead of failing the job with its one line.
+    def __init__(self) -> None:
+        self._known: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        if path not in self._known:
+            self._known[path] = file_sha256(path)
+        return self._known[path]
+
+
+def run_one(session: Session, job: Job, sha256: Callable[[Path], str], reraise_unexpected: bool = False) -> JobResult:
+    """Make one video and say how it went. The same in every executor (this process, or a Ray worker).
+
+    A failure that belongs to this input (a broken image, a failed write, out of memory even on `min`) is a
+    failed result; one that dooms every job (the model cannot be loaded, a bad request) is raised.
     """
-    req, progress = session.request, session.progress
-    on_result = on_result or (lambda r: None)
+    try:
+        return make_video(session, job, session.request.format, sha256)
+    except (UsageError, ModelLoadError, ModelUnavailableError):
+        raise
+    except SvdError as exc:
+        return JobResult(job, "failed", reason=_naming(job, exc.marked()))
+    except Exception as exc:
+        if reraise_unexpected:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        reason = f"unexpected error ({type(exc).__name__}: {first})"
+        return JobResult(job, "failed", reason=_naming(job, reason), unexpected=True)
+
+
+def decide_jobs(
+    session: Session, plan: Plan, summary: Summary, on_result: Callable[[JobResult], None], sha256: Callable
+) -> list[Job]:
+    """The resume decisions, made once by the driver: report finished outputs as skipped, return the rest."""
+    req = session.request
     summary.non_images = plan.non_images
     if session.source is None:
         session.resolve()
-    hashes: dict[Path, str] = {}
-
-    def sha256(path: Path) -> str:
-        if path not in hashes:
-            hashes[path] = file_sha256(path)
-        return hashes[path]
-
     todo: list[Job] = []
     for job in plan.jobs:
         if req.overwrite:
@@ -364,22 +386,53 @@ def run_jobs(
             result = JobResult(job, "skipped", reason=why, recipe=earlier)
             summary.results.append(result)
             on_result(result)
+    return todo
 
-    for job in todo:
-        progress.note(f"[{job.index + 1}/{len(plan.jobs)}] {job.input} -> {job.output} (seed {job.seed})")
-        try:
-            result = make_video(session, job, req.format, sha256)
-        except (UsageError, ModelLoadError, ModelUnavailableError):
-            raise
-        except SvdError as exc:
-            result = JobResult(job, "failed", reason=_naming(job, exc.marked()))
-        except Exception as exc:
-            if reraise_unexpected:
-                raise
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            reason = f"unexpected error ({type(exc).__name__}: {first})"
-            result = JobResult(job, "failed", reason=_naming(job, reason), unexpected=True)
-        progress.end()
-        summary.results.append(result)
-        on_result(result)
+
+class LocalExecutor:
+    """Makes the videos one after the other in this process, on one model load."""
+
+    def run(
+        self,
+        session: Session,
+        todo: list[Job],
+        *,
+        total: int,
+        summary: Summary,
+        on_result: Callable[[JobResult], None],
+        sha256: Callable[[Path], str],
+        reraise_unexpected: bool = False,
+    ) -> None:
+        progress = session.progress
+        for job in todo:
+            progress.note(f"[{job.index + 1}/{total}] {job.input} -> {job.output} (seed {job.seed})")
+            result = run_one(session, job, sha256, reraise_unexpected)
+            progress.end()
+            summary.results.append(result)
+            on_result(result)
+
+
+def run_jobs(
+    session: Session,
+    plan: Plan,
+    summary: Summary,
+    on_result: Callable[[JobResult], None] | None = None,
+    reraise_unexpected: bool = False,
+    executor=None,
+) -> Summary:
+    """Animate every job of `plan` into `summary` (so a Ctrl-C still leaves the results so far).
+
+    The driver decides what is left to do (resume); `executor` makes those videos: `LocalExecutor` (the
+    default) in this process, `ray_executor.RayExecutor` on Ray workers. Results come back through
+    `on_result` in the order they finish. `reraise_unexpected` lets a bug's traceback through instead of
+    failing the job with its one line.
+    """
+    on_result = on_result or (lambda r: None)
+    sha256 = FileHashes()
+    todo = decide_jobs(session, plan, summary, on_result, sha256)
+    if todo:
+        (executor or LocalExecutor()).run(
+            session, todo, total=len(plan.jobs), summary=summary, on_result=on_result, sha256=sha256,
+            reraise_unexpected=reraise_unexpected,
+        )  # fmt: skip
     return summary

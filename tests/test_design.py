@@ -22,6 +22,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 RECORDED = [o for o in OPTIONS if o.recipe]
 # Options that shape a batch or the terminal, not one video: the recipe does not record them.
 NOT_RECORDED = {"seeds", "variations", "out", "name", "recursive", "overwrite", "json", "quiet"}
+NOT_RECORDED |= {"ray", "ray_address", "workers"}  # where the videos are made, not what they are
 
 
 def _parse(*args: str, env: dict | None = None, monkeypatch=None):
