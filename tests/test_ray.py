@@ -109,54 +109,15 @@ def _partials(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if ".svd-partial-" in p.name]
 
 
-def test_twelve_photos_on_two_workers_equal_one_process_and_resume_either_way(ray_cluster, svd, tmp_path):
-    address, env = ray_cluster
-    photos = _photos(tmp_path / "in", 12)
-    r = _svd("animate", tmp_path / "in", *FAST, "--ray-address", address, "--workers", "2",
-             "--out", tmp_path / "ray", "--json", env=env)  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    results, summary = _json_lines(r.stdout)
-    assert sorted(x["input"] for x in results) == sorted(str(p) for p in photos)
-    assert {x["status"] for x in results} == {"ok"}
-    assert summary["done"] == 12 and summary["workers"].keys() == {"w1", "w2"} and summary["retried"] == 0
-    assert sum(summary["workers"].values()) == 12 and min(summary["workers"].values()) >= 1
-    assert len({x["worker"]["pid"] for x in results}) == 2
-    assert "Videos per Ray worker: w1 " in r.stderr
-    assert len(list((tmp_path / "ray").glob("*.json"))) == 12
-
-    # The same photos in this process, with the workers' single torch thread: the very same videos.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        one = svd("animate", tmp_path / "in", *FAST, "--out", tmp_path / "one")
-    finally:
-        torch.set_num_threads(threads)
-    assert one.code == 0, one.err
-    for photo in photos:
-        ray_video, one_video = tmp_path / "ray" / f"{photo.stem}.mp4", tmp_path / "one" / f"{photo.stem}.mp4"
-        meta, frames = read_video(ray_video)
-        assert frames.shape == (2, 64, 128, 3), photo
-        assert np.array_equal(frames, read_video(one_video)[1]), photo
-        assert ray_video.read_bytes() == one_video.read_bytes(), photo
-
-    # Rerun on Ray and without it: all 12 are skipped, nothing is rewritten.
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()}
-    for extra in (["--ray-address", address, "--workers", "2"], []):
-        again = svd("animate", tmp_path / "in", *FAST, *extra, "--out", tmp_path / "ray", "--json")
-        assert again.code == 0, again.err
-        results, summary = _json_lines(again.out)
-        assert [x["status"] for x in results] == ["skipped"] * 12 and summary["done"] == 0
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "ray").iterdir()} == before
-
-
-def test_a_killed_worker_loses_nothing_and_a_broken_photo_fails_once(ray_cluster, tmp_path):
+def test_twelve_photos_on_two_workers_survive_a_killed_worker_and_equal_one_process(ray_cluster, svd, tmp_path):
+    """One batch on two workers of a running cluster: one worker is killed mid-batch, one input is broken."""
     address, env = ray_cluster
     photos = _photos(tmp_path / "in", 12)
     (tmp_path / "in" / "broken.png").write_text("not a picture\n")
-    out = tmp_path / "out"
+    out = tmp_path / "ray"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "svd_cli", "animate", str(tmp_path / "in"), *FAST, "--steps", "2",
-         "--ray-address", address, "--workers", "2", "--out", str(out), "--json"],
+        [sys.executable, "-m", "svd_cli", "animate", str(tmp_path / "in"), *FAST, "--ray-address", address,
+         "--workers", "2", "--out", str(out), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     lines, killed = [], None
@@ -170,15 +131,42 @@ def test_a_killed_worker_loses_nothing_and_a_broken_photo_fails_once(ray_cluster
     assert proc.wait(timeout=60) == 1, stderr
     results, summary = lines[:-1], lines[-1]
 
+    # Every photo made exactly once, by both workers; the broken one reported once and not retried.
     ok = [x for x in results if x["status"] == "ok"]
     failed = [x for x in results if x["status"] == "failed"]
-    assert sorted(x["input"] for x in ok) == sorted(str(p) for p in photos)  # each photo exactly once
+    assert sorted(x["input"] for x in ok) == sorted(str(p) for p in photos)
     assert [Path(x["input"]).name for x in failed] == ["broken.png"] and "not an image" in failed[0]["error"]
+    assert stderr.count("broken.png") == 1
     assert summary["done"] == 12 and summary["failed"] == 1 and summary["retried"] >= 1
-    assert stderr.count("broken.png") == 1 and "died while making" in stderr
+    assert "died while making" in stderr
+    assert summary["workers"].keys() == {"w1", "w2"} and sum(summary["workers"].values()) == 12
+    assert min(summary["workers"].values()) >= 1 and "Videos per Ray worker: w1 " in stderr
     assert len(list(out.glob("*.json"))) == 12 and not _partials(out)
+
+    # The same photos in this process, with the workers' single torch thread: the very same videos.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = svd("animate", *photos, *FAST, "--out", tmp_path / "one")
+    finally:
+        torch.set_num_threads(threads)
+    assert one.code == 0, one.err
     for photo in photos:
-        assert read_video(out / f"{photo.stem}.mp4")[1].shape == (2, 64, 128, 3)
+        ray_video, one_video = out / f"{photo.stem}.mp4", tmp_path / "one" / f"{photo.stem}.mp4"
+        meta, frames = read_video(ray_video)
+        assert frames.shape == (2, 64, 128, 3), photo
+        assert np.array_equal(frames, read_video(one_video)[1]), photo
+        assert ray_video.read_bytes() == one_video.read_bytes(), photo
+
+    # Rerun on Ray and without it: all 12 are skipped (decided by the driver, before any worker starts).
+    (tmp_path / "in" / "broken.png").unlink()
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
+    for extra in (["--ray-address", address, "--workers", "2"], []):
+        again = svd("animate", tmp_path / "in", *FAST, *extra, "--out", out, "--json")
+        assert again.code == 0, again.err
+        results, summary = _json_lines(again.out)
+        assert [x["status"] for x in results] == ["skipped"] * 12 and summary["done"] == 0
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
 def test_ctrl_c_on_a_local_ray_instance_stops_everything_and_leaves_no_partial_file(tiny_dir, tmp_path):
