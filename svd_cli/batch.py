@@ -375,7 +375,7 @@ def decide_jobs(
         session.resolve()
     todo: list[Job] = []
     for job in plan.jobs:
-        if req.overwrite:
+        if req.overwrite or not job.output.exists():  # nothing to compare: no need to read (hash) the photo
             todo.append(job)
             continue
         expected = expected_recipe(session, job, req.format, sha256)
