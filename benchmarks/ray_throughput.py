@@ -65,9 +65,7 @@ def run(mode: str, inputs: Path, out: Path, settings: dict) -> dict:
         "seconds_to_first_video": round(finished[0], 2),
         "videos_per_minute_steady": round(steady, 2) if steady else None,
         "seconds_per_video_steady": round(60 / steady, 3) if steady else None,
-        "seconds_per_video_measured_by_worker": round(
-            sum(r.seconds for r in done[workers:]) / (len(done) - workers), 3
-        ),
+        "seconds_per_video_in_worker": round(sum(r.seconds for r in done[workers:]) / (len(done) - workers), 3),
         "per_worker": summary.workers,
     }
 
