@@ -26,6 +26,7 @@ from .session import Session
 NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet",
                    "allow_download", "prompt", "prompts", "style", "style_strength", "image_model",
                    "negative_prompt", "image_steps", "image_cfg"}  # fmt: skip
+NOT_FOR_SCRIPTS |= {"ray", "ray_address", "workers"}  # how a batch is spread over machines
 LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention", "unet", "lora"}
 
 

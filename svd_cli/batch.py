@@ -3,10 +3,13 @@
 1. `plan_jobs` expands files, folders, globs and stdin (or prompts: `prompt`, a `prompts` file, stdin) into
    a sorted list of jobs, names every output and refuses templates that escape the output folder or
    collide, before any work starts.
-2. `run_jobs` skips outputs that are already done with the same recipe (resume). With a prompt or a style
-   it first makes every first frame with one load of the text-to-image model and frees it; then it loads
-   SVD once, animates each remaining job, writes the video, its still and its recipe sidecar atomically,
-   and reports each result as it happens. One bad input (or prompt) fails that job only; the batch goes on.
+2. `run_jobs` skips outputs that are already done with the same recipe (resume: `decide_jobs`, on the
+   driver). With a prompt or a style it first makes every first frame with one load of the text-to-image
+   model and frees it. Then an executor makes the videos: `LocalExecutor` in this process on one model
+   load, or `ray_executor.RayExecutor` on Ray workers that each load the model once. Every video goes
+   through `run_one` -> `claim_and_make` -> `make_video`, which writes the video, its still and its recipe
+   sidecar atomically; each result is reported as it happens. One bad input (or prompt) fails that job
+   only; the batch goes on.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class JobResult:
     recipe: dict | None = None
     unexpected: bool = False  # a bug, not the input's fault: the edge offers the traceback
     warnings: list[str] = field(default_factory=list)  # e.g. frames that are all one colour
+    worker: dict | None = None  # which Ray worker made it: {"id": "w1", "node": "10.0.0.5", "pid": 4242}
 
     def as_json(self) -> dict:
         seed = self.recipe["settings"]["seed"] if self.recipe else self.job.seed
@@ -90,6 +94,8 @@ class JobResult:
         data["seconds"] = round(self.seconds, 2)
         if self.warnings:
             data["warnings"] = list(self.warnings)
+        if self.worker:
+            data["worker"] = self.worker
         if self.reason:
             data["error" if self.status == "failed" else "reason"] = self.reason
         return data
@@ -107,6 +113,8 @@ class Summary:
     non_images: int = 0
     started: float = field(default_factory=time.monotonic)
     interrupted: bool = False
+    workers: dict[str, int] | None = None  # Ray runs: videos made per worker ("w1": 6, ...)
+    retried: int = 0  # Ray runs: videos started again after their worker died
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -128,7 +136,7 @@ class Summary:
             "interrupted": self.interrupted,
             "seconds": round(time.monotonic() - self.started, 2),
             "seconds_per_video": round(sum(r.seconds for r in done) / len(done), 2) if done else None,
-        }
+        } | ({"workers": dict(self.workers), "retried": self.retried} if self.workers is not None else {})
 
 
 # --- 1. planning -----------------------------------------------------------------------------------------
@@ -507,68 +515,136 @@ def _naming(job: Job, reason: str) -> str:
     return reason if job.label in reason else f"{job.label}: {reason}"
 
 
+class FileHashes:
+    """SHA-256 of input files, each read once per process (several seeds of one photo share it)."""
+
+    def __init__(self) -> None:
+        self._known: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        if path not in self._known:
+            self._known[path] = file_sha256(path)
+        return self._known[path]
+
+
+def run_one(
+    session: Session,
+    job: Job,
+    sha256: Callable[[Path], str],
+    reraise_unexpected: bool = False,
+    frame: FirstFrame | None = None,
+) -> JobResult:
+    """Make one video and say how it went. The same in every executor (this process, or a Ray worker).
+
+    A failure that belongs to this input (a broken image, a failed write, out of memory even on `min`) is a
+    failed result; one that dooms every job (the model cannot be loaded, a bad request) is raised.
+    """
+    work = lambda: claim_and_make(session, job, session.request.format, sha256, frame)  # noqa: E731
+    return _attempt(job, work, reraise_unexpected)
+
+
+def decide_jobs(
+    session: Session, plan: Plan, summary: Summary, on_result: Callable[[JobResult], None], sha256: Callable
+) -> list[Job]:
+    """The resume decisions, made once by the driver: report finished outputs as skipped, return the rest."""
+    req = session.request
+    summary.non_images = plan.non_images
+    if session.source is None:
+        session.resolve()
+    if session.uses_image_model and session.image_source is None:
+        session.resolve_image_model()
+    todo: list[Job] = []
+    for job in plan.jobs:
+        if not job.output.exists():  # nothing to compare, no photo to hash; claim_and_make checks again
+            todo.append(job)
+            continue
+        expected = expected_recipe(session, job, req.format, sha256)
+        state, why, earlier = resume_state(job.output, req.format, expected, job.seed_fixed)
+        if state == "todo" or (req.overwrite and state in ("done", "differs")):
+            todo.append(job)
+        else:
+            result = JobResult(job, "skipped", reason=why, recipe=earlier)
+            summary.results.append(result)
+            on_result(result)
+    return todo
+
+
+class LocalExecutor:
+    """Makes the videos one after the other in this process, on one model load."""
+
+    def run(
+        self,
+        session: Session,
+        todo: list[Job],
+        *,
+        total: int,
+        summary: Summary,
+        on_result: Callable[[JobResult], None],
+        sha256: Callable[[Path], str],
+        reraise_unexpected: bool = False,
+        frames: dict[int, FirstFrame] | None = None,
+    ) -> None:
+        """`frames`: first frames made already (the prompt batches' first phase), by job index."""
+        progress = session.progress
+        frames = frames or {}
+        for job in todo:
+            progress.note(f"[{job.index + 1}/{total}] {job.label} -> {job.output} (seed {job.seed})")
+            frame = frames.pop(job.index).restored() if job.index in frames else None
+            result = run_one(session, job, sha256, reraise_unexpected, frame)
+            progress.end()
+            summary.results.append(result)
+            on_result(result)
+
+
 def run_jobs(
     session: Session,
     plan: Plan,
     summary: Summary,
     on_result: Callable[[JobResult], None] | None = None,
     reraise_unexpected: bool = False,
+    executor=None,
 ) -> Summary:
     """Animate every job of `plan` into `summary` (so a Ctrl-C still leaves the results so far).
 
-    A failure that belongs to one input (a broken image, a failed write, out of memory even on `min`) fails
-    that job and the batch goes on; one that dooms every job (the model cannot be loaded) ends the run.
-    `reraise_unexpected` lets a bug's traceback through instead of failing the job with its one line.
+    The driver decides what is left to do (resume); `executor` makes those videos: `LocalExecutor` (the
+    default) in this process, `ray_executor.RayExecutor` on Ray workers. Results come back through
+    `on_result` in the order they finish. `reraise_unexpected` lets a bug's traceback through instead of
+    failing the job with its one line.
     """
-    req, progress = session.request, session.progress
+    if executor is not None and session.uses_image_model:
+        raise UsageError(
+            f"{ref('ray')} does not make first frames from {ref('prompt')} or {ref('style')} yet: run those "
+            "batches without Ray.",
+            option="ray",
+        )
     on_result = on_result or (lambda r: None)
-    summary.non_images = plan.non_images
-    if session.source is None:
-        session.resolve()
-    if session.uses_image_model and session.image_source is None:
-        session.resolve_image_model()
-    hashes: dict[Path, str] = {}
-
-    def sha256(path: Path) -> str:
-        if path not in hashes:
-            hashes[path] = file_sha256(path)
-        return hashes[path]
-
-    def finish(result: JobResult) -> None:
-        progress.end()
-        summary.results.append(result)
-        on_result(result)
-
-    todo: list[Job] = []
-    for job in plan.jobs:
-        expected = expected_recipe(session, job, req.format, sha256)
-        state, why, earlier = resume_state(job.output, req.format, expected, job.seed_fixed)
-        if state == "todo" or (req.overwrite and state in ("done", "differs")):
-            todo.append(job)
-        else:
-            finish(JobResult(job, "skipped", reason=why, recipe=earlier))
-
-    count = len(plan.jobs)
-    frames: dict[int, FirstFrame] = {}
+    sha256 = FileHashes()
+    todo = decide_jobs(session, plan, summary, on_result, sha256)
+    if not todo:
+        return summary
+    run = dict(total=len(plan.jobs), summary=summary, on_result=on_result, sha256=sha256,
+               reraise_unexpected=reraise_unexpected)  # fmt: skip
+    if not session.uses_image_model:
+        (executor or LocalExecutor()).run(session, todo, **run)
+        return summary
+    progress = session.progress
     with tempfile.TemporaryDirectory(prefix="svd-stills-") as staging:
-        if session.uses_image_model and todo:
-            # Phase 1: every first frame with one load of the image model, kept on disk (not in memory).
-            for job in list(todo):
-                progress.note(f"[{job.index + 1}/{count}] first frame of {job.label} (seed {job.seed})")
-                made = _attempt(job, lambda j=job: make_first_frame(session, j), reraise_unexpected)
-                if isinstance(made, JobResult):
-                    todo.remove(job)
-                    finish(made)
-                    continue
-                frames[job.index] = made.staged(Path(staging) / f"{job.index}.png")
-            session.release_image_model()
-        # Phase 2: every video with one load of SVD.
-        for job in todo:
-            progress.note(f"[{job.index + 1}/{count}] {job.label} -> {job.output} (seed {job.seed})")
-            frame = frames.pop(job.index).restored() if job.index in frames else None
-            made = _attempt(job, lambda j=job, f=frame: claim_and_make(session, j, req.format, sha256, f),
-                            reraise_unexpected)  # fmt: skip
-            finish(made)
+        # Phase 1: every first frame with one load of the image model, kept on disk (not in memory).
+        frames: dict[int, FirstFrame] = {}
+        for job in list(todo):
+            progress.note(f"[{job.index + 1}/{len(plan.jobs)}] first frame of {job.label} (seed {job.seed})")
+            made = _attempt(job, lambda j=job: make_first_frame(session, j), reraise_unexpected)
+            progress.end()
+            if isinstance(made, JobResult):
+                todo.remove(job)
+                summary.results.append(made)
+                on_result(made)
+                continue
+            frames[job.index] = made.staged(Path(staging) / f"{job.index}.png")
+        session.release_image_model()
+        # Phase 2: every video with one load of SVD, in this process (the stills wait in a local folder).
+        LocalExecutor().run(session, todo, frames=frames, **run)
+    return summary
     return summary
 
 

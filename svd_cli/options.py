@@ -263,6 +263,13 @@ OPTIONS: tuple[Option, ...] = (
            choices=("auto", "sdpa", "sliced", "xformers"), recipe="runtime.memory.attention", example="sliced"),
     Option("allow_download", bool, "Let a recipe download a model that is not on this machine (a terminal asks "
            "first; other runs refuse without this).", default=False, example="true"),
+    Option("ray", bool, "Run the batch on Ray workers (each loads the model once): a local Ray instance, started "
+           "and stopped for this run, unless an address is given. Needs pip install 'svd-cli[ray]'.", default=False,
+           example="true"),
+    Option("ray_address", str, "A running Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (implies Ray).",
+           default_label="a local instance", example="auto"),
+    Option("workers", int, "Ray workers [default: one per GPU of the Ray instance, else one CPU worker] (implies "
+           "Ray).", range=(1, 4096), default_label="one per GPU", example="2"),
     Option("json", bool, "Print one JSON object per video, then a summary, on stdout.", default=False,
            example="true", cli_only=True),
     Option("quiet", bool, "Print only errors.", default=False, short="q", example="true", cli_only=True),
@@ -337,6 +344,11 @@ def check(opt: Option, value: Any) -> None:
         raise OptionError(opt.name, value, f"choose one of {', '.join(opt.choices)}.", allowed=opt.choices)
     if opt.check is not None:
         opt.check(value)
+
+
+def uses_ray(req: Request) -> bool:
+    """Whether the videos are made by Ray workers (asked for with ray, an address or a worker count)."""
+    return bool(req.ray or req.ray_address or req.workers)
 
 
 class Request:

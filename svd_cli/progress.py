@@ -24,6 +24,20 @@ class Progress:
     def end(self) -> None:
         """The current stage is finished."""
 
+    def overall(self, done: int, total: int, seconds: float) -> None:
+        """A batch spread over workers: `done` of `total` videos finished after `seconds`."""
+
+
+def batch_rate(done: int, total: int, seconds: float) -> str:
+    """'5/12 videos, 3.1 per minute, about 2 min left' for a batch in progress."""
+    text = f"{done}/{total} videos"
+    if done and seconds > 0:
+        per_minute = done / seconds * 60
+        left = (total - done) / per_minute
+        eta = f"{left * 60:.0f} s" if left < 1 else f"{left:.0f} min" if left < 120 else f"{left / 60:.1f} h"
+        text += f", {per_minute:.1f} per minute" + (f", about {eta} left" if done < total else "")
+    return text
+
 
 class NullProgress(Progress):
     """Reports nothing."""

@@ -24,6 +24,7 @@ RECORDED = [o for o in OPTIONS if o.recipe]
 NOT_RECORDED = {
     "seeds", "variations", "out", "name", "recursive", "overwrite", "allow_download", "json", "quiet", "prompts",
 }  # fmt: skip
+NOT_RECORDED |= {"ray", "ray_address", "workers"}  # where the videos are made, not what they are
 # Options that replace the input image: a run that sets them has none.
 INSTEAD_OF_IMAGES = {"prompt", "prompts"}
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..options import OPTIONS, Option
+from ..options import OPTIONS, Option, uses_ray
 from .common import Debug, words
 
 CLI_TYPES = {int: int, float: float, str: str, bool: bool, Path: str, tuple: str, list: str}
@@ -120,10 +120,16 @@ def animate(ctx: typer.Context, **params: Any) -> None:
     req = request_from(ctx, params)
 
     quiet, json_lines = req.quiet, req.json
+    stdout = sys.stdout  # data goes here even while Ray's messages are sent to stderr
     progress = make_progress(quiet, words)
     console = err_console()
     summary = batch.Summary()
     session = Session(req, progress)
+    executor = None
+    if uses_ray(req):  # Ray is checked before any work: a missing install is one line, not a traceback later
+        from ..ray_executor import RayExecutor
+
+        executor = RayExecutor(req.ray_address, req.workers, debug=params["debug"])
     plan = batch.plan_for_request(session)
 
     def report(result: batch.JobResult) -> None:
@@ -132,7 +138,7 @@ def animate(ctx: typer.Context, **params: Any) -> None:
             key = "error" if "error" in data else "reason"
             data[key] = words(data[key])
         if json_lines:
-            print(json.dumps(data), flush=True)
+            print(json.dumps(data), file=stdout, flush=True)
         if result.status == "failed":
             line = words(result.reason) + (" (run with --debug for the traceback)" if result.unexpected else "")
             console.print(f"[red]✗[/] {line}" if not quiet else line, markup=not quiet, highlight=False)
@@ -144,19 +150,20 @@ def animate(ctx: typer.Context, **params: Any) -> None:
             o = result.recipe["output"]
             console.print(
                 f"✓ {result.job.output}  {o['frames']} frames {o['width']}x{o['height']} at {o['fps']} fps, "
-                f"seed {result.job.seed}, {result.seconds:.1f} s",
+                f"seed {result.job.seed}, {result.seconds:.1f} s"
+                + (f" on {result.worker['id']}" if result.worker else ""),
                 markup=False,
             )
 
     interrupted = False
     try:
         with _sigterm_as_interrupt():
-            batch.run_jobs(session, plan, summary, report, reraise_unexpected=params["debug"])
+            batch.run_jobs(session, plan, summary, report, reraise_unexpected=params["debug"], executor=executor)
     except KeyboardInterrupt:
         interrupted = True
         summary.interrupted = True
         progress.end()
-    _print_summary(summary, console, json_lines, quiet)
+    _print_summary(summary, console, json_lines, quiet, stdout)
     if interrupted:
         console.print("Interrupted: nothing was left half-written; run the same command to resume.")
     raise typer.Exit(summary.exit_code)
@@ -169,10 +176,10 @@ def register(app: typer.Typer) -> None:
     app.command(no_args_is_help=True)(animate)
 
 
-def _print_summary(summary, console, json_lines: bool, quiet: bool) -> None:
+def _print_summary(summary, console, json_lines: bool, quiet: bool, stdout) -> None:
     data = summary.as_json()
     if json_lines:
-        print(json.dumps(data), flush=True)
+        print(json.dumps(data), file=stdout, flush=True)
     if quiet:
         return
     parts = [f"{data['done']} done", f"{data['skipped']} skipped", f"{data['failed']} failed"]
@@ -180,6 +187,10 @@ def _print_summary(summary, console, json_lines: bool, quiet: bool) -> None:
         parts.append(f"{summary.non_images} non-image files ignored")
     per = f", {data['seconds_per_video']:.1f} s per video" if data["seconds_per_video"] else ""
     console.print(f"{', '.join(parts)} in {data['seconds']:.1f} s{per}.", markup=False)
+    if summary.workers is not None:
+        counts = ", ".join(f"{worker} {n}" for worker, n in sorted(summary.workers.items())) or "none"
+        retried = f"; {summary.retried} restarted after their worker died" if summary.retried else ""
+        console.print(f"Videos per Ray worker: {counts}{retried}.", markup=False)
     failed = [r for r in summary.results if r.status == "failed"]
     if len(failed) > 1:  # one failure was just printed; a list helps only when there are several
         console.print("Failed:", markup=False)

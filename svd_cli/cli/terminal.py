@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from ..progress import Progress
+from ..progress import Progress, batch_rate
 
 STAGE_LABELS = {
     "load_image": "Loading image model",
@@ -62,8 +62,10 @@ class RichProgress(Progress):
             TimeElapsedColumn(),
             console=self.console,
             transient=True,
+            redirect_stdout=False,  # --json lines stay on stdout while a bar is shown
         )
         self.task = None
+        self.batch_task = None
         self.total: int | None = None
         self.done = 0
 
@@ -88,7 +90,22 @@ class RichProgress(Progress):
         if self.task is not None:
             self.bars.remove_task(self.task)
             self.task = None
-        self.bars.stop()
+        elif self.batch_task is not None:  # nothing else running: the batch is over (or interrupted)
+            self.bars.remove_task(self.batch_task)
+            self.batch_task = None
+        if self.batch_task is None:
+            self.bars.stop()
+
+    def overall(self, done: int, total: int, seconds: float) -> None:
+        """One bar for a batch on several workers: done / total, videos per minute, time left."""
+        if self.batch_task is None:
+            self.bars.start()
+            self.batch_task = self.bars.add_task("Videos", total=total, count="")
+        self.bars.update(self.batch_task, completed=done, count=batch_rate(done, total, seconds))
+        if done >= total:
+            self.bars.remove_task(self.batch_task)
+            self.batch_task = None
+            self.bars.stop()
 
 
 class PlainProgress(Progress):
@@ -99,6 +116,7 @@ class PlainProgress(Progress):
         self.stage: str | None = None
         self.total: int | None = None
         self.started = 0.0
+        self.last_overall = 0.0
 
     def note(self, message: str) -> None:
         print(self.words(message), file=sys.stderr, flush=True)
@@ -114,6 +132,12 @@ class PlainProgress(Progress):
         label = STAGE_LABELS.get(self.stage, self.stage)
         print(f"  {label}{count}: {time.monotonic() - self.started:.1f} s", file=sys.stderr, flush=True)
         self.stage = None
+
+    def overall(self, done: int, total: int, seconds: float) -> None:
+        """A line every half minute (logs of long batches get a rate and an estimate)."""
+        if 0 < done < total and time.monotonic() - self.last_overall >= 30:
+            self.last_overall = time.monotonic()
+            print(f"  {batch_rate(done, total, seconds)}", file=sys.stderr, flush=True)
 
 
 def make_progress(quiet: bool, words=str) -> Progress:

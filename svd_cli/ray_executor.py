@@ -1,0 +1,395 @@
+"""Making a batch's videos on Ray: one actor per GPU (or N CPU actors), each loading the model once.
+
+The driver (the `svd animate` process) plans the batch and makes the resume decisions as always; this
+executor only makes the videos that are left. Each actor builds its own `Session` from the same request
+and runs the same `batch.run_one` -> `make_video` as a single process, so a video made here is the same
+file, with the same sidecar and the same atomic temp-then-rename, as one made without Ray. Outputs are
+written by the actor that made them, so the output folder must be on a filesystem every node shares (at
+the same path as on the driver).
+
+The driver keeps one job in flight per actor and hands out the next as soon as one comes back, so a fast
+worker is never idle behind a slow one, and reports results in the order they finish. Faults:
+
+- an actor that dies (its process killed, its node lost) is restarted by Ray (`max_restarts`) and its
+  job is handed to another worker; a job whose worker died `MAX_ATTEMPTS` times fails with a line;
+- an input that fails by itself (a broken image) is a failed result, reported once and not retried;
+- Ctrl-C on the driver asks the actors to stop at their next step (they remove their temporary files),
+  kills them after a grace period, removes any temporary file left by a killed one, and stops a local
+  Ray instance: nothing half-written stays, and a rerun makes what is missing.
+
+Ray is an optional dependency: nothing here imports it until a run asks for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .batch import FileHashes, Job, JobResult, Summary, run_one
+from .errors import SvdError, ref
+from .progress import Progress
+
+INSTALL = 'pip install "svd-cli[ray]"'
+MAX_RESTARTS = 3  # Ray restarts a dead actor this many times (then the driver stops using it)
+MAX_ATTEMPTS = 3  # a video whose worker died this many times while making it fails
+STOP_GRACE = 10.0  # seconds the actors get to stop cleanly after Ctrl-C before they are killed
+WAIT_TICK = 1.0  # seconds between checks of the queue (and of Ctrl-C) while videos are in flight
+
+
+class RayUnavailableError(SvdError):
+    """Ray is not installed, or its cluster cannot be reached or cannot host the workers."""
+
+
+def import_ray(local: bool = False):
+    """Ray, configured to send nothing anywhere (no usage statistics), or one line saying how to install it.
+
+    `local`: this process will start a single-machine instance: every Ray process then listens on the loopback
+    address only (Ray's single-node mode, read when Ray is imported; otherwise a Linux node advertises the
+    address of its network interface).
+    """
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    if local:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        if "RAY_AUTH_MODE" not in os.environ:
+            # Ray protects a new instance with a token; one made for this run, handed to our own processes
+            # through the environment, instead of one Ray would save under ~/.ray for good.
+            os.environ["RAY_AUTH_MODE"] = "token"
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    try:
+        import ray
+    except ImportError:
+        raise RayUnavailableError(
+            f"{ref('ray')}: Ray is not installed in this environment; install it with: {INSTALL}"
+        ) from None
+    return ray
+
+
+# --- the worker (a Ray actor) ------------------------------------------------------------------------------
+
+
+class _Stop(BaseException):
+    """Raised inside a worker's video when the driver asked it to stop (unwinds like Ctrl-C would)."""
+
+
+class _WorkerProgress(Progress):
+    """Collects a worker's notes for the driver to print, and stops the video in progress when asked to."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+        self.stopping = False
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+
+    def start(self, stage: str, total: int | None = None) -> None:
+        if self.stopping:
+            raise _Stop
+
+    def advance(self, amount: int = 1) -> None:
+        if self.stopping:
+            raise _Stop
+
+    def take(self) -> list[str]:
+        notes, self.notes = self.notes, []
+        return notes
+
+
+class VideoWorker:
+    """One Ray actor: a `Session` (so one model load) that makes job after job.
+
+    Runs with two threads of its own (`max_concurrency=2`) so that `stop` is heard while `make` computes.
+    """
+
+    def __init__(self, request, cwd: str, threads: int | None):
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        from .session import Session
+
+        self.where = {"node": socket.gethostname(), "pid": os.getpid()}
+        self.missing_cwd = None
+        try:
+            os.chdir(cwd)  # inputs and outputs may be relative to the driver's working folder
+        except OSError:
+            self.missing_cwd = cwd
+        self.progress = _WorkerProgress()
+        self.session = Session(request, self.progress)
+        self.hashes = FileHashes()
+
+    def stop(self) -> None:
+        self.progress.stopping = True
+
+    def make(self, job: Job, reraise_unexpected: bool = False) -> dict:
+        """One video: {"result": JobResult} or {"fatal": (exit code, message)} or {"stopped": True}, and notes."""
+        outcome: dict = {"where": self.where}
+        try:
+            if self.missing_cwd is not None:
+                raise SvdError(
+                    f"the working folder {self.missing_cwd} does not exist on the Ray node {self.where['node']}: "
+                    "svd on a cluster needs the inputs and outputs on a filesystem every node mounts at the same "
+                    "path"
+                )
+            if self.session.source is None:
+                self.session.resolve()
+            outcome["result"] = run_one(self.session, job, self.hashes, reraise_unexpected)
+        except _Stop:
+            outcome["stopped"] = True
+        except SvdError as exc:  # one that dooms every job (the model cannot be loaded): the run ends
+            outcome["fatal"] = (exc.exit_code, exc.marked())
+        outcome["notes"] = self.progress.take()
+        return outcome
+
+
+# --- the driver side ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Slot:
+    """One actor as the driver sees it."""
+
+    id: str
+    actor: object
+    deaths: int = 0
+
+
+class RayExecutor:
+    """Makes the videos on Ray workers; the same interface as `batch.LocalExecutor`.
+
+    `address`: None starts a local Ray instance for this run (stopped at the end), else the address of a
+    running cluster (`auto`, `HOST:PORT`, `ray://HOST:10001`). `workers`: how many actors; by default one
+    per GPU of the cluster, or one CPU worker if it has none. `threads`: torch threads of each CPU worker
+    (by default its share of the cores of a local instance, 1 on a cluster); results on the CPU are
+    bit-identical to a single process only with the same number of threads.
+    """
+
+    def __init__(
+        self, address: str | None = None, workers: int | None = None, debug: bool = False, threads: int | None = None
+    ):
+        self.address = address
+        self.workers = workers
+        self.threads = threads  # torch threads per CPU worker; None: its share of a local machine's cores
+        self.debug = debug
+        self.ray = import_ray(local=address is None)
+        self.started_local = False
+
+    # --- 1. Ray and the actors ------------------------------------------------------------------------
+
+    def _connect(self, device: str) -> tuple[int, dict, int | None]:
+        """Start or join Ray; return how many workers to run, the Ray resources of each, its torch threads."""
+        import logging
+
+        ray = self.ray
+        keep_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own SIGTERM handler
+        common = {"logging_level": logging.ERROR, "log_to_driver": self.debug, "include_dashboard": False}
+        try:
+            if self.address is None:
+                cpus = os.cpu_count() or 1
+                # "local" always starts a new instance (None would join one found on the machine), bound to
+                # the loopback address only.
+                ray.init(address="local", num_cpus=max(cpus, self.workers or 1), _node_ip_address="127.0.0.1",
+                         **common)  # fmt: skip
+                self.started_local = True
+            else:
+                ray.init(address=self.address, **common)
+        except Exception as exc:  # ConnectionError, ValueError (a bad address), RuntimeError
+            where = "start a local Ray instance" if self.address is None else f"join the Ray cluster at {self.address}"
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RayUnavailableError(f"Could not {where}: {first}") from None
+        finally:
+            if keep_sigterm is not None:
+                signal.signal(signal.SIGTERM, keep_sigterm)
+
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 0))
+        if device == "cuda" and not gpus:
+            raise RayUnavailableError(f"{ref('device')} cuda: the Ray cluster has no GPU.")
+        if gpus and device in ("auto", "cuda"):
+            workers = self.workers or gpus
+            if workers > gpus:
+                raise RayUnavailableError(
+                    f"{ref('workers')} {workers}: the Ray cluster has {gpus} GPU{'s' * (gpus > 1)} and each worker "
+                    "takes one."
+                )
+            return workers, {"num_gpus": 1, "num_cpus": 1}, None
+        workers = self.workers or 1
+        if workers > max(cpus, 1):
+            raise RayUnavailableError(
+                f"{ref('workers')} {workers}: the Ray cluster has {cpus} CPUs and each CPU worker takes one."
+            )
+        # CPU workers share the machine: each gets its share of the cores as torch threads (1 per worker here
+        # when there are as many workers as cores). A local instance knows its cores; on a cluster, one each.
+        threads = self.threads or (max(1, (os.cpu_count() or 1) // workers) if self.started_local else 1)
+        return workers, {"num_cpus": min(threads, max(cpus // workers, 1))}, threads
+
+    def _start_workers(self, session) -> list[_Slot]:
+        req = session.request
+        count, resources, threads = self._connect(req.device)
+        remote = self.ray.remote(VideoWorker).options(
+            max_restarts=MAX_RESTARTS, max_task_retries=0, max_concurrency=2, **resources
+        )
+        return [_Slot(f"w{i + 1}", remote.remote(req, os.getcwd(), threads)) for i in range(count)]
+
+    # --- 2. the queue ---------------------------------------------------------------------------------
+
+    def run(self, session, todo: list[Job], **kw) -> None:
+        """Make `todo` on the workers, reporting each result through `on_result` as it finishes."""
+        # Ray's driver prints its own messages (a worker died) on stdout, which carries only our data.
+        with contextlib.redirect_stdout(sys.stderr):
+            self._run(session, todo, **kw)
+
+    def _run(
+        self,
+        session,
+        todo: list[Job],
+        *,
+        total: int,
+        summary: Summary,
+        on_result: Callable[[JobResult], None],
+        sha256=None,
+        reraise_unexpected: bool = False,
+    ) -> None:
+        ray, progress = self.ray, session.progress
+        summary.workers = {}
+        pending: deque[Job] = deque(todo)
+        attempts: dict[int, int] = {}
+        avoid: dict[int, str] = {}  # job index -> the worker it died on (retried on another if there is one)
+        inflight: dict = {}  # ObjectRef -> (slot, job)
+        started = time.monotonic()
+        finished = 0
+        slots: list[_Slot] = []
+
+        def report(result: JobResult) -> None:
+            nonlocal finished
+            finished += 1
+            summary.results.append(result)
+            on_result(result)
+            progress.overall(finished, len(todo), time.monotonic() - started)
+
+        def take(slot: _Slot, outcome: dict, job: Job) -> None:
+            for note in outcome.get("notes", []):
+                progress.note(f"{slot.id}: {note}")
+            if "fatal" in outcome:
+                code, message = outcome["fatal"]
+                error = SvdError(message)
+                error.exit_code = code
+                raise error
+            if "result" in outcome:
+                result: JobResult = outcome["result"]
+                result.job = job  # the driver's own job (the worker's is a copy)
+                result.worker = {"id": slot.id, **outcome["where"]}
+                if result.status == "ok":
+                    summary.workers[slot.id] = summary.workers.get(slot.id, 0) + 1
+                report(result)
+
+        def died(slot: _Slot, job: Job, exc: Exception) -> None:
+            slot.deaths += 1
+            if slot.deaths > MAX_RESTARTS:
+                slots.remove(slot)
+            attempts[job.index] = attempts.get(job.index, 0) + 1
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if attempts[job.index] >= MAX_ATTEMPTS:
+                reason = f"{job.input}: the Ray worker making it died {attempts[job.index]} times (last: {why})"
+                report(JobResult(job, "failed", reason=reason))
+                return
+            summary.retried += 1
+            avoid[job.index] = slot.id
+            pending.appendleft(job)
+            progress.note(f"Ray worker {slot.id} died while making {job.output}; it goes to another worker")
+
+        def next_job(slot: _Slot) -> Job | None:
+            for i, job in enumerate(pending):
+                if avoid.get(job.index) != slot.id or len(slots) == 1:
+                    del pending[i]
+                    return job
+                if i > 2 * len(slots):  # only retried jobs are avoided; they wait at the front
+                    break
+            return None
+
+        try:
+            slots = self._start_workers(session)
+            summary.workers = {slot.id: 0 for slot in slots}
+            progress.note(f"Ray: {len(slots)} worker{'s' * (len(slots) > 1)} for {len(todo)} videos")
+            progress.overall(0, len(todo), 0.0)
+            busy: set[str] = set()
+
+            def hand_out() -> None:
+                for slot in list(slots):
+                    if slot.id in busy or not pending:
+                        continue
+                    job = next_job(slot)
+                    if job is not None:
+                        inflight[slot.actor.make.remote(job, reraise_unexpected)] = (slot, job)
+                        busy.add(slot.id)
+
+            while pending or inflight:
+                hand_out()
+                if not inflight:
+                    missing = len(pending)
+                    raise RayUnavailableError(
+                        f"Every Ray worker died; {missing} video{'s' * (missing > 1)} were not made. Run the same "
+                        "command again to make them."
+                    )
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=WAIT_TICK)
+                outcomes = []
+                for ref_ in ready:
+                    slot, job = inflight.pop(ref_)
+                    busy.discard(slot.id)
+                    try:
+                        outcomes.append((slot, ray.get(ref_), job))
+                    except ray.exceptions.RayActorError as exc:
+                        died(slot, job, exc)
+                    except ray.exceptions.RayTaskError as exc:  # a bug's traceback, with --debug
+                        raise exc.as_instanceof_cause() from None
+                hand_out()  # the workers go on while the driver reports
+                for slot, outcome, job in outcomes:
+                    take(slot, outcome, job)
+        except BaseException:
+            self._stop(slots, inflight, take)
+            raise
+        finally:
+            self._shutdown(slots, [job for _, job in inflight.values()], session.request.format)
+
+    # --- 3. stopping ----------------------------------------------------------------------------------
+
+    def _stop(self, slots: list[_Slot], inflight: dict, take) -> None:
+        """Ask every worker to stop at its next step and collect what still finishes, for a short while."""
+        ray = self.ray
+        for slot in slots:
+            with contextlib.suppress(Exception):  # a dead actor needs no stopping
+                slot.actor.stop.remote()
+        deadline = time.monotonic() + STOP_GRACE
+        while inflight and time.monotonic() < deadline:
+            ready, _ = ray.wait(list(inflight), num_returns=len(inflight), timeout=deadline - time.monotonic())
+            for ref_ in ready:
+                slot, job = inflight.pop(ref_)
+                with contextlib.suppress(Exception):  # stopped, died or failed: nothing more to report
+                    take(slot, ray.get(ref_), job)  # a video that was finished is reported, not lost
+            if not ready:
+                break
+
+    def _shutdown(self, slots: list[_Slot], unfinished: list[Job], fmt: str) -> None:
+        from .io.video import remove_stale_partials
+
+        ray = self.ray
+        if not ray.is_initialized():
+            return
+        for slot in slots:
+            with contextlib.suppress(Exception):  # already gone
+                ray.kill(slot.actor, no_restart=True)
+        if self.started_local:
+            ray.shutdown()  # stops the local instance: its worker processes end with it
+        else:
+            ray.shutdown()  # leaves the cluster; our actors (owned by this driver) go with it
+        time.sleep(0.2)
+        for job in unfinished:  # a killed worker cannot clean up after itself
+            remove_stale_partials(Path(job.output), fmt)
