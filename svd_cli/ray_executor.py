@@ -378,7 +378,7 @@ class RayExecutor:
                 break
 
     def _shutdown(self, slots: list[_Slot], unfinished: list[Job], fmt: str) -> None:
-        from .io.video import remove_stale_partials
+        from .io.safety import remove_dead_partials
 
         ray = self.ray
         if not ray.is_initialized():
@@ -392,4 +392,4 @@ class RayExecutor:
             ray.shutdown()  # leaves the cluster; our actors (owned by this driver) go with it
         time.sleep(0.2)
         for job in unfinished:  # a killed worker cannot clean up after itself
-            remove_stale_partials(Path(job.output), fmt)
+            remove_dead_partials(Path(job.output))
