@@ -585,8 +585,13 @@ def from_recipe(recipe: dict) -> dict[str, Any]:
             named = model.get("repo") or not model.get("path") or get_entry(str(model.get("name"))) is not None
             value = model.get("name") if named else model.get("path")
         elif opt.name == "lora":
-            value = [f"{item['path']}:{item['scale']}" for item in (recipe.get("model") or {}).get("lora") or []]
-            value = value or None
+            model = recipe.get("model")
+            items = (model.get("lora") if isinstance(model, dict) else None) or []
+            well_formed = isinstance(items, list) and all(
+                isinstance(i, dict) and {"path", "scale"} <= i.keys() for i in items
+            )
+            # A malformed list goes through as it is, for the schema's check to refuse with the recipe's name.
+            value = ([f"{i['path']}:{i['scale']}" for i in items] if well_formed else items) or None
         else:
             value = _dig(recipe, opt.recipe)
         if opt.name == "device" and isinstance(value, str):

@@ -64,6 +64,7 @@ HOSTILE = [
      "uses the model svd-xt, which is not on this machine; add --allow-download to download it (about"),
     ("model-folder-gone", _set("model", {"name": "mine", "path": "/nowhere/my-model"}),
      "its model folder /nowhere/my-model is not on this machine"),
+    ("lora-malformed", _set("model", {"name": "tiny", "lora": [{"file": "x.safetensors"}]}), "lora = "),
 ]  # fmt: skip
 
 
