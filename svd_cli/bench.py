@@ -147,10 +147,7 @@ def run_bench(
     model = SVDAdapter(ModelSource(name=f"random-{arch}", path=Path(".")), pipe, torch_device, torch_dtype)
     image_path = image_path or _example_image()
     image = fit_image(Image.open(image_path).convert("RGB"), width, height, "crop", (255, 255, 255))
-    settings = GenerationSettings(
-        frames=frames, fps=7, motion_bucket=127, noise_aug=0.02, steps=steps, min_cfg=1.0, max_cfg=3.0,
-        seed=0, width=width, height=height,
-    )  # fmt: skip
+    settings = GenerationSettings.kind_defaults(frames=frames, steps=steps, seed=0, width=width, height=height)
     pipe.set_progress_bar_config(disable=True)
     meter = PeakMemory(torch_device)
     results: list[dict] = []

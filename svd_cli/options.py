@@ -472,6 +472,14 @@ class GenerationSettings:
     def replace(self, **changes: Any) -> GenerationSettings:
         return GenerationSettings(**{**self._values, **changes})
 
+    @classmethod
+    def kind_defaults(cls, kind: str = "svd", **values: Any) -> GenerationSettings:
+        """A kind's default settings (models/kinds.py), with `values` (seed, width, height, ...) set."""
+        from .models.kinds import kind_defaults
+
+        defaults = kind_defaults(kind)
+        return cls(**{name: defaults[name] for name in GENERATION if name in defaults} | values)
+
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)
 

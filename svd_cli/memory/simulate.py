@@ -576,10 +576,7 @@ def _simulated(math_attention: bool) -> Iterator[tuple]:
 def _settings(job: Job):
     from ..options import GenerationSettings
 
-    return GenerationSettings(
-        frames=job.frames, fps=7, motion_bucket=127, noise_aug=0.02, steps=1, min_cfg=1.0, max_cfg=3.0,
-        seed=0, width=job.width, height=job.height,
-    )  # fmt: skip
+    return GenerationSettings.kind_defaults(frames=job.frames, steps=1, seed=0, width=job.width, height=job.height)
 
 
 def _image(job: Job):
