@@ -79,7 +79,7 @@ def collect() -> dict:
 
 
 def _auto_profiles_in_ram(available: int) -> dict:
-    """What `--memory auto` picks on this CPU (fp32, the weights counted too) for a 1024x576 video."""
+    """What the automatic memory choice picks on this CPU (fp32, the weights counted too) for a 1024x576 video."""
     from .errors import SvdError
     from .memory.ram import choose_profile_in_ram
     from .models.architectures import parameter_bytes

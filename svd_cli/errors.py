@@ -4,7 +4,7 @@ The library never spells a command-line flag. A message refers to a setting with
 edge that shows the message decides how the setting is spelled: `--motion-bucket` on the command line,
 `motion_bucket=` in Python (`str(error)`). `OptionError` also carries the option, the value and what is
 allowed, so a caller can act on them without parsing text. The CLI prints one line and exits with
-`exit_code`; tracebacks only appear with `--debug`.
+`exit_code`; tracebacks only appear in debug mode.
 """
 
 from __future__ import annotations

@@ -364,7 +364,7 @@ class Request:
             name = sorted(unknown)[0]
             raise UsageError(f"{name}: not a setting of svd animate; see the option list.", option=name)
         self.inputs: list[str] = [str(i) for i in inputs]
-        self.out_is_folder = False  # --out ended with a path separator
+        self.out_is_folder = False  # the output path ended with a path separator (a folder)
         self._values: dict[str, Any] = {}
         for opt in OPTIONS:
             value = coerce(opt, values.get(opt.name))

@@ -348,7 +348,7 @@ class RayExecutor:
                         outcomes.append((slot, ray.get(ref_), job))
                     except ray.exceptions.RayActorError as exc:
                         died(slot, job, exc)
-                    except ray.exceptions.RayTaskError as exc:  # a bug's traceback, with --debug
+                    except ray.exceptions.RayTaskError as exc:  # a bug's traceback, in debug mode
                         raise exc.as_instanceof_cause() from None
                 hand_out()  # the workers go on while the driver reports
                 for slot, outcome, job in outcomes:

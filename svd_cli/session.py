@@ -1,6 +1,6 @@
 """The one orchestration every caller shares: request -> model -> adapter -> memory plan -> stages -> clip.
 
-The CLI's batches, `--recipe` replays and the library API (`svd_cli.load(...).animate_image(...)`) all run
+The CLI's batches, recipe replays and the library API (`svd_cli.load(...).animate_image(...)`) all run
 through a `Session`: it resolves the model once (downloading if needed), knows its defaults, loads it on the
 first video (sized for that video, so `auto` plans for the real job) and runs the stages for each video.
 
@@ -34,7 +34,7 @@ class _Model:
     image_source = None  # the text-to-image model, when a prompt or a style needs one
     image_defaults: dict[str, Any] = {}
     image_model = None
-    weights: dict[str, Any] = {}  # the --unet and --lora files as the recipe records them
+    weights: dict[str, Any] = {}  # the unet and lora files as the recipe records them
 
 
 class Session:

@@ -1,6 +1,6 @@
 """Recipes: the sidecar JSON next to every video, which says exactly how it was made.
 
-A recipe repeats a video (`svd animate --recipe photo.json`) and decides resuming: an output whose recipe
+A recipe repeats a video (replayed from the sidecar) and decides resuming: an output whose recipe
 matches what this run would make is done; one made otherwise is reported, never silently kept.
 """
 

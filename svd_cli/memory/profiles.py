@@ -1,4 +1,4 @@
-"""Memory profiles: documented combinations of the savers, and the choice `--memory auto` makes.
+"""Memory profiles: documented combinations of the savers, and the automatic choice.
 
 | profile  | weights             | CFG          | feed-forward | attention          | VAE decode                    |
 |----------|---------------------|--------------|--------------|--------------------|-------------------------------|

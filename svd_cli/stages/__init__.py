@@ -7,7 +7,7 @@
 - write: io/video.py writes the clip and its recipe.
 
 Every stage appends what it did and with which settings to `Clip.stages`, so the recipe records the
-ordered chain and `--recipe` can replay it. Conditioning fps (what the model was told) and output fps (the
+ordered chain and a recipe replay can repeat it. Conditioning fps (what the model was told) and output fps (the
 video's frame rate) are separate: a stage that adds frames changes the second, not the first.
 """
 
