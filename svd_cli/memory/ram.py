@@ -1,4 +1,5 @@
-"""The automatic memory choice where the model computes in the computer's RAM: the CPU (and Apple's unified memory, MPS).
+"""The automatic memory choice where the model computes in the computer's RAM: the CPU (and Apple's unified
+memory, MPS).
 
 There is no device memory to read there, but RAM runs out just the same, and then the machine swaps to a
 halt or the process is killed. The choice works like the GPU's (profiles.py): the same peak estimate per
