@@ -298,20 +298,8 @@ def coerce(opt: Option, value: Any) -> Any:
         if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.strip().lower() in ("1", "true", "yes", "on")
         raise OptionError(opt.name, value, "expected true or false.", shown=repr(value))
-    if opt.type is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise OptionError(opt.name, value, "expected a whole number.", shown=repr(value))
-        try:
-            return int(value)
-        except ValueError:
-            raise OptionError(opt.name, value, "expected a whole number.", shown=repr(value)) from None
-    if opt.type is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise OptionError(opt.name, value, "expected a number.", shown=repr(value))
-        try:
-            return float(value)
-        except ValueError:
-            raise OptionError(opt.name, value, "expected a number.", shown=repr(value)) from None
+    if opt.type in (int, float):
+        return _number(opt, value)
     if opt.type is str:
         if not isinstance(value, str):
             raise OptionError(opt.name, value, "expected text.", shown=repr(value))
@@ -331,6 +319,17 @@ def coerce(opt: Option, value: Any) -> Any:
             return list(value)
         raise OptionError(opt.name, value, "write whole numbers separated by commas, e.g. 1,2,3.", shown=repr(value))
     return value
+
+
+def _number(opt: Option, value: Any) -> int | float:
+    """A whole number (int options) or a number (float options) from text or a number; never from a bool."""
+    kinds, what = ((int, str), "a whole number") if opt.type is int else ((int, float, str), "a number")
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        raise OptionError(opt.name, value, f"expected {what}.", shown=repr(value))
+    try:
+        return opt.type(value)
+    except ValueError:
+        raise OptionError(opt.name, value, f"expected {what}.", shown=repr(value)) from None
 
 
 def check(opt: Option, value: Any) -> None:

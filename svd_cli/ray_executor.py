@@ -357,7 +357,7 @@ class RayExecutor:
             self._stop(slots, inflight, take)
             raise
         finally:
-            self._shutdown(slots, [job for _, job in inflight.values()], session.request.format)
+            self._shutdown(slots, [job for _, job in inflight.values()])
 
     # --- 3. stopping ----------------------------------------------------------------------------------
 
@@ -377,7 +377,7 @@ class RayExecutor:
             if not ready:
                 break
 
-    def _shutdown(self, slots: list[_Slot], unfinished: list[Job], fmt: str) -> None:
+    def _shutdown(self, slots: list[_Slot], unfinished: list[Job]) -> None:
         from .io.safety import remove_dead_partials
 
         ray = self.ray

@@ -614,18 +614,21 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
         animator = Animator(model, plan)
         decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
-        meter.mark(None)
-        peak = counter.peak
-        weights = _weights_bytes(pipe)
+        return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
+
+
+def _result(name: str, savers: list[str], decoded: bool, counter, meter: _StageMeter, pipe, started: float):
+    """The Simulation of a finished run (call inside the simulation's modes: the last stage closes here)."""
+    meter.mark(None)
     if not decoded:
-        raise SimulationError(f"the simulation of {plan.profile} stopped before decoding")
+        raise SimulationError(f"the simulation of {name} stopped before decoding")
     return Simulation(
-        name=plan.profile,
-        savers=plan.savers(),
-        peak_bytes=peak,
+        name=name,
+        savers=savers,
+        peak_bytes=counter.peak,
         stage_peak_bytes=meter.peaks,
         stage_flops=meter.flops,
-        weights_bytes=weights,
+        weights_bytes=_weights_bytes(pipe),
         seconds=round(time.perf_counter() - started, 2),
     )
 
@@ -694,20 +697,7 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
 
         decoded = _run_to_end(run, meter)
         unet_started.remove()
-        meter.mark(None)
-        peak = counter.peak
-        weights = _weights_bytes(pipe)
-    if not decoded:
-        raise SimulationError(f"the simulation of {recipe} stopped before decoding")
-    return Simulation(
-        name=recipe,
-        savers=RECIPE_DESCRIPTIONS[recipe],
-        peak_bytes=peak,
-        stage_peak_bytes=meter.peaks,
-        stage_flops=meter.flops,
-        weights_bytes=weights,
-        seconds=round(time.perf_counter() - started, 2),
-    )
+        return _result(recipe, RECIPE_DESCRIPTIONS[recipe], decoded, counter, meter, pipe, started)
 
 
 # --- cache and public entry points -----------------------------------------------------------------------
