@@ -41,12 +41,16 @@ class ScriptAnimator:
         return self.session.animator.plan if self.session.animator else None
 
     def animate_image(self, image: Image.Image, *, seed: int = 0, **options: Any) -> np.ndarray:
-        """Frames (F, H, W, 3) uint8 for `image`; keywords as `svd animate`'s options (frames=, fps=, size=...)."""
+        """Frames (F, H, W, 3) uint8 for `image`; keywords as `svd animate`'s options (frames=, fps=, size=...).
+
+        The post stages run too (extend=, loop=, upscale=, interpolate=, watermark=): with interpolate= the frames
+        are meant for N x fps.
+        """
         _check_keywords(options, allowed=set(BY_NAME) - NOT_FOR_SCRIPTS - LOAD_OPTIONS)
         request = self.session.request.replace(seed=seed, **options)
         validate(request, need_inputs=False)
         call = self.session.derive(request)
-        return call.animate(call.first_frame_from_image(image), seed).frames
+        return call.finish(call.animate(call.first_frame_from_image(image), seed)).frames
 
 
 def load(

@@ -32,6 +32,7 @@ from .io.video import output_suffix
 from .memory.ram import NotEnoughMemoryError
 from .options import Request, check_template, recorded_settings, with_defaults
 from .session import Session
+from .stages.loop import check_loop
 
 if TYPE_CHECKING:
     from .stages.first_frame import FirstFrame
@@ -89,6 +90,11 @@ class JobResult:
                 model=self.recipe["model"]["name"],
                 steps=settings["steps"],
             )
+            data["duration"] = round(out["frames"] / out["fps"], 3)
+            animated = [s for s in self.recipe.get("stages", []) if s.get("stage") == "animate"]
+            if len(animated) > 1:  # a long video: its clips, and how many an earlier run had finished
+                data["segments"] = len(animated)
+                data["segments_reused"] = sum(bool(s.get("reused")) for s in animated)
             if "runtime" in self.recipe:
                 data["memory"] = self.recipe["runtime"]["memory"]["profile"]
         data["seconds"] = round(self.seconds, 2)
@@ -160,6 +166,8 @@ def plan_for_request(session: Session, stdin: Iterable[str] | None = None) -> Pl
     if defaults is None:
         session.resolve()
         defaults = session.defaults
+    frames = req.frames or defaults["frames"]
+    check_loop(req.loop, frames + req.extend * (frames - 1), req.loop_frames)
     return plan_jobs(req, defaults, stdin)
 
 
@@ -440,6 +448,7 @@ def _recipe(session: Session, job: Job, fmt: str, sha256: str | None, settings, 
         fmt=fmt,
         settings=settings,
         fps=clip.fps if clip is not None else settings.fps,
+        shape=(len(clip.frames), clip.width, clip.height) if clip is not None else None,
         seed_fixed=job.seed_fixed,
         recorded=recorded_settings(req),
         model=session.model_record(),
@@ -469,12 +478,18 @@ def make_video(
 ) -> JobResult:
     """One job through every stage: first frame (unless made already), animate, write (video, still, recipe)."""
     from .io.video import write_video_and_recipe
+    from .io.segments import discard_work
 
     started = time.monotonic()
     earlier = frame.seconds if frame is not None else 0.0  # a first frame made in the batch's first phase
+    # 1. The first frame (unless the batch's first phase made it already).
     if frame is None:
         frame = make_first_frame(session, job)
-    clip = session.animate(frame, job.seed)
+    # 2. Animate it; with extend, the clips that continue it (each kept as it finishes, for a rerun).
+    clip = session.animate(frame, job.seed, job.output)
+    # 3. The post stages: loop, upscale, interpolate, watermark.
+    clip = session.finish(clip)
+    # 4. Write the video, its still and its recipe; then the finished clips are no longer needed.
     settings = session.settings_for(job.seed, frame.picture.size)
     digest = sha256(job.input) if job.input is not None else None
     recipe = _recipe(session, job, fmt, digest, settings, clip, time.monotonic() - started + earlier)
@@ -482,6 +497,7 @@ def make_video(
     session.progress.start("write")
     write_video_and_recipe(clip.frames, job.output, clip.fps, fmt, recipe, still=still)
     session.progress.end()
+    discard_work(job.output)
     return JobResult(job, "ok", seconds=time.monotonic() - started + earlier, recipe=recipe, warnings=clip.warnings)
 
 

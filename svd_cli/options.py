@@ -237,6 +237,24 @@ OPTIONS: tuple[Option, ...] = (
            choices=("crop", "pad", "stretch"), recipe="settings.fit", example="pad"),
     Option("background", str, "Colour behind transparent pixels and pad borders.", default="white",
            check=check_background, recipe="settings.background", example="black"),
+    Option("extend", int, "Make N more clips, each animated from the last frame of the one before, into one longer "
+           "video (frames + N x (frames - 1)); finished clips are kept, so a rerun after an interruption continues.",
+           default=0, range=(0, 100), recipe="settings.extend", example="1"),
+    Option("color_match", bool, "Match each extended clip's colours to the first clip's (chained clips drift in "
+           "colour and contrast).", default=True, negatable=True, recipe="settings.color_match", example="false"),
+    Option("loop", str, "Make the video loop: bounce (forward, then backward) or crossfade (the tail blends into the "
+           "head over loop_frames frames).", default="off", choices=("off", "bounce", "crossfade"),
+           recipe="settings.loop", example="bounce"),
+    Option("loop_frames", int, "Frames the crossfade loop blends over.", default=4, range=(1, 64),
+           recipe="settings.loop_frames", example="2"),
+    Option("upscale", int, "2: double the width and height of every frame with a super-resolution model.", default=1,
+           choices=(1, 2), recipe="settings.upscale", example="2"),
+    Option("upscaler", str, "The super-resolution model for upscale: a name (realesrgan-x2, tiny-upscaler) or a "
+           ".safetensors file.", default="realesrgan-x2", recipe="settings.upscaler", example="tiny-upscaler"),
+    Option("interpolate", int, "2-4: that many times the frame rate at the same duration, with motion-compensated "
+           "in-between frames.", default=1, range=(1, 4), recipe="settings.interpolate", example="2"),
+    Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check).",
+           default=True, negatable=True, recipe="settings.watermark", example="false"),
     Option("out", Path, "Output file, or folder (mirrors input folders; end it with /) [default: next to each "
            "input].", short="o", default_label="next to each input", example="videos/"),
     Option("name", str, "Name template: {stem} {seed} {index} {model} {fps} {frames} [default: {stem}; "

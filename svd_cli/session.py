@@ -251,18 +251,54 @@ class Session:
         size = first_frame.target_size(req.size, self.defaults["size"], image.size)
         return first_frame.from_image(image, size, req.fit, req.background, {"source": "image"})
 
-    def animate(self, frame: FirstFrame, seed: int) -> Clip:
-        """The animate stage (and, as they come, extend and post stages) on one first frame."""
+    def animate(self, frame: FirstFrame, seed: int, output: Path | None = None) -> Clip:
+        """The animate stage on one first frame; with `extend`, the clips that continue it, chained into one.
+
+        With an `output`, each finished clip is kept in a work folder beside it (io/segments.py) and reused by a
+        rerun of the same work, so an interrupted long video continues where it stopped.
+        """
+        import numpy as np
+        from PIL import Image
+
+        from .io.segments import SegmentStore
+        from .stages.animate import degenerate_frames
+        from .stages.extend import color_drift, color_stats, match_colors, segment_seed
+
+        req = self.request
+        # 1. The settings, and the model loaded for them on the first video.
         settings = self.settings_for(seed, frame.picture.size)
         if self.animator is None:
             self.load(settings)
-        from .stages.animate import degenerate_frames
-
-        frames = self.animator.animate(frame.picture, settings, self.progress)
+        store = SegmentStore(output, self._segment_key(frame, settings)) if output is not None and req.extend else None
         record = {"stage": "animate", "model": self.source.name, "sampler": settings.sampler,
                   "settings": settings.as_dict(), "fps_conditioning": settings.fps - 1}  # fmt: skip
+        records, clips, reference = [frame.record], [], None
+        count = 1 + req.extend
+        for k in range(count):
+            # 2. Clip k: from the first frame, or from the last frame of clip k - 1, with seed + k.
+            segment = {"segment": k, "seed": segment_seed(seed, k)} if count > 1 else {}
+            frames = store.load(k) if store is not None else None
+            if frames is not None:
+                self.progress.note(f"Segment {k + 1}/{count}: finished by an earlier run, reused")
+                segment["reused"] = True
+            else:
+                if count > 1:
+                    self.progress.note(f"Segment {k + 1}/{count} (seed {segment['seed']})")
+                start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
+                frames = self.animator.animate(start, settings.replace(seed=segment_seed(seed, k)), self.progress)
+                # 3. Later clips take the first clip's colours back (their drift adds up clip after clip).
+                if k > 0 and req.color_match:
+                    segment["drift_before"] = _rounded(color_drift(frames, reference))
+                    frames = match_colors(frames, reference)
+                if store is not None:
+                    store.save(k, frames)
+            if k == 0:
+                reference = color_stats(frames)
+            clips.append(frames if k == 0 else frames[1:])  # the frame two clips share appears once
+            records.append(record | segment)
         if self.animator.upcast:
-            record["upcast"] = dict(self.animator.upcast)  # the NaN guard widened these components
+            records[1]["upcast"] = dict(self.animator.upcast)  # the NaN guard widened these components
+        frames = np.concatenate(clips) if len(clips) > 1 else clips[0]
         flat = degenerate_frames(frames)
         warnings = []
         if flat:
@@ -270,7 +306,44 @@ class Session:
             warnings.append(f"{which} a single flat colour: the model may have failed (check the video)")
         for warning in warnings:
             self.progress.note(f"Warning: {warning}")
-        return Clip(frames=frames, fps=settings.fps, stages=[frame.record, record], warnings=warnings)
+        return Clip(frames=frames, fps=settings.fps, stages=records, warnings=warnings)
+
+    def _segment_key(self, frame: FirstFrame, settings: GenerationSettings) -> str:
+        """What decides a segment's frames: the first frame, the settings, the model, device and precision."""
+        import hashlib
+        import json
+
+        from .models.loading import dtype_name
+
+        model = self.animator.model
+        parts = {
+            "first_frame": hashlib.sha256(frame.picture.tobytes()).hexdigest(),
+            "size": frame.picture.size,
+            "settings": settings.as_dict(),
+            "color_match": self.request.color_match,
+            "model": self.model_record(),
+            "device": model.device.type,
+            "dtype": dtype_name(model.dtype),
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+    def finish(self, clip: Clip) -> Clip:
+        """The post stages, in order: loop, upscale, interpolate, watermark (each records itself in the clip)."""
+        from .stages.loop import loop_clip
+
+        req = self.request
+        clip = loop_clip(clip, req.loop, req.loop_frames)
+        if req.upscale > 1:
+            clip = self.upscale(clip)
+        if req.interpolate > 1:
+            from .stages.interpolate import interpolate_clip
+
+            clip = interpolate_clip(clip, req.interpolate, loop=req.loop != "off", progress=self.progress)
+        if req.watermark:
+            from .stages.watermark import watermark_clip
+
+            clip = watermark_clip(clip)
+        return clip
 
     def runtime(self) -> dict:
         """Where and how this run computes: recorded so a recipe can be repeated exactly."""
@@ -287,3 +360,7 @@ class Session:
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
         }
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 3) for k, v in values.items()}

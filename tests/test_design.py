@@ -47,6 +47,13 @@ def _as_cli_value(opt, text: str):
     return coerce(opt, text)
 
 
+def _flag(opt) -> list[str]:
+    """The option set to its example on the command line (a setting that is on by default: its --no- flag)."""
+    if opt.type is bool:
+        return [opt.flag if coerce(opt, opt.example) else "--no-" + opt.flag[2:]]
+    return [opt.flag, opt.example]
+
+
 # --- 1. one schema: flag, variable, config file, recipe -------------------------------------------------
 
 
@@ -59,7 +66,7 @@ def test_every_option_reaches_the_flag_the_variable_and_the_config_file(opt, svd
     expected = _as_cli_value(opt, opt.example)
     assert expected != opt.default, f"{opt.name}: the example must differ from the default to prove anything"
 
-    flag = [opt.flag] if opt.type is bool else [opt.flag, opt.example]
+    flag = _flag(opt)
     assert getattr(_parse(*inputs, *flag), opt.name) == expected, "flag"
 
     with monkeypatch.context() as m:
@@ -109,7 +116,7 @@ def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_pa
     _example_weight_files(tmp_path)
     args = []
     for opt in RECORDED:
-        args += [opt.flag] if opt.type is bool else [opt.flag, opt.example]
+        args += _flag(opt)
     out = tmp_path / "v.gif"
     r = svd("animate", EXAMPLES / "coffee.png", *args, "--out", out)
     assert r.code == 0, r.err

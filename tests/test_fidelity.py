@@ -57,7 +57,8 @@ def test_cli_frames_equal_diffusers_pipeline(svd, tiny_dir, tmp_path, picture):
     s = SETTINGS
     r = svd("animate", photo, "--model", "tiny", "--memory", "high", "--frames", s.frames, "--fps", s.fps,
             "--motion-bucket", s.motion_bucket, "--noise-aug", s.noise_aug, "--steps", s.steps,
-            "--seed", s.seed, "--size", "256x128", "--format", "frames", "--out", tmp_path / "ours")  # fmt: skip
+            "--seed", s.seed, "--size", "256x128", "--no-watermark", "--format", "frames",
+            "--out", tmp_path / "ours")  # fmt: skip
     assert r.code == 0, r.err
     ours = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "ours").glob("*.png"))])
 

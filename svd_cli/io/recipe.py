@@ -36,6 +36,7 @@ def build_recipe(
     settings,
     fps: int,
     seed_fixed: bool,
+    shape: tuple[int, int, int] | None = None,
     recorded: dict,
     model: dict,
     image: dict | None = None,
@@ -47,8 +48,8 @@ def build_recipe(
     """Everything needed to make the same video again.
 
     `settings` are the animate stage's; `recorded` the other options the schema records under "settings"
-    (options.recorded_settings); `fps` is the written video's frame rate (the conditioning fps is
-    settings.fps - 1); `stages` is the ordered chain that made the clip, each with its own settings.
+    (options.recorded_settings); `fps` and `shape` (frames, width, height) are the written video's, after the
+    post stages (the conditioning fps is settings.fps - 1); `stages` is the ordered chain that made the clip, each with its own settings.
     `image` is the text-to-image model's part (prompt, style, model, steps...) when it made the first frame,
     and `still` where that first frame is saved. A video from a prompt has no input image (path None).
     """
@@ -59,10 +60,10 @@ def build_recipe(
         "output": {
             "path": str(output),
             "format": fmt,
-            "frames": settings.frames,
+            "frames": shape[0] if shape else settings.frames,
             "fps": fps,
-            "width": settings.width,
-            "height": settings.height,
+            "width": shape[1] if shape else settings.width,
+            "height": shape[2] if shape else settings.height,
             **({"still": str(still)} if still is not None else {}),
         },
         "model": model,
@@ -87,6 +88,8 @@ def build_recipe(
 def comparable(recipe: dict, seed_fixed: bool) -> dict:
     """The parts of a recipe that decide the video (the seed only when the user fixed it)."""
     settings = {k: v for k, v in recipe.get("settings", {}).items() if k not in DERIVED_SETTINGS}
+    for name, value in unrecorded_defaults(settings).items():
+        settings[name] = value  # a recipe from before a setting existed was made at its default
     if not seed_fixed:
         settings.pop("seed", None)
     image = dict(recipe.get("image") or {})
@@ -101,6 +104,17 @@ def comparable(recipe: dict, seed_fixed: bool) -> dict:
         "format": recipe.get("output", {}).get("format"),
         "settings": settings,
         "image": image,
+    }
+
+
+def unrecorded_defaults(settings: dict) -> dict:
+    """The defaults of the settings an older recipe does not record (they did not exist when it was made)."""
+    from ..options import OPTIONS
+
+    return {
+        o.name: o.default
+        for o in OPTIONS
+        if o.recipe == f"settings.{o.name}" and not o.from_model and o.default is not None and o.name not in settings
     }
 
 

@@ -180,6 +180,7 @@ class TextToImageAdapter:
         self.dtype = dtype
         self._img2img = None
         pipe.set_progress_bar_config(disable=True)
+        _without_watermarker(pipe)
 
     @property
     def img2img(self):
@@ -200,6 +201,7 @@ class TextToImageAdapter:
                     model=self.source.name,
                 ) from exc
             self._img2img.set_progress_bar_config(disable=True)
+            _without_watermarker(self._img2img)
         return self._img2img
 
     def text_encoders(self) -> list[nn.Module]:
@@ -272,6 +274,13 @@ class TextToImageAdapter:
                 guidance_scale=cfg, strength=strength, generator=torch.Generator("cpu").manual_seed(seed),
                 callback_on_step_end=_advance(progress),
             ).images[0]  # fmt: skip
+
+
+def _without_watermarker(pipe) -> None:
+    """diffusers' SDXL pipelines mark their pictures when invisible-watermark is installed, and refuse pictures
+    under 256x256 while doing it. svd marks the finished video itself (stages/watermark.py), so not the still."""
+    if getattr(pipe, "watermark", None) is not None:
+        pipe.watermark = None
 
 
 def _advance(progress):
