@@ -215,7 +215,8 @@ def test_realesrgan_x2_downloads_with_progress_and_offline_fails_like_svd(tiny_u
     cached = next((tmp_path / "hf" / "hub").glob(f"models--kornia--real_esrgan/snapshots/*/{ESRGAN_FILE}"))
     assert f"realesrgan-x2 is ready: {cached}" in pulled.stderr and cached.read_bytes() == data
 
-    listed = run_subprocess("weights", "list", "--json", env=svd_env(hub.url, tmp_path / "hf") | {"HF_HUB_OFFLINE": "1"})
+    offline_env = svd_env(hub.url, tmp_path / "hf") | {"HF_HUB_OFFLINE": "1"}
+    listed = run_subprocess("weights", "list", "--json", env=offline_env)
     assert {row["name"]: row["downloaded"] for row in json.loads(listed.stdout)}["realesrgan-x2"] is True
 
     offline = run_subprocess("weights", "pull", "realesrgan-x2",
@@ -226,10 +227,14 @@ def test_realesrgan_x2_downloads_with_progress_and_offline_fails_like_svd(tiny_u
         "forbids downloading it: unset HF_HUB_OFFLINE and run `svd weights pull realesrgan-x2` while online, or use "
         "--upscaler tiny-upscaler."
     ]
-    gone = run_subprocess("weights", "pull", "realesrgan-x2", env=svd_env(hub.url, tmp_path / "empty"))  # stopped
-    assert gone.returncode == 1 and gone.stderr.strip().splitlines()[-1].startswith(
-        "svd: error: Cannot reach the Hugging Face Hub to download realesrgan-x2: connect to the internet and run "
-        "`svd weights pull realesrgan-x2`"
+    renamed = FakeHub({"README.md": b"# the file is gone\n"}, repo=ESRGAN_REPO)
+    try:
+        missing = run_subprocess("weights", "pull", "realesrgan-x2", env=svd_env(renamed.url, tmp_path / "empty"))
+    finally:
+        renamed.stop()
+    assert missing.returncode == 1 and missing.stderr.strip().splitlines()[-1] == (
+        f"svd: error: {ESRGAN_REPO} at revision main has no file {ESRGAN_FILE} (the Hub answered 404): the registry "
+        "entry realesrgan-x2 in weights.toml is out of date; update svd, or use --upscaler tiny-upscaler."
     )
 
 
@@ -277,7 +282,8 @@ def test_each_profiles_upscale_tile_fits_beside_svd_on_that_profile():
 
     # Two of the 23 blocks simulated, the other 21 blocks' weights added: the same peak as the full network,
     # checked here on balanced's tile (the full run takes seconds per tile size, the reduced one a fraction).
-    assert simulate_upscale(tile_for("balanced")).peak_bytes == simulate_upscale(tile_for("balanced"), blocks=2).peak_bytes
+    balanced = tile_for("balanced")
+    assert simulate_upscale(balanced).peak_bytes == simulate_upscale(balanced, blocks=2).peak_bytes
 
     weights = svd_xt_component_bytes()
     resident = {"high": sum(weights.values()), "balanced": sum(weights.values()), "low": max(weights.values()),

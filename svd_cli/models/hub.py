@@ -134,7 +134,15 @@ def download_file(
         (enable_progress_bars if progress.interactive else disable_progress_bars)()
         return Path(hf_hub_download(repo, filename, revision=revision))
     except Exception as exc:  # every Hub failure becomes one sentence with its fix
-        why = _explain_hub_error(exc, name, repo, revision, gated, fix, instead, kind)
+        from huggingface_hub import errors as hf_errors
+
+        if isinstance(exc, hf_errors.EntryNotFoundError) and _status(exc) == 404:
+            why = (
+                f"{repo} at revision {revision} has no file {filename} (the Hub answered 404): the registry entry "
+                f"{name} in weights.toml is out of date; update svd, or use {instead}."
+            )
+        else:
+            why = _explain_hub_error(exc, name, repo, revision, gated, fix, instead, kind)
         raise ModelUnavailableError(why, model=name) from exc
 
 
@@ -159,6 +167,7 @@ def _explain_hub_error(
     from .kinds import KIND_DEFAULTS
 
     option = KIND_DEFAULTS[kind]["option"]
+    local = "a .safetensors file" if kind == "upscaler" else "a local folder"
     url = f"https://huggingface.co/{repo}"
     if isinstance(exc, hf_errors.GatedRepoError) or (gated and _status(exc) in (401, 403)):
         return (
@@ -179,7 +188,7 @@ def _explain_hub_error(
         )
     return (
         f"Cannot reach the Hugging Face Hub to download {name}: connect to the internet and run {fix} "
-        f"(files already downloaded are kept), or use {instead} or a local folder."
+        f"(files already downloaded are kept), or use {instead} or {local}."
     )
 
 
