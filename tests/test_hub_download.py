@@ -94,8 +94,10 @@ class FakeHub:
     is closed); with `vanish_after_cut` both servers also stop listening, as when the network goes away.
     """
 
-    def __init__(self, files: dict[str, bytes], cut_file: str | None = None, vanish_after_cut: bool = False):
-        self.files = files
+    def __init__(
+        self, files: dict[str, bytes], cut_file: str | None = None, vanish_after_cut: bool = False, repo: str = REPO
+    ):
+        self.files, self.repo = files, repo
         self.sha256 = {hashlib.sha256(data).hexdigest(): path for path, data in files.items()}
         self.cut_file, self.vanish_after_cut = cut_file, vanish_after_cut
         self.requests: list[dict] = []
@@ -151,7 +153,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         hub, path = self.hub, unquote(urlsplit(self.path).path)
         on_cdn = self.server is hub.cdn
         file = hub.sha256.get(path.lstrip("/")) if on_cdn else None
-        resolve = f"/{REPO}/resolve/"
+        resolve = f"/{hub.repo}/resolve/"
         if not on_cdn and path.startswith(resolve):
             revision, _, file = path[len(resolve) :].partition("/")
             file = file if revision in ("main", COMMIT) and file in hub.files else None
@@ -166,10 +168,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 headers |= {"Location": f"{hub.cdn_url}/{sha}", "X-Linked-Etag": f'"{sha}"'}
                 return self._send(302, b"", headers | {"X-Linked-Size": str(len(data))})
             return self._send(200, data, headers, file=file)
-        if path == f"/api/models/{REPO}/revision/main":
-            info = {"id": REPO, "sha": COMMIT, "private": False, "siblings": [{"rfilename": p} for p in hub.files]}
+        if path == f"/api/models/{hub.repo}/revision/main":
+            info = {"id": hub.repo, "sha": COMMIT, "private": False, "siblings": [{"rfilename": p} for p in hub.files]}
             return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
-        if path == f"/api/models/{REPO}/tree/{COMMIT}":
+        if path == f"/api/models/{hub.repo}/tree/{COMMIT}":
             return self._send(200, json.dumps(hub.tree()).encode(), {"Content-Type": "application/json"})
         error = {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"}
         self._send(404, b'{"error": "Entry not found"}', error)

@@ -94,6 +94,14 @@ PROFILES: dict[str, MemoryPlan] = {
 }
 
 
+# The upscale post stage's tile side in input pixels per profile (None: whole frames), models/upscaler.py.
+# Simulated peak (memory/upscale.py) of Real-ESRGAN x2plus, fp16, one 1024x576 frame to 2048x1152: whole frame
+# 0.95 GiB; tiles of 768: 0.54; 512 (6 tiles of 352x296): 0.23; 256 (15): 0.14; 128 (45): 0.11 GiB, of which
+# 0.03 weights and 0.07 the frame and its fp32 blend buffers. Each fits beside what its profile keeps on the
+# device for SVD (tests/test_upscale.py); the tiles cost 6%, 14% and 25% more work than whole frames.
+UPSCALE_TILES: dict[str, int | None] = {"high": None, "balanced": 512, "low": 256, "min": 128}
+
+
 def plan_for(profile: str, **overrides) -> MemoryPlan:
     """The plan of a named profile, with individual savers overridden (None leaves a field as is)."""
     plan = PROFILES[profile]

@@ -103,18 +103,29 @@ def cached_file(repo: str, revision: str, filename: str) -> Path | None:
 
 
 def download_file(
-    name: str, repo: str, revision: str, filename: str, *, gated: bool, download_gb: float, progress: Progress
+    name: str,
+    repo: str,
+    revision: str,
+    filename: str,
+    *,
+    gated: bool,
+    download_gb: float,
+    progress: Progress,
+    kind: str = "svd",
 ) -> Path:
-    """Fetch one safetensors file of a repo (a single-file checkpoint, a replacement UNet), with the same
-    one-sentence failures as a whole pipeline."""
+    """Fetch one safetensors file of a repo (a single-file checkpoint, a replacement UNet, an upscaler), with the
+    same one-sentence failures as a whole pipeline."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
+    from .kinds import KIND_DEFAULTS
+
     fix = f"`svd weights pull {name}`"
+    instead = f"{ref(KIND_DEFAULTS[kind]['option'])} {KIND_DEFAULTS[kind]['builtin']}"
     if offline_mode():
         raise ModelUnavailableError(
             f"{name} needs {repo}/{filename}, which is not downloaded, and HF_HUB_OFFLINE=1 forbids downloading "
-            f"it: unset HF_HUB_OFFLINE and run {fix} while online.",
+            f"it: unset HF_HUB_OFFLINE and run {fix} while online, or use {instead}.",
             model=name,
         )
     try:
@@ -123,7 +134,16 @@ def download_file(
         (enable_progress_bars if progress.interactive else disable_progress_bars)()
         return Path(hf_hub_download(repo, filename, revision=revision))
     except Exception as exc:  # every Hub failure becomes one sentence with its fix
-        raise ModelUnavailableError(_explain_hub_error(exc, name, repo, revision, gated, fix), model=name) from exc
+        from huggingface_hub import errors as hf_errors
+
+        if isinstance(exc, hf_errors.EntryNotFoundError) and _status(exc) == 404:
+            why = (
+                f"{repo} at revision {revision} has no file {filename} (the Hub answered 404): the registry entry "
+                f"{name} in weights.toml is out of date; update svd, or use {instead}."
+            )
+        else:
+            why = _explain_hub_error(exc, name, repo, revision, gated, fix, instead, kind)
+        raise ModelUnavailableError(why, model=name) from exc
 
 
 def _remote_variant(repo: str, revision: str, kind: str = "svd") -> str | None:
@@ -147,6 +167,7 @@ def _explain_hub_error(
     from .kinds import KIND_DEFAULTS
 
     option = KIND_DEFAULTS[kind]["option"]
+    local = "a .safetensors file" if kind == "upscaler" else "a local folder"
     url = f"https://huggingface.co/{repo}"
     if isinstance(exc, hf_errors.GatedRepoError) or (gated and _status(exc) in (401, 403)):
         return (
@@ -167,7 +188,7 @@ def _explain_hub_error(
         )
     return (
         f"Cannot reach the Hugging Face Hub to download {name}: connect to the internet and run {fix} "
-        f"(files already downloaded are kept), or use {instead} or a local folder."
+        f"(files already downloaded are kept), or use {instead} or {local}."
     )
 
 

@@ -16,6 +16,7 @@ KIND_DEFAULTS: dict[str, dict] = {
         "option": "model",
         "builtin": "tiny",
         "role": "an image-to-video model",
+        "places": "a folder or a Hub repo id",
         "defaults": {
             "frames": 14,
             "steps": 25,
@@ -36,7 +37,18 @@ KIND_DEFAULTS: dict[str, dict] = {
         "option": "image_model",
         "builtin": "tiny-t2i",
         "role": "a text-to-image model",
+        "places": "a folder or a Hub repo id",
         "defaults": {"steps": 30, "cfg": 5.0, "size": None},
+    },
+    # A super-resolution network for the upscale post stage (models/upscaler.py): one safetensors file that
+    # spandrel recognises, enlarging every frame `scale` times.
+    "upscaler": {
+        "sampler": "none",
+        "option": "upscaler",
+        "builtin": "tiny-upscaler",
+        "role": "an upscaler",
+        "places": "a .safetensors file",
+        "defaults": {"scale": 2},
     },
 }
 # A diffusers pipeline class that makes videos from an image; every other pipeline in a folder is taken

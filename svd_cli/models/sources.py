@@ -16,7 +16,7 @@ from ..errors import ModelUnavailableError, UsageError, ref
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
 from .kinds import KIND_DEFAULTS, folder_defaults, folder_kind, kind_defaults
-from .layout import check_model_folder, damaged_files, detect_variant
+from .layout import check_model_folder, damaged_files, detect_variant, hash_problem, safetensors_problem
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -62,7 +62,7 @@ class ModelSource:
         """The default of every setting the model decides (registry entry, else the folder's own configs)."""
         if self.entry:
             return dict(self.entry.defaults)
-        if self.is_file:
+        if self.is_file and self.kind == "svd":
             return file_defaults(self.path)
         return folder_defaults(self.path, self.kind)
 
@@ -101,6 +101,9 @@ def resolve_model(
     built-in models are always checked and rebuilt if damaged.
     """
     progress = progress or NullProgress()
+    entry = get_entry(spec)
+    if kind == "upscaler" or (kind is None and entry is not None and entry.kind == "upscaler"):
+        return resolve_upscaler(spec, download=download, progress=progress, repair=repair)
     entry = check_kind(spec, kind)
     if entry is not None:
         if entry.builtin:
@@ -139,6 +142,57 @@ def resolve_model(
     return _resolve_repo(spec, spec, "main", None, None, download, progress, kind, repair)
 
 
+def resolve_upscaler(
+    spec: str, *, download: bool = True, progress: Progress | None = None, repair: bool = False
+) -> ModelSource:
+    """An upscaler name from the registry (downloaded with progress, or the built-in one built once) or a
+    .safetensors file, as a source of kind "upscaler" whose `path` is the file and `single_file` its identity.
+    `repair` (svd weights pull) downloads a damaged cached file again."""
+    from .files import file_identity
+    from .upscaler import check_upscaler_file
+
+    progress = progress or NullProgress()
+    entry = check_kind(spec, "upscaler") if get_entry(spec) is not None else None
+    if entry is not None and entry.builtin:
+        from .tiny import ensure_tiny_upscaler, tiny_upscaler_file
+
+        path = tiny_upscaler_file()
+        if not path.is_file():
+            progress.note(f"Building the built-in {entry.name} model (first use only)")
+        elif problem := safetensors_problem(path):
+            progress.note(f"The built-in {entry.name} model is damaged ({path} {problem}); rebuilding it")
+        path = ensure_tiny_upscaler()
+    elif entry is not None:
+        from .hub import cached_file, forget_cached_file
+
+        cached = cached_file(entry.repo, "main", entry.file)
+        if repair and cached is not None and (problem := safetensors_problem(cached) or hash_problem(cached)):
+            progress.note(f"{cached} {problem}; downloading it again")
+            forget_cached_file(cached)
+        path = _entry_file(entry, entry.repo, entry.file, download, progress)
+    else:
+        path = Path(spec).expanduser()
+        if not path.exists() and not _looks_like_path(spec) and path.suffix.lower() != ".safetensors":
+            names = ", ".join(n for n in model_names() if get_entry(n).kind == "upscaler")
+            raise UsageError(
+                f"{ref('upscaler')} {spec}: not an upscaler name ({names}) nor an existing .safetensors file.",
+                option="upscaler",
+                value=spec,
+            )
+        check_upscaler_file(path)
+        path = path.resolve()
+    identity = file_identity(path, "upscaler", progress)
+    return ModelSource(
+        name=entry.name if entry else path.stem,
+        path=Path(path),
+        repo=entry.repo if entry else None,
+        revision=entry.revision if entry and entry.repo else None,
+        entry=entry,
+        kind="upscaler",
+        single_file=identity,
+    )
+
+
 def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
     """The registry entry `spec` names (None for a folder or repo id); a usage error if it cannot be a `kind`.
 
@@ -152,8 +206,9 @@ def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
     if kind is not None and found is not None and found != kind:
         role, wanted = KIND_DEFAULTS[found]["role"], KIND_DEFAULTS[kind]["role"]
         names = ", ".join(n for n in model_names() if get_entry(n).kind == kind)
+        places = KIND_DEFAULTS[kind]["places"]
         raise UsageError(
-            f"{ref(option)} {spec}: {role}, but this setting takes {wanted} ({names}, a folder or a Hub repo id).",
+            f"{ref(option)} {spec}: {role}, but this setting takes {wanted} ({names}, {places}).",
             option=option,
             value=spec,
         )
@@ -222,8 +277,11 @@ def download_size(spec: str) -> float:
 def local_snapshot(entry: ModelEntry) -> Path | None:
     """The complete local copy of a registry model, or None; never touches the network."""
     if entry.builtin:
-        from .tiny import tiny_model_dir
+        from .tiny import tiny_model_dir, tiny_upscaler_file
 
+        if entry.kind == "upscaler":
+            path = tiny_upscaler_file()
+            return path if path.is_file() else None
         folder = tiny_model_dir(entry.builtin)
         return folder if (folder / "model_index.json").is_file() else None
     from .hub import cached_file, cached_snapshot
@@ -297,6 +355,12 @@ def verify_models(spec: str | None = None) -> list[dict]:
         row = {"name": name, "path": str(folder) if folder else None, "problems": []}
         if folder is None:
             row["problems"].append(f"{name} is not on this machine: run `svd weights pull {name}`.")
+        elif entry is not None and (entry.file or entry.kind == "upscaler"):  # one file, not a folder
+            path = _entry_weights_file(entry)
+            row["path"] = str(path)
+            advice = repair_advice(name, entry, downloaded)
+            if problem := safetensors_problem(path) or hash_problem(path):
+                row["problems"].append(f"{path} {problem}; {advice}.")
         else:
             try:
                 check_model_folder(folder, variant, kind)
@@ -308,6 +372,15 @@ def verify_models(spec: str | None = None) -> list[dict]:
             ]
         rows.append(row)
     return rows
+
+
+def _entry_weights_file(entry: ModelEntry) -> Path:
+    """The one weights file of a single-file registry entry on disk (the built-in upscaler's, or the download)."""
+    if entry.builtin:
+        return local_snapshot(entry)
+    from .hub import cached_file
+
+    return cached_file(entry.repo, "main", entry.file)
 
 
 def _file_frames(path: Path) -> int:
@@ -421,7 +494,9 @@ def import_single_file(path: Path, name: str | None = None, progress: Progress |
 
 
 def disk_size(folder: Path) -> int:
-    """Bytes the model's files take (following the Hub cache's symlinks to their blobs)."""
+    """Bytes the model's files take (following the Hub cache's symlinks to their blobs); a file's own size."""
+    if folder.is_file():
+        return folder.stat().st_size
     total = 0
     for p in folder.rglob("*"):
         try:
@@ -442,7 +517,7 @@ def _entry_file(entry: ModelEntry, repo: str, filename: str, download: bool, pro
                 f"{entry.name} is not downloaded yet: run `svd weights pull {entry.name}`.", model=entry.name
             )
         path = download_file(entry.name, repo, "main", filename, gated=entry.gated, download_gb=entry.download_gb,
-                             progress=progress)  # fmt: skip
+                             progress=progress, kind=entry.kind)  # fmt: skip
     return path
 
 

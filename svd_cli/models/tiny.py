@@ -1,11 +1,13 @@
-"""The built-in `tiny` and `tiny-t2i` models: install checks that need no download.
+"""The built-in `tiny`, `tiny-t2i` and `tiny-upscaler` models: install checks that need no download.
 
 `tiny` has the same component classes as Stable Video Diffusion (the spatio-temporal UNet, the temporal-decoder
 VAE with the real scale factor 8, a CLIP vision encoder with projection and SVD's own Euler scheduler
 config); `tiny-t2i` is SDXL's text-to-image pipeline in miniature (two CLIP text encoders with a tokenizer
 built from a hand-written vocabulary, UNet, VAE, Euler). Both have random weights drawn from a fixed seed,
 are saved in diffusers layout in the svd cache and then loaded through exactly the same code as the real
-checkpoints. Their pictures are noise.
+checkpoints. Their pictures are noise. `tiny-upscaler` is spandrel's ESRGAN network (Real-ESRGAN x2plus's
+layout: pixel-unshuffle input, scale 2) with one block and 8 features, saved as one safetensors file and
+loaded by models/upscaler.py like any upscaler file.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from ..paths import cache_dir
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
-TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1}
+TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1}
 TINY_VERSION = TINY_VERSIONS["tiny"]
 TINY_SEED = 20231121
 
@@ -60,4 +62,29 @@ def ensure_tiny_model(name: str = "tiny") -> Path:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def tiny_upscaler_file() -> Path:
+    return cache_dir() / "models" / f"tiny-upscaler-v{TINY_VERSIONS['tiny-upscaler']}.safetensors"
+
+
+def ensure_tiny_upscaler() -> Path:
+    """Save the built-in upscaler's safetensors file once (again if it is damaged); later calls return it."""
+    from safetensors.torch import save_file
+
+    from .layout import safetensors_problem
+    from .upscaler import build_upscaler_network
+
+    target = tiny_upscaler_file()
+    if target.is_file() and safetensors_problem(target) is None:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    network = build_upscaler_network("tiny", seed=TINY_SEED)
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(staging))
+        os.replace(staging, target)  # atomic: a reader sees the old file or the whole new one
+    finally:
+        staging.unlink(missing_ok=True)
     return target

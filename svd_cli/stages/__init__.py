@@ -4,6 +4,7 @@
 
 - first_frame.py: the still the video starts from (today an image file or an in-memory picture).
 - animate.py: the model turns the still into frames (`Animator`).
+- upscale.py: every frame enlarged 2x by a super-resolution model (`upscale_clip`).
 - write: io/video.py writes the clip and its recipe.
 
 Every stage appends what it did and with which settings to `Clip.stages`, so the recipe records the
