@@ -35,6 +35,8 @@ class _Model:
     image_defaults: dict[str, Any] = {}
     image_model = None
     weights: dict[str, Any] = {}  # the unet and lora files as the recipe records them
+    upscaler_source = None  # the super-resolution model of the upscale stage, resolved with the model
+    upscaler = None
 
 
 class Session:
@@ -62,6 +64,10 @@ class Session:
         self._model.source = resolve_model(self.request.model, kind="svd", progress=self.progress)
         self._model.defaults = self._model.source.defaults()
         self._model.weights = self._weight_files()
+        if self.request.upscale > 1:  # a missing or unknown upscaler is found before hours of animating
+            from .models.sources import resolve_upscaler
+
+            self._model.upscaler_source = resolve_upscaler(self.request.upscaler, progress=self.progress)
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
             d, req = self.defaults, self.request
@@ -344,6 +350,28 @@ class Session:
 
             clip = watermark_clip(clip)
         return clip
+
+    def upscale(self, clip: Clip) -> Clip:
+        """The upscale stage: the upscaler loaded on first use, on the device only while it works, in tiles sized
+        for the memory profile; then off the device again before the next video's UNet needs the memory."""
+        from .models.loading import resolve_device
+        from .models.upscaler import load_upscaler, tile_for
+        from .stages.upscale import upscale_clip
+
+        device = self.animator.model.device if self.animator is not None else resolve_device(self.request.device)
+        if self._model.upscaler_source is None:
+            from .models.sources import resolve_upscaler
+
+            self._model.upscaler_source = resolve_upscaler(self.request.upscaler, progress=self.progress)
+        if self._model.upscaler is None:
+            self._model.upscaler = load_upscaler(self._model.upscaler_source, device)
+        upscaler = self._model.upscaler
+        upscaler.place(device)
+        profile = self.animator.plan.profile if self.animator is not None else "balanced"
+        try:
+            return upscale_clip(clip, upscaler, tile_for(profile), self.progress)
+        finally:
+            upscaler.release()
 
     def runtime(self) -> dict:
         """Where and how this run computes: recorded so a recipe can be repeated exactly."""

@@ -150,3 +150,33 @@ def test_a_crossfade_longer_than_the_video_is_refused_before_any_work(svd, tmp_p
         "6: lower --loop-frames or make more frames."
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_interpolate_doubles_the_frame_rate_at_the_same_duration(svd, tiny_dir, tmp_path):
+    out = tmp_path / "i.mp4"
+    r = svd("animate", PHOTO, *FAST, "--interpolate", "2", "--out", out, "--json")
+    assert r.code == 0, r.err
+    result = _json_lines(r.out)[0]
+    meta, frames = read_video(out)
+    assert len(frames) == result["frames"] == 11 and meta["fps"] == result["fps"] == 16
+    assert (len(frames) - 1) / meta["fps"] == (6 - 1) / 8  # the same span from the first frame to the last
+    assert "Interpolating frames" in r.err
+
+
+def test_the_whole_chain_is_recorded_and_replayed_bit_for_bit(svd, tiny_dir, tmp_path):
+    """crossfade loop -> 2x upscale (the built-in tiny upscaler, through spandrel) -> 2x interpolation."""
+    out = tmp_path / "chain.mp4"
+    chain = ["--loop", "crossfade", "--loop-frames", "2", "--upscale", "2", "--upscaler", "tiny-upscaler",
+             "--interpolate", "2"]  # fmt: skip
+    r = svd("animate", PHOTO, *FAST, "--seed", "9", *chain, "--out", out, "--json")
+    assert r.code == 0, r.err
+    meta, frames = read_video(out)
+    assert frames.shape == (8, 256, 512, 3) and meta["fps"] == 16  # (6 - 2) x 2 frames: a loop's wrap too
+    recipe = json.loads(out.with_name("chain.mp4.json").read_text())
+    stages = ["first_frame", "animate", "loop", "upscale", "interpolate", "write"]
+    assert [s["stage"] for s in recipe["stages"]] == stages
+    assert (recipe["output"]["width"], recipe["output"]["height"], recipe["output"]["frames"]) == (512, 256, 8)
+    again = tmp_path / "again.mp4"
+    r = svd("animate", "--recipe", out.with_name("chain.mp4.json"), "--out", again)
+    assert r.code == 0, r.err
+    assert np.array_equal(read_video(again)[1], frames)

@@ -21,8 +21,12 @@ STAGE_LABELS = {
     "encode": "Encoding image",
     "denoise": "Denoising",
     "decode": "Decoding frames",
+    "upscale": "Upscaling frames",
+    "interpolate": "Interpolating frames",
+    "watermark": "Watermarking frames",
     "write": "Writing video",
 }
+FRAME_STAGES = ("decode", "upscale", "interpolate", "watermark")  # counted in frames, not steps
 
 
 def interactive() -> bool:
@@ -128,7 +132,7 @@ class PlainProgress(Progress):
     def end(self) -> None:
         if self.stage is None:
             return
-        count = f" ({self.total} {'frames' if self.stage == 'decode' else 'steps'})" if self.total else ""
+        count = f" ({self.total} {'frames' if self.stage in FRAME_STAGES else 'steps'})" if self.total else ""
         label = STAGE_LABELS.get(self.stage, self.stage)
         print(f"  {label}{count}: {time.monotonic() - self.started:.1f} s", file=sys.stderr, flush=True)
         self.stage = None

@@ -109,6 +109,12 @@ class Upscaler:
         progress.end()
         return np.stack(out)
 
+    def place(self, device: torch.device) -> None:
+        """Put the weights on `device` (again, after `release`)."""
+        if self.device != device:
+            self.descriptor.to(device)
+            self.device = device
+
     def release(self) -> None:
         """Move the weights to the CPU and give the device's memory back (for the next video's UNet)."""
         import gc
