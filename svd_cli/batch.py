@@ -477,8 +477,8 @@ def make_video(
     session: Session, job: Job, fmt: str, sha256: Callable[[Path], str], frame: FirstFrame | None = None
 ) -> JobResult:
     """One job through every stage: first frame (unless made already), animate, write (video, still, recipe)."""
-    from .io.video import write_video_and_recipe
     from .io.segments import discard_work
+    from .io.video import write_video_and_recipe
 
     started = time.monotonic()
     earlier = frame.seconds if frame is not None else 0.0  # a first frame made in the batch's first phase

@@ -49,9 +49,9 @@ def build_recipe(
 
     `settings` are the animate stage's; `recorded` the other options the schema records under "settings"
     (options.recorded_settings); `fps` and `shape` (frames, width, height) are the written video's, after the
-    post stages (the conditioning fps is settings.fps - 1); `stages` is the ordered chain that made the clip, each with its own settings.
-    `image` is the text-to-image model's part (prompt, style, model, steps...) when it made the first frame,
-    and `still` where that first frame is saved. A video from a prompt has no input image (path None).
+    post stages (the conditioning fps is settings.fps - 1); `stages` is the ordered chain that made the clip,
+    each with its own settings. `image` is the text-to-image model's part (prompt, style, model, steps...) when it
+    made the first frame, and `still` where that first frame is saved. A video from a prompt has no input image.
     """
     data = {
         "svd_version": __version__,
