@@ -56,7 +56,7 @@ def test_check_finds_the_mark_in_a_written_video_and_not_in_one_without(svd, vid
     assert r.code == 1
     found, absent = (json.loads(line) for line in r.out.splitlines())
     # Measured on this clip: marked frames match 43-47 of the 48 bits in the MP4 and 35-45 in the GIF, the message
-    # voted over the frames 47 and 48; unmarked frames 16-29, voted 23-24. The threshold is 40 (stages/watermark.py).
+    # voted over the frames 48 in both; unmarked frames 16-29, voted 23-24. The threshold is 37 (stages/watermark.py).
     assert found["carries"] and found["message_match"] >= 44 and found["bit_accuracy"] > 0.75
     assert found["frames_marked"] >= (5 if fmt == "mp4" else 3)
     assert not absent["carries"] and absent["frames_marked"] == 0 and absent["bit_accuracy"] < 0.7
@@ -125,5 +125,5 @@ def test_help_explains_the_mark(svd):
     r = svd("watermark", "--help")
     assert r.code == 0
     text = " ".join(r.out.split())
-    assert "48-bit message Stability's reference scripts embed" in text and "survives the MP4 (H.264)" in text
+    assert "48-bit message Stability's reference scripts embed" in text and "survives svd's MP4 (H.264)" in text
     assert "watermark" in svd("--help").out

@@ -14,8 +14,8 @@ from .common import Debug
 watermark_app = typer.Typer(
     help="The invisible watermark in svd's videos: the fixed 48-bit message Stability's reference scripts embed "
     "(invisible-watermark, method dwtDct), in every frame, so anyone can tell a video was generated. It cannot be "
-    "seen, survives the MP4 (H.264) and GIF writers, and can be removed by heavy editing (rescaling, cropping, "
-    "strong recompression).",
+    "seen, survives svd's MP4 (H.264) and GIF files but not its WebM ones, and can be removed by heavy editing "
+    "(rescaling, cropping, strong recompression).",
     no_args_is_help=True,
 )
 
