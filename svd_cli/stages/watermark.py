@@ -125,9 +125,15 @@ def read_watermark(path: Path | str) -> WatermarkReport:
     path = Path(path)
     expected = np.asarray(BITS, dtype=bool)
     count, marked, matched, votes = 0, 0, 0, np.zeros(len(BITS))
+    size = None
     for frame in _frames(path):
-        if count == 0 and (reason := too_small(frame.shape[1], frame.shape[0])) is not None:
-            return WatermarkReport(path, _count_rest(path), 0, math.nan, 0, False, reason)
+        if size is None:
+            size = frame.shape[:2]
+            if (reason := too_small(frame.shape[1], frame.shape[0])) is not None:
+                return WatermarkReport(path, _count_rest(path), 0, math.nan, 0, False, reason)
+        elif frame.shape[:2] != size:
+            raise UsageError(f"{path} holds frames of different sizes; give one video, or one folder of its frames.",
+                             path=path)  # fmt: skip
         bits = frame_bits(frame)
         hits = int(np.sum(bits == expected))
         count, marked, matched, votes = count + 1, marked + (hits >= MATCH), matched + hits, votes + bits
