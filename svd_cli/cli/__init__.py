@@ -6,8 +6,8 @@ flags (`--motion-bucket`) and prints one line. Tracebacks need `--debug`. Exit c
 everything skipped), 1 a runtime failure or a failed input, 2 a usage error, 130 interrupted.
 
 One module per command group: animate.py (generated from the option schema), weights.py, config.py,
-machine.py (doctor, bench), plan.py (the GPU simulation); common.py holds the shared option declarations and
-the wording.
+machine.py (doctor, bench), plan.py (the GPU simulation), watermark.py (does a video carry the provenance mark);
+common.py holds the shared option declarations and the wording.
 """
 
 from __future__ import annotations
@@ -48,13 +48,14 @@ def _root(
     """svd: Stable Video Diffusion image-to-video."""
 
 
-from . import animate, config, machine, plan, weights  # noqa: E402  (each registers its commands on `app`)
+from . import animate, config, machine, plan, watermark, weights  # noqa: E402  (each registers its commands on `app`)
 
 animate.register(app)
 weights.register(app)
 config.register(app)
 machine.register(app)
 plan.register(app)
+watermark.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

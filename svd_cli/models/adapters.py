@@ -163,6 +163,17 @@ def _blur_1d(pixels: torch.Tensor, taps: torch.Tensor, horizontal: bool) -> torc
     return out.view(batch, channels, height, width)
 
 
+def _no_pipeline_watermark(pipe) -> None:
+    """Turn off the watermark diffusers' SDXL pipelines add to the still whenever invisible-watermark is installed.
+
+    svd marks the finished video itself (stages/watermark.py) when asked to; the still is only the model's input.
+    diffusers' mark would ignore the user's choice, differ between machines with and without the package, and
+    fails on stills at least 256 wide but under 256x256 pixels in area.
+    """
+    if getattr(pipe, "watermark", None) is not None:
+        pipe.watermark = None
+
+
 class TextToImageAdapter:
     """A text-to-image model (SDXL-Turbo, tiny-t2i, any diffusers text-to-image pipeline): the first frame
     from a prompt, or a photo restyled by an image-to-image pass over the same components.
@@ -180,7 +191,7 @@ class TextToImageAdapter:
         self.dtype = dtype
         self._img2img = None
         pipe.set_progress_bar_config(disable=True)
-        _without_watermarker(pipe)
+        _no_pipeline_watermark(pipe)
 
     @property
     def img2img(self):
@@ -201,7 +212,7 @@ class TextToImageAdapter:
                     model=self.source.name,
                 ) from exc
             self._img2img.set_progress_bar_config(disable=True)
-            _without_watermarker(self._img2img)
+            _no_pipeline_watermark(self._img2img)
         return self._img2img
 
     def text_encoders(self) -> list[nn.Module]:
@@ -274,13 +285,6 @@ class TextToImageAdapter:
                 guidance_scale=cfg, strength=strength, generator=torch.Generator("cpu").manual_seed(seed),
                 callback_on_step_end=_advance(progress),
             ).images[0]  # fmt: skip
-
-
-def _without_watermarker(pipe) -> None:
-    """diffusers' SDXL pipelines mark their pictures when invisible-watermark is installed, and refuse pictures
-    under 256x256 while doing it. svd marks the finished video itself (stages/watermark.py), so not the still."""
-    if getattr(pipe, "watermark", None) is not None:
-        pipe.watermark = None
 
 
 def _advance(progress):
