@@ -349,6 +349,8 @@ class Session:
             from .stages.watermark import watermark_clip
 
             clip = watermark_clip(clip)
+            if not clip.stages[-1]["applied"]:
+                self.progress.note(f"Note: {clip.stages[-1]['reason']}; written without it")
         return clip
 
     def upscale(self, clip: Clip) -> Clip:

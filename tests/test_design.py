@@ -126,7 +126,8 @@ def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_pa
         assert _same_value(opt, getattr(replayed, opt.name), _as_cli_value(opt, opt.example)), opt.name
     assert replayed.inputs == [str((EXAMPLES / "coffee.png").resolve())]
     stages = [s["stage"] for s in json.loads(sidecar.read_text())["stages"]]
-    assert stages == ["first_frame", "animate", "write"]
+    # extend 1: two clips; then the post stages in their order (the watermark's example turns it off).
+    assert stages == ["first_frame", "animate", "animate", "loop", "upscale", "interpolate", "write"]
 
 
 def test_config_show_labels_what_decides_an_unset_option(svd, tmp_path, monkeypatch):

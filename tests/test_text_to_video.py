@@ -52,7 +52,7 @@ def test_prompt_makes_a_video_and_its_still_and_the_recipe_repeats_both_bit_for_
     image = recipe["image"]
     assert (image["prompt"], image["model"]["name"], image["steps"], image["cfg"]) == ("a fox", "tiny-t2i", 2, 0.0)
     assert recipe["settings"]["seed"] == 5
-    assert [s["stage"] for s in recipe["stages"]] == ["first_frame", "animate", "write"]
+    assert [s["stage"] for s in recipe["stages"]] == ["first_frame", "animate", "watermark", "write"]
     assert "Loading image model" in r.err and "Drawing first frame (2 steps)" in r.err
 
     again = svd("animate", "--recipe", tmp_path / "fox.mp4.json", "--out", tmp_path / "again.mp4")

@@ -22,7 +22,8 @@ def tiny_frames(tiny_dir, tmp_path_factory) -> np.ndarray:
 
     out = tmp_path_factory.mktemp("tiny")
     args = ["animate", EXAMPLES / "astronaut.png", "--model", "tiny", "--frames", "6", "--steps", "2", "--fps", "8",
-            "--size", "448x256", "--seed", "3", "--format", "frames", "--out", f"{out}/", "--quiet"]  # fmt: skip
+            "--size", "448x256", "--seed", "3", "--no-watermark", "--format", "frames", "--out", f"{out}/",
+            "--quiet"]  # fmt: skip
     assert main([str(a) for a in args]) == 0
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted((out / "astronaut").glob("*.png"))])
 
@@ -63,6 +64,26 @@ def test_check_finds_the_mark_in_a_written_video_and_not_in_one_without(svd, vid
     assert absent["message_match"] <= 32
 
 
+def test_animate_marks_its_videos_unless_told_not_to(svd, tiny_dir, tmp_path):
+    """The issue's test: `svd watermark check` finds the mark in what `svd animate` writes, not with --no-watermark;
+    too small a video is written unmarked with a note."""
+    fast = ["--model", "tiny", "--frames", "4", "--steps", "1", "--seed", "3", "--size", "448x256"]
+    marked, plain = tmp_path / "marked.mp4", tmp_path / "plain.mp4"
+    assert svd("animate", EXAMPLES / "astronaut.png", *fast, "--out", marked).code == 0
+    assert svd("animate", EXAMPLES / "astronaut.png", *fast, "--no-watermark", "--out", plain).code == 0
+    r = svd("watermark", "check", marked)
+    assert r.code == 0 and r.out.startswith(f"{marked}: carries the watermark (4 of 4 frames"), r.out
+    r = svd("watermark", "check", plain)
+    assert r.code == 1 and r.out.startswith(f"{plain}: no watermark found (0 of 4 frames"), r.out
+    stages = json.loads(marked.with_name("marked.mp4.json").read_text())["stages"]
+    assert stages[-2] == {"stage": "watermark", "method": "dwtDct", "message": "0xb3ec907bb19e", "bits": 48,
+                          "applied": True}  # fmt: skip
+    r = svd("animate", EXAMPLES / "astronaut.png", *fast, "--size", "256x128", "--out", tmp_path / "small.mp4")
+    assert r.code == 0
+    assert "Note: frames of 256x128 are too small to carry the watermark, which needs 65,536 pixels a frame; " \
+           "written without it" in r.err  # fmt: skip
+
+
 def test_the_mark_is_invisible_and_recorded(videos, tiny_frames):
     clip = videos["clip"]
     assert clip.fps == 8 and clip.warnings == ["kept"]
@@ -100,9 +121,10 @@ def test_frames_too_small_are_written_unmarked_with_a_warning(svd, tiny_frames, 
     small = np.ascontiguousarray(tiny_frames[:, :128, :256])  # 32,768 pixels: invisible-watermark needs 65,536
     clip = watermark_clip(Clip(small, fps=8))
     assert np.array_equal(clip.frames, small)
-    assert clip.warnings == ["frames of 256x128 are too small to carry the watermark, which needs 65,536 pixels a "
-                             "frame; written without it"]  # fmt: skip
+    assert clip.warnings == []
     assert clip.stages[-1]["applied"] is False
+    assert clip.stages[-1]["reason"] == "frames of 256x128 are too small to carry the watermark, which needs 65,536 " \
+                                        "pixels a frame"  # fmt: skip
     video = write_frames(clip.frames, tmp_path / "small.mp4", 8, "mp4")
     r = svd("watermark", "check", video)
     assert r.code == 1, r.out + r.err

@@ -56,9 +56,9 @@ def watermark_clip(clip: Clip) -> Clip:
     """The clip with the mark in every frame, so anyone can tell the video was generated (the default)."""
     record = {"stage": "watermark", "method": METHOD, "message": f"0x{MESSAGE:012x}", "bits": len(BITS)}
     reason = too_small(clip.width, clip.height)
-    if reason is not None:  # a picture too small to hold 48 bits: written unmarked, and said so
+    if reason is not None:  # a picture too small to hold 48 bits: written unmarked, and the record says why
         record |= {"applied": False, "reason": reason}
-        return Clip(clip.frames, clip.fps, [*clip.stages, record], [*clip.warnings, f"{reason}; written without it"])
+        return Clip(clip.frames, clip.fps, [*clip.stages, record], list(clip.warnings))
     marked = np.empty_like(clip.frames)
     for i, frame in enumerate(clip.frames):
         marked[i] = embed_frame(frame)
