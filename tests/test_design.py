@@ -316,8 +316,12 @@ def test_no_private_api_of_other_packages():
 def test_every_declared_dependency_is_used():
     import tomllib
 
-    import_names = {"pillow": "PIL", "huggingface-hub": "huggingface_hub", "imageio-ffmpeg": "imageio_ffmpeg",
-                    "invisible-watermark": "imwatermark"}
+    import_names = {
+        "pillow": "PIL",
+        "huggingface-hub": "huggingface_hub",
+        "imageio-ffmpeg": "imageio_ffmpeg",
+        "invisible-watermark": "imwatermark",
+    }
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     imported = set()
     for path in MODULES:
