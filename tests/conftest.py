@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from svd_cli.progress import Progress
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
@@ -106,6 +108,25 @@ def ffmpeg_writer_failing_with(code: int, message: str):
         raise OSError(code, message)
 
     return writer
+
+
+class Recorder(Progress):
+    """A Progress that remembers what a stage reported (start, advance, end), for tests of progress reporting."""
+
+    def __init__(self):
+        self.events = []
+
+    def note(self, message):
+        self.events.append(("note", message))
+
+    def start(self, stage, total=None):
+        self.events.append(("start", stage, total))
+
+    def advance(self, amount=1):
+        self.events.append(("advance", amount))
+
+    def end(self):
+        self.events.append(("end",))
 
 
 TINY_FAST = ["--model", "tiny", "--frames", "6", "--steps", "2", "--fps", "8", "--size", "256x128"]

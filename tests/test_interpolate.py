@@ -14,11 +14,10 @@ import pytest
 from PIL import Image
 
 from svd_cli.errors import OptionError, SvdError, ref
-from svd_cli.progress import Progress
 from svd_cli.stages import Clip
 from svd_cli.stages.interpolate import interpolate_clip
 
-from .conftest import EXAMPLES, read_video
+from .conftest import EXAMPLES, Recorder, read_video
 
 BACKGROUND, SIDE, VELOCITY = 128, 16, (12, 4)
 BRIGHT = BACKGROUND + 0.75 * (255 - BACKGROUND)  # three quarters of the way from the background to white
@@ -76,20 +75,6 @@ def crossfade(frames: np.ndarray, factor: int) -> np.ndarray:
         for r in range(factor)
     ]
     return np.stack([*out, frames[-1]])
-
-
-class Recorder(Progress):
-    def __init__(self):
-        self.events = []
-
-    def start(self, stage, total=None):
-        self.events.append(("start", stage, total))
-
-    def advance(self, amount=1):
-        self.events.append(("advance", amount))
-
-    def end(self):
-        self.events.append(("end",))
 
 
 @pytest.mark.parametrize("factor", [2, 3, 4])

@@ -11,27 +11,12 @@ import torch
 from PIL import Image
 
 from svd_cli.errors import ModelLoadError, ModelUnavailableError, UsageError
-from svd_cli.progress import Progress
 
-from .conftest import EXAMPLES, run_subprocess
+from .conftest import EXAMPLES, Recorder, run_subprocess
 from .test_hub_download import FakeHub, svd_env
 
 ESRGAN_REPO, ESRGAN_FILE = "kornia/real_esrgan", "RealESRGAN_x2plus.safetensors"
 GIB = 2**30
-
-
-class Recorder(Progress):
-    def __init__(self):
-        self.events = []
-
-    def start(self, stage, total=None):
-        self.events.append(("start", stage, total))
-
-    def advance(self, amount=1):
-        self.events.append(("advance", amount))
-
-    def end(self):
-        self.events.append(("end",))
 
 
 def frames_256x128(count: int = 3) -> np.ndarray:
