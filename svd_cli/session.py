@@ -302,6 +302,7 @@ class Session:
                 reference = color_stats(frames)
             clips.append(frames if k == 0 else frames[1:])  # the frame two clips share appears once
             records.append(record | segment)
+        # 4. One clip of them all; frames of a single flat colour are worth a warning.
         if self.animator.upcast:
             records[1]["upcast"] = dict(self.animator.upcast)  # the NaN guard widened these components
         frames = np.concatenate(clips) if len(clips) > 1 else clips[0]
@@ -348,7 +349,7 @@ class Session:
         if req.watermark:
             from .stages.watermark import watermark_clip
 
-            clip = watermark_clip(clip)
+            clip = watermark_clip(clip, self.progress)
             if not clip.stages[-1]["applied"]:
                 self.progress.note(f"Note: {clip.stages[-1]['reason']}; written without it")
         return clip

@@ -164,19 +164,20 @@ def test_interpolate_doubles_the_frame_rate_at_the_same_duration(svd, tiny_dir, 
 
 
 def test_the_whole_chain_is_recorded_and_replayed_bit_for_bit(svd, tiny_dir, tmp_path):
-    """crossfade loop -> 2x upscale (the built-in tiny upscaler, through spandrel) -> 2x interpolation."""
+    """crossfade loop -> 2x upscale (the built-in tiny upscaler, through spandrel) -> 2x interpolation -> watermark."""
     out = tmp_path / "chain.mp4"
     chain = ["--loop", "crossfade", "--loop-frames", "2", "--upscale", "2", "--upscaler", "tiny-upscaler",
-             "--interpolate", "2"]  # fmt: skip
+             "--interpolate", "2", "--watermark"]  # fmt: skip
     r = svd("animate", PHOTO, *FAST, "--seed", "9", *chain, "--out", out, "--json")
     assert r.code == 0, r.err
     meta, frames = read_video(out)
     assert frames.shape == (8, 256, 512, 3) and meta["fps"] == 16  # (6 - 2) x 2 frames: a loop's wrap too
     recipe = json.loads(out.with_name("chain.mp4.json").read_text())
-    stages = ["first_frame", "animate", "loop", "upscale", "interpolate", "write"]
+    stages = ["first_frame", "animate", "loop", "upscale", "interpolate", "watermark", "write"]
     assert [s["stage"] for s in recipe["stages"]] == stages
     assert (recipe["output"]["width"], recipe["output"]["height"], recipe["output"]["frames"]) == (512, 256, 8)
     again = tmp_path / "again.mp4"
     r = svd("animate", "--recipe", out.with_name("chain.mp4.json"), "--out", again)
     assert r.code == 0, r.err
     assert np.array_equal(read_video(again)[1], frames)
+    assert "Upscaling frames (4 frames)" in r.err and "Interpolating frames" in r.err and "Watermarking frames" in r.err

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError, ref
+from ..progress import NullProgress, Progress
 from . import Clip
 
 MESSAGE = 0xB3EC907BB19E  # Stability's fixed message, chosen at random by them; detectors look for it
@@ -52,16 +53,20 @@ def too_small(width: int, height: int) -> str | None:
     return f"frames of {width}x{height} are too small to carry the watermark, which needs {MIN_PIXELS:,} pixels a frame"
 
 
-def watermark_clip(clip: Clip) -> Clip:
+def watermark_clip(clip: Clip, progress: Progress | None = None) -> Clip:
     """The clip with the mark in every frame, so anyone can tell the video was generated (the default)."""
     record = {"stage": "watermark", "method": METHOD, "message": f"0x{MESSAGE:012x}", "bits": len(BITS)}
     reason = too_small(clip.width, clip.height)
     if reason is not None:  # a picture too small to hold 48 bits: written unmarked, and the record says why
         record |= {"applied": False, "reason": reason}
         return Clip(clip.frames, clip.fps, [*clip.stages, record], list(clip.warnings))
+    progress = progress or NullProgress()
+    progress.start("watermark", len(clip.frames))
     marked = np.empty_like(clip.frames)
     for i, frame in enumerate(clip.frames):
         marked[i] = embed_frame(frame)
+        progress.advance()
+    progress.end()
     return Clip(marked, clip.fps, [*clip.stages, record | {"applied": True}], list(clip.warnings))
 
 
