@@ -292,10 +292,11 @@ class Session:
                     self.progress.note(f"Segment {k + 1}/{count} (seed {segment['seed']})")
                 start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
                 frames = self.animator.animate(start, settings.replace(seed=segment_seed(seed, k)), self.progress)
-                # 3. Later clips take the first clip's colours back (their drift adds up clip after clip).
+                # 3. Later clips take the first clip's colours back (their drift adds up clip after clip): the
+                #    frames the video keeps, all but the first (the frame the clips share).
                 if k > 0 and req.color_match:
-                    segment["drift_before"] = _rounded(color_drift(frames, reference))
-                    frames = match_colors(frames, reference)
+                    segment["drift_before"] = _rounded(color_drift(frames[1:], reference))
+                    frames = np.concatenate([frames[:1], match_colors(frames[1:], reference)])
                 if store is not None:
                     store.save(k, frames)
             if k == 0:

@@ -101,8 +101,10 @@ def test_colour_correction_removes_the_drift_of_chained_clips(svd, tiny_dir, tmp
         assert len(frames) == 16
         drift[name] = color_drift(frames[11:], color_stats(frames[:6]))
     print("drift of the third clip from the first (levels):", drift)
-    # The tiny model's random weights hardly drift (about 1 level either way); corrected stays within 1.5.
-    assert drift["corrected"]["mean"] < 1.5 and drift["corrected"]["std"] < 1.5
+    # Measured: uncorrected 0.96 levels in the mean, 0.59 in the spread; corrected 0.07 and 0.02.
+    assert drift["corrected"]["mean"] < 0.3 and drift["corrected"]["std"] < 0.3
+    total = {name: d["mean"] + d["std"] for name, d in drift.items()}
+    assert total["corrected"] < total["uncorrected"] / 4
 
 
 @pytest.fixture(scope="module")
