@@ -105,6 +105,13 @@ class Session:
                 check_loras_fit(base_unet_config(self.source), req.lora)
         return found
 
+    def recorded_files(self) -> dict:
+        """Settings that name files, as the recipe records them: absolute, so a replay from elsewhere finds them."""
+        source = self._model.upscaler_source
+        if source is None or source.entry is not None:
+            return {}
+        return {"upscaler": str(Path(source.path).resolve())}
+
     def model_record(self) -> dict:
         """The model as the recipe records it: where it came from, and any UNet and LoRAs over it."""
         return self.source.describe() | self._model.weights

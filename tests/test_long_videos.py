@@ -183,3 +183,22 @@ def test_the_whole_chain_is_recorded_and_replayed_bit_for_bit(svd, tiny_dir, tmp
     assert r.code == 0, r.err
     assert np.array_equal(read_video(again)[1], frames)
     assert "Upscaling frames (4 frames)" in r.err and "Interpolating frames" in r.err and "Watermarking frames" in r.err
+
+
+def test_an_upscaler_file_is_recorded_by_its_absolute_path(svd, tiny_dir, tmp_path, monkeypatch):
+    import shutil
+
+    from svd_cli.models.tiny import ensure_tiny_upscaler
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(ensure_tiny_upscaler(), tmp_path / "models" / "mine.safetensors")
+    monkeypatch.chdir(tmp_path / "models")
+    out = tmp_path / "u.mp4"
+    r = svd("animate", PHOTO, *FAST, "--upscale", "2", "--upscaler", "mine.safetensors", "--out", out)
+    assert r.code == 0, r.err
+    recipe = json.loads(out.with_name("u.mp4.json").read_text())
+    assert recipe["settings"]["upscaler"] == str(tmp_path / "models" / "mine.safetensors")
+    monkeypatch.chdir(tmp_path)  # a replay from elsewhere finds the file
+    r = svd("animate", "--recipe", out.with_name("u.mp4.json"), "--out", tmp_path / "again.mp4")
+    assert r.code == 0, r.err
+    assert read_video(tmp_path / "again.mp4")[1].shape == (6, 256, 512, 3)
