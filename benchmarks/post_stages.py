@@ -12,6 +12,7 @@ and its FLOPs per 1024x576 frame counted on the meta device.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -30,6 +31,16 @@ def pan(frames: int = 25, size: tuple[int, int] = (1024, 576)) -> np.ndarray:
     width, height = size
     wide = photo.resize((width + 4 * frames, height + 2 * frames))
     return np.stack([np.asarray(wide.crop((4 * i, 2 * i, 4 * i + width, 2 * i + height))) for i in range(frames)])
+
+
+def machine() -> str:
+    """The CPU's model name where the system says it (Linux), else what Python knows."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
 
 
 def timed(work, repeat: int = 1) -> tuple[float, object]:
@@ -95,7 +106,7 @@ def main(out: Path) -> dict:
         sim = simulate_upscale(tile)
         simulated[profile] = {"tile": tile, "tiles": sim.tiles, "peak_gib": sim.peak_bytes / 2**30}
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)",
+        "machine": f"{machine()}, {torch.get_num_threads()} thread(s) of {os.cpu_count()}",
         "torch": torch.__version__,
         "clip": "25 frames 1024x576, a pan over examples/rocket.jpg, 8 fps",
         "cpu": rows,
