@@ -241,7 +241,7 @@ OPTIONS: tuple[Option, ...] = (
            "video (frames + N x (frames - 1)); finished clips are kept, so a rerun after an interruption continues.",
            default=0, range=(0, 100), recipe="settings.extend", example="1"),
     Option("color_match", bool, "Match each extended clip's colours to the first clip's (chained clips drift in "
-           "colour and contrast).", default=True, negatable=True, recipe="settings.color_match", example="false"),
+           "colour and contrast) [default: on].", default=True, negatable=True, recipe="settings.color_match", example="false"),
     Option("loop", str, "Make the video loop: bounce (forward, then backward) or crossfade (the tail blends into the "
            "head over loop_frames frames).", default="off", choices=("off", "bounce", "crossfade"),
            recipe="settings.loop", example="bounce"),
@@ -253,8 +253,8 @@ OPTIONS: tuple[Option, ...] = (
            ".safetensors file.", default="realesrgan-x2", recipe="settings.upscaler", example="tiny-upscaler"),
     Option("interpolate", int, "2-4: that many times the frame rate at the same duration, with motion-compensated "
            "in-between frames.", default=1, range=(1, 4), recipe="settings.interpolate", example="2"),
-    Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check).",
-           default=True, negatable=True, recipe="settings.watermark", example="false"),
+    Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check) "
+           "[default: on].", default=True, negatable=True, recipe="settings.watermark", example="false"),
     Option("out", Path, "Output file, or folder (mirrors input folders; end it with /) [default: next to each "
            "input].", short="o", default_label="next to each input", example="videos/"),
     Option("name", str, "Name template: {stem} {seed} {index} {model} {fps} {frames} [default: {stem}; "
