@@ -241,7 +241,8 @@ OPTIONS: tuple[Option, ...] = (
            "video (frames + N x (frames - 1)); finished clips are kept, so a rerun after an interruption continues.",
            default=0, range=(0, 100), recipe="settings.extend", example="1"),
     Option("color_match", bool, "Match each extended clip's colours to the first clip's (chained clips drift in "
-           "colour and contrast) [default: on].", default=True, negatable=True, recipe="settings.color_match", example="false"),
+           "colour and contrast) [default: on].", default=True, negatable=True, recipe="settings.color_match",
+           example="false"),
     Option("loop", str, "Make the video loop: bounce (forward, then backward) or crossfade (the tail blends into the "
            "head over loop_frames frames).", default="off", choices=("off", "bounce", "crossfade"),
            recipe="settings.loop", example="bounce"),
