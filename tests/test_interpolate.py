@@ -162,3 +162,58 @@ def test_an_ffmpeg_failure_is_one_sentence_naming_the_stage():
         "The interpolate stage failed in ffmpeg (Height or width < 16); "
         "leave out interpolate to keep the clip as it is."
     )
+
+
+# --- RIFE: the architecture with hand-set and random weights (the real checkpoint cannot be downloaded here) ----
+
+
+def rife_weights(path, flow_to_a=(0.0, 0.0), flow_to_b=(0.0, 0.0), seed=0):
+    """A RIFE 4.13 file whose network predicts one constant flow and an even blend: every block's last layer is
+    zeroed except block0's bias, which carries the flow (x8, the scale block0 works at)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from svd_cli.models.rife import IFNet
+
+    torch.manual_seed(seed)
+    state = IFNet().state_dict()
+    for block in range(4):
+        state[f"block{block}.lastconv.0.weight"].zero_()
+        state[f"block{block}.lastconv.0.bias"].zero_()
+    for channel, value in enumerate([*flow_to_a, *flow_to_b]):
+        state["block0.lastconv.0.bias"][4 * channel : 4 * channel + 4] = value / 8  # 4 sub-pixels per channel
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def test_rife_warps_both_frames_along_its_flow_to_the_midpoint(tmp_path):
+    half = (VELOCITY[0] / 2, VELOCITY[1] / 2)
+    weights = rife_weights(tmp_path / "rife.safetensors", (-half[0], -half[1]), half)
+    clip = square_clip(straight_line(4))
+    out = interpolate_clip(clip, 2, method="rife", weights=weights)
+    assert len(out.frames) == 7 and out.fps == 16 and np.array_equal(out.frames[::2], clip.frames)
+    error, area = square_errors(clip.frames, out.frames, 2)
+    assert error <= 0.5 and area >= 0.95  # both warped copies land on the same place: one whole square
+    assert out.stages[-1]["method"] == "rife" and out.stages[-1]["params"] == "rife-4.13 rife.safetensors"
+
+
+def test_rife_with_no_flow_is_an_even_blend(tmp_path):
+    clip = Clip(pan(2), fps=8)
+    out = interpolate_clip(clip, 2, method="rife", weights=rife_weights(tmp_path / "still.safetensors"))
+    blend = (clip.frames[0].astype(float) + clip.frames[1]) / 2
+    assert np.abs(out.frames[1] - blend).max() <= 0.5 + 1e-9
+
+
+def test_a_file_that_is_not_rife_4_13_is_refused_naming_it(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from svd_cli.errors import ModelLoadError
+
+    other = tmp_path / "other.safetensors"
+    save_file({"conv.weight": torch.zeros(1)}, str(other))
+    with pytest.raises(ModelLoadError) as info:
+        interpolate_clip(Clip(pan(2), fps=8), 2, method="rife", weights=other)
+    assert str(info.value).startswith(f"{other} is not a RIFE 4.13 flow network: 128 expected weights missing")
+    with pytest.raises(OptionError, match="interpolator='rife': needs a RIFE 4.13 safetensors file of weights."):
+        interpolate_clip(Clip(pan(2), fps=8), 2, method="rife")
