@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ModelLoadError, ref
+from .post import PostModel, check_loadable
 
 WIDTHS = (192, 128, 96, 64)  # block0..block3 of RIFE 4.13
 HEAD = 32  # hidden channels of the feature head
@@ -186,6 +187,26 @@ def padded(pair: torch.Tensor) -> torch.Tensor:
     """Frames (N, 3, H, W) with zeros below and to the right up to multiples of `PAD`, as RIFE's pipelines do."""
     h, w = pair.shape[-2:]
     return F.pad(pair, (0, -w % PAD, 0, -h % PAD))
+
+
+class Interpolator(PostModel):
+    """A loaded RIFE network on a device: the frames between two frames at given times."""
+
+    def in_between(self, a, b, t: float):
+        return in_between(self.network, a, b, t)
+
+
+def load_interpolator(source, device: torch.device | None = None) -> Interpolator:
+    """Read a RIFE file (a resolved `ModelSource` of kind "interpolator", or a path) onto `device` (fp32: the
+    network is small, and fp16 flow would move pixels by visible fractions)."""
+    if isinstance(source, (str, Path)):
+        path, name, sha256 = Path(source), str(source), None
+    else:
+        path = check_loadable(source, "interpolator")
+        name = source.name if source.entry is not None else str(path)
+        sha256 = (source.single_file or {}).get("sha256")
+    device = device or torch.device("cpu")
+    return Interpolator(name, path, load_ifnet(path).to(device), device, torch.float32, sha256)
 
 
 @torch.no_grad()

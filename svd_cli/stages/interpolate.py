@@ -26,6 +26,8 @@ from . import Clip
 if TYPE_CHECKING:
     import numpy as np
 
+    from ..models.rife import Interpolator
+
 METHODS = ("minterpolate", "rife")
 FACTORS = (1, 4)
 # Chosen by measurement: PSNR of 2x in-between frames against the true ones (384x224 camera pan / zoom / object
@@ -47,13 +49,13 @@ def interpolate_clip(
     method: str = "minterpolate",
     loop: bool = False,
     progress: Progress | None = None,
-    weights: str | Path | None = None,
+    weights: str | Path | Interpolator | None = None,
 ) -> Clip:
     """`clip` at `factor` times its frame rate and the same duration, the originals kept at every factor-th frame.
 
     A clip of F frames becomes (F-1)*factor+1 frames; with `loop` (its last frame flows back into its first) the
-    wrap-around is interpolated as well and it becomes F*factor frames. `method="rife"` needs `weights`, a RIFE
-    4.13 flow network in safetensors (see models/rife.py for what has and has not been checked).
+    wrap-around is interpolated as well and it becomes F*factor frames. `method="rife"` needs `weights`: a loaded
+    RIFE network (a session loads it once) or a RIFE 4.13 safetensors file (models/rife.py says how it was checked).
     """
     import numpy as np
 
@@ -67,12 +69,16 @@ def interpolate_clip(
         raise OptionError("interpolator", method, "needs a RIFE 4.13 safetensors file of weights.", allowed=METHODS)
     if factor == 1:
         return clip
+    if method == "rife" and isinstance(weights, (str, Path)):
+        from ..models.rife import load_interpolator
+
+        weights = load_interpolator(weights)
     progress = progress or NullProgress()
     frames = clip.frames
     if loop:
         frames = np.concatenate([frames, frames[:1]])
     wanted = (len(frames) - 1) * factor + 1
-    params = filter_string(clip.fps, factor) if method == "minterpolate" else f"rife-4.13 {Path(weights).name}"
+    params = filter_string(clip.fps, factor) if method == "minterpolate" else f"rife-4.13 {Path(weights.path).name}"
     if len(frames) == 1:
         out = frames
     else:
@@ -81,7 +87,7 @@ def interpolate_clip(
             if method == "minterpolate":
                 out = _minterpolate(frames, clip.fps, params, wanted, progress)
             else:
-                out = _rife(frames, factor, Path(weights), progress)
+                out = _rife(frames, factor, weights, progress)
         finally:
             progress.end()
     if loop:
@@ -146,18 +152,15 @@ def _minterpolate(frames: np.ndarray, fps: int, params: str, wanted: int, progre
     return np.ascontiguousarray(out.transpose(0, 2, 3, 1)[..., [2, 0, 1]])
 
 
-def _rife(frames: np.ndarray, factor: int, weights: Path, progress: Progress) -> np.ndarray:
+def _rife(frames: np.ndarray, factor: int, interpolator: Interpolator, progress: Progress) -> np.ndarray:
     """Originals as they are, and RIFE's frames at times 1/factor .. (factor-1)/factor between each pair."""
     import numpy as np
 
-    from ..models.rife import in_between, load_ifnet
-
-    model = load_ifnet(weights)
     out = [frames[0]]
     progress.advance()
     for a, b in zip(frames[:-1], frames[1:], strict=True):
         for r in range(1, factor):
-            out.append(in_between(model, a, b, r / factor))
+            out.append(interpolator.in_between(a, b, r / factor))
             progress.advance()
         out.append(b)
         progress.advance()
