@@ -174,9 +174,7 @@ def resolve_file_model(
         path = Path(spec).expanduser()
         if not path.exists() and not _looks_like_path(spec) and path.suffix.lower() != ".safetensors":
             option, role = KIND_DEFAULTS[kind]["option"], KIND_DEFAULTS[kind]["role"]
-            names = ", ".join(
-                [*KIND_DEFAULTS[kind].get("methods", ()), *(n for n in model_names() if get_entry(n).kind == kind)]
-            )
+            names = ", ".join(_names_of(kind))
             raise UsageError(
                 f"{ref(option)} {spec}: not {role} name ({names}) nor an existing .safetensors file.",
                 option=option,
@@ -196,6 +194,11 @@ def resolve_file_model(
     )
 
 
+def _names_of(kind: str) -> list[str]:
+    """What a setting taking a model of `kind` accepts by name: its built-in methods, then the registry's models."""
+    return [*KIND_DEFAULTS[kind].get("methods", ()), *(n for n in model_names() if get_entry(n).kind == kind)]
+
+
 def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
     """The registry entry `spec` names (None for a folder or repo id); a usage error if it cannot be a `kind`.
 
@@ -208,7 +211,7 @@ def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
     found = entry.kind if entry is not None else (folder_kind(path) if path.is_dir() else None)
     if kind is not None and found is not None and found != kind:
         role, wanted = KIND_DEFAULTS[found]["role"], KIND_DEFAULTS[kind]["role"]
-        names = ", ".join(n for n in model_names() if get_entry(n).kind == kind)
+        names = ", ".join(_names_of(kind))
         places = KIND_DEFAULTS[kind]["places"]
         raise UsageError(
             f"{ref(option)} {spec}: {role}, but this setting takes {wanted} ({names}, {places}).",
