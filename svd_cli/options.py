@@ -254,6 +254,8 @@ OPTIONS: tuple[Option, ...] = (
            ".safetensors file.", default="realesrgan-x2", recipe="settings.upscaler", example="tiny-upscaler"),
     Option("interpolate", int, "2-4: that many times the frame rate at the same duration, with motion-compensated "
            "in-between frames.", default=1, range=(1, 4), recipe="settings.interpolate", example="2"),
+    Option("interpolator", str, "minterpolate (ffmpeg's, built in) or a RIFE model: rife, tiny-rife or a .safetensors "
+           "file.", default="minterpolate", recipe="settings.interpolator", example="tiny-rife"),
     Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check) "
            "[default: on].", default=True, negatable=True, recipe="settings.watermark", example="false"),
     Option("out", Path, "Output file, or folder (mirrors input folders; end it with /) [default: next to each "

@@ -11,6 +11,7 @@ every first frame with one load of the image model before it loads SVD once for 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,8 @@ class _Model:
     weights: dict[str, Any] = {}  # the unet and lora files as the recipe records them
     upscaler_source = None  # the super-resolution model of the upscale stage, resolved with the model
     upscaler = None
+    interpolator_source = None  # the RIFE network of the interpolate stage (None: ffmpeg's minterpolate)
+    interpolator = None
 
 
 class Session:
@@ -64,10 +67,8 @@ class Session:
         self._model.source = resolve_model(self.request.model, kind="svd", progress=self.progress)
         self._model.defaults = self._model.source.defaults()
         self._model.weights = self._weight_files()
-        if self.request.upscale > 1:  # a missing or unknown upscaler is found before hours of animating
-            from .models.sources import resolve_upscaler
-
-            self._model.upscaler_source = resolve_upscaler(self.request.upscaler, progress=self.progress)
+        for kind in self._post_models():  # a missing or unknown file or name is found before hours of animating
+            self._post_source(kind)
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
             d, req = self.defaults, self.request
@@ -107,10 +108,12 @@ class Session:
 
     def recorded_files(self) -> dict:
         """Settings that name files, as the recipe records them: absolute, so a replay from elsewhere finds them."""
-        source = self._model.upscaler_source
-        if source is None or source.entry is not None:
-            return {}
-        return {"upscaler": str(Path(source.path).resolve())}
+        sources = {kind: getattr(self._model, f"{kind}_source") for kind in ("upscaler", "interpolator")}
+        return {
+            kind: str(Path(source.path).resolve())
+            for kind, source in sources.items()
+            if source is not None and source.entry is None
+        }
 
     def model_record(self) -> dict:
         """The model as the recipe records it: where it came from, and any UNet and LoRAs over it."""
@@ -353,7 +356,12 @@ class Session:
         if req.interpolate > 1:
             from .stages.interpolate import interpolate_clip
 
-            clip = interpolate_clip(clip, req.interpolate, loop=req.loop != "off", progress=self.progress)
+            loop = req.loop != "off"
+            if "interpolator" not in self._post_models():
+                clip = interpolate_clip(clip, req.interpolate, loop=loop, progress=self.progress)
+            else:
+                with self._on_device("interpolator") as rife:
+                    clip = interpolate_clip(clip, req.interpolate, "rife", loop, self.progress, weights=rife)
         if req.watermark:
             from .stages.watermark import watermark_clip
 
@@ -363,26 +371,51 @@ class Session:
         return clip
 
     def upscale(self, clip: Clip) -> Clip:
-        """The upscale stage: the upscaler loaded on first use, on the device only while it works, in tiles sized
-        for the memory profile; then off the device again before the next video's UNet needs the memory."""
-        from .models.loading import resolve_device
-        from .models.upscaler import load_upscaler, tile_for
+        """The upscale stage, in tiles sized for the memory profile."""
+        from .models.upscaler import tile_for
         from .stages.upscale import upscale_clip
 
-        device = self.animator.model.device if self.animator is not None else resolve_device(self.request.device)
-        if self._model.upscaler_source is None:
-            from .models.sources import resolve_upscaler
-
-            self._model.upscaler_source = resolve_upscaler(self.request.upscaler, progress=self.progress)
-        if self._model.upscaler is None:
-            self._model.upscaler = load_upscaler(self._model.upscaler_source, device)
-        upscaler = self._model.upscaler
-        upscaler.place(device)
         profile = self.animator.plan.profile if self.animator is not None else "balanced"
-        try:
+        with self._on_device("upscaler") as upscaler:
             return upscale_clip(clip, upscaler, tile_for(profile), self.progress)
+
+    def _post_models(self) -> list[str]:
+        """The kinds of post-stage model this request needs (each one .safetensors file)."""
+        req, kinds = self.request, []
+        if req.upscale > 1:
+            kinds.append("upscaler")
+        if req.interpolate > 1 and req.interpolator != "minterpolate":
+            kinds.append("interpolator")
+        return kinds
+
+    def _post_source(self, kind: str):
+        """The resolved file of the post-stage model of `kind` (its setting has the same name), resolved once."""
+        if getattr(self._model, f"{kind}_source") is None:
+            from .models.sources import resolve_file_model
+
+            source = resolve_file_model(getattr(self.request, kind), kind, progress=self.progress)
+            setattr(self._model, f"{kind}_source", source)
+        return getattr(self._model, f"{kind}_source")
+
+    @contextmanager
+    def _on_device(self, kind: str):
+        """The post-stage model of `kind`, loaded on first use, on the model's device only while its stage works;
+        then off the device again before the next video's UNet needs the memory."""
+        from .models.loading import resolve_device
+
+        device = self.animator.model.device if self.animator is not None else resolve_device(self.request.device)
+        if getattr(self._model, kind) is None:
+            if kind == "upscaler":
+                from .models.upscaler import load_upscaler as load
+            else:
+                from .models.rife import load_interpolator as load
+            setattr(self._model, kind, load(self._post_source(kind), device))
+        model = getattr(self._model, kind)
+        model.place(device)
+        try:
+            yield model
         finally:
-            upscaler.release()
+            model.release()
 
     def runtime(self) -> dict:
         """Where and how this run computes: recorded so a recipe can be repeated exactly."""

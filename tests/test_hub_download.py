@@ -95,9 +95,14 @@ class FakeHub:
     """
 
     def __init__(
-        self, files: dict[str, bytes], cut_file: str | None = None, vanish_after_cut: bool = False, repo: str = REPO
+        self,
+        files: dict[str, bytes],
+        cut_file: str | None = None,
+        vanish_after_cut: bool = False,
+        repo: str = REPO,
+        revisions: tuple[str, ...] = ("main", COMMIT),
     ):
-        self.files, self.repo = files, repo
+        self.files, self.repo, self.revisions = files, repo, revisions
         self.sha256 = {hashlib.sha256(data).hexdigest(): path for path, data in files.items()}
         self.cut_file, self.vanish_after_cut = cut_file, vanish_after_cut
         self.requests: list[dict] = []
@@ -156,7 +161,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         resolve = f"/{hub.repo}/resolve/"
         if not on_cdn and path.startswith(resolve):
             revision, _, file = path[len(resolve) :].partition("/")
-            file = file if revision in ("main", COMMIT) and file in hub.files else None
+            file = file if revision in hub.revisions and file in hub.files else None
         hub.requests.append({"method": self.command, "file": file or path, "range": self.headers.get("Range")})
         if on_cdn and file:
             return self._send_blob(file)

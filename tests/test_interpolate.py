@@ -162,3 +162,146 @@ def test_an_ffmpeg_failure_is_one_sentence_naming_the_stage():
         "The interpolate stage failed in ffmpeg (Height or width < 16); "
         "leave out interpolate to keep the clip as it is."
     )
+
+
+# --- RIFE: the architecture with hand-set and random weights (the real checkpoint cannot be downloaded here) ----
+
+
+def rife_weights(path, flow_to_a=(0.0, 0.0), flow_to_b=(0.0, 0.0), seed=0):
+    """A RIFE 4.13 file whose network predicts one constant flow and an even blend: every block's last layer is
+    zeroed except block0's bias, which carries the flow (x8, the scale block0 works at)."""
+    import torch
+    from safetensors.torch import save_file
+
+    from svd_cli.models.rife import IFNet
+
+    torch.manual_seed(seed)
+    state = IFNet().state_dict()
+    for block in range(4):
+        state[f"block{block}.lastconv.0.weight"].zero_()
+        state[f"block{block}.lastconv.0.bias"].zero_()
+    for channel, value in enumerate([*flow_to_a, *flow_to_b]):
+        state["block0.lastconv.0.bias"][4 * channel : 4 * channel + 4] = value / 8  # 4 sub-pixels per channel
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def test_rife_warps_both_frames_along_its_flow_to_the_midpoint(tmp_path):
+    half = (VELOCITY[0] / 2, VELOCITY[1] / 2)
+    weights = rife_weights(tmp_path / "rife.safetensors", (-half[0], -half[1]), half)
+    clip = square_clip(straight_line(4))
+    out = interpolate_clip(clip, 2, method="rife", weights=weights)
+    assert len(out.frames) == 7 and out.fps == 16 and np.array_equal(out.frames[::2], clip.frames)
+    error, area = square_errors(clip.frames, out.frames, 2)
+    assert error <= 0.5 and area >= 0.95  # both warped copies land on the same place: one whole square
+    assert out.stages[-1]["method"] == "rife" and out.stages[-1]["params"] == "rife-4.13 rife.safetensors"
+
+
+def test_rife_with_no_flow_is_an_even_blend(tmp_path):
+    clip = Clip(pan(2), fps=8)
+    out = interpolate_clip(clip, 2, method="rife", weights=rife_weights(tmp_path / "still.safetensors"))
+    blend = (clip.frames[0].astype(float) + clip.frames[1]) / 2
+    assert np.abs(out.frames[1] - blend).max() <= 0.5 + 1e-9
+
+
+def test_a_file_that_is_not_rife_4_13_is_refused_naming_it(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from svd_cli.errors import ModelLoadError
+
+    other = tmp_path / "other.safetensors"
+    save_file({"conv.weight": torch.zeros(1)}, str(other))
+    with pytest.raises(ModelLoadError) as info:
+        interpolate_clip(Clip(pan(2), fps=8), 2, method="rife", weights=other)
+    assert str(info.value).startswith(f"{other} is not a RIFE 4.13 flow network: 128 expected weights missing")
+    with pytest.raises(OptionError, match="interpolator='rife': needs a RIFE 4.13 safetensors file of weights."):
+        interpolate_clip(Clip(pan(2), fps=8), 2, method="rife")
+
+
+# --- `svd animate --interpolator`: the built-in tiny-rife through the registry, files, wrong names -------------
+
+PHOTO = EXAMPLES / "coffee.png"
+FAST = ["--model", "tiny", "--frames", "6", "--steps", "2", "--fps", "8", "--size", "256x128", "--no-watermark"]
+RIFE_REPO, RIFE_FILE = "imaginairy/rife-interpolation", "rife-flownet-4.13.2.safetensors"
+RIFE_REVISION = "26442e52cc30b88c5cb490702647b8de9aaee8a7"
+
+
+def test_tiny_rife_doubles_the_frame_rate_and_a_file_is_recorded_absolute(svd, tiny_dir, tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from svd_cli.models.tiny import ensure_tiny_file
+
+    out = tmp_path / "r.mp4"
+    r = svd("animate", PHOTO, *FAST, "--interpolate", "2", "--interpolator", "tiny-rife", "--out", out)
+    assert r.code == 0, r.err
+    meta, frames = read_video(out)
+    assert len(frames) == (6 - 1) * 2 + 1 and meta["fps"] == 16 and "Interpolating frames" in r.err
+    recipe = json.loads(out.with_name("r.mp4.json").read_text())
+    assert recipe["settings"]["interpolator"] == "tiny-rife"
+    assert {k: recipe["stages"][-2][k] for k in ("stage", "method")} == {"stage": "interpolate", "method": "rife"}
+
+    (tmp_path / "models").mkdir()
+    shutil.copy(ensure_tiny_file("tiny-rife"), tmp_path / "models" / "mine.safetensors")
+    monkeypatch.chdir(tmp_path / "models")
+    r = svd("animate", PHOTO, *FAST, "--interpolate", "3", "--interpolator", "mine.safetensors", "--out", out,
+            "--overwrite")  # fmt: skip
+    assert r.code == 0, r.err
+    recipe = json.loads(out.with_name("r.mp4.json").read_text())
+    assert recipe["settings"]["interpolator"] == str(tmp_path / "models" / "mine.safetensors")
+    assert recipe["stages"][-2]["params"] == "rife-4.13 mine.safetensors"
+    assert len(read_video(out)[1]) == (6 - 1) * 3 + 1
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("missing.safetensors", "--interpolator missing.safetensors: no such file; name an existing .safetensors "
+         "interpolator or a registry interpolator."),
+        ("flowframes", "--interpolator flowframes: not an interpolator name (minterpolate, rife, tiny-rife) nor an "
+         "existing .safetensors file."),
+        ("tiny-upscaler", "--interpolator tiny-upscaler: an upscaler, but this setting takes an interpolator "
+         "(minterpolate, rife, tiny-rife, a .safetensors file)."),
+    ],
+)  # fmt: skip
+def test_an_unknown_interpolator_is_refused_before_any_work(svd, tmp_path, value, message):
+    out = tmp_path / "x.mp4"
+    r = svd("animate", PHOTO, *FAST, "--interpolate", "2", "--interpolator", value, "--out", out)
+    assert r.code == 2 and r.lines == [f"svd: error: {message}"] and not out.exists()
+
+
+def test_rife_is_pulled_at_its_pinned_revision_and_offline_fails_like_svd(svd, tmp_path):
+    """`svd weights pull rife` against a fake Hub that serves only the pinned commit; the tiny network's file
+    stands in for the 21.5 MB one (same names, narrow widths) and loads as a RIFE network."""
+    import json
+
+    from svd_cli.models.rife import load_ifnet
+    from svd_cli.models.tiny import ensure_tiny_file
+
+    from .conftest import run_subprocess
+    from .test_hub_download import FakeHub, svd_env
+
+    rows = {row["name"]: row for row in json.loads(svd("weights", "list", "--json").out)}
+    assert (rows["rife"]["kind"], rows["rife"]["repo"], rows["tiny-rife"]["repo"]) == ("interpolator", RIFE_REPO,
+                                                                                       "built-in")  # fmt: skip
+    data = ensure_tiny_file("tiny-rife").read_bytes()
+    hub = FakeHub({RIFE_FILE: data, "README.md": b"# fake\n"}, repo=RIFE_REPO, revisions=(RIFE_REVISION,))
+    try:
+        pulled = run_subprocess("weights", "pull", "rife", env=svd_env(hub.url, tmp_path / "hf"))
+    finally:
+        hub.stop()
+    assert pulled.returncode == 0, pulled.stderr
+    assert hub.fetched("GET") == [RIFE_FILE]
+    cached = next((tmp_path / "hf" / "hub").glob(f"models--imaginairy--rife-interpolation/snapshots/*/{RIFE_FILE}"))
+    assert f"rife is ready: {cached}" in pulled.stderr and cached.read_bytes() == data
+    assert load_ifnet(cached).block0.conv0[1][0].out_channels == 16
+
+    offline = run_subprocess(
+        "weights", "pull", "rife", env=svd_env(hub.url, tmp_path / "empty") | {"HF_HUB_OFFLINE": "1"}
+    )
+    assert offline.returncode == 1 and offline.stderr.strip().splitlines() == [
+        f"svd: error: rife needs {RIFE_REPO}/{RIFE_FILE}, which is not downloaded, and HF_HUB_OFFLINE=1 forbids "
+        "downloading it: unset HF_HUB_OFFLINE and run `svd weights pull rife` while online, or use --interpolator "
+        "tiny-rife."
+    ]

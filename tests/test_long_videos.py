@@ -188,10 +188,10 @@ def test_the_whole_chain_is_recorded_and_replayed_bit_for_bit(svd, tiny_dir, tmp
 def test_an_upscaler_file_is_recorded_by_its_absolute_path(svd, tiny_dir, tmp_path, monkeypatch):
     import shutil
 
-    from svd_cli.models.tiny import ensure_tiny_upscaler
+    from svd_cli.models.tiny import ensure_tiny_file
 
     (tmp_path / "models").mkdir()
-    shutil.copy(ensure_tiny_upscaler(), tmp_path / "models" / "mine.safetensors")
+    shutil.copy(ensure_tiny_file("tiny-upscaler"), tmp_path / "models" / "mine.safetensors")
     monkeypatch.chdir(tmp_path / "models")
     out = tmp_path / "u.mp4"
     r = svd("animate", PHOTO, *FAST, "--upscale", "2", "--upscaler", "mine.safetensors", "--out", out)

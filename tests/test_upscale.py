@@ -46,11 +46,11 @@ def save_network(path, **changes) -> None:
 
 
 def test_the_tiny_upscaler_is_a_safetensors_file_loaded_through_spandrel(tiny_upscaler):
-    from svd_cli.models.tiny import TINY_SEED, tiny_upscaler_file
+    from svd_cli.models.tiny import TINY_SEED, tiny_file
     from svd_cli.models.upscaler import build_upscaler_network
 
     source, upscaler = tiny_upscaler
-    assert source.path == tiny_upscaler_file() and source.path.suffix == ".safetensors"
+    assert source.path == tiny_file("tiny-upscaler") and source.path.suffix == ".safetensors"
     assert source.single_file["sha256"] == upscaler.sha256 and len(upscaler.sha256) == 64
     assert (upscaler.descriptor.architecture.name, upscaler.descriptor.purpose, upscaler.scale) == ("ESRGAN", "SR", 2)
     assert upscaler.dtype == torch.float32  # on the CPU; fp16 is for CUDA

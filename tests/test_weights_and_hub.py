@@ -32,7 +32,7 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     reg = load_registry()
     assert list(reg) == [
         "svd", "svd-xt", "svd-xt-1.1", "tiny", "animatelcm-svd-xt", "svd-xt-file", "sdxl-turbo", "tiny-t2i",
-        "realesrgan-x2", "tiny-upscaler",
+        "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife",
     ]  # fmt: skip
     assert reg["svd"].repo == "stabilityai/stable-video-diffusion-img2vid" and reg["svd"].frames == 14
     assert reg["svd-xt"].repo == "stabilityai/stable-video-diffusion-img2vid-xt" and reg["svd-xt"].frames == 25
@@ -41,6 +41,7 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     assert xt11.gated and xt11.fixed_conditioning and xt11.defaults["motion_bucket"] == 127
     assert all(e.variant == "fp16" and e.revision and e.license for e in reg.values() if e.repo and not e.file)
     assert [e.name for e in reg.values() if e.kind == "text-to-image"] == ["sdxl-turbo", "tiny-t2i"]
+    assert reg["rife"].revision == "26442e52cc30b88c5cb490702647b8de9aaee8a7"  # the commit the network was checked for
 
 
 def test_download_patterns_fetch_only_fp16_safetensors_and_configs():

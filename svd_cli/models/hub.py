@@ -164,10 +164,10 @@ def _explain_hub_error(
 ) -> str:
     from huggingface_hub import errors as hf_errors
 
-    from .kinds import KIND_DEFAULTS
+    from .kinds import FILE_KINDS, KIND_DEFAULTS
 
     option = KIND_DEFAULTS[kind]["option"]
-    local = "a .safetensors file" if kind == "upscaler" else "a local folder"
+    local = "a .safetensors file" if kind in FILE_KINDS else "a local folder"
     url = f"https://huggingface.co/{repo}"
     if isinstance(exc, hf_errors.GatedRepoError) or (gated and _status(exc) in (401, 403)):
         return (

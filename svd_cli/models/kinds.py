@@ -50,7 +50,20 @@ KIND_DEFAULTS: dict[str, dict] = {
         "places": "a .safetensors file",
         "defaults": {"scale": 2},
     },
+    # A frame interpolator for the interpolate post stage (models/rife.py): one safetensors file of RIFE 4.13's
+    # flow network. `methods` are the interpolators that need no file (ffmpeg's), also valid for its setting.
+    "interpolator": {
+        "sampler": "none",
+        "option": "interpolator",
+        "builtin": "tiny-rife",
+        "role": "an interpolator",
+        "places": "a .safetensors file",
+        "methods": ("minterpolate",),
+        "defaults": {},
+    },
 }
+# The kinds whose models are one safetensors file rather than a diffusers folder.
+FILE_KINDS = ("upscaler", "interpolator")
 # A diffusers pipeline class that makes videos from an image; every other pipeline in a folder is taken
 # for a text-to-image model (AutoPipelineForText2Image refuses what it cannot load).
 VIDEO_PIPELINES = ("StableVideoDiffusionPipeline",)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import ModelUnavailableError, UsageError, ref
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
-from .kinds import KIND_DEFAULTS, folder_defaults, folder_kind, kind_defaults
+from .kinds import FILE_KINDS, KIND_DEFAULTS, folder_defaults, folder_kind, kind_defaults
 from .layout import check_model_folder, damaged_files, detect_variant, hash_problem, safetensors_problem
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -102,8 +102,8 @@ def resolve_model(
     """
     progress = progress or NullProgress()
     entry = get_entry(spec)
-    if kind == "upscaler" or (kind is None and entry is not None and entry.kind == "upscaler"):
-        return resolve_upscaler(spec, download=download, progress=progress, repair=repair)
+    if kind in FILE_KINDS or (kind is None and entry is not None and entry.kind in FILE_KINDS):
+        return resolve_file_model(spec, kind or entry.kind, download=download, progress=progress, repair=repair)
     entry = check_kind(spec, kind)
     if entry is not None:
         if entry.builtin:
@@ -117,7 +117,7 @@ def resolve_model(
                 progress.note(f"The built-in {entry.name} model is damaged ({path} {problem}); rebuilding it")
             return ModelSource(name=entry.name, path=ensure_tiny_model(entry.builtin), entry=entry, kind=entry.kind)
         if entry.file:  # Stability's single file instead of the diffusers folders
-            path = _entry_file(entry, entry.repo, entry.file, download, progress)
+            path = _entry_file(entry, entry.repo, entry.file, download, progress, entry.revision)
             return replace(resolve_single_file(path, progress), name=entry.name, entry=entry, repo=entry.repo,
                            revision=entry.revision)  # fmt: skip
         source = _resolve_repo(
@@ -142,55 +142,61 @@ def resolve_model(
     return _resolve_repo(spec, spec, "main", None, None, download, progress, kind, repair)
 
 
-def resolve_upscaler(
-    spec: str, *, download: bool = True, progress: Progress | None = None, repair: bool = False
+def resolve_file_model(
+    spec: str, kind: str, *, download: bool = True, progress: Progress | None = None, repair: bool = False
 ) -> ModelSource:
-    """An upscaler name from the registry (downloaded with progress, or the built-in one built once) or a
-    .safetensors file, as a source of kind "upscaler" whose `path` is the file and `single_file` its identity.
-    `repair` (svd weights pull) downloads a damaged cached file again."""
+    """A one-file model (an upscaler, an interpolator) by registry name (downloaded with progress, or the built-in
+    one built once) or as a .safetensors file: a source of `kind` whose `path` is the file and `single_file` its
+    identity. `repair` (svd weights pull) downloads a damaged cached file again."""
     from .files import file_identity
-    from .upscaler import check_upscaler_file
+    from .post import check_weights_file
 
     progress = progress or NullProgress()
-    entry = check_kind(spec, "upscaler") if get_entry(spec) is not None else None
+    entry = check_kind(spec, kind) if get_entry(spec) is not None else None
     if entry is not None and entry.builtin:
-        from .tiny import ensure_tiny_upscaler, tiny_upscaler_file
+        from .tiny import ensure_tiny_file, tiny_file
 
-        path = tiny_upscaler_file()
+        path = tiny_file(entry.builtin)
         if not path.is_file():
             progress.note(f"Building the built-in {entry.name} model (first use only)")
         elif problem := safetensors_problem(path):
             progress.note(f"The built-in {entry.name} model is damaged ({path} {problem}); rebuilding it")
-        path = ensure_tiny_upscaler()
+        path = ensure_tiny_file(entry.builtin)
     elif entry is not None:
         from .hub import cached_file, forget_cached_file
 
-        cached = cached_file(entry.repo, "main", entry.file)
+        cached = cached_file(entry.repo, entry.revision, entry.file)
         if repair and cached is not None and (problem := safetensors_problem(cached) or hash_problem(cached)):
             progress.note(f"{cached} {problem}; downloading it again")
             forget_cached_file(cached)
-        path = _entry_file(entry, entry.repo, entry.file, download, progress)
+        path = _entry_file(entry, entry.repo, entry.file, download, progress, entry.revision)
     else:
         path = Path(spec).expanduser()
         if not path.exists() and not _looks_like_path(spec) and path.suffix.lower() != ".safetensors":
-            names = ", ".join(n for n in model_names() if get_entry(n).kind == "upscaler")
+            option, role = KIND_DEFAULTS[kind]["option"], KIND_DEFAULTS[kind]["role"]
+            names = ", ".join(_names_of(kind))
             raise UsageError(
-                f"{ref('upscaler')} {spec}: not an upscaler name ({names}) nor an existing .safetensors file.",
-                option="upscaler",
+                f"{ref(option)} {spec}: not {role} name ({names}) nor an existing .safetensors file.",
+                option=option,
                 value=spec,
             )
-        check_upscaler_file(path)
+        check_weights_file(path, kind)
         path = path.resolve()
-    identity = file_identity(path, "upscaler", progress)
+    identity = file_identity(path, kind, progress)
     return ModelSource(
         name=entry.name if entry else path.stem,
         path=Path(path),
         repo=entry.repo if entry else None,
         revision=entry.revision if entry and entry.repo else None,
         entry=entry,
-        kind="upscaler",
+        kind=kind,
         single_file=identity,
     )
+
+
+def _names_of(kind: str) -> list[str]:
+    """What a setting taking a model of `kind` accepts by name: its built-in methods, then the registry's models."""
+    return [*KIND_DEFAULTS[kind].get("methods", ()), *(n for n in model_names() if get_entry(n).kind == kind)]
 
 
 def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
@@ -205,7 +211,7 @@ def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
     found = entry.kind if entry is not None else (folder_kind(path) if path.is_dir() else None)
     if kind is not None and found is not None and found != kind:
         role, wanted = KIND_DEFAULTS[found]["role"], KIND_DEFAULTS[kind]["role"]
-        names = ", ".join(n for n in model_names() if get_entry(n).kind == kind)
+        names = ", ".join(_names_of(kind))
         places = KIND_DEFAULTS[kind]["places"]
         raise UsageError(
             f"{ref(option)} {spec}: {role}, but this setting takes {wanted} ({names}, {places}).",
@@ -277,17 +283,17 @@ def download_size(spec: str) -> float:
 def local_snapshot(entry: ModelEntry) -> Path | None:
     """The complete local copy of a registry model, or None; never touches the network."""
     if entry.builtin:
-        from .tiny import tiny_model_dir, tiny_upscaler_file
+        from .tiny import tiny_file, tiny_model_dir
 
-        if entry.kind == "upscaler":
-            path = tiny_upscaler_file()
+        if entry.kind in FILE_KINDS:
+            path = tiny_file(entry.builtin)
             return path if path.is_file() else None
         folder = tiny_model_dir(entry.builtin)
         return folder if (folder / "model_index.json").is_file() else None
     from .hub import cached_file, cached_snapshot
 
     if entry.file:
-        path = cached_file(entry.repo, "main", entry.file)
+        path = cached_file(entry.repo, entry.revision, entry.file)
         return path.parent if path else None
     folder = cached_snapshot(entry.repo, entry.revision, entry.variant, entry.kind)
     if folder is not None and entry.unet_repo and cached_file(entry.unet_repo, "main", entry.unet_file) is None:
@@ -355,7 +361,7 @@ def verify_models(spec: str | None = None) -> list[dict]:
         row = {"name": name, "path": str(folder) if folder else None, "problems": []}
         if folder is None:
             row["problems"].append(f"{name} is not on this machine: run `svd weights pull {name}`.")
-        elif entry is not None and (entry.file or entry.kind == "upscaler"):  # one file, not a folder
+        elif entry is not None and (entry.file or entry.kind in FILE_KINDS):  # one file, not a folder
             path = _entry_weights_file(entry)
             row["path"] = str(path)
             advice = repair_advice(name, entry, downloaded)
@@ -380,7 +386,7 @@ def _entry_weights_file(entry: ModelEntry) -> Path:
         return local_snapshot(entry)
     from .hub import cached_file
 
-    return cached_file(entry.repo, "main", entry.file)
+    return cached_file(entry.repo, entry.revision, entry.file)
 
 
 def _file_frames(path: Path) -> int:
@@ -507,16 +513,18 @@ def disk_size(folder: Path) -> int:
     return total
 
 
-def _entry_file(entry: ModelEntry, repo: str, filename: str, download: bool, progress: Progress) -> Path:
+def _entry_file(
+    entry: ModelEntry, repo: str, filename: str, download: bool, progress: Progress, revision: str = "main"
+) -> Path:
     from .hub import cached_file, download_file
 
-    path = cached_file(repo, "main", filename)
+    path = cached_file(repo, revision, filename)
     if path is None:
         if not download:
             raise ModelUnavailableError(
                 f"{entry.name} is not downloaded yet: run `svd weights pull {entry.name}`.", model=entry.name
             )
-        path = download_file(entry.name, repo, "main", filename, gated=entry.gated, download_gb=entry.download_gb,
+        path = download_file(entry.name, repo, revision, filename, gated=entry.gated, download_gb=entry.download_gb,
                              progress=progress, kind=entry.kind)  # fmt: skip
     return path
 

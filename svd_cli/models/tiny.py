@@ -1,4 +1,4 @@
-"""The built-in `tiny`, `tiny-t2i` and `tiny-upscaler` models: install checks that need no download.
+"""The built-in `tiny`, `tiny-t2i`, `tiny-upscaler` and `tiny-rife` models: install checks that need no download.
 
 `tiny` has the same component classes as Stable Video Diffusion (the spatio-temporal UNet, the temporal-decoder
 VAE with the real scale factor 8, a CLIP vision encoder with projection and SVD's own Euler scheduler
@@ -7,7 +7,8 @@ built from a hand-written vocabulary, UNet, VAE, Euler). Both have random weight
 are saved in diffusers layout in the svd cache and then loaded through exactly the same code as the real
 checkpoints. Their pictures are noise. `tiny-upscaler` is spandrel's ESRGAN network (Real-ESRGAN x2plus's
 layout: pixel-unshuffle input, scale 2) with one block and 8 features, saved as one safetensors file and
-loaded by models/upscaler.py like any upscaler file.
+loaded by models/upscaler.py like any upscaler file; `tiny-rife` is RIFE 4.13's flow network with narrow
+blocks (16/16/8/8, an 8-wide feature head), loaded by models/rife.py like the real file.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from ..paths import cache_dir
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
-TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1}
+TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1}
 TINY_VERSION = TINY_VERSIONS["tiny"]
 TINY_SEED = 20231121
 
@@ -65,22 +66,33 @@ def ensure_tiny_model(name: str = "tiny") -> Path:
     return target
 
 
-def tiny_upscaler_file() -> Path:
-    return cache_dir() / "models" / f"tiny-upscaler-v{TINY_VERSIONS['tiny-upscaler']}.safetensors"
+def _build_file_network(name: str):
+    """The network of a built-in single-file model, random weights from the fixed seed."""
+    if name == "tiny-rife":
+        from .rife import build_rife_network
+
+        return build_rife_network("tiny", seed=TINY_SEED)
+    from .upscaler import build_upscaler_network
+
+    return build_upscaler_network("tiny", seed=TINY_SEED)
 
 
-def ensure_tiny_upscaler() -> Path:
-    """Save the built-in upscaler's safetensors file once (again if it is damaged); later calls return it."""
+def tiny_file(name: str) -> Path:
+    """Where the built-in single-file model `name` (tiny-upscaler, tiny-rife) is saved."""
+    return cache_dir() / "models" / f"{name}-v{TINY_VERSIONS[name]}.safetensors"
+
+
+def ensure_tiny_file(name: str) -> Path:
+    """Save a built-in single-file model's safetensors file once (again if it is damaged); later calls return it."""
     from safetensors.torch import save_file
 
     from .layout import safetensors_problem
-    from .upscaler import build_upscaler_network
 
-    target = tiny_upscaler_file()
+    target = tiny_file(name)
     if target.is_file() and safetensors_problem(target) is None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    network = build_upscaler_network("tiny", seed=TINY_SEED)
+    network = _build_file_network(name)
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(staging))

@@ -10,12 +10,11 @@ seams. `release` gives the device memory back before the next video's UNet needs
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ModelLoadError, UsageError, ref
+from ..errors import UsageError, ref
 from ..progress import NullProgress, Progress
-from .layout import PICKLE_SUFFIXES, safetensors_problem
+from .post import PostModel, check_loadable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,42 +48,10 @@ def tile_for(profile: str) -> int | None:
     return UPSCALE_TILES[profile]
 
 
-def check_upscaler_file(path: Path) -> None:
-    """Refuse what svd will not read as an upscaler: a missing file, a pickle, anything but safetensors."""
-    suffix = path.suffix.lower()
-    if suffix in PICKLE_SUFFIXES:
-        raise UsageError(
-            f"{ref('upscaler')} {path}: a pickle file ({suffix}), which can run code when it is loaded, so svd reads "
-            "upscalers only from .safetensors files: convert it to safetensors or choose a .safetensors upscaler.",
-            option="upscaler",
-            value=str(path),
-        )
-    if suffix != ".safetensors":
-        raise UsageError(
-            f"{ref('upscaler')} {path}: not a .safetensors file; choose an upscaler saved as safetensors.",
-            option="upscaler",
-            value=str(path),
-        )
-    if not path.is_file():
-        raise UsageError(
-            f"{ref('upscaler')} {path}: no such file; name an existing .safetensors upscaler or a registry upscaler.",
-            option="upscaler",
-            value=str(path),
-        )
-
-
-class Upscaler:
+class Upscaler(PostModel):
     """A loaded super-resolution model on a device, ready to enlarge clips' frames."""
 
-    def __init__(
-        self, name: str, path: Path, descriptor, device: torch.device, dtype: torch.dtype, sha256: str | None = None
-    ):
-        self.name = name  # as the recipe records it: the registry name, or the file's path
-        self.path = path
-        self.sha256 = sha256
-        self.descriptor = descriptor  # spandrel's ImageModelDescriptor: pads, runs and clamps to [0, 1]
-        self.device = device
-        self.dtype = dtype
+    descriptor = property(lambda self: self.network)  # spandrel's ImageModelDescriptor: pads, runs, clamps to [0, 1]
 
     @property
     def scale(self) -> int:
@@ -109,26 +76,6 @@ class Upscaler:
         progress.end()
         return np.stack(out)
 
-    def place(self, device: torch.device) -> None:
-        """Put the weights on `device` (again, after `release`)."""
-        if self.device != device:
-            self.descriptor.to(device)
-            self.device = device
-
-    def release(self) -> None:
-        """Move the weights to the CPU and give the device's memory back (for the next video's UNet)."""
-        import gc
-
-        import torch
-
-        device, self.device = self.device, torch.device("cpu")
-        self.descriptor.to(self.device)
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        elif device.type == "mps":
-            torch.mps.empty_cache()
-
 
 def load_upscaler(source, device: torch.device, dtype: torch.dtype | None = None) -> Upscaler:
     """Read an upscaler file (a resolved `ModelSource` of kind "upscaler") through spandrel onto `device`.
@@ -138,11 +85,7 @@ def load_upscaler(source, device: torch.device, dtype: torch.dtype | None = None
     import spandrel
     import torch
 
-    path = Path(source.path)
-    check_upscaler_file(path)
-    if problem := safetensors_problem(path):
-        advice = source.repair_advice() if source.entry else "replace it with a complete copy"
-        raise ModelLoadError(f"{path} {problem}; {advice}.", path=path)
+    path = check_loadable(source, "upscaler")
     not_recognised = f"{ref('upscaler')} {path}: not an upscaler spandrel recognises"
     try:
         descriptor = spandrel.ModelLoader("cpu").load_from_file(path)
