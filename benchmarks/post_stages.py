@@ -1,5 +1,5 @@
-"""Time the post stages (loop, colour match, interpolate, watermark, upscale) on this CPU at SVD-XT's size, and
-simulate the upscaler's GPU memory per memory profile.
+"""Time the post stages (loop, colour match, interpolate with minterpolate and RIFE, watermark, upscale) on this
+CPU at SVD-XT's size, and simulate the upscaler's GPU memory per memory profile.
 
     python benchmarks/post_stages.py benchmarks/results/post-stages-<machine>.json
 
@@ -86,6 +86,12 @@ def main(out: Path) -> dict:
             "seconds": seconds, "seconds_per_frame": seconds / len(frames), "carries": report.carries,
             "message_bits": report.message_match,
         }  # fmt: skip
+
+    from svd_cli.models.rife import build_rife_network, in_between
+
+    rife = build_rife_network("rife", seed=0).eval()
+    seconds, _ = timed(lambda: in_between(rife, frames[0], frames[1], 0.5), 2)
+    rows["interpolate, RIFE 4.13 (random weights, fp32): one in-between frame"] = {"seconds": seconds}
 
     network = build_upscaler_network("realesrgan-x2", seed=0)
     small = torch.rand(1, 3, 144, 256)
