@@ -63,14 +63,10 @@ class PostModel:
 
     def release(self) -> None:
         """Move the weights to the CPU and give the device's memory back (for the next video's UNet)."""
-        import gc
-
         import torch
+
+        from ..stages.animate import free_memory
 
         device, self.device = self.device, torch.device("cpu")
         self.network.to(self.device)
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        elif device.type == "mps":
-            torch.mps.empty_cache()
+        free_memory(device)
