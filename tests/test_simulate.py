@@ -110,6 +110,14 @@ def _tiny_simulated_peaks(frames: int, width: int, height: int) -> dict[str, int
     return {name: simulate(TINY, plan_for(name), job).peak_bytes for name in PROFILE_ORDER}
 
 
+def _memory_record_of_a_run(svd, tmp_path) -> dict:
+    """The memory part of the recipe of a small real run of the tiny model (2 frames, 256x128, one step)."""
+    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--frames", "2", "--steps", "1",
+            "--size", "256x128", "--seed", "1", "--out", tmp_path / "v.mp4")  # fmt: skip
+    assert r.code == 0, r.err
+    return json.loads((tmp_path / "v.mp4.json").read_text())["runtime"]["memory"]
+
+
 def test_auto_picks_from_simulated_peaks_and_the_sidecar_says_so(svd, tiny_dir, tmp_path, monkeypatch):
     import svd_cli.memory as memory
 
@@ -117,10 +125,7 @@ def test_auto_picks_from_simulated_peaks_and_the_sidecar_says_so(svd, tiny_dir, 
     # A GPU whose free memory is just what `low` needs: high and balanced need more.
     assert free_bytes_needed(peaks["low"]) < min(free_bytes_needed(peaks[p]) for p in ("high", "balanced"))
     monkeypatch.setattr(memory, "free_device_memory", lambda device: free_bytes_needed(peaks["low"]))
-    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--frames", "2", "--steps", "1",
-            "--size", "256x128", "--seed", "1", "--out", tmp_path / "v.mp4")  # fmt: skip
-    assert r.code == 0, r.err
-    memory_record = json.loads((tmp_path / "v.mp4.json").read_text())["runtime"]["memory"]
+    memory_record = _memory_record_of_a_run(svd, tmp_path)
     assert memory_record["profile"] == "low"
     assert "simulated peak" in memory_record["reason"]
 
@@ -134,10 +139,7 @@ def test_auto_falls_back_to_the_estimate_when_the_simulation_fails(svd, tiny_dir
 
     monkeypatch.setattr(simulate_module, "simulated_choice", broken)
     monkeypatch.setattr(memory, "free_device_memory", lambda device: 80 * 2**30)
-    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--frames", "2", "--steps", "1",
-            "--size", "256x128", "--seed", "1", "--out", tmp_path / "v.mp4")  # fmt: skip
-    assert r.code == 0, r.err
-    memory_record = json.loads((tmp_path / "v.mp4.json").read_text())["runtime"]["memory"]
+    memory_record = _memory_record_of_a_run(svd, tmp_path)
     assert memory_record["profile"] == "high"
     assert "analytic estimate, the simulation failed (RuntimeError: simulation broke)" in memory_record["reason"]
 
