@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, ref
 from .io.recipe import build_recipe, file_sha256, resume_state
 from .io.safety import check_outputs
+from .io.segments import unfinished_seed
 from .io.video import output_suffix
 from .memory.ram import NotEnoughMemoryError
 from .options import Request, check_template, recorded_settings, with_defaults
@@ -571,6 +572,7 @@ def decide_jobs(
         session.resolve_image_model()
     todo: list[Job] = []
     for job in plan.jobs:
+        _continue_unfinished(session, job)
         if not job.output.exists():  # nothing to compare, no photo to hash; claim_and_make checks again
             todo.append(job)
             continue
@@ -583,6 +585,18 @@ def decide_jobs(
             summary.results.append(result)
             on_result(result)
     return todo
+
+
+def _continue_unfinished(session: Session, job: Job) -> None:
+    """A long video an earlier run left unfinished keeps its seed when the user fixed none: its finished clips
+    were made with that seed, and a newly drawn one would throw them away. A fixed seed is never replaced
+    (clips of another seed are not reused: the work folder's key holds the seed)."""
+    if job.seed_fixed or not session.request.extend:
+        return
+    seed = unfinished_seed(job.output)
+    if seed is not None and seed != job.seed:
+        session.progress.note(f"{job.output}: an earlier run left it unfinished; continuing it with its seed {seed}")
+        job.seed = seed
 
 
 class LocalExecutor:

@@ -285,7 +285,9 @@ class Session:
         settings = self.settings_for(seed, frame.picture.size)
         if self.animator is None:
             self.load(settings)
-        store = SegmentStore(output, self._segment_key(frame, settings)) if output is not None and req.extend else None
+        store = None
+        if output is not None and req.extend:
+            store = SegmentStore(output, self._segment_key(frame, settings), seed)
         record = {"stage": "animate", "model": self.source.name, "sampler": settings.sampler,
                   "settings": settings.as_dict(), "fps_conditioning": settings.fps - 1}  # fmt: skip
         records, clips, reference = [frame.record], [], None

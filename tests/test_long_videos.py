@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from svd_cli.io.segments import work_folder
+from svd_cli.io.segments import segment_path, work_folder
 from svd_cli.stages.extend import color_drift, color_stats, match_colors
 from svd_cli.stages.loop import bounce, crossfade
 
@@ -65,6 +69,98 @@ def test_a_killed_long_video_continues_from_its_last_finished_clip(svd, tiny_dir
     recipe = json.loads(out.with_name("long.mp4.json").read_text())
     seeds = [s["seed"] for s in recipe["stages"] if s["stage"] == "animate"]
     assert seeds == [5, 6, 7] and recipe["output"]["frames"] == 16
+
+
+def _kill_after(args: list, segment: Path) -> str:
+    """Start `svd ARGS` as its own process and `kill -9` it the moment `segment` is on disk; its stderr."""
+    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not segment.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    err = proc.stderr.read().decode()
+    assert segment.exists(), err
+    return err
+
+
+def test_a_killed_long_video_without_a_seed_continues_with_its_own_seed(svd, tiny_dir, tmp_path):
+    """No seed: kill -9 after two of three clips; the rerun of the same command keeps the unfinished video's
+    random seed, reuses both clips and writes the video an uninterrupted run with that seed writes."""
+    out = tmp_path / "long.mp4"
+    args = [sys.executable, "-m", "svd_cli", "animate", PHOTO, *FAST, "--extend", "2", "--out", out]
+    err = _kill_after(args, segment_path(out, 1))
+    seed = int(re.search(r"Segment 1/3 \(seed (\d+)\)", err).group(1))
+    assert not out.exists()
+
+    r = svd("animate", PHOTO, *FAST, "--extend", "2", "--out", out, "--json")
+    assert r.code == 0, r.err
+    result = _json_lines(r.out)[0]
+    assert (result["seed"], result["segments"], result["segments_reused"]) == (seed, 3, 2)
+    assert f"continuing it with its seed {seed}" in r.err and r.err.count("Denoising") == 1
+    assert not work_folder(out).exists()
+
+    whole = tmp_path / "whole.mp4"
+    r = svd("animate", PHOTO, *FAST, "--extend", "2", "--seed", seed, "--out", whole, "--json")
+    assert r.code == 0 and _json_lines(r.out)[0]["segments_reused"] == 0
+    assert np.array_equal(read_video(out)[1], read_video(whole)[1])
+    recipe = json.loads(out.with_name("long.mp4.json").read_text())
+    assert [s["seed"] for s in recipe["stages"] if s["stage"] == "animate"] == [seed, seed + 1, seed + 2]
+
+
+def _failing_segment_writes(monkeypatch, code: int, index: int = 1) -> None:
+    """Writes of segment `index` fail as the OS fails them: a full disk (its file opened on /dev/full, where
+    every write gets ENOSPC from the kernel) or a file system remounted read-only (the open gets EROFS)."""
+    real_open = Path.open
+
+    def open_(self, mode="r", *args, **kwargs):
+        if "w" in mode and segment_path(Path("x"), index).name in self.name:  # under its temporary name too
+            if code == errno.EROFS:
+                raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(self))
+            return real_open(Path("/dev/full"), mode, *args, **kwargs)
+        return real_open(self, mode, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", open_)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize(
+    ("code", "fix"),
+    [
+        (errno.ENOSPC, "free some space or choose another --out folder"),
+        (errno.EROFS, "choose a folder on a writable disk with --out"),
+    ],
+)
+def test_a_failed_segment_write_names_the_segment_and_the_real_reason(svd, tiny_dir, tmp_path, monkeypatch, code, fix):
+    out = tmp_path / "long.mp4"
+    _failing_segment_writes(monkeypatch, code)
+    r = svd("animate", PHOTO, *LONG, "--out", out)
+    assert r.code == 1
+    reason = os.strerror(code).lower()  # "no space left on device", "read-only file system"
+    failures = [line for line in r.err.splitlines() if line.startswith("✗")]
+    assert failures == [f"✗ {PHOTO}: Could not write {segment_path(out, 1)}: {reason}; {fix}."]
+    assert not out.exists() and segment_path(out, 0).exists() and not segment_path(out, 1).exists()
+    assert sorted(p.name for p in work_folder(out).iterdir()) == ["key.json", "segment-000.npy"]  # no temporary
+
+
+def test_an_explicit_other_seed_does_not_reuse_the_clips_of_an_unfinished_video(svd, tiny_dir, tmp_path, monkeypatch):
+    """The clips of an unfinished seed-5 video are kept for its rerun, never reused by a run with --seed 9;
+    without a seed the rerun continues it with seed 5."""
+    out = tmp_path / "long.mp4"
+    with monkeypatch.context() as m:
+        _failing_segment_writes(m, errno.ENOSPC, index=2)
+        assert svd("animate", PHOTO, *LONG, "--out", out).code == 1
+    kept = tmp_path / "kept"
+    shutil.copytree(work_folder(out), kept)
+    r = svd("animate", PHOTO, *FAST, "--extend", "2", "--seed", "9", "--out", out, "--json")
+    assert r.code == 0, r.err
+    result = _json_lines(r.out)[0]
+    assert (result["seed"], result["segments_reused"]) == (9, 0) and r.err.count("Denoising") == 3
+
+    shutil.copytree(kept, work_folder(out))
+    r = svd("animate", PHOTO, *FAST, "--extend", "2", "--out", out, "--overwrite", "--json")
+    assert r.code == 0, r.err
+    assert (_json_lines(r.out)[0]["seed"], _json_lines(r.out)[0]["segments_reused"]) == (5, 2)
 
 
 def test_work_left_by_other_settings_is_not_reused(svd, tiny_dir, tmp_path):

@@ -8,6 +8,7 @@ truncated video under its final name. ffmpeg comes from imageio-ffmpeg, never fr
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import uuid
@@ -216,12 +217,22 @@ def _replace(tmp: Path, final: Path) -> None:
 
 def _explain_write_error(final: Path, exc: Exception) -> str:
     text = str(exc)
-    errno = getattr(exc, "errno", None)
-    if errno == 28 or "No space left" in text:
-        return f"Could not write {final}: the disk is full; free some space or choose another {ref('out')} folder."
-    if isinstance(exc, PermissionError) or errno in (13, 30) or "Permission denied" in text:
-        return f"Could not write {final}: permission denied; choose a folder you can write to with {ref('out')}."
-    if isinstance(exc, (NotADirectoryError, FileExistsError)) or errno in (17, 20):
-        return f"Could not write {final}: part of that path is a file, not a folder; choose another {ref('out')}."
+    code = getattr(exc, "errno", None)
+    out = ref("out")
+    # The operating system's own words for the cause; ffmpeg's messages carry no errno, only those words.
+    if code == errno.ENOSPC or os.strerror(errno.ENOSPC) in text:
+        return f"Could not write {final}: {_os_reason(errno.ENOSPC)}; free some space or choose another {out} folder."
+    if code == errno.EROFS or os.strerror(errno.EROFS) in text:
+        return f"Could not write {final}: {_os_reason(errno.EROFS)}; choose a folder on a writable disk with {out}."
+    if isinstance(exc, PermissionError) or code == errno.EACCES or os.strerror(errno.EACCES) in text:
+        return f"Could not write {final}: {_os_reason(errno.EACCES)}; choose a folder you can write to with {out}."
+    if isinstance(exc, (NotADirectoryError, FileExistsError)) or code in (errno.EEXIST, errno.ENOTDIR):
+        return f"Could not write {final}: part of that path is a file, not a folder; choose another {out}."
     reason = getattr(exc, "strerror", None) or (text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
     return f"Could not write {final}: {reason}."
+
+
+def _os_reason(code: int) -> str:
+    """The operating system's own words for `code`, inside a sentence: 'no space left on device'."""
+    words = os.strerror(code)
+    return words[:1].lower() + words[1:]
