@@ -280,7 +280,7 @@ def test_full_disk_while_writing_leaves_nothing_behind(svd, tiny_dir, tmp_path, 
     out = tmp_path / "out"
     r = svd("animate", EXAMPLES / "coffee.png", *FAST, "--out", f"{out}/")
     assert r.code == 1
-    assert f"Could not write {out / 'coffee.mp4'}: the disk is full" in r.err
+    assert f"Could not write {out / 'coffee.mp4'}: no space left on device; free some space" in r.err
     assert list(out.iterdir()) == []  # no video, no sidecar, no temporary file
 
 
