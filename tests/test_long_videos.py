@@ -35,20 +35,25 @@ def _png_frames(folder: Path) -> np.ndarray:
     return np.stack([np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.glob("frame_*.png"))])
 
 
+def _kill_after(args: list, segment: Path) -> str:
+    """Start `svd ARGS` as its own process and `kill -9` it the moment `segment` is on disk; its stderr."""
+    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not segment.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    err = proc.stderr.read().decode()
+    assert segment.exists(), err
+    return err
+
+
 def test_a_killed_long_video_continues_from_its_last_finished_clip(svd, tiny_dir, tmp_path):
     """kill -9 after the first of three clips; the rerun makes two clips, and its video equals an uninterrupted
     run of the same recipe (which also proves the recipe replays the chain): 6 + 2 x 5 = 16 frames."""
     out = tmp_path / "long.mp4"
-    args = [sys.executable, "-m", "svd_cli", "animate", PHOTO, *LONG, "--out", out]
-    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    first = work_folder(out) / "segment-000.npy"
-    deadline = time.monotonic() + 120
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    assert first.exists(), proc.stderr.read().decode()
-    assert not out.exists() and not (work_folder(out) / "segment-002.npy").exists()
+    _kill_after([sys.executable, "-m", "svd_cli", "animate", PHOTO, *LONG, "--out", out], segment_path(out, 0))
+    assert not out.exists() and not segment_path(out, 2).exists()
 
     r = svd("animate", PHOTO, *LONG, "--out", out, "--json")
     assert r.code == 0, r.err
@@ -69,19 +74,6 @@ def test_a_killed_long_video_continues_from_its_last_finished_clip(svd, tiny_dir
     recipe = json.loads(out.with_name("long.mp4.json").read_text())
     seeds = [s["seed"] for s in recipe["stages"] if s["stage"] == "animate"]
     assert seeds == [5, 6, 7] and recipe["output"]["frames"] == 16
-
-
-def _kill_after(args: list, segment: Path) -> str:
-    """Start `svd ARGS` as its own process and `kill -9` it the moment `segment` is on disk; its stderr."""
-    proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not segment.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    proc.kill()
-    proc.wait()
-    err = proc.stderr.read().decode()
-    assert segment.exists(), err
-    return err
 
 
 def test_a_killed_long_video_without_a_seed_continues_with_its_own_seed(svd, tiny_dir, tmp_path):
