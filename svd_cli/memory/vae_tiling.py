@@ -1,4 +1,5 @@
-"""Seam-free spatial tiling for SVD's temporal VAE (`AutoencoderKLTemporalDecoder`).
+"""Seam-free spatial tiling for SVD's temporal VAE (`AutoencoderKLTemporalDecoder`), and for the per-frame
+`AutoencoderKL` of Stability's *_image_decoder files.
 
 Where the memory goes: the decoder runs its last up-blocks at 2x, 4x and 8x the latent resolution with
 128-512 channels for every frame, and one layer's temporaries (norm, activation, convolution, residual) are
@@ -225,22 +226,37 @@ def _run_one(fn, x: torch.Tensor, t: _Tile, tile_pass: _TilePass) -> torch.Tenso
 # --- SVD's VAE as a whole-frame trunk and tiled stages -------------------------------------------------------
 
 
+def is_per_frame(vae) -> bool:
+    """Whether `vae` decodes each frame on its own (the AutoencoderKL of Stability's *_image_decoder files)
+    rather than all frames together (SVD's temporal decoder)."""
+    return not hasattr(vae.decoder, "time_conv_out")
+
+
 def decode_tiled(vae, latents: torch.Tensor, num_frames: int, tile: int = DEFAULT_TILE) -> torch.Tensor:
     """`vae.decode(latents, num_frames).sample`, with the high-resolution stages run on tiles."""
     decoder = vae.decoder
+    per_frame = is_per_frame(vae)
     batch = latents.shape[0] // num_frames
     indicator = torch.zeros(batch, num_frames, dtype=latents.dtype, device=latents.device)
     upscale_dtype = next(iter(decoder.up_blocks.parameters())).dtype
 
     # Latent resolution, whole frame: small, and the mid block's attention needs the whole frame.
-    h = decoder.conv_in(latents)
-    h = decoder.mid_block(h, image_only_indicator=indicator).to(upscale_dtype)
+    if per_frame:
+        if vae.post_quant_conv is not None:
+            latents = vae.post_quant_conv(latents)
+        h = decoder.mid_block(decoder.conv_in(latents)).to(upscale_dtype)
+    else:
+        h = decoder.mid_block(decoder.conv_in(latents), image_only_indicator=indicator).to(upscale_dtype)
 
     def resnet_stage(resnet) -> Stage:
+        if per_frame:
+            return Stage(lambda t: resnet(t, None), scale=1, halo=2)
         return Stage(lambda t: resnet(t, image_only_indicator=indicator), scale=1, halo=2)
 
     def output_layers(t: torch.Tensor) -> torch.Tensor:
         t = decoder.conv_out(decoder.conv_act(decoder.conv_norm_out(t)))
+        if per_frame:
+            return t
         # time_conv_out mixes each pixel across frames: (B*F, C, H, W) -> (B, C, F, H, W) and back.
         frames, channels, height, width = t.shape
         t = t.reshape(batch, num_frames, channels, height, width).permute(0, 2, 1, 3, 4)

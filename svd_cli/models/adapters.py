@@ -49,7 +49,10 @@ class SVDAdapter:
             "image_encoder": self.image_encoder,
             "vae_encoder": nn.ModuleList([self.vae.encoder, self.vae.quant_conv]),
             "denoiser": self.unet,
-            "decoder": self.vae.decoder,
+            # The per-frame AutoencoderKL (image-decoder files) runs its post_quant_conv before the decoder.
+            "decoder": nn.ModuleList(
+                [m for m in (getattr(self.vae, "post_quant_conv", None), self.vae.decoder) if m is not None]
+            ),  # fmt: skip
         }
 
     def attention_modules(self) -> list[nn.Module]:

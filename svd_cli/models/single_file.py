@@ -5,8 +5,8 @@ A single file holds every component under Stability's names:
 
 - `model.diffusion_model.*` — the spatio-temporal UNet (`input_blocks`, `middle_block`, `output_blocks`);
 - `first_stage_model.*` — the VAE; its decoder is the temporal decoder (or, in the `*_image_decoder` files, a
-  per-frame decoder); `conditioner.embedders.3.encoder.*` — the VAE encoder (with its `quant_conv`) that
-  encodes the conditioning image;
+  per-frame AutoencoderKL whose `post_quant_conv` runs before the decoder); `conditioner.embedders.3.encoder.*`
+  — the VAE encoder (with its `quant_conv`) that encodes the conditioning image;
 - `conditioner.embedders.0.open_clip.model.visual.*` — the OpenCLIP ViT-H image encoder.
 
 Loading reads only the header first (to tell what the file is, with one clear line for anything else), then
@@ -240,7 +240,8 @@ def _resnet(rest: str) -> str:
 
 
 def vae_key(key: str, levels: int, encoder_prefix: str) -> tuple[str, Transform]:
-    """The full SGM name of a diffusers AutoencoderKLTemporalDecoder tensor, and its reshape if any."""
+    """The full SGM name of a tensor of diffusers' AutoencoderKLTemporalDecoder or AutoencoderKL (encoder and
+    decoder), and its reshape if any."""
     if key.startswith("quant_conv."):
         return encoder_prefix + key, None
     side, rest = key.split(".", 1)
@@ -336,21 +337,31 @@ def load_unet_file(header: Header, dtype: torch.dtype, config: dict, option: str
 
 
 def _load_vae(header: Header, config: dict, dtype: torch.dtype):
-    from diffusers import AutoencoderKLTemporalDecoder
+    """The file's VAE: the temporal one of svd*.safetensors, or, for the *_image_decoder files, diffusers'
+    per-frame AutoencoderKL, whose decode (like sgm's) runs `post_quant_conv` before the decoder."""
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
 
     levels = len(config["block_out_channels"])
     encoder_prefix = VAE_ENCODER_PREFIX if header.has(VAE_ENCODER_PREFIX + "encoder.") else VAE_PREFIX
-    temporal = header.has(VAE_PREFIX + "decoder.mid.block_1.mix_factor")
+    # SGM counts num_res_blocks + 1 resnets per decoder level; the file says how many it has.
+    level0 = re.compile(re.escape(VAE_PREFIX) + r"decoder\.up\.0\.block\.(\d+)\.")
+    resnets = {m[1] for k in header.tensors if (m := level0.match(k))}
+    config = {**config, "layers_per_block": max(len(resnets) - 1, 1)}
+    per_frame = header.has(VAE_PREFIX + "post_quant_conv.")
 
     def locate(key: str):
+        if key.startswith("post_quant_conv."):
+            return VAE_PREFIX + key, None, None
         name, transform = vae_key(key, levels, encoder_prefix)
         if key.startswith("quant_conv.") and name not in header.tensors:
             return None, _identity_conv, None  # SGM's AutoencodingEngine has no quant_conv: identity
-        if not temporal and ("temporal_res_block" in key or "time_mixer" in key or "time_conv_out" in key):
-            return None, _per_frame(key), None  # an *_image_decoder file: temporal layers switched off
         return name, transform, None
 
-    return _load_component(header, lambda: AutoencoderKLTemporalDecoder(**config), locate, dtype)
+    if per_frame:
+        build = lambda: AutoencoderKL(**config, up_block_types=("UpDecoderBlock2D",) * levels)  # noqa: E731
+    else:
+        build = lambda: AutoencoderKLTemporalDecoder(**config)  # noqa: E731
+    return _load_component(header, build, locate, dtype)
 
 
 def _identity_conv(t: torch.Tensor) -> torch.Tensor:
@@ -360,28 +371,6 @@ def _identity_conv(t: torch.Tensor) -> torch.Tensor:
     if t.dim() == 1:
         return torch.zeros_like(t)
     return torch.eye(t.shape[0], dtype=t.dtype).reshape(t.shape)
-
-
-def _per_frame(key: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Values that make the temporal decoder's temporal layers do nothing, for a per-frame (image) decoder.
-
-    The temporal resnets get zero weights (each then passes its input through unchanged), the blend takes only
-    the spatial path (mix factor -1e4: sigmoid gives exactly 0 in fp16 and fp32), and the final temporal
-    convolution is the identity on the middle frame.
-    """
-    import torch
-
-    def make(t: torch.Tensor) -> torch.Tensor:
-        if key.endswith("mix_factor"):
-            return torch.full_like(t, -1e4)
-        if key.endswith("time_conv_out.weight"):
-            kernel = torch.zeros_like(t)
-            for c in range(t.shape[0]):
-                kernel[c, c, t.shape[2] // 2] = 1.0
-            return kernel
-        return torch.zeros_like(t)
-
-    return make
 
 
 def _load_clip(header: Header, config: dict, dtype: torch.dtype):
@@ -408,7 +397,7 @@ def _load_component(header: Header, build, locate, dtype: torch.dtype, option: s
     with safe_open(str(header.path), framework="pt", device="cpu") as f:
         for key, empty in wanted.items():
             name, transform, rows = locate(key)
-            if name is None:  # made here, not read (see _identity_conv, _per_frame)
+            if name is None:  # made here, not read (see _identity_conv)
                 state[key] = transform(torch.empty(empty.shape, dtype=dtype))
                 continue
             if name not in header.tensors:

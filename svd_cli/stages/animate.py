@@ -239,11 +239,13 @@ class Animator:
                 parts.to(torch.float16)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        from ..memory.vae_tiling import decode_tiled
+        from ..memory.vae_tiling import decode_tiled, is_per_frame
 
         vae = self.model.vae
         if self.plan.vae_tiling:
             return decode_tiled(vae, latents, num_frames=latents.shape[0], tile=self.plan.vae_tile)
+        if is_per_frame(vae):
+            return vae.decode(latents).sample
         return vae.decode(latents, num_frames=latents.shape[0]).sample
 
 
