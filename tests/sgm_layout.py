@@ -115,13 +115,18 @@ def _encoder(encoder, prefix: str, out: dict) -> None:
     _params(encoder.conv_out, prefix + "conv_out.", out)
 
 
-def _decoder(decoder, prefix: str, out: dict, temporal: bool) -> None:
+def _decoder(decoder, prefix: str, out: dict) -> None:
+    """SGM's decoder; a temporal one (SVD's VideoDecoder) has each resnet's temporal twin and a time_mix_conv."""
+    temporal = hasattr(decoder, "time_conv_out")
+
     def resnet(block, at):
+        if not temporal:
+            _ae_resnet(block, at, out)
+            return
         _ae_resnet(block.spatial_res_block, at, out)
-        if temporal:
-            _params(block.temporal_res_block, at + "time_stack.", out,
-                    lambda n: f"{RESNET[n.split('.', 1)[0]]}.{n.split('.', 1)[1]}")  # fmt: skip
-            out[at + "mix_factor"] = block.time_mixer.mix_factor.detach().clone()
+        _params(block.temporal_res_block, at + "time_stack.", out,
+                lambda n: f"{RESNET[n.split('.', 1)[0]]}.{n.split('.', 1)[1]}")  # fmt: skip
+        out[at + "mix_factor"] = block.time_mixer.mix_factor.detach().clone()
 
     _params(decoder.conv_in, prefix + "conv_in.", out)
     for i, block in enumerate(decoder.mid_block.resnets):
@@ -140,14 +145,21 @@ def _decoder(decoder, prefix: str, out: dict, temporal: bool) -> None:
         _params(decoder.time_conv_out, prefix + "conv_out.time_mix_conv.", out)
 
 
-def vae_tensors(vae, temporal: bool = True) -> dict:
-    """The VAE as SVD's checkpoints hold it: the autoencoder under first_stage_model (no quant_conv), and the
-    conditioning image's encoder with its quant_conv under conditioner.embedders.3."""
+def vae_tensors(vae) -> dict:
+    """The VAE as SVD's checkpoints hold it. svd*.safetensors: the autoencoder under first_stage_model (no
+    quant_conv), and the conditioning image's encoder with its quant_conv under conditioner.embedders.3.
+    The *_image_decoder files (a diffusers AutoencoderKL here): a whole AutoencoderKL, quant_conv and
+    post_quant_conv included, under both prefixes."""
     out: dict[str, torch.Tensor] = {}
-    _encoder(vae.encoder, "first_stage_model.encoder.", out)
-    _decoder(vae.decoder, "first_stage_model.decoder.", out, temporal)
-    _encoder(vae.encoder, "conditioner.embedders.3.encoder.encoder.", out)
-    _params(vae.quant_conv, "conditioner.embedders.3.encoder.quant_conv.", out)
+    per_frame = getattr(vae, "post_quant_conv", None) is not None
+    for at, whole in (("first_stage_model.", True), ("conditioner.embedders.3.encoder.", per_frame)):
+        _encoder(vae.encoder, at + "encoder.", out)
+        if whole:
+            _decoder(vae.decoder, at + "decoder.", out)
+        if per_frame or at != "first_stage_model.":
+            _params(vae.quant_conv, at + "quant_conv.", out)
+        if per_frame:
+            _params(vae.post_quant_conv, at + "post_quant_conv.", out)
     return out
 
 
@@ -176,11 +188,12 @@ def clip_tensors(image_encoder, prefix: str = "conditioner.embedders.0.open_clip
     return out
 
 
-def write_sgm_file(pipe, path: Path, *, temporal_decoder: bool = True, dtype: torch.dtype | None = None) -> Path:
-    """Save `pipe`'s UNet, VAE and CLIP image encoder as one SGM-layout safetensors file."""
+def write_sgm_file(pipe, path: Path, *, dtype: torch.dtype | None = None) -> Path:
+    """Save `pipe`'s UNet, VAE and CLIP image encoder as one SGM-layout safetensors file (an *_image_decoder
+    file when the VAE is a per-frame AutoencoderKL)."""
     from safetensors.torch import save_file
 
-    tensors = {**unet_tensors(pipe.unet), **vae_tensors(pipe.vae, temporal_decoder), **clip_tensors(pipe.image_encoder)}
+    tensors = {**unet_tensors(pipe.unet), **vae_tensors(pipe.vae), **clip_tensors(pipe.image_encoder)}
     # What else Stability's files carry and svd must ignore: the EDM denoiser's buffers, text-tower leftovers.
     tensors["conditioner.embedders.0.open_clip.model.logit_scale"] = torch.tensor(4.6)
     if dtype is not None:

@@ -27,17 +27,32 @@ FAST = ["--size", "128x64", "--frames", "2", "--steps", "1", "--seed", "3", "--f
 
 @pytest.fixture(scope="module")
 def files(tiny_dir, tmp_path_factory):
-    from diffusers import StableVideoDiffusionPipeline
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder, StableVideoDiffusionPipeline
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
     from safetensors.torch import save_file
 
-    from svd_cli.models.architectures import build_random_pipeline
+    from svd_cli.models.architectures import TINY_VAE, build_random_pipeline
 
     base = tmp_path_factory.mktemp("weights")
     pipe = StableVideoDiffusionPipeline.from_pretrained(tiny_dir, torch_dtype=torch.float32)
     f = SimpleNamespace(base=base)
+    # SVD's VAE has two resnets per level (sgm's num_res_blocks=2); with one, diffusers' temporal decoder has a
+    # single mid resnet and never applies its mid attention, so a mistake in mapping those could not show.
+    vae_config = {**TINY_VAE, "layers_per_block": 2}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(7)
+        pipe.vae = AutoencoderKLTemporalDecoder(**vae_config).eval()
+        per_frame = copy.copy(pipe)
+        # The *_image_decoder files' first stage: a per-frame AutoencoderKL with a (random, so not the
+        # identity) post_quant_conv that its decode runs before the decoder.
+        per_frame.vae = AutoencoderKL(**vae_config, up_block_types=("UpDecoderBlock2D",) * 4).eval()
+    f.folder = base / "tiny-folder"
+    pipe.save_pretrained(f.folder)
     f.single = write_sgm_file(pipe, base / "tiny-svd.safetensors")
-    f.image_decoder = write_sgm_file(pipe, base / "tiny-svd_image_decoder.safetensors", temporal_decoder=False)
+    f.image_vae = per_frame.vae
+    f.image_decoder_folder = base / "tiny-image-decoder-folder"
+    per_frame.save_pretrained(f.image_decoder_folder)
+    f.image_decoder = write_sgm_file(per_frame, base / "tiny-svd_image_decoder.safetensors")
 
     unet = copy.deepcopy(pipe.unet)
     inject_adapter_in_model(LoraConfig(r=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
@@ -82,7 +97,9 @@ def base_frames(svd, tmp_path) -> np.ndarray:
 
 
 def test_single_file_gives_the_diffusers_layouts_frames_and_imports(svd, files, tmp_path):
-    base = base_frames(svd, tmp_path)
+    r = svd("animate", PHOTO, "--model", files.folder, *FAST, "--out", tmp_path / "folder")
+    assert r.code == 0, r.err
+    base = frames_in(tmp_path / "folder")
     r = svd("animate", PHOTO, "--model", files.single, *FAST, "--out", tmp_path / "file")
     assert r.code == 0, r.err
     assert np.array_equal(frames_in(tmp_path / "file"), base)
@@ -128,11 +145,53 @@ def test_image_decoder_file_decodes_each_frame_on_its_own(files):
     per_frame = load_single_file(files.image_decoder, "tiny", torch.float32).vae
     latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        together = per_frame.decode(latents, num_frames=3).sample
-        alone = torch.cat([per_frame.decode(latents[i : i + 1], num_frames=1).sample for i in range(3)])
+        together = per_frame.decode(latents).sample
+        alone = torch.cat([per_frame.decode(latents[i : i + 1]).sample for i in range(3)])
         mixed = temporal.decode(latents, num_frames=3).sample
+        # sgm's AutoencoderKL.decode: post_quant_conv, then the decoder (what diffusers' AutoencoderKL does).
+        reference = files.image_vae.decode(latents).sample
+        without_post_quant_conv = files.image_vae.decoder(latents)
+    print(f"image decoder vs reference: max difference {(together - reference).abs().max():.2e}; skipping "
+          f"post_quant_conv would differ by {(without_post_quant_conv - reference).abs().max():.2f}")  # fmt: skip
+    assert (together - reference).abs().max() < 1e-5
+    assert (without_post_quant_conv - reference).abs().max() > 0.1
     assert (together - alone).abs().max() < 1e-4  # no frame sees its neighbours
     assert (together - mixed).abs().max() > 0.1  # ...unlike the temporal decoder
+
+
+@pytest.mark.parametrize("tiling", ["--no-vae-tiling", "--vae-tiling"])
+def test_image_decoder_file_gives_the_frames_of_the_same_model_in_diffusers_layout(svd, files, tmp_path, tiling):
+    runs = {}
+    for name, model in (("file", files.image_decoder), ("folder", files.image_decoder_folder)):
+        r = svd("animate", PHOTO, "--model", model, *FAST, tiling, "--out", tmp_path / name)
+        assert r.code == 0, r.err
+        runs[name] = frames_in(tmp_path / name)
+    assert np.abs(runs["file"].astype(int) - runs["folder"]).max() <= 1
+
+
+def test_the_test_writer_names_every_tensor_of_stabilitys_vae_as_the_reference_does():
+    """tests/sgm_layout.py against the VAE tensors of Stability's files (tests/reference/: names and shapes of
+    generative-models' svd.yaml / svd_image_decoder.yaml DiffusionEngines, built on the meta device at commit
+    0ad7de9): at SVD's full size, the same names with the same shapes, nothing more, nothing less."""
+    from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
+
+    from svd_cli.models.architectures import SVD_VAE
+
+    from .sgm_layout import vae_tensors
+
+    reference = Path(__file__).parent / "reference"
+    with torch.device("meta"):
+        vaes = {
+            "sgm_svd_vae.json": AutoencoderKLTemporalDecoder(**SVD_VAE),
+            "sgm_svd_image_decoder_vae.json": AutoencoderKL(**SVD_VAE, up_block_types=("UpDecoderBlock2D",) * 4),
+        }
+    for table, vae in vaes.items():
+        expected = {k: tuple(shape) for k, shape in json.loads((reference / table).read_text()).items()}
+        if table == "sgm_svd_vae.json":  # the conditioning image's encoder is a whole AutoencoderKL whose decoder
+            unused = ("conditioner.embedders.3.encoder.decoder.", "conditioner.embedders.3.encoder.post_quant_conv.")
+            expected = {k: v for k, v in expected.items() if not k.startswith(unused)}  # never runs
+        written = {k: tuple(t.shape) for k, t in vae_tensors(vae).items()}
+        assert written == expected, (table, sorted(set(written) ^ set(expected))[:5])
 
 
 # --- AnimateLCM -----------------------------------------------------------------------------------------------
