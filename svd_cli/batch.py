@@ -31,7 +31,7 @@ from .io.safety import check_outputs
 from .io.segments import unfinished_seed
 from .io.video import output_suffix
 from .memory.ram import NotEnoughMemoryError
-from .options import Request, check_template, recorded_settings, with_defaults
+from .options import Request, check_template, fill_template, recorded_settings, with_defaults
 from .session import Session
 from .stages.loop import check_loop
 
@@ -393,10 +393,10 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
                 "seed": job.seed,
                 "index": job.index,
                 "model": Path(req.model).name,
-                "fps": "" if values.get("fps") is None else values["fps"],
-                "frames": "" if values.get("frames") is None else values["frames"],
+                "fps": values.get("fps"),
+                "frames": values.get("frames"),
             }
-            name = template.format(**fields) + suffix
+            name = fill_template(template, fields) + suffix
             if len(name.encode("utf-8")) > MAX_NAME_BYTES:
                 raise UsageError(
                     f"{ref('name')} {template!r}: gives a file name of {len(name.encode('utf-8'))} bytes for "

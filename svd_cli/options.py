@@ -115,17 +115,49 @@ def check_text(name: str) -> Callable[[str], None]:
     return check_not_empty
 
 
-def check_template(template: str) -> None:
+# What a field of a name template may hold: a number field takes a width with optional zero padding
+# ({seed:05d}, {index:03}), a text field a width with optional fill and alignment ({stem:_<20}). Anything else
+# (precision, %, conversions, attribute access) only makes odd file names or fails halfway through a batch.
+NUMBER_FIELDS = ("seed", "index", "fps", "frames")
+_NUMBER_SPEC = re.compile(r"(?:[-_0-9A-Za-z]?[<>^=])?0?(?:[1-9]\d{0,2})?d?")
+_TEXT_SPEC = re.compile(r"(?:[-_0-9A-Za-z]?[<>^])?(?:[1-9]\d{0,2})?s?")
+
+
+def _template_fields(template: str) -> list[tuple[str, str | None, str]]:
+    """(literal text, field or None, format spec) of each piece of a name template, refused if it is malformed."""
     import string
 
+    def refuse(problem: str):
+        return OptionError("name", template, problem, shown=repr(template))
+
     try:
-        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+        pieces = list(string.Formatter().parse(template))
     except ValueError as exc:
-        raise OptionError("name", template, f"not a valid template ({exc}).", shown=repr(template)) from None
-    unknown = [n for n in names if n not in TEMPLATE_FIELDS]
-    if unknown:
-        fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
-        raise OptionError("name", template, f"unknown field {{{unknown[0]}}}; use {fields}.", shown=repr(template))
+        raise refuse(f"not a valid template ({exc}).") from None
+    fields = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+    parsed = []
+    for literal, field, spec, conversion in pieces:
+        if field is None:
+            parsed.append((literal, None, ""))
+            continue
+        written = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+        if field not in TEMPLATE_FIELDS:
+            plain = re.match(r"[A-Za-z_]*", field).group()
+            if plain in TEMPLATE_FIELDS:
+                raise refuse(f"{written}: a field is a plain name, without . or [ ]; write {{{plain}}}.")
+            raise refuse(f"unknown field {{{field}}}; use {fields}.")
+        if conversion:
+            raise refuse(f"{written}: conversions (!r, !s, !a) are not allowed; write {{{field}}}.")
+        if field in NUMBER_FIELDS and not _NUMBER_SPEC.fullmatch(spec):
+            raise refuse(f"{written}: a number field takes only a width, zero-padded or not, e.g. {{{field}:03}}.")
+        if field not in NUMBER_FIELDS and not _TEXT_SPEC.fullmatch(spec):
+            raise refuse(f"{written}: a text field takes only a width and alignment, e.g. {{{field}:_<20}}.")
+        parsed.append((literal, field, spec))
+    return parsed
+
+
+def check_template(template: str) -> None:
+    _template_fields(template)
     if "/" in template or "\\" in template or template.strip() in ("", ".", "..") or ".." in template:
         raise OptionError(
             "name", template,
@@ -133,6 +165,16 @@ def check_template(template: str) -> None:
             "to choose the folder.",
             shown=repr(template),
         )  # fmt: skip
+
+
+def fill_template(template: str, values: Mapping[str, Any]) -> str:
+    """A checked name template with its fields filled; a number not known yet (None) is left out."""
+    text = ""
+    for literal, field, spec in _template_fields(template):
+        text += literal
+        if field is not None and values[field] is not None:
+            text += format(values[field], spec)
+    return text
 
 
 # --- the schema ------------------------------------------------------------------------------------------

@@ -35,6 +35,12 @@ COFFEE = str(EXAMPLES / "coffee.png")
         (["--name", "{stem}/{seed}"], "may not contain path separators"),
         (["--name", "{colour}"], "unknown field {colour}"),
         (["--name", "{stem:>300}"], "--name '{stem:>300}': gives a file name of 304 bytes for"),
+        (["--name", "{fps:.0}"], "--name '{fps:.0}': {fps:.0}: a number field takes only a width"),
+        (["--name", "{seed:%}"], "--name '{seed:%}': {seed:%}: a number field takes only a width"),
+        (["--name", "{stem!r}"], "--name '{stem!r}': {stem!r}: conversions (!r, !s, !a) are not allowed"),
+        (["--name", "{stem:05d}"], "{stem:05d}: a text field takes only a width and alignment"),
+        (["--name", "{stem.x}"], "{stem.x}: a field is a plain name, without . or [ ]; write {stem}"),
+        (["--name", "{stem[0]}"], "{stem[0]}: a field is a plain name"),
         (["--no-such-option"], "No such option"),
     ],
 )
