@@ -67,8 +67,8 @@ class Session:
         self._model.source = resolve_model(self.request.model, kind="svd", progress=self.progress)
         self._model.defaults = self._model.source.defaults()
         self._model.weights = self._weight_files()
-        for kind in self._post_models():  # a missing or unknown file or name is found before hours of animating
-            self._post_source(kind)
+        for kind in self._post_models():  # a missing, unknown or wrong file is found before hours of animating
+            self._post_model(kind)
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
             d, req = self.defaults, self.request
@@ -399,6 +399,25 @@ class Session:
             setattr(self._model, f"{kind}_source", source)
         return getattr(self._model, f"{kind}_source")
 
+    def _post_model(self, kind: str):
+        """The post-stage model of `kind`, read once (on the CPU, checked to be a model of that kind)."""
+        if getattr(self._model, kind) is None:
+            import torch
+
+            from .models.loading import resolve_device
+
+            source = self._post_source(kind)
+            if kind == "upscaler":
+                from .models.upscaler import load_upscaler
+
+                model = load_upscaler(source, resolve_device(self.request.device), placed=False)
+            else:
+                from .models.rife import load_interpolator
+
+                model = load_interpolator(source, torch.device("cpu"))
+            setattr(self._model, kind, model)
+        return getattr(self._model, kind)
+
     @contextmanager
     def _on_device(self, kind: str):
         """The post-stage model of `kind`, loaded on first use, on the model's device only while its stage works;
@@ -406,13 +425,7 @@ class Session:
         from .models.loading import resolve_device
 
         device = self.animator.model.device if self.animator is not None else resolve_device(self.request.device)
-        if getattr(self._model, kind) is None:
-            if kind == "upscaler":
-                from .models.upscaler import load_upscaler as load
-            else:
-                from .models.rife import load_interpolator as load
-            setattr(self._model, kind, load(self._post_source(kind), device))
-        model = getattr(self._model, kind)
+        model = self._post_model(kind)
         model.place(device)
         try:
             yield model

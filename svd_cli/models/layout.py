@@ -104,7 +104,103 @@ def check_model_folder(folder: Path, variant: str | None = None, kind: str = "sv
 
 # --- damaged files ---------------------------------------------------------------------------------------
 
-MAX_HEADER_BYTES = 100 * 2**20
+# Bounds on the safetensors header svd is willing to parse. Real headers are far below them (a whole SVD
+# checkpoint: about 3,000 tensors, 0.3 MB of header); a file beyond them is refused before any work instead of
+# costing minutes and gigabytes of memory to parse.
+MAX_HEADER_BYTES = 16 * 2**20
+MAX_TENSORS = 100_000
+MAX_TENSOR_BYTES = 2**50  # 1 PiB: an offset or size beyond it is damage, not a big tensor
+# Bits per element of each safetensors dtype.
+DTYPE_BITS = {
+    "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "F8_E8M0": 8,
+    "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32, "C64": 64, "I64": 64,
+    "U64": 64, "F64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6,
+}  # fmt: skip
+
+
+class HeaderProblem(ValueError):
+    """A safetensors header that svd refuses; the message is a phrase such as "is truncated (...)"."""
+
+
+def _whole(value) -> bool:
+    return type(value) is int and 0 <= value <= MAX_TENSOR_BYTES
+
+
+def parse_header(path: Path) -> tuple[int, bytes, dict]:
+    """(file size, header bytes, header table) of a safetensors file, checked the way safetensors checks it.
+
+    Every tensor needs a known dtype, a shape of whole numbers and offsets that hold exactly its bytes, the
+    tensors packed one after another; the header and tensor count are bounded (MAX_HEADER_BYTES, MAX_TENSORS).
+    Raises OSError when the file cannot be read, HeaderProblem for everything else.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise HeaderProblem(f"is truncated ({size:,} bytes, not even a header)")
+        length = int.from_bytes(head, "little")
+        if length > MAX_HEADER_BYTES:
+            raise HeaderProblem(
+                f"is not a file svd reads: its safetensors header claims {length:,} bytes, more than the "
+                f"{MAX_HEADER_BYTES // 2**20} MB svd parses"
+            )
+        if length > size - 8:
+            raise HeaderProblem(f"is truncated or corrupt (its header claims {length:,} bytes; the file has {size:,})")
+        raw = f.read(length)
+    try:
+        table = json.loads(raw)
+    except RecursionError:  # brackets nested thousands deep; a real header nests three levels
+        raise HeaderProblem("is corrupt (its safetensors header nests deeper than any safetensors header)") from None
+    except ValueError:
+        raise HeaderProblem("is corrupt (its safetensors header is not valid JSON)") from None
+    if not isinstance(table, dict):
+        raise HeaderProblem("is corrupt (its safetensors header is not a table of tensors)")
+    metadata = table.get("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise HeaderProblem("is corrupt (its safetensors metadata is not a table of strings)")
+    if len(table) > MAX_TENSORS + 1:
+        raise HeaderProblem(
+            f"is not a file svd reads: its header lists {len(table) - 1:,} tensors, more than the "
+            f"{MAX_TENSORS:,} svd accepts"
+        )
+    spans = []
+    for name, info in table.items():
+        if name == "__metadata__":
+            continue
+        spans.append((_span(name, info), name))
+    end = 0
+    for (begin, stop), name in sorted(spans):
+        if begin != end:
+            raise HeaderProblem(f"is corrupt (tensor {name!r} starts at byte {begin:,} of the data, not {end:,})")
+        end = stop
+    expected = 8 + length + end
+    if size < expected:
+        raise HeaderProblem(f"is truncated ({size:,} bytes; its header describes {expected:,})")
+    if size > expected:
+        raise HeaderProblem(f"is corrupt ({size:,} bytes; its header describes {expected:,})")
+    return size, raw, table
+
+
+def _span(name: str, info) -> tuple[int, int]:
+    """[begin, end) of one tensor's bytes, refused unless they are exactly its dtype times its shape."""
+    damaged = f"is corrupt (the safetensors header entry {name[:80]!r} is damaged"
+    if not isinstance(info, dict) or info.get("dtype") not in DTYPE_BITS:
+        raise HeaderProblem(f"{damaged}: no known dtype)")
+    shape, offsets = info.get("shape"), info.get("data_offsets")
+    if not isinstance(shape, list) or not all(_whole(n) for n in shape):
+        raise HeaderProblem(f"{damaged}: its shape is not a list of whole numbers)")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_whole(n) for n in offsets):
+        raise HeaderProblem(f"{damaged}: its data offsets are not two whole numbers)")
+    begin, end = offsets
+    count = 1
+    for n in shape:
+        count *= n
+    if end < begin or (end - begin) * 8 != count * DTYPE_BITS[info["dtype"]]:
+        raise HeaderProblem(
+            f"{damaged}: {info['dtype']} {tuple(shape)} needs {count * DTYPE_BITS[info['dtype']] / 8:,.0f} bytes "
+            f"but its offsets hold {end - begin:,})"
+        )
+    return begin, end
 
 
 def weight_files(folder: Path, variant: str | None, kind: str = "svd") -> list[Path]:
@@ -120,25 +216,11 @@ def weight_files(folder: Path, variant: str | None, kind: str = "svd") -> list[P
 def safetensors_problem(path: Path) -> str | None:
     """What is wrong with a safetensors file, judged from its header and its size (no tensor is read)."""
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                return f"is truncated ({size} bytes, not even a header)"
-            length = int.from_bytes(head, "little")
-            if length > min(size - 8, MAX_HEADER_BYTES):
-                return f"is truncated or corrupt (its header claims {length} bytes; the file has {size})"
-            header = json.loads(f.read(length))
-        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        parse_header(path)
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return "is corrupt (its safetensors header is not valid)"
-    expected = 8 + length + end
-    if size < expected:
-        return f"is truncated ({size} bytes; its header describes {expected})"
-    if size > expected:
-        return f"is corrupt ({size} bytes; its header describes {expected})"
+    except HeaderProblem as exc:
+        return str(exc)
     return None
 
 

@@ -40,7 +40,7 @@ def check_loadable(source, kind: str) -> Path:
     check_weights_file(path, kind)
     if problem := safetensors_problem(path):
         advice = source.repair_advice() if source.entry else "replace it with a complete copy"
-        raise ModelLoadError(f"{path} {problem}; {advice}.", path=path)
+        raise ModelLoadError(f"{ref(KIND_DEFAULTS[kind]['option'])} {path}: {problem}; {advice}.", path=path)
     return path
 
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelLoadError, ref
+from ..errors import ModelLoadError, UsageError, ref
 from .post import PostModel, check_loadable
 
 WIDTHS = (192, 128, 96, 64)  # block0..block3 of RIFE 4.13
@@ -176,8 +176,11 @@ def load_ifnet(path: Path) -> IFNet:
             if extra
             else f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, not {expected[wrong[0]]}"
         )
-        raise ModelLoadError(
-            f"{path} is not a RIFE 4.13 flow network: {detail}; use rife-flownet-4.13.2.safetensors.", path=path
+        raise UsageError(
+            f"{ref('interpolator')} {path}: not a RIFE 4.13 flow network ({detail}); choose "
+            "rife-flownet-4.13.2.safetensors or the registry's rife.",
+            option="interpolator",
+            value=str(path),
         )
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval().requires_grad_(False)

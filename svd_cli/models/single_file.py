@@ -18,15 +18,14 @@ Only safetensors are read; nothing is unpickled.
 
 from __future__ import annotations
 
-import json
 import re
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, ref
+from .layout import HeaderProblem, parse_header
 
 if TYPE_CHECKING:
     import torch
@@ -36,7 +35,6 @@ VAE_PREFIX = "first_stage_model."
 VAE_ENCODER_PREFIX = "conditioner.embedders.3.encoder."
 CLIP_PREFIX = "conditioner.embedders.0.open_clip.model.visual."
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
-MAX_HEADER = 256 * 2**20
 
 
 # --- 1. the header: what the file is, without reading the weights -------------------------------------------
@@ -50,6 +48,7 @@ class Header:
     size: int
     tensors: dict[str, tuple[str, tuple[int, ...]]]
     raw: bytes  # the header bytes as stored (hashed for a quick identity)
+    metadata: dict[str, str]  # the header's `__metadata__` (e.g. diffusers' LoRA config)
 
     def has(self, prefix: str) -> bool:
         return any(k.startswith(prefix) for k in self.tensors)
@@ -69,42 +68,15 @@ def read_header(path: Path, option: str = "model") -> Header:
             path=path,
         )
     try:
-        size = path.stat().st_size
-        with path.open("rb") as f:
-            head = f.read(8)
-            length = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
-            raw = f.read(length) if 0 < length <= min(MAX_HEADER, size - 8) else b""
+        size, raw, table = parse_header(path)
     except OSError as exc:
         raise ModelLoadError(f"{ref(option)} {path}: cannot be read ({exc.strerror or exc}).", path=path) from None
-    try:
-        table = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        table = None
-    if not isinstance(table, dict):
-        raise ModelLoadError(
-            f"{ref(option)} {path}: not a safetensors file (no valid header; {size} bytes); if it was downloaded, "
-            "download it again.",
-            path=path,
-        )
-    table.pop("__metadata__", None)
-    tensors, end = {}, 0
-    for name, info in table.items():
-        try:
-            tensors[name] = (str(info["dtype"]), tuple(int(n) for n in info["shape"]))
-            end = max(end, int(info["data_offsets"][1]))
-        except (KeyError, TypeError, ValueError, IndexError):
-            raise ModelLoadError(
-                f"{ref(option)} {path}: the safetensors header is damaged (entry {name!r}); download it again.",
-                path=path,
-            ) from None
-    expected = 8 + len(raw) + end
-    if size < expected:
-        raise ModelLoadError(
-            f"{ref(option)} {path}: truncated: {size:,} bytes of {expected:,} (the download or copy stopped "
-            "early); download it again.",
-            path=path,
-        )
-    return Header(path=path, size=size, tensors=tensors, raw=raw)
+    except HeaderProblem as exc:
+        advice = "download it again" if "truncated" in str(exc) else "replace it with a safetensors file svd can read"
+        raise ModelLoadError(f"{ref(option)} {path}: {exc}; {advice}.", path=path) from None
+    metadata = table.pop("__metadata__", {})
+    tensors = {name: (info["dtype"], tuple(info["shape"])) for name, info in table.items()}
+    return Header(path=path, size=size, tensors=tensors, raw=raw, metadata=metadata)
 
 
 def what_is(header: Header) -> str:

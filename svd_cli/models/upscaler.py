@@ -77,10 +77,12 @@ class Upscaler(PostModel):
         return np.stack(out)
 
 
-def load_upscaler(source, device: torch.device, dtype: torch.dtype | None = None) -> Upscaler:
+def load_upscaler(source, device: torch.device, dtype: torch.dtype | None = None, *, placed: bool = True) -> Upscaler:
     """Read an upscaler file (a resolved `ModelSource` of kind "upscaler") through spandrel onto `device`.
 
     `dtype` None: fp16 on a CUDA GPU when the architecture supports it (spandrel's `supports_half`), else fp32.
+    `placed` False: the weights stay on the CPU (in the dtype for `device`) until `place`, so a session can
+    check the file before any video without taking device memory from the UNet.
     """
     import spandrel
     import torch
@@ -125,6 +127,7 @@ def load_upscaler(source, device: torch.device, dtype: torch.dtype | None = None
         )
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" and descriptor.supports_half else torch.float32
+    device = device if placed else torch.device("cpu")
     descriptor.to(device, dtype).eval()
     name = source.name if source.entry is not None else str(path)
     sha256 = (source.single_file or {}).get("sha256")
