@@ -72,17 +72,23 @@ def load_config() -> tuple[dict[str, Any], dict[str, Path]]:
 
 
 def effective_settings() -> list[dict]:
-    """Each option's value for `svd animate` before flags, and where it comes from (env, config, default)."""
+    """Each option's value for `svd animate` before flags, and where it comes from (env, config, default);
+    an environment variable `svd animate` would refuse also has its `problem` (config files are checked on load)."""
     values, origin = load_config()
     rows = []
     for opt in OPTIONS:
+        problem = None
         if opt.env_var in os.environ:
             value, source = os.environ[opt.env_var], f"env {opt.env_var}"
+            try:  # checked as `svd animate` checks it, so the table never shows a value animate would refuse
+                check(opt, coerce(opt, value))
+            except OptionError as exc:
+                problem = exc.message
         elif opt.name in values:
             value, source = values[opt.name], f"config {origin[opt.name]}"
         elif opt.from_model:
             value, source = None, "model default"
         else:
             value, source = (opt.default if opt.default is not None else opt.label()), "default"
-        rows.append({"name": opt.name, "value": value, "source": source})
+        rows.append({"name": opt.name, "value": value, "source": source} | ({"problem": problem} if problem else {}))
     return rows

@@ -48,8 +48,11 @@ def check_size(size: tuple[int, int]) -> None:
 
 
 def parse_seeds(text: str) -> list[int]:
+    parts = str(text).replace(" ", "").split(",")
+    if parts == [""]:
+        return []  # check_seeds asks for at least one
     try:
-        seeds = [int(part) for part in str(text).replace(" ", "").split(",") if part != ""]
+        seeds = [int(part) for part in parts]  # an empty part ("1,,2") is a typo, not a seed: int("") refuses it
     except ValueError:
         raise OptionError(
             "seeds", text, "write whole numbers separated by commas, e.g. 1,2,3.", shown=repr(text)
@@ -294,8 +297,9 @@ OPTIONS: tuple[Option, ...] = (
            choices=(1, 2), recipe="settings.upscale", example="2"),
     Option("upscaler", str, "The super-resolution model for upscale: a name (realesrgan-x2, tiny-upscaler) or a "
            ".safetensors file.", default="realesrgan-x2", recipe="settings.upscaler", example="tiny-upscaler"),
-    Option("interpolate", int, "2-4: that many times the frame rate at the same duration, with motion-compensated "
-           "in-between frames.", default=1, range=(1, 4), recipe="settings.interpolate", example="2"),
+    Option("interpolate", int, "2-4: that many times the frame rate, with motion-compensated in-between frames: "
+           "(F-1)xN+1 frames, the same motion from first to last frame.", default=1, range=(1, 4),
+           recipe="settings.interpolate", example="2"),
     Option("interpolator", str, "minterpolate (ffmpeg's, built in) or a RIFE model: rife, tiny-rife or a .safetensors "
            "file.", default="minterpolate", recipe="settings.interpolator", example="tiny-rife"),
     Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check) "

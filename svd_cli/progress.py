@@ -39,5 +39,15 @@ def batch_rate(done: int, total: int, seconds: float) -> str:
     return text
 
 
+def size_text(n_bytes: float) -> str:
+    """A file size in the unit that fits it: '512 KB', '21.5 MB', '268 MB', '4.5 GB' (decimal units, as the Hub
+    shows them)."""
+    if n_bytes >= 1e9:
+        return f"{n_bytes / 1e9:.1f} GB"
+    if n_bytes >= 1e6:
+        return f"{n_bytes / 1e6:.0f} MB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
+    return f"{n_bytes / 1e3:.0f} KB" if n_bytes >= 1e3 else f"{n_bytes:.0f} bytes"
+
+
 class NullProgress(Progress):
     """Reports nothing."""

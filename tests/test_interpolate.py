@@ -1,4 +1,4 @@
-"""The interpolate stage: more frames at the same duration, with moving things where they belong in between.
+"""The interpolate stage: more frames over the same motion, with moving things where they belong in between.
 
 Measured with the chosen filter (16x16 square moving 12 px right and 4 px down per frame): the bright square's
 centroid is within 0.34 px (x2), 0.55 px (x3) and 0.34 px (x4) of its true in-between position, and at least 96%,
@@ -208,13 +208,13 @@ def test_a_file_that_is_not_rife_4_13_is_refused_naming_it(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from svd_cli.errors import ModelLoadError
+    from svd_cli.errors import UsageError
 
     other = tmp_path / "other.safetensors"
     save_file({"conv.weight": torch.zeros(1)}, str(other))
-    with pytest.raises(ModelLoadError) as info:
+    with pytest.raises(UsageError) as info:
         interpolate_clip(Clip(pan(2), fps=8), 2, method="rife", weights=other)
-    assert str(info.value).startswith(f"{other} is not a RIFE 4.13 flow network: 128 expected weights missing")
+    assert str(info.value).startswith(f"interpolator {other}: not a RIFE 4.13 flow network (128 expected weights")
     with pytest.raises(OptionError, match="interpolator='rife': needs a RIFE 4.13 safetensors file of weights."):
         interpolate_clip(Clip(pan(2), fps=8), 2, method="rife")
 

@@ -143,7 +143,7 @@ def test_a_pickle_is_refused_and_so_is_anything_spandrel_does_not_recognise(tmp_
     damaged = tmp_path / "cut.safetensors"
     save_network(damaged)
     damaged.write_bytes(damaged.read_bytes()[:5000])
-    assert refusal(damaged).startswith(f"{damaged} is truncated")
+    assert refusal(damaged).startswith(f"upscaler {damaged}: is truncated")
     assert refusal(damaged).endswith("; replace it with a complete copy.")
 
     assert refusal(tmp_path / "gone.safetensors") == (
@@ -195,7 +195,7 @@ def test_realesrgan_x2_downloads_with_progress_and_offline_fails_like_svd(tiny_u
     finally:
         hub.stop()
     assert pulled.returncode == 0, pulled.stderr
-    assert f"Downloading {ESRGAN_FILE} (about 0.1 GB) from the Hugging Face Hub ({ESRGAN_REPO}" in pulled.stderr
+    assert f"Downloading {ESRGAN_FILE} (about 67.0 MB) from the Hugging Face Hub ({ESRGAN_REPO}" in pulled.stderr
     assert hub.fetched("GET") == [ESRGAN_FILE]
     cached = next((tmp_path / "hf" / "hub").glob(f"models--kornia--real_esrgan/snapshots/*/{ESRGAN_FILE}"))
     assert f"realesrgan-x2 is ready: {cached}" in pulled.stderr and cached.read_bytes() == data

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from .conftest import EXAMPLES
@@ -90,6 +92,52 @@ def test_env_var_value_errors_name_the_variable(svd, monkeypatch):
         "svd: error: invalid value for --fps (from the environment variable SVD_FPS): expected a whole number. "
         "See `svd animate --help`."
     ]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "problem"),
+    [("SVD_FRAMES", "-1", "must be between 2 and 128."),
+     ("SVD_SEEDS", "1,,2", "write whole numbers separated by commas, e.g. 1,2,3.")],
+)  # fmt: skip
+def test_an_env_value_out_of_range_names_the_variable_not_a_flag(svd, monkeypatch, tmp_path, variable, value, problem):
+    monkeypatch.setenv(variable, value)
+    r = svd("animate", COFFEE, "--model", "tiny", "--out", tmp_path / "x.mp4")
+    assert r.code == 2 and r.lines == [f"svd: error: {variable}={value}: {problem} Fix or unset {variable}."]
+
+
+def test_config_show_warns_of_an_env_value_animate_would_refuse(svd, monkeypatch):
+    monkeypatch.setenv("SVD_FRAMES", "abc")
+    r = svd("config", "show", "--json")
+    assert r.code == 0
+    assert r.lines == ["svd: warning: SVD_FRAMES=abc: expected a whole number. svd animate refuses it; fix or unset "
+                       "SVD_FRAMES."]  # fmt: skip
+    rows = {row["option"]: row for row in json.loads(r.out)}
+    assert rows["--frames"] == {"option": "--frames", "value": "abc", "source": "env SVD_FRAMES",
+                                "problem": "expected a whole number."}  # fmt: skip
+    assert "problem" not in rows["--fps"]
+    assert "env SVD_FRAMES (invalid)" in svd("config", "show").out
+
+
+def test_an_empty_seed_between_commas_is_refused(svd, tmp_path):
+    r = svd("animate", COFFEE, "--model", "tiny", "--seeds", "1,,2", "--out", tmp_path)
+    assert r.code == 2
+    assert r.lines == ["svd: error: --seeds '1,,2': write whole numbers separated by commas, e.g. 1,2,3."]
+
+
+def test_watermark_check_of_a_device_says_it_is_not_a_file(svd):
+    r = svd("watermark", "check", "/dev/zero")
+    assert r.code == 2
+    assert r.lines == ["svd: error: /dev/zero: not a regular file (a device, a pipe or a socket); give the path of a "
+                       "video svd wrote."]  # fmt: skip
+
+
+def test_sizes_are_shown_in_the_unit_that_fits_them(svd):
+    from svd_cli.progress import size_text
+
+    assert [size_text(n) for n in (512, 21_500_000, 67_000_000, 268_000_000, 4_520_000_000)] == [
+        "512 bytes", "21.5 MB", "67.0 MB", "268 MB", "4.5 GB"]  # fmt: skip
+    table = {line.split()[0]: line for line in svd("weights", "list").out.splitlines()[1:]}
+    assert "~21.5 MB" in table["rife"] and "~4.5 GB" in table["svd-xt"], table
 
 
 def test_debug_shows_the_traceback(svd):

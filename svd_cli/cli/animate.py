@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
-from ..options import OPTIONS, Option, uses_ray
+from ..errors import OptionError, UsageError
+from ..options import BY_NAME, OPTIONS, Option, uses_ray
+from ..progress import size_text
 from .common import Debug, words
 
 CLI_TYPES = {int: int, float: float, str: str, bool: bool, Path: str, tuple: str, list: str}
@@ -67,15 +70,21 @@ def request_from(ctx: typer.Context, params: dict[str, Any]):
     from ..io.recipe import read_recipe
     from ..options import assemble_request
 
-    explicit = {
-        o.name: params[o.name]
-        for o in OPTIONS
-        if ctx.get_parameter_source(o.name).name in ("COMMANDLINE", "ENVIRONMENT")
-    }
+    sources = {o.name: ctx.get_parameter_source(o.name).name for o in OPTIONS}
+    explicit = {o.name: params[o.name] for o in OPTIONS if sources[o.name] in ("COMMANDLINE", "ENVIRONMENT")}
     config, _ = load_config()
     path = params["recipe"]
     recipe = read_recipe(path) if path is not None else None
-    req = assemble_request(params["inputs"] or [], explicit=explicit, config=config, recipe=recipe, recipe_path=path)
+    try:
+        req = assemble_request(params["inputs"] or [], explicit=explicit, config=config, recipe=recipe,
+                               recipe_path=path)  # fmt: skip
+    except OptionError as exc:
+        if sources.get(exc.option) != "ENVIRONMENT":
+            raise
+        # The value came from a variable, not a flag: name the variable, as click does for one it cannot parse.
+        env_var = BY_NAME[exc.option].env_var
+        message = f"{env_var}={os.environ[env_var]}: {exc.message} Fix or unset {env_var}."
+        raise UsageError(message, option=exc.option, value=exc.value) from None
     if recipe is not None and "model" not in explicit:
         _confirm_recipe_download(req, path)
     return req
@@ -83,7 +92,6 @@ def request_from(ctx: typer.Context, params: dict[str, Any]):
 
 def _confirm_recipe_download(req, recipe_path: Path) -> None:
     """A recipe naming a model that is not on this machine downloads only when the user agrees."""
-    from ..errors import UsageError
     from ..models.sources import download_size, missing_folder, on_disk
     from .terminal import interactive
 
@@ -96,7 +104,7 @@ def _confirm_recipe_download(req, recipe_path: Path) -> None:
     if req.allow_download or on_disk(req.model):
         return
     size = download_size(req.model)
-    about = f" (about {size:.1f} GB)" if size else ""
+    about = f" (about {size_text(size * 1e9)})" if size else ""
     if interactive() and sys.stdin.isatty():
         question = (
             f"The recipe {recipe_path} uses the model {req.model}, which is not on this machine. Download it{about}?"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import typer
 
+from ..errors import spell_refs
 from .common import Debug, JsonOut, spell
 
 config_app = typer.Typer(help="Show the settings svd animate would use, and where each comes from.")
@@ -17,6 +19,12 @@ def config_show(json_out: JsonOut = False, debug: Debug = False) -> None:
     from ..config import effective_settings
 
     rows = [{"option": spell(r.pop("name")), **r} for r in effective_settings()]
+    for r in rows:
+        if "problem" in r:
+            r["problem"] = spell_refs(r["problem"], spell)
+            env = r["source"].removeprefix("env ")
+            print(f"svd: warning: {env}={r['value']}: {r['problem']} svd animate refuses it; fix or unset {env}.",
+                  file=sys.stderr)  # fmt: skip
     if json_out:
         print(json.dumps(rows, indent=2, default=str))
         return
@@ -28,7 +36,8 @@ def config_show(json_out: JsonOut = False, debug: Debug = False) -> None:
     for col in ("option", "value", "source"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["option"], "" if r["value"] is None else str(r["value"]), r["source"])
+        source = r["source"] + (" (invalid)" if "problem" in r else "")
+        table.add_row(r["option"], "" if r["value"] is None else str(r["value"]), source)
     out_console().print(table)
 
 

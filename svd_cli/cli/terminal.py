@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from ..progress import Progress, batch_rate
+from ..progress import Progress, batch_rate, size_text
 
 STAGE_LABELS = {
     "load_image": "Loading image model",
@@ -196,5 +196,5 @@ def render_doctor(report: dict) -> None:
     yes = {True: "yes", False: "no"}
     p(f"Hugging Face cache: {hub['cache']}   offline: {yes[hub['offline']]}   token: {yes[hub['token']]}")
     for w in report["weights"]:
-        state = f"downloaded, {w['size_bytes'] / 1e9:.2f} GB at {w['path']}" if w["downloaded"] else "not downloaded"
+        state = f"downloaded, {size_text(w['size_bytes'])} at {w['path']}" if w["downloaded"] else "not downloaded"
         p(f"weights {w['name']}: {state}")

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from ..progress import size_text
 from .common import Debug, JsonOut, Quiet
 
 weights_app = typer.Typer(help="List, download and locate model weights.", no_args_is_help=True)
@@ -32,9 +33,9 @@ def weights_list(json_out: JsonOut = False, debug: Debug = False) -> None:
         table.add_column(col, no_wrap=True)
     for r in rows:
         if r["downloaded"]:
-            size, state = f"{r['size_bytes'] / 1e9:.2f} GB", "yes"
+            size, state = size_text(r["size_bytes"]), "yes"
         else:
-            size, state = (f"~{r['download_gb']:.1f} GB" if r["download_gb"] else "-"), "no"
+            size, state = (f"~{size_text(r['download_gb'] * 1e9)}" if r["download_gb"] else "-"), "no"
         table.add_row(r["name"], str(r["frames"] or "-"), size, state, "yes" if r["gated"] else "", r["repo"])
     out_console().print(table)
 
@@ -52,7 +53,7 @@ def weights_pull(
 
     source = resolve_model(name, progress=make_progress(quiet, words), repair=True)
     if not quiet:
-        print(f"{source.name} is ready: {source.path} ({disk_size(source.path) / 1e9:.2f} GB)", file=sys.stderr)
+        print(f"{source.name} is ready: {source.path} ({size_text(disk_size(source.path))})", file=sys.stderr)
 
 
 @weights_app.command("verify")

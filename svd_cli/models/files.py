@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from ..paths import cache_dir
+from ..progress import size_text
 
 
 def _index_path() -> Path:
@@ -47,7 +48,7 @@ def file_identity(path: Path, role: str, progress=None) -> dict:
         digest = known["sha256"]
     else:
         if progress is not None and stat.st_size > 2**30:
-            progress.note(f"Hashing {path.name} ({stat.st_size / 1e9:.1f} GB) for the recipe; once per file")
+            progress.note(f"Hashing {path.name} ({size_text(stat.st_size)}) for the recipe; once per file")
         h = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

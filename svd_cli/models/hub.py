@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, ref
-from ..progress import Progress
+from ..progress import Progress, size_text
 from .layout import KIND_COMPONENTS, allow_patterns, is_complete
 
 
@@ -70,7 +70,7 @@ def download_snapshot(
     try:
         if variant is None:
             variant = _remote_variant(repo, revision, kind)
-        size = f" (about {download_gb:.1f} GB)" if download_gb else ""
+        size = f" (about {size_text(download_gb * 1e9)})" if download_gb else ""
         progress.note(f"Downloading {name}{size} from the Hugging Face Hub ({repo}, revision {revision})")
         if progress.interactive:
             enable_progress_bars()
@@ -129,7 +129,7 @@ def download_file(
             model=name,
         )
     try:
-        size = f" (about {download_gb:.1f} GB)" if download_gb else ""
+        size = f" (about {size_text(download_gb * 1e9)})" if download_gb else ""
         progress.note(f"Downloading {filename}{size} from the Hugging Face Hub ({repo}, revision {revision})")
         (enable_progress_bars if progress.interactive else disable_progress_bars)()
         return Path(hf_hub_download(repo, filename, revision=revision))

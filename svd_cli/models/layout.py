@@ -119,7 +119,15 @@ DTYPE_BITS = {
 
 
 class HeaderProblem(ValueError):
-    """A safetensors header that svd refuses; the message is a phrase such as "is truncated (...)"."""
+    """A safetensors header that svd refuses; the message is a phrase such as "is truncated (...)".
+
+    `truncated`: the file stops early (a download or copy cut short: getting it again fixes it), as opposed to a
+    file that is damaged or was never a safetensors file svd reads.
+    """
+
+    def __init__(self, phrase: str, *, truncated: bool = False):
+        super().__init__(phrase)
+        self.truncated = truncated
 
 
 def _whole(value) -> bool:
@@ -137,7 +145,7 @@ def parse_header(path: Path) -> tuple[int, bytes, dict]:
     with path.open("rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise HeaderProblem(f"is truncated ({size:,} bytes, not even a header)")
+            raise HeaderProblem(f"is truncated ({size:,} bytes, not even a header)", truncated=True)
         length = int.from_bytes(head, "little")
         if length > MAX_HEADER_BYTES:
             raise HeaderProblem(
@@ -145,7 +153,9 @@ def parse_header(path: Path) -> tuple[int, bytes, dict]:
                 f"{MAX_HEADER_BYTES // 2**20} MB svd parses"
             )
         if length > size - 8:
-            raise HeaderProblem(f"is truncated or corrupt (its header claims {length:,} bytes; the file has {size:,})")
+            raise HeaderProblem(
+                f"is truncated or corrupt (its header claims {length:,} bytes; the file has {size:,})", truncated=True
+            )
         raw = f.read(length)
     try:
         table = json.loads(raw)
@@ -158,10 +168,9 @@ def parse_header(path: Path) -> tuple[int, bytes, dict]:
     metadata = table.get("__metadata__", {})
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise HeaderProblem("is corrupt (its safetensors metadata is not a table of strings)")
-    if len(table) > MAX_TENSORS + 1:
+    if (count := len(table) - ("__metadata__" in table)) > MAX_TENSORS:
         raise HeaderProblem(
-            f"is not a file svd reads: its header lists {len(table) - 1:,} tensors, more than the "
-            f"{MAX_TENSORS:,} svd accepts"
+            f"is not a file svd reads: its header lists {count:,} tensors, more than the {MAX_TENSORS:,} svd accepts"
         )
     spans = []
     for name, info in table.items():
@@ -175,7 +184,7 @@ def parse_header(path: Path) -> tuple[int, bytes, dict]:
         end = stop
     expected = 8 + length + end
     if size < expected:
-        raise HeaderProblem(f"is truncated ({size:,} bytes; its header describes {expected:,})")
+        raise HeaderProblem(f"is truncated ({size:,} bytes; its header describes {expected:,})", truncated=True)
     if size > expected:
         raise HeaderProblem(f"is corrupt ({size:,} bytes; its header describes {expected:,})")
     return size, raw, table

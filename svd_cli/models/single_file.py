@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelLoadError, ref
+from ..errors import ModelLoadError, UsageError, ref
 from .layout import HeaderProblem, parse_header
 
 if TYPE_CHECKING:
@@ -72,8 +72,11 @@ def read_header(path: Path, option: str = "model") -> Header:
     except OSError as exc:
         raise ModelLoadError(f"{ref(option)} {path}: cannot be read ({exc.strerror or exc}).", path=path) from None
     except HeaderProblem as exc:
-        advice = "download it again" if "truncated" in str(exc) else "replace it with a safetensors file svd can read"
-        raise ModelLoadError(f"{ref(option)} {path}: {exc}; {advice}.", path=path) from None
+        if exc.truncated:  # a download or copy cut short: a runtime failure that fetching it again mends
+            raise ModelLoadError(f"{ref(option)} {path}: {exc}; download it again.", path=path) from None
+        # Damaged or hostile: the file chosen for the option is wrong, refused before any work.
+        message = f"{ref(option)} {path}: {exc}; choose a safetensors file svd can read."
+        raise UsageError(message, option=option, value=str(path)) from None
     metadata = table.pop("__metadata__", {})
     tensors = {name: (info["dtype"], tuple(info["shape"])) for name, info in table.items()}
     return Header(path=path, size=size, tensors=tensors, raw=raw, metadata=metadata)

@@ -1,4 +1,4 @@
-"""The interpolate stage: N times the frame rate at the same duration, by motion-compensated interpolation.
+"""The interpolate stage: N times the frame rate over the same motion, by motion-compensated interpolation.
 
 The built-in interpolator is ffmpeg's `minterpolate` from the ffmpeg that imageio-ffmpeg ships (no download).
 It estimates block motion between neighbouring frames and draws each in-between frame along it, so a moving
@@ -51,7 +51,7 @@ def interpolate_clip(
     progress: Progress | None = None,
     weights: str | Path | Interpolator | None = None,
 ) -> Clip:
-    """`clip` at `factor` times its frame rate and the same duration, the originals kept at every factor-th frame.
+    """`clip` at `factor` times its frame rate over the same motion, the originals kept at every factor-th frame.
 
     A clip of F frames becomes (F-1)*factor+1 frames; with `loop` (its last frame flows back into its first) the
     wrap-around is interpolated as well and it becomes F*factor frames. `method="rife"` needs `weights`: a loaded

@@ -156,7 +156,8 @@ def _frames(path: Path) -> Iterator[np.ndarray]:
         yield from _png_frames(path)
         return
     if not path.is_file():
-        raise UsageError(f"{path}: no such file or folder; give the path of a video svd wrote.", path=path)
+        problem = "not a regular file (a device, a pipe or a socket)" if path.exists() else "no such file or folder"
+        raise UsageError(f"{path}: {problem}; give the path of a video svd wrote.", path=path)
     import imageio_ffmpeg
 
     try:
