@@ -168,6 +168,7 @@ class VideoWorker:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first line of an error, without colour codes (Ray colours some of its messages)."""
     text = ANSI_CODE.sub("", str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -203,7 +204,6 @@ class _Slot:
     id: str
     actor: object
     pid: int | None = None  # of its process, from its last answer (None until the first one)
-    deaths: int = 0
     lost: Job | None = None  # the video of a failed call, held until the worker answers or is dropped
     why: str = ""  # the failed call's reason, first line
     lost_at: float = 0.0  # when that call failed
@@ -362,7 +362,6 @@ class RayExecutor:
         def drop(slot: _Slot, why: str) -> None:
             """Stop using `slot` (Ray will not restart it, or it never came back) and queue its video again."""
             slots.remove(slot)
-            slot.deaths += 1
             with contextlib.suppress(Exception):  # one that would come back late must not make videos unasked
                 ray.kill(slot.actor, no_restart=True)
             job, slot.lost = slot.lost, None
@@ -383,7 +382,6 @@ class RayExecutor:
             if where["pid"] == slot.pid:  # it lived on: only the call was lost (a broken link)
                 again(slot, job, f"did not answer while making {job.output} ({slot.why})")
                 return
-            slot.deaths += 1
             was = f" (pid {slot.pid})" if slot.pid else ""
             slot.pid = where["pid"]
             again(slot, job, f"died while making {job.output}{was}; Ray restarted it (pid {slot.pid})")
@@ -438,8 +436,8 @@ class RayExecutor:
                     if not any(slot.lost is not None for slot in slots):
                         missing = len(pending)
                         raise RayUnavailableError(
-                            f"Every Ray worker died; {missing} video{'s' * (missing > 1)} were not made. Run the "
-                            "same command again to make them."
+                            f"Every Ray worker died; {missing} video{'s were' if missing > 1 else ' was'} not made. "
+                            "Run the same command again to make them."
                         )
                     time.sleep(wait)  # only workers being restarted, and their next ping is not due yet
                     continue
