@@ -10,8 +10,12 @@ the same path as on the driver).
 The driver keeps one job in flight per actor and hands out the next as soon as one comes back, so a fast
 worker is never idle behind a slow one, and reports results in the order they finish. Faults:
 
-- an actor that dies (its process killed, its node lost) is restarted by Ray (`max_restarts`) and its
-  job is handed to another worker; a job whose worker died `MAX_ATTEMPTS` times fails with a line;
+- an actor that dies (its process killed, its node lost) is restarted by Ray (`max_restarts`). A failed
+  call alone does not say whether the worker died: Ray also refuses calls while it restarts one, and a lost
+  link fails a call of a live one. So the driver asks the worker for its pid until it answers: a new pid is
+  one death (one line), the video goes to another worker (or to the restarted one, if it is the only one),
+  and the restarted worker gets work again. A worker Ray will not restart any more is dropped; the run ends
+  only when none is left. A video whose worker died `MAX_ATTEMPTS` times fails with a line;
 - an input that fails by itself (a broken image) is a failed result, reported once and not retried;
 - Ctrl-C on the driver asks the actors to stop at their next step (they remove their temporary files),
   kills them after a grace period, removes any temporary file left by a killed one, and stops a local
@@ -23,7 +27,9 @@ Ray is an optional dependency: nothing here imports it until a run asks for it.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import re
 import secrets
 import signal
 import socket
@@ -36,6 +42,7 @@ from pathlib import Path
 
 from .batch import FileHashes, Job, JobResult, Summary, run_one
 from .errors import SvdError, ref
+from .io.safety import remove_dead_claim, remove_dead_partials
 from .progress import Progress
 
 INSTALL = 'pip install "svd-cli[ray]"'
@@ -43,6 +50,9 @@ MAX_RESTARTS = 3  # Ray restarts a dead actor this many times (then the driver s
 MAX_ATTEMPTS = 3  # a video whose worker died this many times while making it fails
 STOP_GRACE = 10.0  # seconds the actors get to stop cleanly after Ctrl-C before they are killed
 WAIT_TICK = 1.0  # seconds between checks of the queue (and of Ctrl-C) while videos are in flight
+PING_PAUSE = 0.5  # seconds between two pings of a worker that Ray is restarting
+RESTART_WAIT = 120.0  # seconds a worker whose call failed gets to answer again before it is dropped
+ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class RayUnavailableError(SvdError):
@@ -129,6 +139,10 @@ class VideoWorker:
     def stop(self) -> None:
         self.progress.stopping = True
 
+    def ping(self) -> dict:
+        """{"node", "pid"}: a cheap call that tells a restarted worker (a new pid) from one that lived on."""
+        return self.where
+
     def make(self, job: Job, reraise_unexpected: bool = False) -> dict:
         """One video: {"result": JobResult} or {"fatal": (exit code, message)} or {"stopped": True}, and notes."""
         outcome: dict = {"where": self.where}
@@ -153,13 +167,47 @@ class VideoWorker:
 # --- the driver side ---------------------------------------------------------------------------------------
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an error, without colour codes (Ray colours some of its messages)."""
+    text = ANSI_CODE.sub("", str(exc)).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class _RayMessages(io.TextIOBase):
+    """Where the driver's Ray prints its own messages while the workers run (it prints on `sys.stdout`).
+
+    A dead worker makes Ray print some 900 characters with colour codes; svd says the same in one line of its
+    own, so Ray's are kept only under --debug, on stderr (stdout carries only data), in colour only on a
+    terminal.
+    """
+
+    def __init__(self, debug: bool) -> None:
+        self.debug = debug
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if self.debug:
+            sys.stderr.write(text if sys.stderr.isatty() else ANSI_CODE.sub("", text))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.debug:
+            sys.stderr.flush()
+
+
 @dataclass
 class _Slot:
     """One actor as the driver sees it."""
 
     id: str
     actor: object
-    deaths: int = 0
+    pid: int | None = None  # of its process, from its last answer (None until the first one)
+    lost: Job | None = None  # the video of a failed call, held until the worker answers or is dropped
+    why: str = ""  # the failed call's reason, first line
+    lost_at: float = 0.0  # when that call failed
+    ping_at: float = 0.0  # when to ping it next
 
 
 class RayExecutor:
@@ -243,8 +291,7 @@ class RayExecutor:
 
     def run(self, session, todo: list[Job], **kw) -> None:
         """Make `todo` on the workers, reporting each result through `on_result` as it finishes."""
-        # Ray's driver prints its own messages (a worker died) on stdout, which carries only our data.
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(_RayMessages(self.debug)):
             self._run(session, todo, **kw)
 
     def _run(
@@ -263,7 +310,9 @@ class RayExecutor:
         pending: deque[Job] = deque(todo)
         attempts: dict[int, int] = {}
         avoid: dict[int, str] = {}  # job index -> the worker it died on (retried on another if there is one)
-        inflight: dict = {}  # ObjectRef -> (slot, job)
+        inflight: dict = {}  # ObjectRef of a `make` call -> (slot, job)
+        pings: dict = {}  # ObjectRef of a `ping` call -> the slot whose call failed
+        lost_outputs: set[Path] = set()  # outputs whose worker died: a dead process's lock may be left there
         started = time.monotonic()
         finished = 0
         slots: list[_Slot] = []
@@ -291,24 +340,73 @@ class RayExecutor:
                     summary.workers[slot.id] = summary.workers.get(slot.id, 0) + 1
                 report(result)
 
-        def died(slot: _Slot, job: Job, exc: Exception) -> None:
-            slot.deaths += 1
-            if slot.deaths > MAX_RESTARTS:
-                slots.remove(slot)
+        def call_failed(slot: _Slot, job: Job, exc: Exception) -> None:
+            """The worker died, or Ray is restarting it, or the link to it broke: hold the video, ask the worker."""
+            now = time.monotonic()
+            slot.lost, slot.why, slot.lost_at, slot.ping_at = job, _first_line(exc), now, now
+            lost_outputs.add(Path(job.output))
+
+        def again(slot: _Slot, job: Job, what: str) -> None:
+            """Queue `job` again after its call on `slot` failed (`what` happened), or fail it after the last try."""
             attempts[job.index] = attempts.get(job.index, 0) + 1
-            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if attempts[job.index] >= MAX_ATTEMPTS:
-                reason = f"{job.input}: the Ray worker making it died {attempts[job.index]} times (last: {why})"
+                progress.note(f"Ray worker {slot.id} {what}")
+                reason = f"{job.input}: the Ray worker making it died {attempts[job.index]} times (last: {slot.why})"
                 report(JobResult(job, "failed", reason=reason))
                 return
             summary.retried += 1
             avoid[job.index] = slot.id
             pending.appendleft(job)
-            progress.note(f"Ray worker {slot.id} died while making {job.output}; it goes to another worker")
+            progress.note(f"Ray worker {slot.id} {what}; the video is made again")
+
+        def drop(slot: _Slot, why: str) -> None:
+            """Stop using `slot` (Ray will not restart it, or it never came back) and queue its video again."""
+            slots.remove(slot)
+            with contextlib.suppress(Exception):  # one that would come back late must not make videos unasked
+                ray.kill(slot.actor, no_restart=True)
+            job, slot.lost = slot.lost, None
+            left = f"{len(slots)} worker{'s' * (len(slots) != 1)} left"
+            again(slot, job, f"died while making {job.output} and {why} ({left})")
+
+        def answered(slot: _Slot, ref_) -> None:
+            """The outcome of a ping of `slot`, whose last call failed."""
+            try:
+                where = ray.get(ref_)
+            except ray.exceptions.ActorUnavailableError:  # Ray is still restarting it: ask again shortly
+                slot.ping_at = time.monotonic() + PING_PAUSE
+                return
+            except ray.exceptions.RayActorError:  # its restarts are used up (or its node is gone for good)
+                drop(slot, "Ray will not restart it again")
+                return
+            job, slot.lost = slot.lost, None
+            if where["pid"] == slot.pid:  # it lived on: only the call was lost (a broken link)
+                again(slot, job, f"did not answer while making {job.output} ({slot.why})")
+                return
+            was = f" (pid {slot.pid})" if slot.pid else ""
+            slot.pid = where["pid"]
+            again(slot, job, f"died while making {job.output}{was}; Ray restarted it (pid {slot.pid})")
+
+        def ping_due() -> float:
+            """Ping the workers whose call failed and whose pause is over; return the seconds to the next ping."""
+            now, wait = time.monotonic(), WAIT_TICK
+            asked = set(map(id, pings.values()))
+            for slot in [s for s in slots if s.lost is not None]:
+                if now - slot.lost_at > RESTART_WAIT:
+                    for ref_ in [r for r, s in pings.items() if s is slot]:
+                        del pings[ref_]
+                    drop(slot, f"did not answer for {RESTART_WAIT:.0f} s")
+                elif id(slot) not in asked:
+                    if slot.ping_at <= now:
+                        pings[slot.actor.ping.remote()] = slot
+                    else:
+                        wait = min(wait, slot.ping_at - now)
+            return wait
 
         def next_job(slot: _Slot) -> Job | None:
+            # A video whose worker died goes to another one, unless every other one is being asked after too.
+            others = any(s is not slot and s.lost is None for s in slots)
             for i, job in enumerate(pending):
-                if avoid.get(job.index) != slot.id or len(slots) == 1:
+                if avoid.get(job.index) != slot.id or not others:
                     del pending[i]
                     return job
                 if i > 2 * len(slots):  # only retried jobs are avoided; they wait at the front
@@ -324,32 +422,42 @@ class RayExecutor:
 
             def hand_out() -> None:
                 for slot in list(slots):
-                    if slot.id in busy or not pending:
+                    if slot.id in busy or slot.lost is not None or not pending:
                         continue
                     job = next_job(slot)
                     if job is not None:
                         inflight[slot.actor.make.remote(job, reraise_unexpected)] = (slot, job)
                         busy.add(slot.id)
 
-            while pending or inflight:
+            while pending or inflight or any(slot.lost is not None for slot in slots):
                 hand_out()
-                if not inflight:
-                    missing = len(pending)
-                    raise RayUnavailableError(
-                        f"Every Ray worker died; {missing} video{'s' * (missing > 1)} were not made. Run the same "
-                        "command again to make them."
-                    )
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=WAIT_TICK)
+                wait = ping_due()
+                if not inflight and not pings:
+                    if not any(slot.lost is not None for slot in slots):
+                        missing = len(pending)
+                        raise RayUnavailableError(
+                            f"Every Ray worker died; {missing} video{'s were' if missing > 1 else ' was'} not made. "
+                            "Run the same command again to make them."
+                        )
+                    time.sleep(wait)  # only workers being restarted, and their next ping is not due yet
+                    continue
+                ready, _ = ray.wait([*inflight, *pings], num_returns=1, timeout=wait)
                 outcomes = []
                 for ref_ in ready:
+                    if ref_ in pings:
+                        answered(pings.pop(ref_), ref_)
+                        continue
                     slot, job = inflight.pop(ref_)
                     busy.discard(slot.id)
                     try:
-                        outcomes.append((slot, ray.get(ref_), job))
+                        outcome = ray.get(ref_)
                     except ray.exceptions.RayActorError as exc:
-                        died(slot, job, exc)
+                        call_failed(slot, job, exc)
+                        continue
                     except ray.exceptions.RayTaskError as exc:  # a bug's traceback, in debug mode
                         raise exc.as_instanceof_cause() from None
+                    slot.pid = outcome["where"]["pid"]
+                    outcomes.append((slot, outcome, job))
                 hand_out()  # the workers go on while the driver reports
                 for slot, outcome, job in outcomes:
                     take(slot, outcome, job)
@@ -357,7 +465,9 @@ class RayExecutor:
             self._stop(slots, inflight, take)
             raise
         finally:
-            self._shutdown(slots, [job for _, job in inflight.values()])
+            unfinished = [Path(job.output) for _, job in inflight.values()]
+            unfinished += [Path(slot.lost.output) for slot in slots if slot.lost is not None]
+            self._shutdown(slots, unfinished, lost_outputs)
 
     # --- 3. stopping ----------------------------------------------------------------------------------
 
@@ -377,9 +487,13 @@ class RayExecutor:
             if not ready:
                 break
 
-    def _shutdown(self, slots: list[_Slot], unfinished: list[Job]) -> None:
-        from .io.safety import remove_dead_partials
+    def _shutdown(self, slots: list[_Slot], unfinished: list[Path], lost: set[Path]) -> None:
+        """Kill the actors and leave Ray, then clean up after dead workers.
 
+        `unfinished`: outputs still being made; `lost`: outputs whose worker died while making them (made
+        again since, or not). A killed worker cannot remove its temporary files or its lock; whichever of
+        those belongs to a process that is gone is removed (never a live process's, another run's).
+        """
         ray = self.ray
         if not ray.is_initialized():
             return
@@ -391,5 +505,6 @@ class RayExecutor:
         else:
             ray.shutdown()  # leaves the cluster; our actors (owned by this driver) go with it
         time.sleep(0.2)
-        for job in unfinished:  # a killed worker cannot clean up after itself
-            remove_dead_partials(Path(job.output))
+        for output in {*unfinished, *lost}:
+            remove_dead_partials(output)
+            remove_dead_claim(output)

@@ -194,3 +194,20 @@ def test_a_lock_file_is_created_exclusively_and_names_its_process(tmp_path):
         except Busy as busy:
             assert busy.pid == os.getpid()
     assert not lock.exists()
+
+
+def test_only_a_dead_processs_lock_is_removed_after_the_fact(tmp_path):
+    """What a Ray run does at its end for the outputs of killed workers: their locks go, a live one's stays."""
+    from svd_cli.io.safety import remove_dead_claim
+
+    dead, live = tmp_path / "dead.mp4", tmp_path / "live.mp4"
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        _lock(dead, owner.pid)
+        _lock(live, os.getpid())
+    finally:
+        owner.kill()
+        owner.wait()
+    assert remove_dead_claim(dead) and not (tmp_path / ".dead.mp4.svd-lock").exists()
+    assert not remove_dead_claim(live) and (tmp_path / ".live.mp4.svd-lock").exists()
+    assert not remove_dead_claim(tmp_path / "none.mp4")

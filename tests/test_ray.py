@@ -109,6 +109,25 @@ def _partials(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if ".svd-partial-" in p.name]
 
 
+def _locks(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".svd-lock" in p.name]
+
+
+def _kill_first_maker(proc: subprocess.Popen) -> tuple[list[dict], int | None]:
+    """Read `svd animate --json` lines, kill -9 the worker that made the first video; return the lines and its pid.
+
+    The driver hands that worker its next video before it reports this one, so the kill lands mid-video.
+    """
+    lines, killed = [], None
+    for line in proc.stdout:
+        data = json.loads(line)
+        lines.append(data)
+        if killed is None and data.get("status") == "ok":
+            killed = data["worker"]["pid"]
+            psutil.Process(killed).kill()
+    return lines, killed
+
+
 def test_twelve_photos_on_two_workers_survive_a_killed_worker_and_equal_one_process(ray_cluster, svd, tmp_path):
     """One batch on two workers of a running cluster: one worker is killed mid-batch, one input is broken."""
     address, env = ray_cluster
@@ -120,13 +139,7 @@ def test_twelve_photos_on_two_workers_survive_a_killed_worker_and_equal_one_proc
          "--workers", "2", "--out", str(out), "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
-    lines, killed = [], None
-    for line in proc.stdout:
-        data = json.loads(line)
-        lines.append(data)
-        if killed is None and data.get("status") == "ok":
-            killed = data["worker"]["pid"]  # that worker already has its next video in flight
-            psutil.Process(killed).kill()
+    lines, killed = _kill_first_maker(proc)
     stderr = proc.stderr.read()
     assert proc.wait(timeout=60) == 1, stderr
     results, summary = lines[:-1], lines[-1]
@@ -137,11 +150,12 @@ def test_twelve_photos_on_two_workers_survive_a_killed_worker_and_equal_one_proc
     assert sorted(x["input"] for x in ok) == sorted(str(p) for p in photos)
     assert [Path(x["input"]).name for x in failed] == ["broken.png"] and "not an image" in failed[0]["error"]
     assert stderr.count("broken.png") == 1
-    assert summary["done"] == 12 and summary["failed"] == 1 and summary["retried"] >= 1
-    assert "died while making" in stderr
+    assert summary["done"] == 12 and summary["failed"] == 1 and summary["retried"] == 1
+    assert stderr.count("died while making") == 1, stderr  # one kill is one death, not three
+    assert "\x1b[" not in stderr, stderr  # Ray's own coloured message does not reach a non-terminal
     assert summary["workers"].keys() == {"w1", "w2"} and sum(summary["workers"].values()) == 12
     assert min(summary["workers"].values()) >= 1 and "Videos per Ray worker: w1 " in stderr
-    assert len(list(out.glob("*.json"))) == 12 and not _partials(out)
+    assert len(list(out.glob("*.json"))) == 12 and not _partials(out) and not _locks(out)
 
     # The same photos in this process, with the workers' single torch thread: the very same videos.
     threads = torch.get_num_threads()
@@ -167,6 +181,32 @@ def test_twelve_photos_on_two_workers_survive_a_killed_worker_and_equal_one_proc
         results, summary = _json_lines(again.out)
         assert [x["status"] for x in results] == ["skipped"] * 12 and summary["done"] == 0
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
+
+
+def test_the_only_worker_killed_once_is_restarted_and_makes_every_video(tiny_dir, tmp_path):
+    """`--ray --workers 1`: the worker is killed mid-video; Ray restarts it and the video is made on it again."""
+    photos = _photos(tmp_path / "in", 4)
+    out = tmp_path / "out"
+    env = _ray_env()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "svd_cli", "animate", str(tmp_path / "in"), *FAST, "--ray", "--workers", "1",
+         "--out", str(out), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    lines, killed = _kill_first_maker(proc)
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, stderr
+    results, summary = lines[:-1], lines[-1]
+    assert summary["summary"] is True, lines
+    assert summary["done"] == 4 and summary["failed"] == 0 and summary["retried"] == 1, summary
+    assert sorted(x["input"] for x in results) == sorted(str(p) for p in photos)
+    assert killed is not None and {x["worker"]["pid"] for x in results} - {killed}  # the restarted one made some
+    assert stderr.count("died while making") == 1, stderr
+    assert "\x1b[" not in stderr, stderr
+    for photo in photos:
+        assert read_video(out / f"{photo.stem}.mp4")[1].shape == (2, 64, 128, 3), photo
+    assert not _partials(out) and not _locks(out)
+    shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 
 def test_ctrl_c_on_a_local_ray_instance_stops_everything_and_leaves_no_partial_file(tiny_dir, tmp_path):

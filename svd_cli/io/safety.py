@@ -275,6 +275,15 @@ def claim(output: Path):
             lock.unlink()
 
 
+def remove_dead_claim(output: Path) -> bool:
+    """Remove the lock of `output` if the process holding it is gone (killed); return whether it was."""
+    lock = lock_path(output)
+    if not lock.exists() or _holder(lock) is not None:
+        return False
+    _take_over(lock)
+    return not lock.exists()
+
+
 def _take_over(stale: Path) -> None:
     """Move a dead process's lock out of the way; if a racing process had just replaced it, put it back."""
     aside = stale.with_name(f"{stale.name}-stale-{uuid.uuid4().hex[:8]}")
