@@ -6,8 +6,8 @@ The library behind the `svd` command. Scripts can use it directly:
     from PIL import Image
 
     animator = svd_cli.load("svd-xt", device="cuda", memory="auto")
-    frames = animator.animate_image(Image.open("photo.png"), frames=25, fps=12, seed=1)
-    svd_cli.write_frames(frames, "photo.mp4", fps=12, fmt="mp4")
+    video = animator.animate_image(Image.open("photo.png"), frames=25, fps=12, seed=1)
+    video.write("photo.mp4")  # or svd_cli.write_frames(video.frames, "photo.mp4", fps=video.fps, fmt="mp4")
 
 Importing `svd_cli` is cheap; torch and diffusers load on first use. Layout: options.py (the option schema),
 session.py (the one orchestration), batch.py (many inputs), stages/ (first frame, animate), models/ (sources,
@@ -16,14 +16,35 @@ downloads, adapters), memory/ (savers and profiles), io/ (images, videos, recipe
 
 from __future__ import annotations
 
+import importlib
+
 from ._version import __version__
-from .errors import InputImageError, ModelUnavailableError, OptionError, OutOfMemoryError, SvdError, UsageError
+from .errors import (
+    InputImageError,
+    ModelLoadError,
+    ModelUnavailableError,
+    NonFiniteError,
+    OptionError,
+    OutOfMemoryError,
+    SvdError,
+    UsageError,
+)
+from .progress import NullProgress, Progress
+
+# Imported on first use, so that `import svd_cli` (and `svd --help`) stays instant: these pull in numpy and PIL.
+LAZY = {"load": "api", "Animation": "api", "ScriptAnimator": "api", "write_frames": "io.video"}
 
 __all__ = [
+    "Animation",
     "InputImageError",
+    "ModelLoadError",
     "ModelUnavailableError",
+    "NonFiniteError",
+    "NullProgress",
     "OptionError",
     "OutOfMemoryError",
+    "Progress",
+    "ScriptAnimator",
     "SvdError",
     "UsageError",
     "__version__",
@@ -33,12 +54,6 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    if name == "load":
-        from .api import load
-
-        return load
-    if name == "write_frames":
-        from .io.video import write_frames
-
-        return write_frames
+    if name in LAZY:
+        return getattr(importlib.import_module(f".{LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'svd_cli' has no attribute {name!r}")

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import glob
 import os
-import random
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from .io.safety import check_outputs
 from .io.segments import unfinished_seed
 from .io.video import output_suffix
 from .memory.ram import NotEnoughMemoryError
-from .options import Request, check_template, fill_template, recorded_settings, with_defaults
+from .options import Request, check_template, fill_template, random_seed, recorded_settings, with_defaults
 from .session import Session
 from .stages.loop import check_loop
 
@@ -341,16 +340,15 @@ def _glob_base(pattern: str) -> Path:
 def _seeds(req: Request) -> list[tuple[int, bool]]:
     """(seed, fixed?) per video of one image. Random seeds are drawn now (a new one for every video), so
     names that include {seed} are known before any work starts."""
-    rng = random.SystemRandom()
     if req.seeds:
         return [(s, True) for s in req.seeds]
     if req.variations:
         if req.seed is not None:
             return [(req.seed + i, True) for i in range(req.variations)]
-        return [(rng.randrange(2**31), False) for _ in range(req.variations)]
+        return [(random_seed(), False) for _ in range(req.variations)]
     if req.seed is not None:
         return [(req.seed, True)]
-    return [(rng.randrange(2**31), False)]
+    return [(random_seed(), False)]
 
 
 def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:

@@ -9,6 +9,7 @@ A value of None means "not given": the model's default (`from_model`), else the 
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from .errors import OptionError, UsageError, ref
 
 MAX_SEED = 2**63 - 1
+RANDOM_SEEDS = 2**31  # a seed drawn for the user is below this: short to read back and to type again
 SIZE_RANGE = (64, 4096)
 TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames", "prompt")
 
@@ -45,6 +47,11 @@ def check_size(size: tuple[int, int]) -> None:
                 allowed=SIZE_RANGE,
                 shown=f"{size[0]}x{size[1]}",
             )
+
+
+def random_seed() -> int:
+    """A seed for a video the user gave none for (from the OS's randomness: independent of torch's state)."""
+    return random.SystemRandom().randrange(RANDOM_SEEDS)
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -215,7 +215,7 @@ def test_animatelcm_sampler_makes_a_video_with_one_unet_call_per_step(svd, tiny_
 
     def run(**options):
         calls.clear()
-        return animator.animate_image(picture, frames=2, size=(128, 64), seed=5, **options)
+        return animator.animate_image(picture, frames=2, size=(128, 64), seed=5, **options).frames
 
     lcm = dict(sampler="animatelcm", min_cfg=1.0, max_cfg=1.0)
     four = run(steps=4, **lcm)

@@ -380,5 +380,5 @@ def test_frames_equal_for_the_library_api_and_the_cli(svd, tiny_dir, tmp_path):
     cli = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "f").glob("*.png"))])
     animator = svd_cli.load("tiny", device="cpu")
     ours = animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), frames=3, steps=1, seed=2, size=(128, 64),
-                                  fit="pad", background="black")  # fmt: skip
+                                  fit="pad", background="black").frames  # fmt: skip
     assert np.array_equal(cli, ours)

@@ -43,15 +43,25 @@ def test_importing_the_library_does_not_import_torch():
 def test_library_api_animates_and_writes(tiny_dir, tmp_path):
     import svd_cli
 
-    animator = svd_cli.load("tiny", device="cpu", memory="balanced")
+    animator = svd_cli.load("tiny", device="cpu", memory="balanced", size=(128, 64), steps=1)
     assert animator.plan.profile == "balanced"
-    frames = animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), frames=3, steps=1, seed=2, size=(128, 64))
-    assert frames.shape == (3, 64, 128, 3) and frames.dtype == np.uint8
-    again = animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), frames=3, steps=1, seed=2, size=(128, 64))
-    assert np.array_equal(frames, again)
-    path = svd_cli.write_frames(frames, tmp_path / "rocket.mp4", fps=9, fmt="mp4")
+    rocket = Image.open(EXAMPLES / "rocket.jpg")
+    # No seed: one is drawn at random, as the CLI draws it, and reported with the frames.
+    video = animator.animate_image(rocket, frames=3)
+    assert isinstance(video, svd_cli.Animation) and video.frames.shape == (3, 64, 128, 3)
+    assert video.frames.dtype == np.uint8 and (video.fps, video.model, video.warnings) == (7, "tiny", [])
+    assert [stage["stage"] for stage in video.stages] == ["first_frame", "animate", "watermark"]
+    again = animator.animate_image(rocket, frames=3, seed=video.seed)
+    assert np.array_equal(video.frames, again.frames) and again.seed == video.seed
+    assert animator.animate_image(rocket, frames=3).seed != video.seed  # (a 1 in 2**31 chance of a false alarm)
+    # After interpolate=2 the frames are meant for twice the rate, and the result says so.
+    smooth = animator.animate_image(rocket, frames=3, seed=video.seed, interpolate=2, watermark=False)
+    assert len(smooth.frames) == 5 and smooth.fps == 14
+    path = svd_cli.write_frames(video.frames, str(tmp_path / "rocket.mp4"), fps=9, fmt="mp4")  # a str path
     meta, decoded = read_video(path)
     assert decoded.shape == (3, 64, 128, 3) and meta["fps"] == 9.0
+    meta, decoded = read_video(smooth.write(tmp_path / "smooth.mp4"))
+    assert decoded.shape == (5, 64, 128, 3) and meta["fps"] == 14.0
     with pytest.raises(svd_cli.UsageError, match="fps=40: must be between 3 and 30"):
         animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), fps=40)
 
@@ -73,3 +83,24 @@ def test_a_failed_overwrite_keeps_the_previous_video(tmp_path, monkeypatch):
         write_frames(frames, target, fps=8, fmt="mp4")
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+
+
+def test_the_library_draws_from_a_prompt_and_documents_every_keyword(tiny_dir):
+    """`animate_prompt` is the CLI's --prompt; help() lists each keyword from the option schema; every name in
+    `svd_cli.__all__` (results, progress, each error a script can meet) is there to import."""
+    import svd_cli
+
+    animator = svd_cli.load("tiny", device="cpu", size=(128, 64), steps=1, frames=2)
+    video = animator.animate_prompt("a red bicycle", image_model="tiny-t2i", image_steps=1, seed=4)
+    drawn = video.stages[0]
+    assert (drawn["stage"], drawn["prompt"], drawn["model"], drawn["seed"]) == ("first_frame", "a red bicycle",
+                                                                              "tiny-t2i", 4)  # fmt: skip
+    assert video.first_frame.size == (128, 64) and video.frames.shape == (2, 64, 128, 3)
+    with pytest.raises(svd_cli.UsageError, match="seeds=: not a keyword here"):
+        animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), seeds=[1, 2])
+    doc = svd_cli.ScriptAnimator.animate_image.__doc__
+    for keyword in ("motion_bucket (int, default the model's)", "extend (int, default 0)", "style (str", "fit ("):
+        assert f"\n    {keyword}" in doc, keyword
+    assert "\n    device (" in svd_cli.load.__doc__
+    assert all(getattr(svd_cli, name) for name in svd_cli.__all__)
+    assert {"ModelLoadError", "NonFiniteError", "ScriptAnimator", "Progress", "Animation"} <= set(svd_cli.__all__)

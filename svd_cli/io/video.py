@@ -56,9 +56,10 @@ def atomic_output(final: Path) -> Iterator[Path]:
         raise
 
 
-def write_frames(frames: np.ndarray, final: Path, fps: int, fmt: str) -> Path:
+def write_frames(frames: np.ndarray, final: str | Path, fps: int, fmt: str) -> Path:
     """Write uint8 frames (F, H, W, 3) as `fmt` at `final`, atomically."""
     _check_format(fmt)
+    final = Path(final)
     try:
         with atomic_output(final) as tmp:
             _write_format(frames, tmp, fps, fmt)
