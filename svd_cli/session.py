@@ -12,13 +12,16 @@ every first frame with one load of the image model before it loads SVD once for 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ref
+from .models.sources import resolve_file_model
 from .options import GenerationSettings, Request, with_defaults
 from .progress import NullProgress, Progress
-from .stages import Clip
+from .stages import Clip, PostStage, StageContext
+from .stages.post import model_stages, wanted_stages
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -36,10 +39,11 @@ class _Model:
     image_defaults: dict[str, Any] = {}
     image_model = None
     weights: dict[str, Any] = {}  # the unet and lora files as the recipe records them
-    upscaler_source = None  # the super-resolution model of the upscale stage, resolved with the model
-    upscaler = None
-    interpolator_source = None  # the RIFE network of the interpolate stage (None: ffmpeg's minterpolate)
-    interpolator = None
+
+    def __init__(self):
+        # The weights files of post stages (stages/post.py), by model kind: resolved with the model, read once.
+        self.post_sources: dict[str, Any] = {}
+        self.post_models: dict[str, Any] = {}
 
 
 class Session:
@@ -67,8 +71,8 @@ class Session:
         self._model.source = resolve_model(self.request.model, kind="svd", progress=self.progress)
         self._model.defaults = self._model.source.defaults()
         self._model.weights = self._weight_files()
-        for kind in self._post_models():  # a missing, unknown or wrong file is found before hours of animating
-            self._post_model(kind)
+        for stage in model_stages(self.request):  # a missing, unknown or wrong file is found before hours of work
+            self._post_model(stage)
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
             d, req = self.defaults, self.request
@@ -108,11 +112,10 @@ class Session:
 
     def recorded_files(self) -> dict:
         """Settings that name files, as the recipe records them: absolute, so a replay from elsewhere finds them."""
-        sources = {kind: getattr(self._model, f"{kind}_source") for kind in ("upscaler", "interpolator")}
         return {
             kind: str(Path(source.path).resolve())
-            for kind, source in sources.items()
-            if source is not None and source.entry is None
+            for kind, source in self._model.post_sources.items()
+            if source.entry is None
         }
 
     def model_record(self) -> dict:
@@ -348,84 +351,34 @@ class Session:
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
     def finish(self, clip: Clip) -> Clip:
-        """The post stages, in order: loop, upscale, interpolate, watermark (each records itself in the clip)."""
-        from .stages.loop import loop_clip
-
-        req = self.request
-        clip = loop_clip(clip, req.loop, req.loop_frames)
-        if req.upscale > 1:
-            clip = self.upscale(clip)
-        if req.interpolate > 1:
-            from .stages.interpolate import interpolate_clip
-
-            loop = req.loop != "off"
-            if "interpolator" not in self._post_models():
-                clip = interpolate_clip(clip, req.interpolate, loop=loop, progress=self.progress)
-            else:
-                with self._on_device("interpolator") as rife:
-                    clip = interpolate_clip(clip, req.interpolate, "rife", loop, self.progress, weights=rife)
-        if req.watermark:
-            from .stages.watermark import watermark_clip
-
-            clip = watermark_clip(clip, self.progress)
-            if not clip.stages[-1]["applied"]:
-                self.progress.note(f"Note: {clip.stages[-1]['reason']}; written without it")
+        """The post stages the request asks for, in the order of stages/post.py (each records itself)."""
+        profile = self.animator.plan.profile if self.animator is not None else "balanced"
+        for stage in wanted_stages(self.request):
+            context = StageContext(self.request, self.progress, profile)
+            if not stage.needs_model(self.request):
+                clip = stage.run(clip, context)
+                continue
+            with self._on_device(stage) as model:
+                clip = stage.run(clip, replace(context, model=model))
         return clip
 
-    def upscale(self, clip: Clip) -> Clip:
-        """The upscale stage, in tiles sized for the memory profile."""
-        from .models.upscaler import tile_for
-        from .stages.upscale import upscale_clip
-
-        profile = self.animator.plan.profile if self.animator is not None else "balanced"
-        with self._on_device("upscaler") as upscaler:
-            return upscale_clip(clip, upscaler, tile_for(profile), self.progress)
-
-    def _post_models(self) -> list[str]:
-        """The kinds of post-stage model this request needs (each one .safetensors file)."""
-        req, kinds = self.request, []
-        if req.upscale > 1:
-            kinds.append("upscaler")
-        if req.interpolate > 1 and req.interpolator != "minterpolate":
-            kinds.append("interpolator")
-        return kinds
-
-    def _post_source(self, kind: str):
-        """The resolved file of the post-stage model of `kind` (its setting has the same name), resolved once."""
-        if getattr(self._model, f"{kind}_source") is None:
-            from .models.sources import resolve_file_model
-
+    def _post_model(self, stage: PostStage):
+        """The weights of a post stage (its setting names the file), resolved and read once, on the CPU."""
+        kind, models = stage.model_kind, self._model.post_models
+        if kind not in models:
             source = resolve_file_model(getattr(self.request, kind), kind, progress=self.progress)
-            setattr(self._model, f"{kind}_source", source)
-        return getattr(self._model, f"{kind}_source")
-
-    def _post_model(self, kind: str):
-        """The post-stage model of `kind`, read once (on the CPU, checked to be a model of that kind)."""
-        if getattr(self._model, kind) is None:
-            import torch
-
-            from .models.loading import resolve_device
-
-            source = self._post_source(kind)
-            if kind == "upscaler":
-                from .models.upscaler import load_upscaler
-
-                model = load_upscaler(source, resolve_device(self.request.device), placed=False)
-            else:
-                from .models.rife import load_interpolator
-
-                model = load_interpolator(source, torch.device("cpu"))
-            setattr(self._model, kind, model)
-        return getattr(self._model, kind)
+            self._model.post_sources[kind] = source
+            models[kind] = stage.read_model(source, self.request)
+        return models[kind]
 
     @contextmanager
-    def _on_device(self, kind: str):
-        """The post-stage model of `kind`, loaded on first use, on the model's device only while its stage works;
-        then off the device again before the next video's UNet needs the memory."""
+    def _on_device(self, stage: PostStage):
+        """A post stage's network on the model's device only while the stage works; then off the device again
+        before the next video's UNet needs the memory."""
         from .models.loading import resolve_device
 
         device = self.animator.model.device if self.animator is not None else resolve_device(self.request.device)
-        model = self._post_model(kind)
+        model = self._post_model(stage)
         model.place(device)
         try:
             yield model

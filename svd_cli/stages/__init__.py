@@ -1,10 +1,10 @@
 """Generation as a short list of stages, with a clip passed between them.
 
-    first frame  ->  animate  ->  (extend)  ->  (post: interpolate, upscale, watermark)  ->  write
+    first frame  ->  animate (and extend)  ->  post stages (post.py: loop, upscale, interpolate, watermark)  ->  write
 
-- first_frame.py: the still the video starts from (today an image file or an in-memory picture).
-- animate.py: the model turns the still into frames (`Animator`).
-- upscale.py: every frame enlarged 2x by a super-resolution model (`upscale_clip`).
+- first_frame.py: the still the video starts from (an image file, an in-memory picture, a prompt, a restyle).
+- animate.py: the model turns the still into frames (`Animator`); extend.py chains more clips after it.
+- loop.py, upscale.py, interpolate.py, watermark.py: one post stage each, with its `PostStage`.
 - write: io/video.py writes the clip and its recipe.
 
 Every stage appends what it did and with which settings to `Clip.stages`, so the recipe records the
@@ -14,11 +14,15 @@ video's frame rate) are separate: a stage that adds frames changes the second, n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import numpy as np
+
+    from ..options import Request
+    from ..progress import Progress
 
 
 @dataclass
@@ -37,3 +41,33 @@ class Clip:
     @property
     def height(self) -> int:
         return int(self.frames.shape[1])
+
+
+@dataclass
+class StageContext:
+    """What a post stage may use besides the clip."""
+
+    request: Request
+    progress: Progress
+    profile: str  # the video's memory profile (tiles are sized for it)
+    model: Any = None  # the stage's network, on the model's device while the stage runs (needs_model stages)
+
+
+def _never(request: Request) -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class PostStage:
+    """One step after animating, as the session runs it: `run(clip, context)` returns the new clip with the
+    stage's record appended to `clip.stages`."""
+
+    name: str
+    options: tuple[str, ...]  # the schema options it reads
+    wanted: Callable[[Request], bool]  # does this request ask for the stage?
+    run: Callable[[Clip, StageContext], Clip]
+    # A stage that can use a weights file: its kind in weights.toml (the setting of that name names the file),
+    # whether this request needs one, and how to read it onto the CPU (placed on the device while it runs).
+    model_kind: str | None = None
+    needs_model: Callable[[Request], bool] = _never
+    read_model: Callable[[Any, Request], Any] | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import OptionError, ref
-from . import Clip
+from . import Clip, PostStage, StageContext
 
 if TYPE_CHECKING:
     import numpy as np
@@ -65,3 +65,10 @@ def loop_clip(clip: Clip, mode: str, blend: int) -> Clip:
     if mode == "crossfade":
         record["loop_frames"] = blend
     return Clip(frames=frames, fps=clip.fps, stages=[*clip.stages, record], warnings=list(clip.warnings))
+
+
+def _run(clip: Clip, context: StageContext) -> Clip:
+    return loop_clip(clip, context.request.loop, context.request.loop_frames)
+
+
+LOOP = PostStage("loop", ("loop", "loop_frames"), wanted=lambda req: req.loop in LOOPS, run=_run)

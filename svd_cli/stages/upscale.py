@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from . import Clip
+from . import Clip, PostStage, StageContext
 
 if TYPE_CHECKING:
     from ..models.upscaler import Upscaler
@@ -18,3 +18,21 @@ def upscale_clip(clip: Clip, upscaler: Upscaler, tile: int | None, progress: Pro
     record = {"stage": "upscale", "factor": upscaler.scale, "model": upscaler.name, "sha256": upscaler.sha256,
               "tile": tile}  # fmt: skip
     return replace(clip, frames=frames, stages=[*clip.stages, record], warnings=list(clip.warnings))
+
+
+def _read_upscaler(source, request) -> Upscaler:
+    """The upscaler file, read onto the CPU in the dtype for the request's device (placed while it works)."""
+    from ..models.loading import resolve_device
+    from ..models.upscaler import load_upscaler
+
+    return load_upscaler(source, resolve_device(request.device), placed=False)
+
+
+def _run(clip: Clip, context: StageContext) -> Clip:
+    from ..models.upscaler import tile_for
+
+    return upscale_clip(clip, context.model, tile_for(context.profile), context.progress)
+
+
+UPSCALE = PostStage("upscale", ("upscale", "upscaler"), wanted=lambda req: req.upscale > 1, run=_run,
+                    model_kind="upscaler", needs_model=lambda req: True, read_model=_read_upscaler)  # fmt: skip

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..errors import UsageError, ref
 from ..progress import NullProgress, Progress
-from . import Clip
+from . import Clip, PostStage, StageContext
 
 MESSAGE = 0xB3EC907BB19E  # Stability's fixed message, chosen at random by them; detectors look for it
 BITS = tuple(int(bit) for bit in f"{MESSAGE:048b}")
@@ -191,3 +191,13 @@ def _png_frames(folder: Path) -> Iterator[np.ndarray]:
 def _unreadable(path: Path) -> UsageError:
     return UsageError(f"Could not read {path}: it is not a picture or video ffmpeg can decode; give an MP4, WebM or "
                       "GIF, or a folder of PNG frames.", path=path)  # fmt: skip
+
+
+def _run(clip: Clip, context: StageContext) -> Clip:
+    clip = watermark_clip(clip, context.progress)
+    if not clip.stages[-1]["applied"]:
+        context.progress.note(f"Note: {clip.stages[-1]['reason']}; written without it")
+    return clip
+
+
+WATERMARK = PostStage("watermark", ("watermark",), wanted=lambda req: bool(req.watermark), run=_run)
