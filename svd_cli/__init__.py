@@ -32,7 +32,7 @@ from .errors import (
 from .progress import NullProgress, Progress
 
 # Imported on first use, so that `import svd_cli` (and `svd --help`) stays instant: these pull in numpy and PIL.
-LAZY = {"load": "api", "Animation": "api", "ScriptAnimator": "api", "write_frames": "io.video"}
+LAZY = {"load": "api", "Animation": "result", "ScriptAnimator": "api", "write_frames": "io.video"}
 
 __all__ = [
     "Animation",

@@ -12,17 +12,14 @@ names the keyword (`fps=40: must be between 3 and 30.`). It runs on the same `Se
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 from PIL import Image
 
 from .errors import UsageError
-from .io.video import FORMATS, write_frames
 from .options import OPTIONS, Request, random_seed, validate
 from .progress import Progress
+from .result import Animation
 from .session import Session
 
 # Options about a batch, its files or the terminal: a script names its own pictures, files and seeds.
@@ -32,41 +29,6 @@ NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", 
 LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention", "unet", "lora",
                 "allow_download"}  # fmt: skip
 PER_VIDEO = {o.name for o in OPTIONS} - NOT_FOR_SCRIPTS - LOAD_OPTIONS - {"prompt", "seed"}
-
-
-@dataclass
-class Animation:
-    """One animated video in memory: its frames and how they were made (what the recipe records)."""
-
-    frames: np.ndarray  # (F, H, W, 3) uint8
-    fps: int  # the frame rate they are meant for: N x fps after interpolate=N
-    seed: int  # the seed used (drawn at random when none was given)
-    model: str  # the animating model's name
-    first_frame: Image.Image  # the picture the video starts from (fitted, or drawn from the prompt)
-    stages: list[dict[str, Any]] = field(default_factory=list)  # each stage's record, in order
-    warnings: list[str] = field(default_factory=list)  # e.g. frames that are all one colour
-
-    @property
-    def width(self) -> int:
-        return int(self.frames.shape[2])
-
-    @property
-    def height(self) -> int:
-        return int(self.frames.shape[1])
-
-    @property
-    def duration(self) -> float:
-        """Seconds the video plays."""
-        return len(self.frames) / self.fps
-
-    def write(self, path: str | Path, fmt: str | None = None) -> Path:
-        """Write the frames at their frame rate, atomically; `fmt` (mp4, gif, webm, frames) from the suffix if
-        not given (no suffix: a folder of PNG frames)."""
-        path = Path(path)
-        fmt = fmt or (path.suffix.lower().lstrip(".") or "frames")
-        if fmt not in FORMATS:
-            raise UsageError(f"{path}: cannot tell the format from the suffix; pass fmt= ({', '.join(FORMATS)}).")
-        return write_frames(self.frames, path, fps=self.fps, fmt=fmt)
 
 
 class ScriptAnimator:
@@ -109,9 +71,9 @@ class ScriptAnimator:
         return call, seed
 
     def _animate(self, call: Session, frame, seed: int) -> Animation:
-        clip = call.finish(call.animate(frame, seed))
-        return Animation(frames=clip.frames, fps=clip.fps, seed=seed, model=call.source.name,
-                         first_frame=frame.picture, stages=clip.stages, warnings=clip.warnings)  # fmt: skip
+        settings = call.settings_for(seed, frame.picture.size)
+        clip = call.finish(call.animate(frame, settings))
+        return Animation.of(clip, seed, call.source.name, settings.as_dict(), call.animator.plan.profile, frame.picture)
 
 
 def load(model: str = "svd-xt", *, progress: Progress | None = None, **options: Any) -> ScriptAnimator:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import sys
@@ -31,6 +32,7 @@ from .io.segments import unfinished_seed
 from .io.video import output_suffix
 from .memory.ram import NotEnoughMemoryError
 from .options import Request, check_template, fill_template, random_seed, recorded_settings, with_defaults
+from .result import Animation
 from .session import Session
 from .stages.loop import check_loop
 
@@ -68,38 +70,34 @@ class JobResult:
     status: str  # ok | skipped | failed
     reason: str = ""
     seconds: float = 0.0
-    recipe: dict | None = None
+    video: Animation | None = None  # the video made, or the finished one found (from its recipe)
     unexpected: bool = False  # a bug, not the input's fault: the edge offers the traceback
-    warnings: list[str] = field(default_factory=list)  # e.g. frames that are all one colour
     worker: dict | None = None  # which Ray worker made it: {"id": "w1", "node": "10.0.0.5", "pid": 4242}
 
     def as_json(self) -> dict:
-        seed = self.recipe["settings"]["seed"] if self.recipe else self.job.seed
-        job = self.job
+        job, video = self.job, self.video
         data = {"status": self.status, "input": str(job.input) if job.input else None, "path": str(job.output),
-                "seed": seed}  # fmt: skip
+                "seed": video.seed if video else job.seed}  # fmt: skip
         if job.prompt is not None:
             data["prompt"] = job.prompt
-        if self.recipe:
-            out, settings = self.recipe["output"], self.recipe["settings"]
+        if video:
             data.update(
-                frames=out["frames"],
-                fps=out["fps"],
-                width=out["width"],
-                height=out["height"],
-                model=self.recipe["model"]["name"],
-                steps=settings["steps"],
+                frames=video.frame_count,
+                fps=video.fps,
+                width=video.width,
+                height=video.height,
+                model=video.model,
+                steps=video.settings["steps"],
+                duration=round(video.duration, 3),
             )
-            data["duration"] = round(out["frames"] / out["fps"], 3)
-            animated = [s for s in self.recipe.get("stages", []) if s.get("stage") == "animate"]
-            if len(animated) > 1:  # a long video: its clips, and how many an earlier run had finished
-                data["segments"] = len(animated)
-                data["segments_reused"] = sum(bool(s.get("reused")) for s in animated)
-            if "runtime" in self.recipe:
-                data["memory"] = self.recipe["runtime"]["memory"]["profile"]
+            segments, reused = video.segments
+            if segments > 1:  # a long video: its clips, and how many an earlier run had finished
+                data["segments"], data["segments_reused"] = segments, reused
+            if video.memory_profile is not None:
+                data["memory"] = video.memory_profile
         data["seconds"] = round(self.seconds, 2)
-        if self.warnings:
-            data["warnings"] = list(self.warnings)
+        if video and video.warnings:
+            data["warnings"] = list(video.warnings)
         if self.worker:
             data["worker"] = self.worker
         if self.reason:
@@ -420,7 +418,8 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
 
 
 def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path], str]) -> dict | None:
-    """The recipe this run would write for `job` (for the resume check), without loading the model."""
+    """The recipe this run would write for `job` (for the resume check), without loading the model; it hashes the
+    input, so it is asked for only when a finished output is there to compare with."""
     from .io.images import upright_size
 
     if job.input is None:
@@ -432,13 +431,12 @@ def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path
     return _recipe(session, job, fmt, sha256(job.input), session.settings_for(job.seed, size))
 
 
-def _recipe(session: Session, job: Job, fmt: str, sha256: str | None, settings, clip=None, seconds=None) -> dict:
-    from .io.video import still_path
-
-    req = session.request
-    uses_image = session.uses_image_model
+def _recipe(
+    session: Session, job: Job, fmt: str, sha256: str | None, settings, video: Animation | None = None, seconds=None
+) -> dict:
+    """The recipe of `job`: the one a finished `video` is written with, or (without one) what it would be."""
     image = None
-    if uses_image:
+    if session.uses_image_model:
         image = session.image_settings(job.prompt) | {"model": session.image_source.describe()}
     return build_recipe(
         input_path=job.input,
@@ -446,17 +444,24 @@ def _recipe(session: Session, job: Job, fmt: str, sha256: str | None, settings, 
         output=job.output,
         fmt=fmt,
         settings=settings,
-        fps=clip.fps if clip is not None else settings.fps,
-        shape=(len(clip.frames), clip.width, clip.height) if clip is not None else None,
+        fps=video.fps if video is not None else settings.fps,
+        shape=(video.frame_count, video.width, video.height) if video is not None else None,
         seed_fixed=job.seed_fixed,
-        recorded=recorded_settings(req) | session.recorded_files(),
+        recorded=recorded_settings(session.request) | session.recorded_files(),
         model=session.model_record(),
         image=image,
-        still=still_path(job.output, fmt, styled=job.input is not None) if uses_image else None,
-        stages=clip.stages + [{"stage": "write", "format": fmt, "fps": clip.fps}] if clip is not None else None,
-        runtime=session.runtime() if clip is not None else None,
+        still=_still(session, job, fmt),
+        stages=video.stages + [{"stage": "write", "format": fmt, "fps": video.fps}] if video is not None else None,
+        runtime=session.runtime() if video is not None else None,
         seconds=seconds,
     )
+
+
+def _still(session: Session, job: Job, fmt: str) -> Path | None:
+    """Where `job`'s first frame is saved beside its video: only when the image model made or restyled it."""
+    from .io.video import still_path
+
+    return still_path(job.output, fmt, styled=job.input is not None) if session.uses_image_model else None
 
 
 def make_first_frame(session: Session, job: Job) -> FirstFrame:
@@ -481,23 +486,25 @@ def make_video(
 
     started = time.monotonic()
     earlier = frame.seconds if frame is not None else 0.0  # a first frame made in the batch's first phase
-    # 1. The first frame (unless the batch's first phase made it already).
+    # 1. The first frame (unless the batch's first phase made it already), and the settings for its size.
     if frame is None:
         frame = make_first_frame(session, job)
-    # 2. Animate it; with extend, the clips that continue it (each kept as it finishes, for a rerun).
-    clip = session.animate(frame, job.seed, job.output)
-    # 3. The post stages: loop, upscale, interpolate, watermark.
-    clip = session.finish(clip)
-    # 4. Write the video, its still and its recipe; then the finished clips are no longer needed.
     settings = session.settings_for(job.seed, frame.picture.size)
+    # 2. Animate it; with extend, the clips that continue it (each kept as it finishes, for a rerun).
+    clip = session.animate(frame, settings, job.output)
+    # 3. The post stages, in the order of stages/post.py.
+    clip = session.finish(clip)
+    video = Animation.of(clip, job.seed, session.source.name, settings.as_dict(), session.animator.plan.profile)
+    # 4. Write the video, its still and its recipe; then the finished clips are no longer needed.
     digest = sha256(job.input) if job.input is not None else None
-    recipe = _recipe(session, job, fmt, digest, settings, clip, time.monotonic() - started + earlier)
+    recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier)
     still = frame.picture if session.uses_image_model else None
     session.progress.start("write")
     write_video_and_recipe(clip.frames, job.output, clip.fps, fmt, recipe, still=still)
     session.progress.end()
     discard_work(job.output)
-    return JobResult(job, "ok", seconds=time.monotonic() - started + earlier, recipe=recipe, warnings=clip.warnings)
+    video.path, video.frames = job.output, None  # on disk now: a batch keeps no frames in memory
+    return JobResult(job, "ok", seconds=time.monotonic() - started + earlier, video=video)
 
 
 def claim_and_make(
@@ -513,16 +520,23 @@ def claim_and_make(
     req = session.request
     try:
         with claim(job.output):
-            state, why, earlier = resume_state(
-                job.output, fmt, expected_recipe(session, job, fmt, sha256), job.seed_fixed
-            )
+            expected = functools.partial(expected_recipe, session, job, fmt, sha256)  # asked only if needed
+            state, why, earlier = resume_state(job.output, fmt, expected, job.seed_fixed, _still(session, job, fmt))
             if state == "foreign" or (state in ("done", "differs") and not req.overwrite):
-                return JobResult(job, "skipped", reason=why, recipe=earlier)
+                return JobResult(job, "skipped", reason=why, video=_found(earlier))
             return make_video(session, job, fmt, sha256, frame)
     except Busy as busy:
         return JobResult(job, "skipped", reason=busy.reason(job.output))
     except OSError as exc:  # the claim is the job's first write: a read-only or full folder fails here
         raise explain_write_error(job.output, exc) from exc
+
+
+def _found(recipe: dict | None) -> Animation | None:
+    """The finished video an earlier run recorded (None: no recipe of svd's, or one too old to describe it)."""
+    try:
+        return Animation.from_recipe(recipe) if recipe is not None else None
+    except (KeyError, TypeError):
+        return None
 
 
 def _naming(job: Job, reason: str) -> str:
@@ -574,12 +588,13 @@ def decide_jobs(
         if not job.output.exists():  # nothing to compare, no photo to hash; claim_and_make checks again
             todo.append(job)
             continue
-        expected = expected_recipe(session, job, req.format, sha256)
-        state, why, earlier = resume_state(job.output, req.format, expected, job.seed_fixed)
+        expected = functools.partial(expected_recipe, session, job, req.format, sha256)
+        state, why, earlier = resume_state(job.output, req.format, expected, job.seed_fixed,
+                                           _still(session, job, req.format))  # fmt: skip
         if state == "todo" or (req.overwrite and state in ("done", "differs")):
             todo.append(job)
         else:
-            result = JobResult(job, "skipped", reason=why, recipe=earlier)
+            result = JobResult(job, "skipped", reason=why, video=_found(earlier))
             summary.results.append(result)
             on_result(result)
     return todo

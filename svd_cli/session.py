@@ -270,7 +270,7 @@ class Session:
         size = first_frame.target_size(req.size, self.defaults["size"], image.size)
         return first_frame.from_image(image, size, req.fit, req.background, {"source": "image"})
 
-    def animate(self, frame: FirstFrame, seed: int, output: Path | None = None) -> Clip:
+    def animate(self, frame: FirstFrame, settings: GenerationSettings, output: Path | None = None) -> Clip:
         """The animate stage on one first frame; with `extend`, the clips that continue it, chained into one.
 
         With an `output`, each finished clip is kept in a work folder beside it (io/segments.py) and reused by a
@@ -283,9 +283,8 @@ class Session:
         from .stages.animate import degenerate_frames
         from .stages.extend import color_drift, color_stats, match_colors, segment_seed
 
-        req = self.request
-        # 1. The settings, and the model loaded for them on the first video.
-        settings = self.settings_for(seed, frame.picture.size)
+        req, seed = self.request, settings.seed
+        # 1. The model, loaded for these settings on the first video.
         if self.animator is None:
             self.load(settings)
         store = None

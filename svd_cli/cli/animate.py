@@ -155,10 +155,10 @@ def animate(ctx: typer.Context, **params: Any) -> None:
         elif result.status == "skipped":
             console.print(f"- skipped {result.job.output}: {words(result.reason)}", markup=False)
         else:
-            o = result.recipe["output"]
+            video = result.video
             console.print(
-                f"✓ {result.job.output}  {o['frames']} frames {o['width']}x{o['height']} at {o['fps']} fps, "
-                f"seed {result.job.seed}, {result.seconds:.1f} s"
+                f"✓ {result.job.output}  {video.frame_count} frames {video.width}x{video.height} at {video.fps} "
+                f"fps, seed {video.seed}, {result.seconds:.1f} s"
                 + (f" on {result.worker['id']}" if result.worker else ""),
                 markup=False,
             )

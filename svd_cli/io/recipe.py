@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from .._version import __version__
@@ -130,25 +131,29 @@ def describe_changes(old: dict, new: dict) -> str:
     return ", ".join(parts) or "unknown difference"
 
 
-def resume_state(output: Path, fmt: str, expected: dict | None, seed_fixed: bool) -> tuple[str, str, dict | None]:
+def resume_state(
+    output: Path, fmt: str, expected: Callable[[], dict | None], seed_fixed: bool, still: Path | None = None
+) -> tuple[str, str, dict | None]:
     """('todo' | 'done' | 'differs' | 'foreign', why, the earlier recipe) for an output that may already exist.
 
     'done' and 'differs' are svd's own outputs (redone only when asked to overwrite); 'foreign' is anything
-    svd did not make, which it never replaces (io/safety.py).
+    svd did not make, which it never replaces (io/safety.py). `expected()` gives the recipe this run would write
+    (None: any recipe will do); it is asked only when there is an earlier video to compare with, since it hashes
+    the input. `still` is where this run would save its first frame, if it saves one.
     """
     occ = occupant(output, fmt)
     if occ.state == "free":
-        still = (expected or {}).get("output", {}).get("still")
-        if still and Path(still).exists():
+        if still is not None and still.exists():
             why = f"{still} exists and svd did not make it (no video beside it); use {ref('overwrite')} to replace it"
             return "foreign", why, None
         return "todo", "", None
     if occ.state == "foreign":
         return "foreign", refusal(occ), None
     recipe = occ.recipe
-    if expected is None:
+    wanted = expected()
+    if wanted is None:
         return "done", "already done", recipe
-    old, new = comparable(recipe, seed_fixed), comparable(expected, seed_fixed)
+    old, new = comparable(recipe, seed_fixed), comparable(wanted, seed_fixed)
     if old == new:
         return "done", "already done with the same settings", recipe
     changes = describe_changes(old, new)
