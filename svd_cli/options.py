@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionError, UsageError, ref
+from .kinds import kind_defaults
 
 MAX_SEED = 2**63 - 1
 RANDOM_SEEDS = 2**31  # a seed drawn for the user is below this: short to read back and to type again
@@ -548,8 +549,6 @@ class GenerationSettings:
     @classmethod
     def kind_defaults(cls, kind: str = "svd", **values: Any) -> GenerationSettings:
         """A kind's default settings (models/kinds.py), with `values` (seed, width, height, ...) set."""
-        from .models.kinds import kind_defaults
-
         defaults = kind_defaults(kind)
         return cls(**{name: defaults[name] for name in GENERATION if name in defaults} | values)
 

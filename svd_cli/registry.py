@@ -17,6 +17,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from .errors import SvdError
+from .kinds import KIND_DEFAULTS, kind_defaults
 
 SAMPLER_NAMES = ("euler", "animatelcm")  # models/samplers.py SAMPLERS, without importing torch
 
@@ -48,8 +49,6 @@ class ModelEntry:
 
     @property
     def sampler(self) -> str:
-        from .models.kinds import KIND_DEFAULTS
-
         return self.defaults.get("sampler", KIND_DEFAULTS[self.kind]["sampler"])
 
 
@@ -70,7 +69,6 @@ def load_registry() -> dict[str, ModelEntry]:
         raise SvdError(f"The model registry {path} is missing; reinstall svd (pip install svd-cli).") from None
     except tomllib.TOMLDecodeError as exc:
         raise SvdError(f"The model registry {path} is not valid TOML ({exc}); fix or restore it.") from None
-    from .models.kinds import KIND_DEFAULTS, kind_defaults
 
     entries = {}
     for name, raw in data.get("models", {}).items():

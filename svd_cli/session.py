@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .device import free_memory
 from .errors import ref
 from .models.sources import resolve_file_model
 from .options import GenerationSettings, Request, with_defaults
@@ -184,7 +185,6 @@ class Session:
         """Load the text-to-image model (freeing SVD first) with a placement for stills of `size`."""
         from .memory import choose_image_plan
         from .models.loading import load_model, resolve_device, resolve_dtype
-        from .stages.animate import free_memory
         from .stages.first_frame import drawing_size
 
         req = self.request
@@ -208,7 +208,6 @@ class Session:
         model = self._model.image_model
         if model is None:
             return
-        from .stages.animate import free_memory
 
         device = model.device
         self._model.image_model = None

@@ -261,9 +261,8 @@ def test_each_profiles_upscale_tile_fits_beside_svd_on_that_profile():
     GiB, low 5, min 3 (memory/profiles.py); high is held to balanced's target, below high's own SVD peak.
     Measured: high 0.95 GiB (whole frame), balanced 0.23, low 0.14, min 0.11; SVD-XT's weights 4.24 GiB.
     """
-    from svd_cli.memory.profiles import PROFILE_ORDER
+    from svd_cli.memory.profiles import PROFILE_ORDER, tile_for
     from svd_cli.memory.upscale import simulate_upscale
-    from svd_cli.models.upscaler import tile_for
 
     # Two of the 23 blocks simulated, the other 21 blocks' weights added: the same peak as the full network,
     # checked here on balanced's tile (the full run takes seconds per tile size, the reduced one a fraction).

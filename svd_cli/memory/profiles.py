@@ -226,3 +226,8 @@ def chain_peak_bytes(parts: list[tuple[MemoryPlan, JobShape]]) -> int:
 
 def gib(n: int | float) -> str:
     return f"{n / 2**30:.1f} GiB"
+
+
+def tile_for(profile: str) -> int | None:
+    """The tile side (input pixels) the upscaler uses under a memory profile; None: whole frames."""
+    return UPSCALE_TILES[profile]

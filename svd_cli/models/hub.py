@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, ref
+from ..kinds import FILE_KINDS, KIND_DEFAULTS
 from ..progress import Progress, size_text
 from .layout import KIND_COMPONENTS, allow_patterns, is_complete
 
@@ -56,8 +57,6 @@ def download_snapshot(
     """Fetch the pipeline's files (keeping any already in the cache); map every Hub failure to one sentence."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
-
-    from .kinds import KIND_DEFAULTS
 
     fix = f"`svd weights pull {name}`"
     instead = f"{ref(KIND_DEFAULTS[kind]['option'])} {KIND_DEFAULTS[kind]['builtin']}"
@@ -118,8 +117,6 @@ def download_file(
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
-    from .kinds import KIND_DEFAULTS
-
     fix = f"`svd weights pull {name}`"
     instead = f"{ref(KIND_DEFAULTS[kind]['option'])} {KIND_DEFAULTS[kind]['builtin']}"
     if offline_mode():
@@ -163,8 +160,6 @@ def _explain_hub_error(
     exc: Exception, name: str, repo: str, revision: str, gated: bool, fix: str, instead: str, kind: str
 ) -> str:
     from huggingface_hub import errors as hf_errors
-
-    from .kinds import FILE_KINDS, KIND_DEFAULTS
 
     option = KIND_DEFAULTS[kind]["option"]
     local = "a .safetensors file" if kind in FILE_KINDS else "a local folder"

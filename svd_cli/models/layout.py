@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
+from ..kinds import KIND_DEFAULTS
 
 # Per kind: component folder -> file stem of its weights. A "*" in a folder is a glob for the download
 # (SDXL has text_encoder and text_encoder_2); the folders a model really has come from its model_index.json.
@@ -72,7 +73,6 @@ def is_complete(folder: Path, variant: str | None, kind: str = "svd") -> bool:
 
 def check_model_folder(folder: Path, variant: str | None = None, kind: str = "svd") -> None:
     """Refuse a folder that is not a complete pipeline of `kind` in diffusers layout, or that holds only pickles."""
-    from .kinds import KIND_DEFAULTS
 
     option = KIND_DEFAULTS[kind]["option"]
     if not (folder / "model_index.json").is_file():

@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
+from ..kinds import FILE_KINDS, KIND_DEFAULTS, folder_defaults, folder_kind, kind_defaults
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
-from .kinds import FILE_KINDS, KIND_DEFAULTS, folder_defaults, folder_kind, kind_defaults
 from .layout import check_model_folder, damaged_files, detect_variant, hash_problem, safetensors_problem
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -41,13 +41,6 @@ def build_upscaler_network(name: str, seed: int | None = None, **changes) -> tor
     return ESRGAN(**(NETWORKS[name] | changes)).eval().requires_grad_(False)
 
 
-def tile_for(profile: str) -> int | None:
-    """The tile side (input pixels) the upscaler uses under a memory profile; None: whole frames."""
-    from ..memory.profiles import UPSCALE_TILES
-
-    return UPSCALE_TILES[profile]
-
-
 class Upscaler(PostModel):
     """A loaded super-resolution model on a device, ready to enlarge clips' frames."""
 

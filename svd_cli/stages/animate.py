@@ -9,13 +9,13 @@ after the other, decode in chunks or tiles, weights moved to the device on use).
 
 from __future__ import annotations
 
-import gc
 from dataclasses import replace
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..device import free_memory
 from ..errors import NonFiniteError, OutOfMemoryError, ref
 from ..memory import MemoryPlan, apply_plan, step_down
 from ..options import GenerationSettings
@@ -311,11 +311,3 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and (
         "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
     )
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()

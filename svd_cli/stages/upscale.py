@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from ..memory.profiles import tile_for
 from . import Clip, PostStage, StageContext
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ def _read_upscaler(source, request) -> Upscaler:
 
 
 def _run(clip: Clip, context: StageContext) -> Clip:
-    from ..models.upscaler import tile_for
-
     return upscale_clip(clip, context.model, tile_for(context.profile), context.progress)
 
 
