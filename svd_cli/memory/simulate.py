@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UsageError, ref
+from ..progress import NullProgress, Progress
 from .profiles import PROFILE_ORDER, MemoryPlan, plan_for
 
 SIM_VERSION = 1  # bump when what is counted changes, so cached results are recomputed
@@ -755,12 +756,20 @@ def _cached(key: str, compute) -> Simulation:
     return result
 
 
+def _quietly(run, *args) -> Simulation:
+    """diffusers warns about fp32 modules whenever a fake component is cast; nothing a user can act on."""
+    from ..models.quiet import quiet_transformers
+
+    with quiet_transformers():
+        return run(*args)
+
+
 def simulate(arch: Architecture, plan: MemoryPlan, job: Job, use_cache: bool = True) -> Simulation:
     """Peak device bytes and FLOPs of one video made by svd's `Animator` with `plan` (cached on disk)."""
     what = {k: v for k, v in plan.describe().items() if k != "reason"}
     if not use_cache:
-        return _run_plan(arch, plan, job)
-    return _cached(_cache_key(arch, what, job), lambda: _run_plan(arch, plan, job))
+        return _quietly(_run_plan, arch, plan, job)
+    return _cached(_cache_key(arch, what, job), lambda: _quietly(_run_plan, arch, plan, job))
 
 
 def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool = True) -> Simulation:
@@ -768,8 +777,8 @@ def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool =
     if recipe not in RECIPES:
         raise ValueError(f"recipe {recipe!r} is not one of {RECIPES}")
     if not use_cache:
-        return _run_recipe(arch, recipe, job)
-    return _cached(_cache_key(arch, {"recipe": recipe}, job), lambda: _run_recipe(arch, recipe, job))
+        return _quietly(_run_recipe, arch, recipe, job)
+    return _cached(_cache_key(arch, {"recipe": recipe}, job), lambda: _quietly(_run_recipe, arch, recipe, job))
 
 
 def cached_simulation(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation | None:
@@ -800,7 +809,9 @@ class PlanReport:
         """Headers, rows and notes for a terminal table."""
         from .profiles import gib
 
-        headers = ["row", "simulated peak", "fits", "TFLOPs", *(f"{g} s" for g in GPU_FP16_TFLOPS), "savers"]
+        # Short headers ("4090 s" for the RTX 4090) keep the numbers within 80 columns; the notes name the GPUs.
+        gpus = (f"{g.split()[-1]} s" for g in GPU_FP16_TFLOPS)
+        headers = ["row", "peak", "fits", "TFLOPs", *gpus, "savers"]
         rows = []
         for r in self.rows:
             cards = fits_cards(r.peak_bytes)
@@ -853,8 +864,10 @@ def plan_report(
     steps: int | None = None,
     free_bytes: int | None = None,
     recipes: bool = True,
+    progress: Progress | None = None,
 ) -> PlanReport:
-    """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded."""
+    """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
+    `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes)."""
     from ..registry import get_entry
 
     arch = architecture_for(model)
@@ -862,9 +875,16 @@ def plan_report(
     frames = frames or (entry.defaults["frames"] if entry else int(arch.unet.get("num_frames", 25)))
     steps = steps or (entry.defaults["steps"] if entry else 25)
     job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype)
-    rows = [simulate(arch, plan_for(name), job) for name in PROFILE_ORDER]
+    progress = progress or NullProgress()
+    runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in PROFILE_ORDER]
     if recipes:
-        rows += [simulate_recipe(arch, recipe, job) for recipe in RECIPES]
+        runs += [(recipe, lambda recipe=recipe: simulate_recipe(arch, recipe, job)) for recipe in RECIPES]
+    rows = []
+    for index, (name, run) in enumerate(runs, 1):
+        progress.note(f"Simulating {name} ({index}/{len(runs)})...")
+        rows.append(run())
+        done = "from the cache" if rows[-1].cached else f"{rows[-1].seconds:.1f} s"
+        progress.note(f"  {name}: {done}")
     report = PlanReport(model=model, job=job, steps=steps, rows=rows, free_bytes=free_bytes)
     if free_bytes is not None:
         name, reason = pick_profile(free_bytes, [(r.name, r.peak_bytes) for r in rows[: len(PROFILE_ORDER)]])
