@@ -311,6 +311,85 @@ class _StageMeter:
         self.counter.stage_peak = self.counter.live
 
 
+class _Replays:
+    """Identical repeated calls of one unit of work (a decode chunk, a UNet call), simulated once.
+
+    A video repeats the same work on same-shaped tensors: the two CFG halves of a step, and the decode chunks
+    (5 of 5 frames for 25 frames; 12 of 2 under `min`), each several passes over its tiles. Their device bytes
+    rise and fall the same way from wherever they start, so the first call of a signature records its peak
+    above the live bytes it started from, its FLOPs and its output; a later call with the same signature
+    adds the same peak above its own start, the same FLOPs, and an empty output of the same layout (counted
+    like any new tensor). A call is only recorded if all it leaves behind is its output (weights moved onto
+    the device by an offload hook, or anything kept, would not repeat), so the counts equal a full run's.
+    """
+
+    def __init__(self, counter: _DeviceBytes) -> None:
+        self.counter = counter
+
+    def wrap(self, run):
+        """`run`, with repeated calls of the same signature replayed."""
+        records: dict[tuple, tuple] = {}
+
+        def replayed(*args, **kwargs):
+            key = _signature(args, kwargs)
+            if key is None:
+                return run(*args, **kwargs)
+            if key in records:
+                return self._replay(*records[key])
+            c = self.counter
+            live, peak, flops = c.live, c.peak, c.flops
+            c.peak = live  # the call's own peak, from where it starts
+            try:
+                out = run(*args, **kwargs)
+            finally:
+                call_peak, c.peak = c.peak, max(peak, c.peak)
+            if _sole_storage(out) and c.live - live == out.untyped_storage().nbytes():
+                records[key] = (call_peak - live, c.flops - flops, out.shape, out.stride(), out.dtype, out.device)
+            return out
+
+        return replayed
+
+    def _replay(self, rise: int, flops: int, shape, stride, dtype, device):
+        import torch
+
+        c = self.counter
+        c.peak = max(c.peak, c.live + rise)
+        c.stage_peak = max(c.stage_peak, c.live + rise)
+        c.flops += flops
+        return torch.empty_strided(shape, stride, dtype=dtype, device=device)
+
+
+def _signature(args: tuple, kwargs: dict) -> tuple | None:
+    """What a call's work depends on: tensors' layouts, modules' identities, plain values; None if unsure."""
+    import torch
+    from torch import nn
+
+    def part(value):
+        if isinstance(value, torch.Tensor):
+            return ("tensor", tuple(value.shape), value.stride(), value.dtype, value.device.type)
+        if isinstance(value, nn.Module):
+            return ("module", id(value))
+        if value is None or isinstance(value, bool | int | float | str):
+            return ("value", type(value).__name__, value)
+        raise TypeError(type(value).__name__)
+
+    try:
+        return (tuple(part(a) for a in args), tuple((k, part(v)) for k, v in sorted(kwargs.items())))
+    except TypeError:
+        return None
+
+
+def _sole_storage(out) -> bool:
+    """Whether `out` is one tensor that owns its whole storage (what a replay's empty tensor is)."""
+    import torch
+
+    return (
+        isinstance(out, torch.Tensor)
+        and out.storage_offset() == 0
+        and out.untyped_storage().nbytes() == out.numel() * out.element_size()
+    )
+
+
 def _progress_for(meter: _StageMeter):
     from ..progress import Progress
 
@@ -614,6 +693,9 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         meter = _StageMeter(counter)
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
         animator = Animator(model, plan)
+        replays = _Replays(counter)
+        animator._unet = replays.wrap(animator._unet)
+        animator._decode = replays.wrap(animator._decode)
         decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
 
@@ -678,6 +760,7 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
                 pipeline_utils.empty_device_cache = empty_cache
             pipe.unet.enable_forward_chunking()
             decode_chunk = 2
+        pipe.vae.decode = _replayed_decode(pipe.vae, _Replays(counter))
         unet_started = pipe.unet.register_forward_pre_hook(
             lambda *_: meter.mark("step") if meter.current == "encode" else None
         )
@@ -699,6 +782,15 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
         decoded = _run_to_end(run, meter)
         unet_started.remove()
         return _result(recipe, RECIPE_DESCRIPTIONS[recipe], decoded, counter, meter, pipe, started)
+
+
+def _replayed_decode(vae, replays: _Replays):
+    """`vae.decode` with repeated chunks replayed (see `_Replays`); it returns its usual `DecoderOutput`."""
+    from diffusers.models.autoencoders.vae import DecoderOutput
+
+    decode = vae.decode
+    sample = replays.wrap(lambda latents, **kwargs: decode(latents, **kwargs).sample)
+    return lambda latents, **kwargs: DecoderOutput(sample=sample(latents, **kwargs))
 
 
 # --- cache and public entry points -----------------------------------------------------------------------
