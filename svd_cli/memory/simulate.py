@@ -312,51 +312,98 @@ class _StageMeter:
 
 
 class _Replays:
-    """Identical repeated calls of one unit of work (a decode chunk, a UNet call), simulated once.
+    """Identical repeated calls of one unit of work (a decode chunk, a UNet call, a tile), simulated once.
 
-    A video repeats the same work on same-shaped tensors: the two CFG halves of a step, and the decode chunks
-    (5 of 5 frames for 25 frames; 12 of 2 under `min`), each several passes over its tiles. Their device bytes
-    rise and fall the same way from wherever they start, so the first call of a signature records its peak
-    above the live bytes it started from, its FLOPs and its output; a later call with the same signature
-    adds the same peak above its own start, the same FLOPs, and an empty output of the same layout (counted
-    like any new tensor). A call is only recorded if all it leaves behind is its output (weights moved onto
-    the device by an offload hook, or anything kept, would not repeat), so the counts equal a full run's.
+    A video repeats the same work on same-shaped tensors: the two CFG halves of a step, the decode chunks
+    (5 of 5 frames for 25 frames; 12 of 2 under `min`), and within a chunk the tiles of a pass, most of the
+    same size. Their device bytes rise and fall the same way from wherever they start, so the first call of a
+    signature records its peak above the live bytes it started from, its FLOPs and its output's layout; a
+    later call with the same signature adds the same peak above its own start, the same FLOPs, and an empty
+    output of the same layout (counted like any new tensor). A call is only recorded if all it leaves behind
+    is its output (weights moved onto the device by an offload hook, or anything kept, would not repeat), so
+    the counts equal a full run's. Calls nest: a recorded chunk's peak includes its replayed tiles'.
     """
 
     def __init__(self, counter: _DeviceBytes) -> None:
         self.counter = counter
 
     def wrap(self, run):
-        """`run`, with repeated calls of the same signature replayed."""
+        """`run`, with repeated calls of the same `_signature` replayed."""
         records: dict[tuple, tuple] = {}
 
         def replayed(*args, **kwargs):
-            key = _signature(args, kwargs)
-            if key is None:
-                return run(*args, **kwargs)
-            if key in records:
-                return self._replay(*records[key])
-            c = self.counter
-            live, peak, flops = c.live, c.peak, c.flops
-            c.peak = live  # the call's own peak, from where it starts
-            try:
-                out = run(*args, **kwargs)
-            finally:
-                call_peak, c.peak = c.peak, max(peak, c.peak)
-            if _sole_storage(out) and c.live - live == out.untyped_storage().nbytes():
-                records[key] = (call_peak - live, c.flops - flops, out.shape, out.stride(), out.dtype, out.device)
-            return out
+            return self.call(records, _signature(args, kwargs), lambda: run(*args, **kwargs))
 
         return replayed
 
-    def _replay(self, rise: int, flops: int, shape, stride, dtype, device):
+    def call(self, records: dict, key: tuple | None, run):
+        """`run()` (a tensor or None), or the replay of the call recorded under `key` in `records`."""
+        if key is None:
+            return run()
+        if key in records:
+            return self._replay(*records[key])
+        c = self.counter
+        live, peak, flops = c.live, c.peak, c.flops
+        c.peak = live  # the call's own peak, from where it starts
+        try:
+            out = run()
+        finally:
+            call_peak, c.peak = c.peak, max(peak, c.peak)
+        if out is None and c.live == live:
+            records[key] = (call_peak - live, c.flops - flops, None)
+        elif _sole_storage(out) and c.live - live == out.untyped_storage().nbytes():
+            layout = (out.shape, out.stride(), out.dtype, out.device)
+            records[key] = (call_peak - live, c.flops - flops, layout)
+        return out
+
+    def _replay(self, rise: int, flops: int, layout: tuple | None):
         import torch
 
         c = self.counter
         c.peak = max(c.peak, c.live + rise)
         c.stage_peak = max(c.stage_peak, c.live + rise)
         c.flops += flops
+        if layout is None:
+            return None
+        shape, stride, dtype, device = layout
         return torch.empty_strided(shape, stride, dtype=dtype, device=device)
+
+
+@contextlib.contextmanager
+def _replayed_tiles(replays: _Replays) -> Iterator[None]:
+    """The tiled VAE's tiles replayed (see `_Replays`) where a pass repeats a tile's shapes.
+
+    On fake tensors a tile's work depends on its shapes: the stage's input, the tile with its halo, its core
+    (SVD's tiled stages normalise at their input's resolution, so the core's slice is the core's size
+    wherever it starts), and the pass: which GroupNorm it gathers and how many statistics it already has.
+    A gathering tile stops at its GroupNorm (None, nothing left behind); replayed, it stops the same way.
+    Records are per stage function and go when it does (a new decode call makes new ones).
+    """
+    from . import vae_tiling
+
+    original = vae_tiling._run_one
+    records: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def run_one(fn, x, t, tile_pass):
+        def run():
+            try:
+                return original(fn, x, t, tile_pass)
+            except vae_tiling._StopTile:
+                return None
+
+        shapes = (t.py1 - t.py0, t.px1 - t.px0, t.y1 - t.y0, t.x1 - t.x0)
+        key = (*_signature((x,), {}), shapes, tile_pass.gather, len(tile_pass.stats))
+        out = replays.call(records.setdefault(fn, {}), key, run)
+        if out is None:
+            tile_pass.reached = True
+            raise vae_tiling._StopTile
+        return out
+
+    vae_tiling._run_one = run_one
+    try:
+        yield
+    finally:
+        vae_tiling._run_one = original
 
 
 def _signature(args: tuple, kwargs: dict) -> tuple | None:
@@ -696,7 +743,8 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         replays = _Replays(counter)
         animator._unet = replays.wrap(animator._unet)
         animator._decode = replays.wrap(animator._decode)
-        decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
+        with _replayed_tiles(replays):
+            decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
 
 
