@@ -369,6 +369,19 @@ class _Replays:
         return torch.empty_strided(shape, stride, dtype=dtype, device=device)
 
 
+def _replay_feed_forward_pieces(unet, replays: _Replays) -> None:
+    """The layers of every feed-forward replayed where a chunked feed-forward (svd's token slices, diffusers'
+    forward chunking) runs them again on a same-shaped slice. Wrapped after the placement, so an offload
+    hook's weight copies are part of what is recorded (`_Replays` records nothing that leaves them behind)."""
+    from diffusers.models.attention import FeedForward
+
+    for module in unet.modules():
+        if isinstance(module, FeedForward):
+            for layer in module.net:
+                if any(True for _ in layer.parameters()):  # the projections; dropout returns its input
+                    layer.forward = replays.wrap(layer.forward)
+
+
 @contextlib.contextmanager
 def _replayed_tiles(replays: _Replays) -> Iterator[None]:
     """The tiled VAE's tiles replayed (see `_Replays`) where a pass repeats a tile's shapes.
@@ -743,6 +756,7 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         replays = _Replays(counter)
         animator._unet = replays.wrap(animator._unet)
         animator._decode = replays.wrap(animator._decode)
+        _replay_feed_forward_pieces(pipe.unet, replays)
         with _replayed_tiles(replays):
             decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
@@ -808,7 +822,9 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
                 pipeline_utils.empty_device_cache = empty_cache
             pipe.unet.enable_forward_chunking()
             decode_chunk = 2
-        pipe.vae.decode = _replayed_decode(pipe.vae, _Replays(counter))
+        replays = _Replays(counter)
+        pipe.vae.decode = _replayed_decode(pipe.vae, replays)
+        _replay_feed_forward_pieces(pipe.unet, replays)
         unet_started = pipe.unet.register_forward_pre_hook(
             lambda *_: meter.mark("step") if meter.current == "encode" else None
         )
