@@ -327,12 +327,16 @@ class _Replays:
     def __init__(self, counter: _DeviceBytes) -> None:
         self.counter = counter
 
-    def wrap(self, run):
-        """`run`, with repeated calls of the same `_signature` replayed."""
-        records: dict[tuple, tuple] = {}
+    def wrap(self, run, records: dict | None = None, context=None):
+        """`run`, with repeated calls of the same `_signature` replayed. `records` may outlive this run (another
+        row's); then `context()` must say everything else the call's work depends on (see `_decode_context`)."""
+        records = {} if records is None else records
 
         def replayed(*args, **kwargs):
-            return self.call(records, _signature(args, kwargs), lambda: run(*args, **kwargs))
+            key = _signature(args, kwargs)
+            if key is not None and context is not None:
+                key = (context(), key)
+            return self.call(records, key, lambda: run(*args, **kwargs))
 
         return replayed
 
@@ -417,6 +421,25 @@ def _replayed_tiles(replays: _Replays) -> Iterator[None]:
         yield
     finally:
         vae_tiling._run_one = original
+
+
+# Decode chunks recorded in one row, replayed in another that decodes the same chunks the same way (balanced
+# and low decode the same 5-frame tiled chunks of the same job); keyed by `_decode_context`.
+_SHARED_DECODES: dict[tuple, tuple] = {}
+
+
+def _decode_context(arch: Architecture, job: Job, plan: MemoryPlan, math_attention: bool, decoder):
+    """What a decode call's work depends on besides its latents: the architecture and job, the attention
+    kernel, the plan's VAE tiling, and where the decoder's weights are as it starts (all on the device,
+    moved whole, in every profile; an offload hook would stream them)."""
+    fixed = ("decode", arch.key(), job, math_attention, plan.vae_tiling, plan.vae_tile)
+
+    def context() -> tuple:
+        weights = sorted({(p.device.type, str(p.dtype)) for p in decoder.parameters()})
+        hooked = any(hasattr(m, "_hf_hook") for m in decoder.modules())
+        return (*fixed, tuple(weights), hooked)
+
+    return context
 
 
 def _signature(args: tuple, kwargs: dict) -> tuple | None:
@@ -755,7 +778,8 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         animator = Animator(model, plan)
         replays = _Replays(counter)
         animator._unet = replays.wrap(animator._unet)
-        animator._decode = replays.wrap(animator._decode)
+        decode_context = _decode_context(arch, job, plan, math, pipe.vae.decoder)
+        animator._decode = replays.wrap(animator._decode, _SHARED_DECODES, decode_context)
         _replay_feed_forward_pieces(pipe.unet, replays)
         with _replayed_tiles(replays):
             decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
