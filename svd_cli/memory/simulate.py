@@ -353,10 +353,11 @@ class _Replays:
             out = run()
         finally:
             call_peak, c.peak = c.peak, max(peak, c.peak)
+        tensor, boxed = (out[0], True) if isinstance(out, tuple) and len(out) == 1 else (out, False)
         if out is None and c.live == live:
             records[key] = (call_peak - live, c.flops - flops, None)
-        elif _sole_storage(out) and c.live - live == out.untyped_storage().nbytes():
-            layout = (out.shape, out.stride(), out.dtype, out.device)
+        elif _sole_storage(tensor) and c.live - live == tensor.untyped_storage().nbytes():
+            layout = (tensor.shape, tensor.stride(), tensor.dtype, tensor.device, boxed)
             records[key] = (call_peak - live, c.flops - flops, layout)
         return out
 
@@ -369,8 +370,9 @@ class _Replays:
         c.flops += flops
         if layout is None:
             return None
-        shape, stride, dtype, device = layout
-        return torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        shape, stride, dtype, device, boxed = layout
+        out = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        return (out,) if boxed else out  # a block called with return_dict=False gives a 1-tuple
 
 
 def _replay_feed_forward_pieces(unet, replays: _Replays) -> None:
@@ -384,6 +386,72 @@ def _replay_feed_forward_pieces(unet, replays: _Replays) -> None:
             for layer in module.net:
                 if any(True for _ in layer.parameters()):  # the projections; dropout returns its input
                     layer.forward = replays.wrap(layer.forward)
+
+
+# UNet blocks recorded in one row or at one level, replayed wherever a block of the same structure runs on
+# the same shapes: an SVD UNet level repeats its transformer and resnet blocks, and the rows repeat levels.
+_SHARED_BLOCKS: dict[tuple, tuple] = {}
+
+
+def _replay_unet_blocks(unet, replays: _Replays, job: Job, math_attention: bool) -> None:
+    """The UNet's spatio-temporal transformer and resnet blocks replayed across blocks, levels and rows of the
+    same `_structure` and input shapes (wrapped after the placement and the savers, which `_structure` sees)."""
+    from diffusers.models.resnet import SpatioTemporalResBlock
+    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+
+    for module in unet.modules():
+        if isinstance(module, SpatioTemporalResBlock | TransformerSpatioTemporalModel):
+            context = _block_context(module, job, math_attention)
+            module.forward = replays.wrap(module.forward, _SHARED_BLOCKS, context)
+
+
+def _block_context(module, job: Job, math_attention: bool):
+    return lambda: (job.gpu, job.dtype, math_attention, _structure(module))
+
+
+PLAIN = (bool, int, float, str)
+
+
+def _structure(module) -> tuple:
+    """Everything in a module's tree that its work on fake tensors can depend on, as it is now: each
+    submodule's class and plain settings (heads, chunk sizes, eval mode), its tensors' shapes, dtypes and
+    devices, its offload hook, its attention processor, and any forward put on the instance (svd's
+    feed-forward chunking; the chunk size is in its closure)."""
+
+    def plain(obj) -> tuple:
+        return tuple(sorted((k, v) for k, v in vars(obj).items() if v is None or isinstance(v, PLAIN)))
+
+    def tensors(table: dict) -> tuple:
+        return tuple((n, tuple(t.shape), t.dtype, str(t.device)) for n, t in table.items() if t is not None)
+
+    def closure(fn) -> tuple:
+        values = []
+        for cell in getattr(fn, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                if isinstance(cell.cell_contents, PLAIN):
+                    values.append(cell.cell_contents)
+        return (getattr(fn, "__qualname__", type(fn).__name__), *values)
+
+    parts = []
+    for name, m in module.named_modules():
+        hook = getattr(m, "_hf_hook", None)
+        processor = getattr(m, "processor", None)
+        forward = m.__dict__.get("forward")
+        parts.append(
+            (
+                name,
+                type(m).__qualname__,
+                plain(m),
+                tensors(m._parameters),
+                tensors(m._buffers),
+                None
+                if hook is None
+                else (type(hook).__qualname__, plain(hook), str(getattr(hook, "execution_device", None))),
+                None if processor is None else (type(processor).__qualname__, plain(processor)),
+                None if forward is None else closure(forward),
+            )
+        )
+    return tuple(parts)
 
 
 @contextlib.contextmanager
@@ -435,7 +503,7 @@ def _decode_context(arch: Architecture, job: Job, plan: MemoryPlan, math_attenti
     fixed = ("decode", arch.key(), job, math_attention, plan.vae_tiling, plan.vae_tile)
 
     def context() -> tuple:
-        weights = sorted({(p.device.type, str(p.dtype)) for p in decoder.parameters()})
+        weights = sorted({(str(p.device), str(p.dtype)) for p in decoder.parameters()})
         hooked = any(hasattr(m, "_hf_hook") for m in decoder.modules())
         return (*fixed, tuple(weights), hooked)
 
@@ -449,7 +517,7 @@ def _signature(args: tuple, kwargs: dict) -> tuple | None:
 
     def part(value):
         if isinstance(value, torch.Tensor):
-            return ("tensor", tuple(value.shape), value.stride(), value.dtype, value.device.type)
+            return ("tensor", tuple(value.shape), value.stride(), value.dtype, str(value.device))
         if isinstance(value, nn.Module):
             return ("module", id(value))
         if value is None or isinstance(value, bool | int | float | str):
@@ -781,6 +849,7 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         decode_context = _decode_context(arch, job, plan, math, pipe.vae.decoder)
         animator._decode = replays.wrap(animator._decode, _SHARED_DECODES, decode_context)
         _replay_feed_forward_pieces(pipe.unet, replays)
+        _replay_unet_blocks(pipe.unet, replays, job, math)
         with _replayed_tiles(replays):
             decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
@@ -849,6 +918,7 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
         replays = _Replays(counter)
         pipe.vae.decode = _replayed_decode(pipe.vae, replays)
         _replay_feed_forward_pieces(pipe.unet, replays)
+        _replay_unet_blocks(pipe.unet, replays, job, job.gpu != "cuda")
         unet_started = pipe.unet.register_forward_pre_hook(
             lambda *_: meter.mark("step") if meter.current == "encode" else None
         )
