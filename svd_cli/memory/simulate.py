@@ -26,6 +26,12 @@ The video processor's `preprocess` (the PIL image to a CPU tensor) runs on real 
 on the CPU in a real run; its output moves to the device under the fake mode. The last step of a video,
 converting the decoded frames to numpy, is where the simulation stops.
 
+Work a video repeats on same-shaped tensors is simulated once and replayed (`_Replays`): the second CFG half,
+same-sized decode chunks, the same-sized tiles of a tiled pass, a chunked feed-forward's slices, and UNet
+blocks of the same structure (across levels, and across rows of `svd plan`). A replay adds the recorded peak
+above the live bytes it starts from, the recorded FLOPs and an empty output of the same layout, so every
+count equals a full run's (svd-xt's default table: identical bytes and FLOPs, a quarter of the time).
+
 One denoising step is simulated; a video's FLOPs are encode + steps x step + decode. Results are cached on
 disk in svd's cache folder, keyed by the architecture's config hash, frames, size, dtype, plan, and the svd,
 torch and diffusers versions.
