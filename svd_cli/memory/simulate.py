@@ -786,25 +786,44 @@ def _weights_bytes(pipe) -> int:
     return sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.image_encoder) for p in m.parameters())
 
 
-@contextlib.contextmanager
-def _simulated(math_attention: bool) -> Iterator[tuple]:
-    """Fake mode under the counting mode; yields the counter."""
-    import torch
+def _fake_mode():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    counter = _DeviceBytes()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     # The converter memoizes every operation's output (a fresh meta tensor) with a weak reference, which
     # nn.Module.to() refuses when it swaps a fake parameter for its moved copy; those memos are never reused.
     fake.fake_tensor_converter.set_tensor_memo = lambda t, v: None
+    return fake
+
+
+@contextlib.contextmanager
+def _simulated(math_attention: bool) -> Iterator[_DeviceBytes]:
+    """Fake mode under the counting mode; yields the counter."""
+    import torch
+
+    counter = _DeviceBytes()
     with (
         torch.no_grad(),
         _attention_kernels(math_attention),
         _offload_placeholders(counter),
-        fake,
+        _fake_mode(),
         _counting_mode(counter),
     ):
         yield counter
+
+
+@contextlib.contextmanager
+def _simulated_pipeline(arch: Architecture, dtype, math_attention: bool) -> Iterator[tuple]:
+    """`_simulated`, with the fake pipeline of `arch` built first, outside the counting mode (its weights
+    are fake CPU tensors, which hold no device memory; counting would only slow the creation of thousands of
+    them). Yields the counter and the pipeline."""
+    import torch
+
+    counter = _DeviceBytes()
+    with torch.no_grad(), _attention_kernels(math_attention), _offload_placeholders(counter), _fake_mode():
+        pipe = _fake_pipeline(arch, dtype)
+        with _counting_mode(counter):
+            yield counter, pipe
 
 
 # --- the simulations -------------------------------------------------------------------------------------
@@ -843,9 +862,7 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     dtype = _torch_dtype(job.dtype)
     device = torch.device("meta")
     math = job.gpu != "cuda" or plan.attention == "sliced"
-    with _simulated(math) as counter:
-        with counter.ignore():  # building on "meta" allocates nothing real; only placement moves count
-            pipe = _fake_pipeline(arch, dtype)
+    with _simulated_pipeline(arch, dtype, math) as (counter, pipe):
         model = SVDAdapter(ModelSource(name=arch.name, path=Path(".")), pipe, device, dtype)
         meter = _StageMeter(counter)
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
@@ -894,9 +911,7 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
 
     started = time.perf_counter()
     dtype = _torch_dtype(job.dtype)
-    with _simulated(job.gpu != "cuda") as counter:
-        with counter.ignore():  # building on "meta" allocates nothing real; only placement moves count
-            pipe = _fake_pipeline(arch, dtype)
+    with _simulated_pipeline(arch, dtype, job.gpu != "cuda") as (counter, pipe):
         # `do_classifier_free_guidance` reads `guidance_scale.max() > 1` off the device, a value fake tensors do
         # not have; it is known: the job's max guidance (3.0) is above 1.
         guided = _settings(job).max_cfg > 1
