@@ -191,3 +191,25 @@ def test_sliced_attention_on_a_math_kernel_gpu_holds_less_while_denoising():
     sliced = simulate(TINY, replace(plan, attention="sliced", attention_slice_scores=2**14), job, use_cache=False)
     plain = simulate(TINY, replace(plan, attention="sdpa"), job, use_cache=False)
     assert sliced.stage_peak_bytes["step"] < plain.stage_peak_bytes["step"]
+
+
+def test_replayed_work_counts_exactly_what_simulating_it_again_counts(monkeypatch):
+    # The second CFG half, decode chunks, tiles, feed-forward slices and UNet blocks that repeat are simulated
+    # once and replayed; a tiled job of the tiny model, every repeat simulated again instead, counts the same.
+    import svd_cli.memory.simulate as simulate_module
+    from svd_cli.memory.simulate import simulate_recipe
+
+    job = Job(frames=5, width=512, height=320, dtype="fp16")  # 2 x 2 tiles of 256, decoded 2, 2 and 1 frames
+
+    def rows() -> dict:
+        sims = [simulate(TINY, plan_for("min"), job, use_cache=False)]
+        sims.append(simulate_recipe(TINY, "diffusers-lowmem", job, use_cache=False))
+        return {s.name: (s.peak_bytes, s.stage_peak_bytes, s.stage_flops) for s in sims}
+
+    replays = []
+    replay = simulate_module._Replays._replay
+    monkeypatch.setattr(simulate_module._Replays, "_replay", lambda self, *a: replays.append(a) or replay(self, *a))
+    replayed = rows()
+    assert len(replays) > 20  # chunks, tiles, slices and blocks were replayed
+    monkeypatch.setattr(simulate_module._Replays, "call", lambda self, records, key, run: run())
+    assert rows() == replayed
