@@ -483,7 +483,10 @@ def _replayed_tiles(replays: _Replays) -> Iterator[None]:
                 return None
 
         shapes = (t.py1 - t.py0, t.px1 - t.px0, t.y1 - t.y0, t.x1 - t.x0)
-        key = (*_signature((x,), {}), shapes, tile_pass.gather, len(tile_pass.stats))
+        # The last pass (gather None) does what the pass before it did: that one's GroupNorm to gather was
+        # one past the stage's last, so it ran every tile to the end with the same statistics.
+        gather = len(tile_pass.stats) if tile_pass.gather is None else tile_pass.gather
+        key = (*_signature((x,), {}), shapes, gather, len(tile_pass.stats))
         out = replays.call(records.setdefault(fn, {}), key, run)
         if out is None:
             tile_pass.reached = True
