@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from dataclasses import replace
 
 import torch
@@ -73,8 +75,16 @@ def test_svd_plan_runs_offline_with_no_weights_for_the_full_size_model(svd, monk
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # Full-size SVD-XT architecture at a small job, to keep the test quick; the default job runs the same code.
     args = ("plan", "--model", "svd-xt", "--frames", "2", "--size", "256x128", "--json")
-    r = svd(*args)
+    with _library_warnings() as warned:
+        r = svd(*args)
     assert r.code == 0, r.err
+    # A note on stderr as each row starts and ends, and no library warning (diffusers warns when a fake
+    # component is cast to another dtype).
+    assert warned == [] and "warn" not in r.err.lower(), warned or r.err
+    names = [*PROFILE_ORDER, *RECIPES]
+    for index, name in enumerate(names, 1):
+        assert f"Simulating {name} ({index}/{len(names)})..." in r.err
+        assert re.search(rf"^  {name}: \d+\.\d s$", r.err, re.MULTILINE), r.err
     report = json.loads(r.out)
     rows = {row["name"]: row for row in report["rows"]}
     assert list(rows) == [*PROFILE_ORDER, *RECIPES]
@@ -96,7 +106,37 @@ def test_svd_plan_runs_offline_with_no_weights_for_the_full_size_model(svd, monk
 
     table = svd("plan", "--model", "svd-xt", "--frames", "2", "--size", "256x128", "--vram", "80")
     assert table.code == 0, table.err
+    assert "  high: from the cache" in table.err
+    # Piped (as here): plain text within 80 columns, no padding; the savers are listed under the table.
     assert "--memory auto would pick high" in table.out and "diffusers-lowmem" in table.out
+    lines = table.out.splitlines()
+    assert max(len(line) for line in lines) <= 80 and all(line == line.rstrip() for line in lines), table.out
+    assert "\x1b[" not in table.out
+    assert "min: sequential offload, CFG split" in table.out
+
+
+@contextlib.contextmanager
+def _library_warnings():
+    """Warnings from Python's `warnings` and from the diffusers and transformers loggers, as they happen."""
+    import logging
+    import warnings
+
+    records: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: records.append(record.getMessage())
+    loggers = [logging.getLogger(name) for name in ("diffusers", "transformers")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield records
+        # What a user would see: Python hides deprecation warnings outside __main__.
+        hidden = (DeprecationWarning, PendingDeprecationWarning)
+        records += [str(w.message) for w in caught if not issubclass(w.category, hidden)]
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
 
 
 def test_svd_plan_rejects_an_unknown_model(svd):
@@ -151,3 +191,25 @@ def test_sliced_attention_on_a_math_kernel_gpu_holds_less_while_denoising():
     sliced = simulate(TINY, replace(plan, attention="sliced", attention_slice_scores=2**14), job, use_cache=False)
     plain = simulate(TINY, replace(plan, attention="sdpa"), job, use_cache=False)
     assert sliced.stage_peak_bytes["step"] < plain.stage_peak_bytes["step"]
+
+
+def test_replayed_work_counts_exactly_what_simulating_it_again_counts(monkeypatch):
+    # The second CFG half, decode chunks, tiles, feed-forward slices and UNet blocks that repeat are simulated
+    # once and replayed; a tiled job of the tiny model, every repeat simulated again instead, counts the same.
+    import svd_cli.memory.simulate as simulate_module
+    from svd_cli.memory.simulate import simulate_recipe
+
+    job = Job(frames=5, width=512, height=320, dtype="fp16")  # 2 x 2 tiles of 256, decoded 2, 2 and 1 frames
+
+    def rows() -> dict:
+        sims = [simulate(TINY, plan_for("min"), job, use_cache=False)]
+        sims.append(simulate_recipe(TINY, "diffusers-lowmem", job, use_cache=False))
+        return {s.name: (s.peak_bytes, s.stage_peak_bytes, s.stage_flops) for s in sims}
+
+    replays = []
+    replay = simulate_module._Replays._replay
+    monkeypatch.setattr(simulate_module._Replays, "_replay", lambda self, *a: replays.append(a) or replay(self, *a))
+    replayed = rows()
+    assert len(replays) > 20  # chunks, tiles, slices and blocks were replayed
+    monkeypatch.setattr(simulate_module._Replays, "call", lambda self, records, key, run: run())
+    assert rows() == replayed

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Annotated
 
 import typer
 
 from .common import Debug, JsonOut, words
+
+PIPED_WIDTH = 80
 
 
 def plan(
@@ -47,26 +50,50 @@ def plan(
     width, height = parse_size(size)
     check_size((width, height))
     free = int(vram * 2**30) - CUDA_CONTEXT_BYTES if vram is not None else _free_cuda_memory()
-    report = plan_report(model, frames=frames, size=(width, height), dtype=dtype, steps=steps, free_bytes=free)
+    from .terminal import PlainProgress
+
+    progress = PlainProgress(words)  # stderr: an uncached row takes seconds to minutes
+    report = plan_report(
+        model, frames=frames, size=(width, height), dtype=dtype, steps=steps, free_bytes=free, progress=progress
+    )
     if json_out:
         print(json.dumps(report.as_json(), indent=2))
         return
     from rich.table import Table
 
-    from .terminal import out_console
-
     headers, rows, notes = report.table()
+    piped = not sys.stdout.isatty()
+    if piped:  # savers are listed under the table, so the numbers fit in 80 columns
+        savers = [f"{row[0]}: {row[-1]}" for row in rows]
+        headers, rows = headers[:-1], [row[:-1] for row in rows]
     table = Table(title=f"svd plan: {model}", box=None, pad_edge=False)
     for header in headers:
-        table.add_column(header, justify="left" if header in ("row", "savers") else "right")
+        left = header in ("row", "savers")
+        table.add_column(header, justify="left" if left else "right", no_wrap=header != "savers")
     for row in rows:
         table.add_row(*row)
-    console = out_console()
-    console.print(table)
-    for note in notes:
-        console.print(words(note), markup=False)
+    lines = [table, *(["savers:", *savers] if piped else []), *(words(note) for note in notes)]
     if report.free_bytes is None:
-        console.print("No CUDA GPU here: pass --vram GB to see what --memory auto would pick.", markup=False)
+        lines.append("No CUDA GPU here: pass --vram GB to see what --memory auto would pick.")
+    _print(lines, piped)
+
+
+def _print(renderables: list, piped: bool) -> None:
+    """On a terminal, at its width; piped, plain text wrapped at 80 columns with no trailing padding."""
+    from rich.console import Console
+
+    from .terminal import out_console
+
+    if not piped:
+        console = out_console()
+        for item in renderables:
+            console.print(item, markup=False)
+        return
+    plain = Console(width=PIPED_WIDTH, no_color=True, highlight=False, force_terminal=False)
+    with plain.capture() as captured:
+        for item in renderables:
+            plain.print(item, markup=False)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
 
 
 def _free_cuda_memory() -> int | None:

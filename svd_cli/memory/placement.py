@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 OFFLOAD_MODES = ("none", "model", "sequential")
-MOVED_WHOLE = ("vae_encoder", "vae_decoder")  # under sequential offload
+MOVED_WHOLE = ("vae_encoder", "decoder")  # under sequential offload; the roles of `components()`
 
 
 class Placement:

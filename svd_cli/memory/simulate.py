@@ -26,6 +26,12 @@ The video processor's `preprocess` (the PIL image to a CPU tensor) runs on real 
 on the CPU in a real run; its output moves to the device under the fake mode. The last step of a video,
 converting the decoded frames to numpy, is where the simulation stops.
 
+Work a video repeats on same-shaped tensors is simulated once and replayed (`_Replays`): the second CFG half,
+same-sized decode chunks, the same-sized tiles of a tiled pass, a chunked feed-forward's slices, and UNet
+blocks of the same structure (across levels, and across rows of `svd plan`). A replay adds the recorded peak
+above the live bytes it starts from, the recorded FLOPs and an empty output of the same layout, so every
+count equals a full run's (svd-xt's default table: identical bytes and FLOPs, a quarter of the time).
+
 One denoising step is simulated; a video's FLOPs are encode + steps x step + decode. Results are cached on
 disk in svd's cache folder, keyed by the architecture's config hash, frames, size, dtype, plan, and the svd,
 torch and diffusers versions.
@@ -43,6 +49,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UsageError, ref
+from ..progress import NullProgress, Progress
 from .profiles import PROFILE_ORDER, MemoryPlan, plan_for
 
 SIM_VERSION = 1  # bump when what is counted changes, so cached results are recomputed
@@ -310,6 +317,239 @@ class _StageMeter:
         self.counter.stage_peak = self.counter.live
 
 
+class _Replays:
+    """Identical repeated calls of one unit of work (a decode chunk, a UNet call, a tile), simulated once.
+
+    A video repeats the same work on same-shaped tensors: the two CFG halves of a step, the decode chunks
+    (5 of 5 frames for 25 frames; 12 of 2 under `min`), and within a chunk the tiles of a pass, most of the
+    same size. Their device bytes rise and fall the same way from wherever they start, so the first call of a
+    signature records its peak above the live bytes it started from, its FLOPs and its output's layout; a
+    later call with the same signature adds the same peak above its own start, the same FLOPs, and an empty
+    output of the same layout (counted like any new tensor). A call is only recorded if all it leaves behind
+    is its output (weights moved onto the device by an offload hook, or anything kept, would not repeat), so
+    the counts equal a full run's. Calls nest: a recorded chunk's peak includes its replayed tiles'.
+    """
+
+    def __init__(self, counter: _DeviceBytes) -> None:
+        self.counter = counter
+
+    def wrap(self, run, records: dict | None = None, context=None):
+        """`run`, with repeated calls of the same `_signature` replayed. `records` may outlive this run (another
+        row's); then `context()` must say everything else the call's work depends on (see `_decode_context`)."""
+        records = {} if records is None else records
+
+        def replayed(*args, **kwargs):
+            key = _signature(args, kwargs)
+            if key is not None and context is not None:
+                key = (context(), key)
+            return self.call(records, key, lambda: run(*args, **kwargs))
+
+        return replayed
+
+    def call(self, records: dict, key: tuple | None, run):
+        """`run()` (a tensor or None), or the replay of the call recorded under `key` in `records`."""
+        if key is None:
+            return run()
+        if key in records:
+            return self._replay(*records[key])
+        c = self.counter
+        live, peak, flops = c.live, c.peak, c.flops
+        c.peak = live  # the call's own peak, from where it starts
+        try:
+            out = run()
+        finally:
+            call_peak, c.peak = c.peak, max(peak, c.peak)
+        tensor, boxed = (out[0], True) if isinstance(out, tuple) and len(out) == 1 else (out, False)
+        if out is None and c.live == live:
+            records[key] = (call_peak - live, c.flops - flops, None)
+        elif _sole_storage(tensor) and c.live - live == tensor.untyped_storage().nbytes():
+            layout = (tensor.shape, tensor.stride(), tensor.dtype, tensor.device, boxed)
+            records[key] = (call_peak - live, c.flops - flops, layout)
+        return out
+
+    def _replay(self, rise: int, flops: int, layout: tuple | None):
+        import torch
+
+        c = self.counter
+        c.peak = max(c.peak, c.live + rise)
+        c.stage_peak = max(c.stage_peak, c.live + rise)
+        c.flops += flops
+        if layout is None:
+            return None
+        shape, stride, dtype, device, boxed = layout
+        out = torch.empty_strided(shape, stride, dtype=dtype, device=device)
+        return (out,) if boxed else out  # a block called with return_dict=False gives a 1-tuple
+
+
+def _replay_feed_forward_pieces(unet, replays: _Replays) -> None:
+    """The layers of every feed-forward replayed where a chunked feed-forward (svd's token slices, diffusers'
+    forward chunking) runs them again on a same-shaped slice. Wrapped after the placement, so an offload
+    hook's weight copies are part of what is recorded (`_Replays` records nothing that leaves them behind)."""
+    from diffusers.models.attention import FeedForward
+
+    for module in unet.modules():
+        if isinstance(module, FeedForward):
+            for layer in module.net:
+                if any(True for _ in layer.parameters()):  # the projections; dropout returns its input
+                    layer.forward = replays.wrap(layer.forward)
+
+
+# UNet blocks recorded in one row or at one level, replayed wherever a block of the same structure runs on
+# the same shapes: an SVD UNet level repeats its transformer and resnet blocks, and the rows repeat levels.
+_SHARED_BLOCKS: dict[tuple, tuple] = {}
+
+
+def _replay_unet_blocks(unet, replays: _Replays, job: Job, math_attention: bool) -> None:
+    """The UNet's spatio-temporal transformer and resnet blocks replayed across blocks, levels and rows of the
+    same `_structure` and input shapes (wrapped after the placement and the savers, which `_structure` sees)."""
+    from diffusers.models.resnet import SpatioTemporalResBlock
+    from diffusers.models.transformers.transformer_temporal import TransformerSpatioTemporalModel
+
+    for module in unet.modules():
+        if isinstance(module, SpatioTemporalResBlock | TransformerSpatioTemporalModel):
+            context = _block_context(module, job, math_attention)
+            module.forward = replays.wrap(module.forward, _SHARED_BLOCKS, context)
+
+
+def _block_context(module, job: Job, math_attention: bool):
+    return lambda: (job.gpu, job.dtype, math_attention, _structure(module))
+
+
+PLAIN = (bool, int, float, str)
+
+
+def _structure(module) -> tuple:
+    """Everything in a module's tree that its work on fake tensors can depend on, as it is now: each
+    submodule's class and plain settings (heads, chunk sizes, eval mode), its tensors' shapes, dtypes and
+    devices, its offload hook, its attention processor, and any forward put on the instance (svd's
+    feed-forward chunking; the chunk size is in its closure)."""
+
+    def plain(obj) -> tuple:
+        return tuple(sorted((k, v) for k, v in vars(obj).items() if v is None or isinstance(v, PLAIN)))
+
+    def tensors(table: dict) -> tuple:
+        return tuple((n, tuple(t.shape), t.dtype, str(t.device)) for n, t in table.items() if t is not None)
+
+    def closure(fn) -> tuple:
+        values = []
+        for cell in getattr(fn, "__closure__", None) or ():
+            with contextlib.suppress(ValueError):  # an empty cell
+                if isinstance(cell.cell_contents, PLAIN):
+                    values.append(cell.cell_contents)
+        return (getattr(fn, "__qualname__", type(fn).__name__), *values)
+
+    parts = []
+    for name, m in module.named_modules():
+        hook = getattr(m, "_hf_hook", None)
+        processor = getattr(m, "processor", None)
+        forward = m.__dict__.get("forward")
+        parts.append(
+            (
+                name,
+                type(m).__qualname__,
+                plain(m),
+                tensors(m._parameters),
+                tensors(m._buffers),
+                None
+                if hook is None
+                else (type(hook).__qualname__, plain(hook), str(getattr(hook, "execution_device", None))),
+                None if processor is None else (type(processor).__qualname__, plain(processor)),
+                None if forward is None else closure(forward),
+            )
+        )
+    return tuple(parts)
+
+
+@contextlib.contextmanager
+def _replayed_tiles(replays: _Replays) -> Iterator[None]:
+    """The tiled VAE's tiles replayed (see `_Replays`) where a pass repeats a tile's shapes.
+
+    On fake tensors a tile's work depends on its shapes: the stage's input, the tile with its halo, its core
+    (SVD's tiled stages normalise at their input's resolution, so the core's slice is the core's size
+    wherever it starts), and the pass: which GroupNorm it gathers and how many statistics it already has.
+    A gathering tile stops at its GroupNorm (None, nothing left behind); replayed, it stops the same way.
+    Records are per stage function and go when it does (a new decode call makes new ones).
+    """
+    from . import vae_tiling
+
+    original = vae_tiling._run_one
+    records: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def run_one(fn, x, t, tile_pass):
+        def run():
+            try:
+                return original(fn, x, t, tile_pass)
+            except vae_tiling._StopTile:
+                return None
+
+        shapes = (t.py1 - t.py0, t.px1 - t.px0, t.y1 - t.y0, t.x1 - t.x0)
+        # The last pass (gather None) does what the pass before it did: that one's GroupNorm to gather was
+        # one past the stage's last, so it ran every tile to the end with the same statistics.
+        gather = len(tile_pass.stats) if tile_pass.gather is None else tile_pass.gather
+        key = (*_signature((x,), {}), shapes, gather, len(tile_pass.stats))
+        out = replays.call(records.setdefault(fn, {}), key, run)
+        if out is None:
+            tile_pass.reached = True
+            raise vae_tiling._StopTile
+        return out
+
+    vae_tiling._run_one = run_one
+    try:
+        yield
+    finally:
+        vae_tiling._run_one = original
+
+
+# Decode chunks recorded in one row, replayed in another that decodes the same chunks the same way (balanced
+# and low decode the same 5-frame tiled chunks of the same job); keyed by `_decode_context`.
+_SHARED_DECODES: dict[tuple, tuple] = {}
+
+
+def _decode_context(arch: Architecture, job: Job, plan: MemoryPlan, math_attention: bool, decoder):
+    """What a decode call's work depends on besides its latents: the architecture and job, the attention
+    kernel, the plan's VAE tiling, and where the decoder's weights are as it starts (all on the device,
+    moved whole, in every profile; an offload hook would stream them)."""
+    fixed = ("decode", arch.key(), job, math_attention, plan.vae_tiling, plan.vae_tile)
+
+    def context() -> tuple:
+        weights = sorted({(str(p.device), str(p.dtype)) for p in decoder.parameters()})
+        hooked = any(hasattr(m, "_hf_hook") for m in decoder.modules())
+        return (*fixed, tuple(weights), hooked)
+
+    return context
+
+
+def _signature(args: tuple, kwargs: dict) -> tuple | None:
+    """What a call's work depends on: tensors' layouts, modules' identities, plain values; None if unsure."""
+    import torch
+    from torch import nn
+
+    def part(value):
+        if isinstance(value, torch.Tensor):
+            return ("tensor", tuple(value.shape), value.stride(), value.dtype, str(value.device))
+        if isinstance(value, nn.Module):
+            return ("module", id(value))
+        if value is None or isinstance(value, bool | int | float | str):
+            return ("value", type(value).__name__, value)
+        raise TypeError(type(value).__name__)
+
+    try:
+        return (tuple(part(a) for a in args), tuple((k, part(v)) for k, v in sorted(kwargs.items())))
+    except TypeError:
+        return None
+
+
+def _sole_storage(out) -> bool:
+    """Whether `out` is one tensor that owns its whole storage (what a replay's empty tensor is)."""
+    import torch
+
+    return (
+        isinstance(out, torch.Tensor)
+        and out.storage_offset() == 0
+        and out.untyped_storage().nbytes() == out.numel() * out.element_size()
+    )
+
+
 def _progress_for(meter: _StageMeter):
     from ..progress import Progress
 
@@ -549,25 +789,44 @@ def _weights_bytes(pipe) -> int:
     return sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.image_encoder) for p in m.parameters())
 
 
-@contextlib.contextmanager
-def _simulated(math_attention: bool) -> Iterator[tuple]:
-    """Fake mode under the counting mode; yields the counter."""
-    import torch
+def _fake_mode():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    counter = _DeviceBytes()
     fake = FakeTensorMode(allow_non_fake_inputs=True)
     # The converter memoizes every operation's output (a fresh meta tensor) with a weak reference, which
     # nn.Module.to() refuses when it swaps a fake parameter for its moved copy; those memos are never reused.
     fake.fake_tensor_converter.set_tensor_memo = lambda t, v: None
+    return fake
+
+
+@contextlib.contextmanager
+def _simulated(math_attention: bool) -> Iterator[_DeviceBytes]:
+    """Fake mode under the counting mode; yields the counter."""
+    import torch
+
+    counter = _DeviceBytes()
     with (
         torch.no_grad(),
         _attention_kernels(math_attention),
         _offload_placeholders(counter),
-        fake,
+        _fake_mode(),
         _counting_mode(counter),
     ):
         yield counter
+
+
+@contextlib.contextmanager
+def _simulated_pipeline(arch: Architecture, dtype, math_attention: bool) -> Iterator[tuple]:
+    """`_simulated`, with the fake pipeline of `arch` built first, outside the counting mode (its weights
+    are fake CPU tensors, which hold no device memory; counting would only slow the creation of thousands of
+    them). Yields the counter and the pipeline."""
+    import torch
+
+    counter = _DeviceBytes()
+    with torch.no_grad(), _attention_kernels(math_attention), _offload_placeholders(counter), _fake_mode():
+        pipe = _fake_pipeline(arch, dtype)
+        with _counting_mode(counter):
+            yield counter, pipe
 
 
 # --- the simulations -------------------------------------------------------------------------------------
@@ -606,14 +865,19 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     dtype = _torch_dtype(job.dtype)
     device = torch.device("meta")
     math = job.gpu != "cuda" or plan.attention == "sliced"
-    with _simulated(math) as counter:
-        with counter.ignore():  # building on "meta" allocates nothing real; only placement moves count
-            pipe = _fake_pipeline(arch, dtype)
+    with _simulated_pipeline(arch, dtype, math) as (counter, pipe):
         model = SVDAdapter(ModelSource(name=arch.name, path=Path(".")), pipe, device, dtype)
         meter = _StageMeter(counter)
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
         animator = Animator(model, plan)
-        decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
+        replays = _Replays(counter)
+        animator._unet = replays.wrap(animator._unet)
+        decode_context = _decode_context(arch, job, plan, math, pipe.vae.decoder)
+        animator._decode = replays.wrap(animator._decode, _SHARED_DECODES, decode_context)
+        _replay_feed_forward_pieces(pipe.unet, replays)
+        _replay_unet_blocks(pipe.unet, replays, job, math)
+        with _replayed_tiles(replays):
+            decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
 
 
@@ -650,9 +914,7 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
 
     started = time.perf_counter()
     dtype = _torch_dtype(job.dtype)
-    with _simulated(job.gpu != "cuda") as counter:
-        with counter.ignore():  # building on "meta" allocates nothing real; only placement moves count
-            pipe = _fake_pipeline(arch, dtype)
+    with _simulated_pipeline(arch, dtype, job.gpu != "cuda") as (counter, pipe):
         # `do_classifier_free_guidance` reads `guidance_scale.max() > 1` off the device, a value fake tensors do
         # not have; it is known: the job's max guidance (3.0) is above 1.
         guided = _settings(job).max_cfg > 1
@@ -677,6 +939,10 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
                 pipeline_utils.empty_device_cache = empty_cache
             pipe.unet.enable_forward_chunking()
             decode_chunk = 2
+        replays = _Replays(counter)
+        pipe.vae.decode = _replayed_decode(pipe.vae, replays)
+        _replay_feed_forward_pieces(pipe.unet, replays)
+        _replay_unet_blocks(pipe.unet, replays, job, job.gpu != "cuda")
         unet_started = pipe.unet.register_forward_pre_hook(
             lambda *_: meter.mark("step") if meter.current == "encode" else None
         )
@@ -698,6 +964,15 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
         decoded = _run_to_end(run, meter)
         unet_started.remove()
         return _result(recipe, RECIPE_DESCRIPTIONS[recipe], decoded, counter, meter, pipe, started)
+
+
+def _replayed_decode(vae, replays: _Replays):
+    """`vae.decode` with repeated chunks replayed (see `_Replays`); it returns its usual `DecoderOutput`."""
+    from diffusers.models.autoencoders.vae import DecoderOutput
+
+    decode = vae.decode
+    sample = replays.wrap(lambda latents, **kwargs: decode(latents, **kwargs).sample)
+    return lambda latents, **kwargs: DecoderOutput(sample=sample(latents, **kwargs))
 
 
 # --- cache and public entry points -----------------------------------------------------------------------
@@ -755,12 +1030,20 @@ def _cached(key: str, compute) -> Simulation:
     return result
 
 
+def _quietly(run, *args) -> Simulation:
+    """diffusers warns about fp32 modules whenever a fake component is cast; nothing a user can act on."""
+    from ..models.quiet import quiet_transformers
+
+    with quiet_transformers():
+        return run(*args)
+
+
 def simulate(arch: Architecture, plan: MemoryPlan, job: Job, use_cache: bool = True) -> Simulation:
     """Peak device bytes and FLOPs of one video made by svd's `Animator` with `plan` (cached on disk)."""
     what = {k: v for k, v in plan.describe().items() if k != "reason"}
     if not use_cache:
-        return _run_plan(arch, plan, job)
-    return _cached(_cache_key(arch, what, job), lambda: _run_plan(arch, plan, job))
+        return _quietly(_run_plan, arch, plan, job)
+    return _cached(_cache_key(arch, what, job), lambda: _quietly(_run_plan, arch, plan, job))
 
 
 def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool = True) -> Simulation:
@@ -768,8 +1051,8 @@ def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool =
     if recipe not in RECIPES:
         raise ValueError(f"recipe {recipe!r} is not one of {RECIPES}")
     if not use_cache:
-        return _run_recipe(arch, recipe, job)
-    return _cached(_cache_key(arch, {"recipe": recipe}, job), lambda: _run_recipe(arch, recipe, job))
+        return _quietly(_run_recipe, arch, recipe, job)
+    return _cached(_cache_key(arch, {"recipe": recipe}, job), lambda: _quietly(_run_recipe, arch, recipe, job))
 
 
 def cached_simulation(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation | None:
@@ -800,7 +1083,9 @@ class PlanReport:
         """Headers, rows and notes for a terminal table."""
         from .profiles import gib
 
-        headers = ["row", "simulated peak", "fits", "TFLOPs", *(f"{g} s" for g in GPU_FP16_TFLOPS), "savers"]
+        # Short headers ("4090 s" for the RTX 4090) keep the numbers within 80 columns; the notes name the GPUs.
+        gpus = (f"{g.split()[-1]} s" for g in GPU_FP16_TFLOPS)
+        headers = ["row", "peak", "fits", "TFLOPs", *gpus, "savers"]
         rows = []
         for r in self.rows:
             cards = fits_cards(r.peak_bytes)
@@ -853,8 +1138,10 @@ def plan_report(
     steps: int | None = None,
     free_bytes: int | None = None,
     recipes: bool = True,
+    progress: Progress | None = None,
 ) -> PlanReport:
-    """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded."""
+    """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
+    `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes)."""
     from ..registry import get_entry
 
     arch = architecture_for(model)
@@ -862,9 +1149,16 @@ def plan_report(
     frames = frames or (entry.defaults["frames"] if entry else int(arch.unet.get("num_frames", 25)))
     steps = steps or (entry.defaults["steps"] if entry else 25)
     job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype)
-    rows = [simulate(arch, plan_for(name), job) for name in PROFILE_ORDER]
+    progress = progress or NullProgress()
+    runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in PROFILE_ORDER]
     if recipes:
-        rows += [simulate_recipe(arch, recipe, job) for recipe in RECIPES]
+        runs += [(recipe, lambda recipe=recipe: simulate_recipe(arch, recipe, job)) for recipe in RECIPES]
+    rows = []
+    for index, (name, run) in enumerate(runs, 1):
+        progress.note(f"Simulating {name} ({index}/{len(runs)})...")
+        rows.append(run())
+        done = "from the cache" if rows[-1].cached else f"{rows[-1].seconds:.1f} s"
+        progress.note(f"  {name}: {done}")
     report = PlanReport(model=model, job=job, steps=steps, rows=rows, free_bytes=free_bytes)
     if free_bytes is not None:
         name, reason = pick_profile(free_bytes, [(r.name, r.peak_bytes) for r in rows[: len(PROFILE_ORDER)]])
