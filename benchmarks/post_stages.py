@@ -57,8 +57,8 @@ def main(out: Path) -> dict:
 
     from svd_cli.io.video import write_frames
     from svd_cli.memory.profiles import UPSCALE_TILES
-    from svd_cli.memory.upscale import simulate_upscale
     from svd_cli.models.upscaler import build_upscaler_network
+    from svd_cli.planning.upscale import simulate_upscale
     from svd_cli.stages import Clip
     from svd_cli.stages.extend import color_stats, match_colors
     from svd_cli.stages.interpolate import interpolate_clip

@@ -158,7 +158,7 @@ def _simulated_table() -> dict:
     the simulation cache: doctor stays quick, `svd plan` fills the cache (about a minute, once)."""
     try:
         from .memory import PROFILE_ORDER, plan_for
-        from .memory.simulate import Job, architecture_for, cached_simulation
+        from .planning.simulate import Job, architecture_for, cached_simulation
 
         arch, job = architecture_for("svd-xt"), Job(frames=25, width=1024, height=576, dtype="fp16")
         rows = {}

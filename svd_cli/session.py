@@ -125,8 +125,8 @@ class Session:
 
     def load(self, first: GenerationSettings) -> None:
         """Load the model and choose its memory plan for a video like `first`."""
-        from .memory.choice import choose_plan
         from .models.loading import load_model, resolve_device, resolve_dtype
+        from .planning.choice import choose_plan
         from .stages.animate import Animator
 
         req = self.request

@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 
 from svd_cli.memory import PROFILE_ORDER, plan_for
-from svd_cli.memory.simulate import RECIPES, Job, architecture_for, free_bytes_needed, simulate
+from svd_cli.planning.simulate import RECIPES, Job, architecture_for, free_bytes_needed, simulate
 
 from .conftest import EXAMPLES
 
@@ -172,7 +172,7 @@ def test_auto_picks_from_simulated_peaks_and_the_sidecar_says_so(svd, tiny_dir, 
 
 def test_auto_falls_back_to_the_estimate_when_the_simulation_fails(svd, tiny_dir, tmp_path, monkeypatch):
     import svd_cli.memory as memory
-    import svd_cli.memory.simulate as simulate_module
+    import svd_cli.planning.simulate as simulate_module
 
     def broken(*args, **kwargs):
         raise RuntimeError("simulation broke")
@@ -196,8 +196,8 @@ def test_sliced_attention_on_a_math_kernel_gpu_holds_less_while_denoising():
 def test_replayed_work_counts_exactly_what_simulating_it_again_counts(monkeypatch):
     # The second CFG half, decode chunks, tiles, feed-forward slices and UNet blocks that repeat are simulated
     # once and replayed; a tiled job of the tiny model, every repeat simulated again instead, counts the same.
-    import svd_cli.memory.simulate as simulate_module
-    from svd_cli.memory.simulate import simulate_recipe
+    import svd_cli.planning.simulate as simulate_module
+    from svd_cli.planning.simulate import simulate_recipe
 
     job = Job(frames=5, width=512, height=320, dtype="fp16")  # 2 x 2 tiles of 256, decoded 2, 2 and 1 frames
 

@@ -97,8 +97,8 @@ def test_tile_spans_cover_the_side_evenly_with_the_overlap():
 
 def test_release_leaves_none_of_its_weights_on_the_device(tiny_upscaler):
     """Loaded onto the simulated GPU ("meta", every live byte counted), then released before the next video."""
-    from svd_cli.memory.simulate import _simulated
     from svd_cli.models.upscaler import load_upscaler
+    from svd_cli.planning.simulate import _simulated
 
     source, _ = tiny_upscaler
     upscaler = load_upscaler(source, torch.device("cpu"))
@@ -262,7 +262,7 @@ def test_each_profiles_upscale_tile_fits_beside_svd_on_that_profile():
     Measured: high 0.95 GiB (whole frame), balanced 0.23, low 0.14, min 0.11; SVD-XT's weights 4.24 GiB.
     """
     from svd_cli.memory.profiles import PROFILE_ORDER, tile_for
-    from svd_cli.memory.upscale import simulate_upscale
+    from svd_cli.planning.upscale import simulate_upscale
 
     # Two of the 23 blocks simulated, the other 21 blocks' weights added: the same peak as the full network,
     # checked here on balanced's tile (the full run takes seconds per tile size, the reduced one a fraction).

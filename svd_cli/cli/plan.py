@@ -38,8 +38,8 @@ def plan(
 ) -> None:
     """Simulate every memory profile and diffusers' recipes: peak VRAM, FLOPs, GPU time floors. No GPU, no weights."""
     from ..errors import OptionError
-    from ..memory.simulate import CUDA_CONTEXT_BYTES, plan_report
     from ..options import BY_NAME, check, check_size, parse_size
+    from ..planning.simulate import CUDA_CONTEXT_BYTES, plan_report
 
     if dtype not in ("fp16", "bf16", "fp32"):
         raise OptionError("dtype", dtype, "choose fp16, bf16 or fp32.", allowed=("fp16", "bf16", "fp32"))

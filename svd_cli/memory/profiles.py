@@ -7,7 +7,7 @@
 | low      | model CPU offload   | split        | chunked      | sliced if no SDPA  | 5 frames a call, tiled (256)  |
 | min      | sequential offload  | split        | chunked      | sliced if no SDPA  | 2 frames a call, tiled (256)  |
 
-Targets for SVD-XT, 25 frames, 1024x576, fp16, simulated peak of live device bytes (memory/simulate.py):
+Targets for SVD-XT, 25 frames, 1024x576, fp16, simulated peak of live device bytes (planning/simulate.py):
 balanced <= 7.5 GiB with no offload at <= 1.10x high's FLOPs, low <= 5 GiB, min <= 3 GiB. `auto` takes the
 fastest profile whose simulated peak fits in the free device memory; the analytic `estimate_peak_bytes` is
 the fallback when the simulation fails.
@@ -95,7 +95,7 @@ PROFILES: dict[str, MemoryPlan] = {
 
 
 # The upscale post stage's tile side in input pixels per profile (None: whole frames), models/upscaler.py.
-# Simulated peak (memory/upscale.py) of Real-ESRGAN x2plus, fp16, one 1024x576 frame to 2048x1152: whole frame
+# Simulated peak (planning/upscale.py) of Real-ESRGAN x2plus, fp16, one 1024x576 frame to 2048x1152: whole frame
 # 0.95 GiB; tiles of 768: 0.54; 512 (6 tiles of 352x296): 0.23; 256 (15): 0.14; 128 (45): 0.11 GiB, of which
 # 0.03 weights and 0.07 the frame and its fp32 blend buffers. Each fits beside what its profile keeps on the
 # device for SVD (tests/test_upscale.py); the tiles cost 6%, 14% and 25% more work than whole frames.

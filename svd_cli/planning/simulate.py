@@ -49,8 +49,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..errors import UsageError, ref
+from ..memory.profiles import PROFILE_ORDER, MemoryPlan, plan_for
 from ..progress import NullProgress, Progress
-from .profiles import PROFILE_ORDER, MemoryPlan, plan_for
 
 SIM_VERSION = 1  # bump when what is counted changes, so cached results are recomputed
 RECIPES = ("diffusers", "diffusers-lowmem")
@@ -470,7 +470,7 @@ def _replayed_tiles(replays: _Replays) -> Iterator[None]:
     A gathering tile stops at its GroupNorm (None, nothing left behind); replayed, it stops the same way.
     Records are per stage function and go when it does (a new decode call makes new ones).
     """
-    from . import vae_tiling
+    from ..memory import vae_tiling
 
     original = vae_tiling._run_one
     records: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -1081,7 +1081,7 @@ class PlanReport:
 
     def table(self) -> tuple[list[str], list[list[str]], list[str]]:
         """Headers, rows and notes for a terminal table."""
-        from .profiles import gib
+        from ..memory.profiles import gib
 
         # Short headers ("4090 s" for the RTX 4090) keep the numbers within 80 columns; the notes name the GPUs.
         gpus = (f"{g.split()[-1]} s" for g in GPU_FP16_TFLOPS)
@@ -1192,7 +1192,7 @@ def simulated_choice(model, free_bytes: int, frames: int, width: int, height: in
 
 def pick_profile(free_bytes: int, peaks: list[tuple[str, int]]) -> tuple[str, str]:
     """The fastest profile whose simulated peak (+ allocator overhead and workspaces) fits in `free_bytes`."""
-    from .profiles import gib
+    from ..memory.profiles import gib
 
     for name, peak in peaks:
         if free_bytes_needed(peak) <= free_bytes:
