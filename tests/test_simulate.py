@@ -213,3 +213,33 @@ def test_replayed_work_counts_exactly_what_simulating_it_again_counts(monkeypatc
     assert len(replays) > 20  # chunks, tiles, slices and blocks were replayed
     monkeypatch.setattr(simulate_module._Replays, "call", lambda self, records, key, run: run())
     assert rows() == replayed
+
+
+def test_svd_plan_takes_animates_options_and_reports_the_whole_video(svd, isolated_home):
+    """`svd plan` has `svd animate`'s options; with --extend 2 and --upscale 2 every clip's animate pass and the
+    upscaler on every frame are in the FLOPs, and the upscaler's tiles have their own peak."""
+    job = ("plan", "--model", "tiny", "--frames", "4", "--size", "256x128", "--json")
+    plain = json.loads(svd(*job).out)
+    r = svd(*job, "--extend", "2", "--loop", "bounce", "--upscale", "2", "--upscaler", "tiny-upscaler",
+            "--motion-bucket", "40", "--seed", "3")  # fmt: skip
+    assert r.code == 0, r.err
+    chain = json.loads(r.out)
+    # 4 + 2 x 3 = 10 frames, bounced: 18 upscaled.
+    assert chain["chain"] == {"clips": 3, "upscaler": "tiny", "upscaled_frames": 18}
+    for before, after in zip(plain["rows"], chain["rows"], strict=True):
+        upscale_peak, upscale_flops = after["stage_peak_bytes"]["upscale"], after["stage_flops"]["upscale"]
+        assert upscale_peak > 0 and upscale_flops > 0
+        assert after["flops"] == 3 * before["flops"] + 18 * upscale_flops > 3 * before["flops"]
+        assert after["peak_bytes"] == max(before["peak_bytes"], upscale_peak)
+    refused = svd(*job, "--upscale", "2", "--upscaler", "my-upscaler.safetensors")
+    assert refused.code == 2 and "svd plan simulates the registry's upscalers" in refused.err
+
+
+def test_a_plan_without_cfg_runs_one_unet_batch_a_step_and_animatelcm_plans_as_svd_xt():
+    job = Job(frames=2, width=128, height=64, dtype="fp32")
+    guided = simulate(TINY, plan_for("high"), job, use_cache=False)
+    single = simulate(TINY, plan_for("high"), replace(job, guided=False), use_cache=False)
+    assert single.stage_flops["step"] * 2 == guided.stage_flops["step"]
+    assert single.stage_flops["decode"] == guided.stage_flops["decode"]
+    # AnimateLCM's entry: SVD-XT's folders with a UNet of the same shapes (4 steps, no CFG: its registry defaults).
+    assert architecture_for("animatelcm-svd-xt").key() == architecture_for("svd-xt").key()

@@ -18,30 +18,9 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import OptionError, UsageError
-from ..options import BY_NAME, OPTIONS, Option, uses_ray
+from ..options import BY_NAME, OPTIONS, uses_ray
 from ..progress import size_text
-from .common import Debug, words
-
-CLI_TYPES = {int: int, float: float, str: str, bool: bool, Path: str, tuple: str, list: str}
-
-
-def _parameter(opt: Option) -> inspect.Parameter:
-    """The typer declaration of one schema option."""
-    names = [f"{opt.flag}/--no-{opt.flag[2:]}" if opt.negatable else opt.flag]
-    if opt.short:
-        names.append("-" + opt.short)
-    cli_type = CLI_TYPES[opt.type]
-    simple = opt.type in (int, float, str, bool) and not opt.negatable
-    default = opt.default if simple else None
-    annotation = cli_type if (opt.type is bool and not opt.negatable) else (cli_type | None)
-    if opt.multiple:  # repeatable: --lora a.safetensors --lora b.safetensors:0.5
-        annotation = list[cli_type] | None
-    declaration = typer.Option(
-        *names, help=opt.help, envvar=opt.env_var, show_envvar=True, show_default=default is not None
-    )
-    return inspect.Parameter(
-        opt.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, declaration]
-    )
+from .common import Debug, schema_parameter, words
 
 
 def _signature() -> inspect.Signature:
@@ -57,7 +36,7 @@ def _signature() -> inspect.Signature:
         [
             inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
             inspect.Parameter("inputs", kw, default=None, annotation=Annotated[list[str] | None, inputs]),
-            *(_parameter(o) for o in OPTIONS),
+            *(schema_parameter(o) for o in OPTIONS),
             inspect.Parameter("recipe", kw, default=None, annotation=Annotated[Path | None, recipe]),
             inspect.Parameter("debug", kw, default=False, annotation=Debug),
         ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..errors import spell_refs
-from ..options import BY_NAME
+from ..options import BY_NAME, Option
 
 # Declared once, used by every command (so `svd weights list --debug` works like `svd animate --debug`).
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks.")]
@@ -45,3 +47,25 @@ def click_message(exc) -> str:
         return f"invalid value for {name}{source}: {reason}. See `svd {ctx.info_name if ctx else ''} --help`."
     message = " ".join(exc.format_message().split())
     return f"{message}{'' if message.endswith(('.', '?')) else '.'} See `svd --help`."
+
+
+CLI_TYPES = {int: int, float: float, str: str, bool: bool, Path: str, tuple: str, list: str}
+
+
+def schema_parameter(opt: Option) -> inspect.Parameter:
+    """The typer declaration of one schema option (the same flag, variable, help and default everywhere)."""
+    names = [f"{opt.flag}/--no-{opt.flag[2:]}" if opt.negatable else opt.flag]
+    if opt.short:
+        names.append("-" + opt.short)
+    cli_type = CLI_TYPES[opt.type]
+    simple = opt.type in (int, float, str, bool) and not opt.negatable
+    default = opt.default if simple else None
+    annotation = cli_type if (opt.type is bool and not opt.negatable) else (cli_type | None)
+    if opt.multiple:  # repeatable: --lora a.safetensors --lora b.safetensors:0.5
+        annotation = list[cli_type] | None
+    declaration = typer.Option(
+        *names, help=opt.help, envvar=opt.env_var, show_envvar=True, show_default=default is not None
+    )
+    return inspect.Parameter(
+        opt.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, declaration]
+    )

@@ -2,60 +2,48 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from .common import Debug, JsonOut, words
+from ..options import OPTIONS
+from .common import Debug, JsonOut, schema_parameter, words
 
 PIPED_WIDTH = 80
 
 
-def plan(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="svd, svd-xt, svd-xt-1.1, tiny, or a local diffusers folder.")
-    ] = "svd-xt",
-    frames: Annotated[
-        int | None, typer.Option("--frames", help="Frames [default: the model's].", show_default=False)
-    ] = None,
-    size: Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT.")] = "1024x576",
-    dtype: Annotated[str, typer.Option("--dtype", help="fp16, bf16 or fp32.")] = "fp16",
-    steps: Annotated[
-        int | None, typer.Option("--steps", help="Denoising steps [default: the model's].", show_default=False)
-    ] = None,
-    vram: Annotated[
-        float | None,
-        typer.Option(
-            "--vram",
-            help="A card's memory in GB, for auto's pick [default: this GPU's free memory].",
-            show_default=False,
-        ),
-    ] = None,
-    json_out: JsonOut = False,
-    debug: Debug = False,
-) -> None:
-    """Simulate every memory profile and diffusers' recipes: peak VRAM, FLOPs, GPU time floors. No GPU, no weights."""
-    from ..errors import OptionError
-    from ..options import BY_NAME, check, check_size, parse_size
-    from ..planning.simulate import CUDA_CONTEXT_BYTES, plan_report
+# `svd animate`'s options that are about files, a batch or the terminal: they cost no device time.
+NOT_PLANNED = {"prompts", "seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet",
+               "allow_download", "ray", "ray_address", "workers"}  # fmt: skip
+PLANNED = [o for o in OPTIONS if o.name not in NOT_PLANNED]
 
-    if dtype not in ("fp16", "bf16", "fp32"):
-        raise OptionError("dtype", dtype, "choose fp16, bf16 or fp32.", allowed=("fp16", "bf16", "fp32"))
-    check(BY_NAME["frames"], frames)
-    check(BY_NAME["steps"], steps)
-    if vram is not None and vram <= 0:
-        raise OptionError("vram", vram, "give the card's memory in GB, e.g. 8.")
-    width, height = parse_size(size)
-    check_size((width, height))
-    free = int(vram * 2**30) - CUDA_CONTEXT_BYTES if vram is not None else _free_cuda_memory()
+
+def plan(ctx: typer.Context, **params: Any) -> None:
+    """Simulate every memory profile and diffusers' recipes: peak VRAM, FLOPs, GPU time floors. No GPU, no weights.
+
+    Takes `svd animate`'s options, with the same names and defaults; with --extend, --loop and --upscale the
+    numbers are the whole video's."""
+    from ..errors import OptionError
+    from ..options import Request
+    from ..planning.simulate import CUDA_CONTEXT_BYTES, plan_report
     from .terminal import PlainProgress
 
-    progress = PlainProgress(words)  # stderr: an uncached row takes seconds to minutes
+    vram = params.pop("vram")
+    json_out = params.pop("json_out")
+    params.pop("debug")
+    req = Request(**params)  # coerced and checked like svd animate's
+    if vram is not None and vram <= 0:
+        raise OptionError("vram", vram, "give the card's memory in GB, e.g. 8.")
+    free = int(vram * 2**30) - CUDA_CONTEXT_BYTES if vram is not None else _free_cuda_memory()
+    progress = PlainProgress(words)  # stderr: an uncached row takes seconds
     report = plan_report(
-        model, frames=frames, size=(width, height), dtype=dtype, steps=steps, free_bytes=free, progress=progress
-    )
+        req.model, frames=req.frames, size=req.size, dtype="fp16" if req.dtype == "auto" else req.dtype,
+        steps=req.steps, free_bytes=free, progress=progress, max_cfg=req.max_cfg, extend=req.extend,
+        loop=req.loop, loop_frames=req.loop_frames, upscale=req.upscale, upscaler=req.upscaler,
+    )  # fmt: skip
     if json_out:
         print(json.dumps(report.as_json(), indent=2))
         return
@@ -66,7 +54,7 @@ def plan(
     if piped:  # savers are listed under the table, so the numbers fit in 80 columns
         savers = [f"{row[0]}: {row[-1]}" for row in rows]
         headers, rows = headers[:-1], [row[:-1] for row in rows]
-    table = Table(title=f"svd plan: {model}", box=None, pad_edge=False)
+    table = Table(title=f"svd plan: {req.model}", box=None, pad_edge=False)
     for header in headers:
         left = header in ("row", "savers")
         table.add_column(header, justify="left" if left else "right", no_wrap=header != "savers")
@@ -76,6 +64,25 @@ def plan(
     if report.free_bytes is None:
         lines.append("No CUDA GPU here: pass --vram GB to see what --memory auto would pick.")
     _print(lines, piped)
+
+
+def _signature() -> inspect.Signature:
+    vram = typer.Option(
+        "--vram", help="A card's memory in GB, for auto's pick [default: this GPU's free memory].", show_default=False
+    )
+    kw = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Signature(
+        [
+            inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+            *(schema_parameter(o) for o in PLANNED),
+            inspect.Parameter("vram", kw, default=None, annotation=Annotated[float | None, vram]),
+            inspect.Parameter("json_out", kw, default=False, annotation=JsonOut),
+            inspect.Parameter("debug", kw, default=False, annotation=Debug),
+        ]
+    )
+
+
+plan.__signature__ = _signature()
 
 
 def _print(renderables: list, piped: bool) -> None:

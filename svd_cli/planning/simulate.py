@@ -122,6 +122,8 @@ def architecture_for(model: str) -> Architecture:
     from ..models.architectures import ARCHITECTURES, SVD_SCHEDULER
 
     name = BUILT_IN_ALIASES.get(model, model)
+    if name not in ARCHITECTURES:  # a registry entry over a built-in one's folders (AnimateLCM, a single file)
+        name = _architecture_of_entry(name) or name
     if name in ARCHITECTURES:
         unet, vae, clip = ARCHITECTURES[name]
         return Architecture(model, dict(unet), dict(vae), dict(clip), dict(SVD_SCHEDULER))
@@ -139,6 +141,19 @@ def architecture_for(model: str) -> Architecture:
     scheduler_file = folder / "scheduler" / "scheduler_config.json"
     scheduler = json.loads(scheduler_file.read_text(encoding="utf-8")) if scheduler_file.is_file() else SVD_SCHEDULER
     return Architecture(folder.name, *configs, dict(scheduler))
+
+
+def _architecture_of_entry(model: str) -> str | None:
+    """The built-in architecture a registry entry shares its repo with (a replacement UNet such as AnimateLCM's
+    has the same shapes as the one it replaces)."""
+    from ..models.architectures import ARCHITECTURES
+    from ..registry import get_entry, load_registry
+
+    entry = get_entry(model)
+    if entry is None or entry.repo is None:
+        return None
+    registry = load_registry()
+    return next((name for name in ARCHITECTURES if name in registry and registry[name].repo == entry.repo), None)
 
 
 def architecture_of(pipe, name: str = "loaded") -> Architecture:
@@ -162,6 +177,7 @@ class Job:
     height: int
     dtype: str = "fp16"  # fp16 | bf16 | fp32
     gpu: str = "cuda"  # cuda: flash / memory-efficient SDPA; mps: the math kernel everywhere
+    guided: bool = True  # classifier-free guidance (max cfg above 1): two UNet batches a step, else one
 
 
 @dataclass
@@ -835,7 +851,9 @@ def _simulated_pipeline(arch: Architecture, dtype, math_attention: bool) -> Iter
 def _settings(job: Job):
     from ..options import GenerationSettings
 
-    return GenerationSettings.kind_defaults(frames=job.frames, steps=1, seed=0, width=job.width, height=job.height)
+    # The animate stage decides from the settings whether a step runs the UNet on one batch or on two (CFG).
+    return GenerationSettings.kind_defaults(frames=job.frames, steps=1, seed=0, width=job.width, height=job.height,
+                                            max_cfg=3.0 if job.guided else 1.0)  # fmt: skip
 
 
 def _image(job: Job):
@@ -916,7 +934,7 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
     dtype = _torch_dtype(job.dtype)
     with _simulated_pipeline(arch, dtype, job.gpu != "cuda") as (counter, pipe):
         # `do_classifier_free_guidance` reads `guidance_scale.max() > 1` off the device, a value fake tensors do
-        # not have; it is known: the job's max guidance (3.0) is above 1.
+        # not have; it is known from the job's max guidance (3.0 with CFG, 1.0 without).
         guided = _settings(job).max_cfg > 1
         pipe.__class__ = type(
             "SimulatedSVDPipeline", (type(pipe),), {"do_classifier_free_guidance": property(lambda self: guided)}
@@ -1066,6 +1084,23 @@ def simulated_peaks(arch: Architecture, job: Job, overrides: dict | None = None)
     return [(name, simulate(arch, plan_for(name, **overrides), job).peak_bytes) for name in PROFILE_ORDER]
 
 
+# The registry's upscalers, by the network each builds (models/upscaler.py NETWORKS).
+UPSCALER_NETWORKS = {"realesrgan-x2": "realesrgan-x2", "tiny-upscaler": "tiny"}
+
+
+@dataclass(frozen=True)
+class Chain:
+    """What `svd animate` runs around the animate stage, as far as it costs device memory or time."""
+
+    clips: int = 1  # 1 + extend: every clip is a whole animate pass (encode, steps, decode)
+    upscaler: str | None = None  # the upscaler's network when the video is upscaled
+    upscaled_frames: int = 0  # frames the upscaler enlarges (after extend and loop)
+
+    @property
+    def plain(self) -> bool:
+        return self.clips == 1 and self.upscaler is None
+
+
 @dataclass
 class PlanReport:
     """What `svd plan` prints: every profile and diffusers recipe for one job, and auto's pick."""
@@ -1078,6 +1113,19 @@ class PlanReport:
     auto: str | None = None
     auto_reason: str = ""
     notes: dict = field(default_factory=dict)
+    chain: Chain = field(default_factory=Chain)
+    upscale: dict[str, tuple[int, int]] = field(default_factory=dict)  # row -> (peak, FLOPs) of one frame
+
+    def peak_bytes(self, row: Simulation) -> int:
+        """The whole chain's peak: the largest of its stages (each frees its memory before the next)."""
+        return max(row.peak_bytes, self.upscale.get(row.name, (0, 0))[0])
+
+    def flops(self, row: Simulation) -> int:
+        """FLOPs of the whole video: every clip's animate pass, then the upscaler on every frame."""
+        return (
+            self.chain.clips * row.flops(self.steps)
+            + self.chain.upscaled_frames * self.upscale.get(row.name, (0, 0))[1]
+        )
 
     def table(self) -> tuple[list[str], list[list[str]], list[str]]:
         """Headers, rows and notes for a terminal table."""
@@ -1088,39 +1136,58 @@ class PlanReport:
         headers = ["row", "peak", "fits", "TFLOPs", *gpus, "savers"]
         rows = []
         for r in self.rows:
-            cards = fits_cards(r.peak_bytes)
-            floors = time_floors(r.flops(self.steps))
+            cards = fits_cards(self.peak_bytes(r))
+            floors = time_floors(self.flops(r))
             rows.append(
                 [
                     r.name + (" (auto)" if r.name == self.auto else ""),
-                    gib(r.peak_bytes),
+                    gib(self.peak_bytes(r)),
                     f">= {cards[0]} GB" if cards else f"> {CARD_SIZES_GB[-1]} GB",
-                    f"{r.flops(self.steps) / 1e12:,.0f}",
+                    f"{self.flops(r) / 1e12:,.0f}",
                     *(f"{floors[g]:.1f}" for g in GPU_FP16_TFLOPS),
                     ", ".join(r.savers) or "none",
                 ]
             )
         peaks = ", ".join(f"{g} {t:g}" for g, t in GPU_FP16_TFLOPS.items())
+        cfg = "" if self.job.guided else " without CFG"
         notes = [
             f"Simulated on fake tensors: peak live tensor bytes on a CUDA GPU and FLOPs for {self.job.frames} frames "
-            f"{self.job.width}x{self.job.height} {self.job.dtype}, {self.steps} steps; no weights loaded.",
+            f"{self.job.width}x{self.job.height} {self.job.dtype}, {self.steps} steps{cfg}; no weights loaded.",
             f"fits: the smallest card with peak x {ALLOCATOR_FACTOR:.2f} (allocator) + {gib(WORKSPACE_BYTES)} "
             f"(workspaces) + {gib(CUDA_CONTEXT_BYTES)} (CUDA context).",
             f"GPU seconds: a floor, FLOPs / dense fp16 tensor peak ({peaks} TFLOPS); real runs are slower.",
         ]
+        if not self.chain.plain:
+            parts = [f"{self.chain.clips} clips" if self.chain.clips > 1 else "",
+                     f"then the {self.chain.upscaler} upscaler on {self.chain.upscaled_frames} frames"
+                     if self.chain.upscaler else ""]  # fmt: skip
+            notes.append(f"The whole video: {', '.join(p for p in parts if p)} (peak: the largest stage's).")
         if self.auto:
             notes.append(f"{ref('memory')} auto would pick {self.auto}: {self.auto_reason}.")
         return headers, rows, notes
+
+    def row_json(self, row: Simulation) -> dict:
+        data = row.as_json(self.steps)
+        if self.chain.plain:
+            return data
+        peak, flops = self.peak_bytes(row), self.flops(row)
+        data["animate_flops"] = data["flops"]  # one clip's animate pass
+        if row.name in self.upscale:
+            data["stage_peak_bytes"]["upscale"], data["stage_flops"]["upscale"] = self.upscale[row.name]
+        data.update(peak_bytes=peak, peak_gib=round(peak / 2**30, 2), fits_gb=fits_cards(peak), flops=flops,
+                    tflops=round(flops / 1e12, 2), time_floor_seconds=time_floors(flops))  # fmt: skip
+        return data
 
     def as_json(self) -> dict:
         return {
             "model": self.model,
             **asdict(self.job),
             "steps": self.steps,
+            "chain": asdict(self.chain),
             "free_bytes": self.free_bytes,
             "auto": self.auto,
             "auto_reason": self.auto_reason,
-            "rows": [r.as_json(self.steps) for r in self.rows],
+            "rows": [self.row_json(r) for r in self.rows],
             "assumptions": {
                 "gpu_fp16_dense_tflops": GPU_FP16_TFLOPS,
                 "cuda_context_bytes": CUDA_CONTEXT_BYTES,
@@ -1133,22 +1200,39 @@ class PlanReport:
 def plan_report(
     model: str,
     frames: int | None = None,
-    size: tuple[int, int] = (1024, 576),
+    size: tuple[int, int] | None = None,
     dtype: str = "fp16",
     steps: int | None = None,
     free_bytes: int | None = None,
     recipes: bool = True,
     progress: Progress | None = None,
+    *,
+    max_cfg: float | None = None,
+    extend: int = 0,
+    loop: str = "off",
+    loop_frames: int = 4,
+    upscale: int = 1,
+    upscaler: str = "realesrgan-x2",
 ) -> PlanReport:
     """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
-    `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes)."""
+    `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes).
+
+    The settings are `svd animate`'s, defaulted from the model's registry entry (frames, steps, guidance):
+    AnimateLCM's 4 steps without CFG cost what they cost. With extend, upscale and a loop the report covers the
+    whole video: every clip's animate pass and the upscaler on every frame (its peak simulated per profile)."""
+    from ..memory.profiles import tile_for
     from ..registry import get_entry
+    from .upscale import upscale_cost
 
     arch = architecture_for(model)
     entry = get_entry(model) if model in _registry_names() else None
-    frames = frames or (entry.defaults["frames"] if entry else int(arch.unet.get("num_frames", 25)))
-    steps = steps or (entry.defaults["steps"] if entry else 25)
-    job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype)
+    defaults = entry.defaults if entry else {}
+    frames = frames or defaults.get("frames") or int(arch.unet.get("num_frames", 25))
+    steps = steps or defaults.get("steps") or 25
+    max_cfg = max_cfg if max_cfg is not None else defaults.get("max_cfg", 3.0)
+    size = size or (1024, 576)
+    job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0)
+    chain = _chain(job, extend, loop, loop_frames, upscale, upscaler)
     progress = progress or NullProgress()
     runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in PROFILE_ORDER]
     if recipes:
@@ -1159,11 +1243,34 @@ def plan_report(
         rows.append(run())
         done = "from the cache" if rows[-1].cached else f"{rows[-1].seconds:.1f} s"
         progress.note(f"  {name}: {done}")
-    report = PlanReport(model=model, job=job, steps=steps, rows=rows, free_bytes=free_bytes)
+    report = PlanReport(model=model, job=job, steps=steps, rows=rows, free_bytes=free_bytes, chain=chain)
+    if chain.upscaler is not None:  # diffusers' recipes have no upscaler: the profiles' tiles stand in
+        progress.note(f"Simulating the {upscaler} upscaler's tiles per profile...")
+        costs = {}
+        for row in rows:
+            tile = tile_for(row.name if row.name in PROFILE_ORDER else "high")
+            if tile not in costs:
+                costs[tile] = upscale_cost(tile, job.width, job.height, chain.upscaler, dtype)
+            report.upscale[row.name] = costs[tile]
     if free_bytes is not None:
-        name, reason = pick_profile(free_bytes, [(r.name, r.peak_bytes) for r in rows[: len(PROFILE_ORDER)]])
+        profiles = rows[: len(PROFILE_ORDER)]
+        name, reason = pick_profile(free_bytes, [(r.name, report.peak_bytes(r)) for r in profiles])
         report.auto, report.auto_reason = name, reason
     return report
+
+
+def _chain(job: Job, extend: int, loop: str, loop_frames: int, upscale: int, upscaler: str) -> Chain:
+    """The stages around the animate stage: extend's clips, and the frames the upscaler gets after the loop."""
+    if upscale > 1 and upscaler not in UPSCALER_NETWORKS:
+        raise UsageError(
+            f"{ref('upscaler')} {upscaler}: svd plan simulates the registry's upscalers "
+            f"({', '.join(UPSCALER_NETWORKS)}); name one of them.",
+            option="upscaler",
+        )
+    frames = job.frames + extend * (job.frames - 1)  # the frame two clips share appears once
+    frames = {"bounce": 2 * frames - 2, "crossfade": frames - loop_frames}.get(loop, frames)
+    network = UPSCALER_NETWORKS[upscaler] if upscale > 1 else None
+    return Chain(clips=1 + extend, upscaler=network, upscaled_frames=frames if network else 0)
 
 
 def _registry_names() -> list[str]:

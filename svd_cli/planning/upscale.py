@@ -23,6 +23,7 @@ class UpscaleSimulation:
     weights_bytes: int
     tiles: int
     seconds: float
+    flops: int = 0  # of the blocks run, for one frame
 
 
 def simulate_upscale(
@@ -74,9 +75,24 @@ def simulate_upscale(
         del result, pixels
     seconds = round(time.perf_counter() - started, 2)
     peak = counter.peak + left_out
-    return UpscaleSimulation(tile, width, height, peak, _bytes(full, torch_dtype), len(calls), seconds)
+    return UpscaleSimulation(tile, width, height, peak, _bytes(full, torch_dtype), len(calls), seconds, counter.flops)
 
 
 def _bytes(network, dtype) -> int:
     """The network's parameters at `dtype`."""
     return sum(p.numel() for p in network.parameters()) * dtype.itemsize
+
+
+def upscale_cost(tile: int | None, width: int, height: int, network: str, dtype: str) -> tuple[int, int]:
+    """(peak device bytes, FLOPs) of upscaling one frame with the whole `network`, from two short runs: the
+    residual blocks all have the same shapes, so one more block adds the same work (and frees its activations
+    before the next, so the peak of a short run plus the other blocks' weights is the whole run's)."""
+    from ..models.upscaler import NETWORKS
+
+    blocks = NETWORKS[network]["num_blocks"]
+    if blocks <= 2:
+        whole = simulate_upscale(tile, width, height, network, dtype)
+        return whole.peak_bytes, whole.flops
+    one = simulate_upscale(tile, width, height, network, dtype, blocks=1)
+    two = simulate_upscale(tile, width, height, network, dtype, blocks=2)
+    return two.peak_bytes, one.flops + (two.flops - one.flops) * (blocks - 1)
