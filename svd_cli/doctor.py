@@ -121,35 +121,26 @@ def _xformers_version() -> str:
 
 
 def _auto_profiles(free: int | None) -> dict:
-    from .memory import JobShape, choose_profile
+    """What `--memory auto` picks on this GPU for each model's default 1024x576 fp16 video: the same function
+    (planning/simulate.py pick_simulated) on the simulation cache; the analytic estimate where a profile is not
+    simulated yet (`svd plan` fills the cache), said so in the reason."""
+    from .memory import choose_profile
+    from .models.architectures import parameter_bytes
+    from .planning.simulate import Job, MissingSimulation, architecture_for, cached_simulation, pick_simulated
     from .registry import get_entry
 
     out = {}
-    try:
-        from .models.architectures import parameter_bytes
-
-        sizes = parameter_bytes("svd-xt", 2)
-    except Exception as exc:  # pragma: no cover
-        return {"error": str(exc)}
+    sizes = parameter_bytes("svd-xt", 2)
     for name in ("svd", "svd-xt"):
         entry = get_entry(name)
-        job = JobShape(
-            unet_bytes=sizes["unet"],
-            image_encoder_bytes=sizes["image_encoder"],
-            vae_bytes=sizes["vae"],
-            unet_base_channels=320,
-            vae_base_channels=128,
-            frames=entry.frames,
-            width=1024,
-            height=576,
-            dtype_bytes=2,
-        )
-        plan, estimates = choose_profile(free, job)
-        out[name] = {
-            "profile": plan.profile,
-            "reason": plan.reason,
-            "estimated_peak_bytes": dict(estimates),
-        }
+        job = Job(frames=entry.frames, width=1024, height=576, dtype="fp16")
+        try:
+            plan = pick_simulated(architecture_for(name), job, free, {}, cached_simulation)
+            out[name] = {"profile": plan.profile, "reason": plan.reason}
+        except MissingSimulation as missing:
+            plan, estimates = choose_profile(free, _job(sizes, entry.frames, dtype_bytes=2))
+            reason = f"{plan.reason}; analytic estimate: {missing.args[0]} is not simulated yet (run `svd plan`)"
+            out[name] = {"profile": plan.profile, "reason": reason, "estimated_peak_bytes": dict(estimates)}
     return out
 
 

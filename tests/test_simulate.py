@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import replace
 
+import pytest
 import torch
 
 from svd_cli.memory import PROFILE_ORDER, plan_for
@@ -243,3 +244,15 @@ def test_a_plan_without_cfg_runs_one_unet_batch_a_step_and_animatelcm_plans_as_s
     assert single.stage_flops["decode"] == guided.stage_flops["decode"]
     # AnimateLCM's entry: SVD-XT's folders with a UNet of the same shapes (4 steps, no CFG: its registry defaults).
     assert architecture_for("animatelcm-svd-xt").key() == architecture_for("svd-xt").key()
+
+
+def test_doctor_and_auto_pick_through_one_function():
+    """`--memory auto` simulates; `svd doctor` asks the same function with the cache only, and says when a
+    profile it needs was never simulated."""
+    from svd_cli.planning.simulate import MissingSimulation, cached_simulation, pick_simulated
+
+    job = Job(frames=3, width=192, height=64, dtype="fp32")  # a job no other test simulates
+    with pytest.raises(MissingSimulation):
+        pick_simulated(TINY, job, 2**40, {}, cached_simulation)
+    chosen = pick_simulated(TINY, job, 2**40, {}, simulate)
+    assert chosen.profile == "high" and pick_simulated(TINY, job, 2**40, {}, cached_simulation) == chosen

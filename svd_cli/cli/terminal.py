@@ -181,8 +181,10 @@ def render_doctor(report: dict) -> None:
         if name == "error":
             p(f"Memory estimates unavailable: {info}")
             continue
-        est = ", ".join(f"{k} ~{gib(v)}" for k, v in info["estimated_peak_bytes"].items())
-        p(f"--memory auto for {name} (1024x576): {info['profile']} ({words(info['reason'])}); estimated peaks: {est}")
+        line = f"--memory auto for {name} (1024x576): {info['profile']} ({words(info['reason'])})"
+        if info.get("estimated_peak_bytes"):  # the analytic estimate's, where no simulation decided
+            line += "; estimated peaks: " + ", ".join(f"{k} ~{gib(v)}" for k, v in info["estimated_peak_bytes"].items())
+        p(line)
     sim = report.get("simulated", {})
     if sim.get("rows"):
         rows = ", ".join(f"{k} {gib(v['peak_bytes'])} / {v['tflops']:,.0f} TFLOPs" for k, v in sim["rows"].items())

@@ -1288,13 +1288,27 @@ def simulated_choice(model, free_bytes: int, frames: int, width: int, height: in
     arch = architecture_of(model.pipe, model.source.name)
     gpu = "mps" if model.device.type == "mps" else "cuda"
     job = Job(frames=frames, width=width, height=height, dtype=dtype_name(model.dtype), gpu=gpu)
+    return pick_simulated(arch, job, free_bytes, overrides, simulate)
+
+
+def pick_simulated(arch: Architecture, job: Job, free_bytes: int, overrides: dict, run) -> MemoryPlan:
+    """The one automatic choice on a GPU, for `--memory auto` and `svd doctor` alike: profiles in order, fastest
+    first, each simulated by `run(arch, plan, job)` (`simulate`, or `cached_simulation` for a quick answer that
+    may be None), until one fits in `free_bytes`. Raises MissingSimulation when `run` gives none."""
     peaks: list[tuple[str, int]] = []
     for name in PROFILE_ORDER:
-        peaks.append((name, simulate(arch, plan_for(name, **overrides), job).peak_bytes))
+        result = run(arch, plan_for(name, **overrides), job)
+        if result is None:
+            raise MissingSimulation(name)
+        peaks.append((name, result.peak_bytes))
         if free_bytes_needed(peaks[-1][1]) <= free_bytes:
             break
     name, reason = pick_profile(free_bytes, peaks)
     return replace(plan_for(name, **overrides), reason=reason)
+
+
+class MissingSimulation(LookupError):
+    """A profile's simulated peak is not in the cache (`svd plan` computes it)."""
 
 
 def pick_profile(free_bytes: int, peaks: list[tuple[str, int]]) -> tuple[str, str]:
