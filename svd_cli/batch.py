@@ -673,7 +673,6 @@ def run_jobs(
         # Phase 2: every video with one load of SVD, in this process (the stills wait in a local folder).
         LocalExecutor().run(session, todo, frames=frames, **run)
     return summary
-    return summary
 
 
 def _attempt(job: Job, work: Callable[[], object], reraise_unexpected: bool):

@@ -500,10 +500,9 @@ class RayExecutor:
         for slot in slots:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(slot.actor, no_restart=True)
-        if self.started_local:
-            ray.shutdown()  # stops the local instance: its worker processes end with it
-        else:
-            ray.shutdown()  # leaves the cluster; our actors (owned by this driver) go with it
+        # A local instance stops, its worker processes with it; a cluster is left, our actors (owned by this
+        # driver) going with us.
+        ray.shutdown()
         time.sleep(0.2)
         for output in {*unfinished, *lost}:
             remove_dead_partials(output)
