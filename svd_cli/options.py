@@ -353,10 +353,6 @@ BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 GENERATION = tuple(o.name for o in OPTIONS if o.from_model and o.name != "size")
 
 
-def option(name: str) -> Option:
-    return BY_NAME[name]
-
-
 # --- values in, checked ----------------------------------------------------------------------------------
 
 

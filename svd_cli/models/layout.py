@@ -19,7 +19,6 @@ KIND_COMPONENTS = {
     "svd": {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "image_encoder": "model"},
     "text-to-image": {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder*": "model"},
 }
-WEIGHT_COMPONENTS = KIND_COMPONENTS["svd"]
 CONFIG_PATTERNS = ["model_index.json", "*/config.json", "*/scheduler_config.json", "*/preprocessor_config.json"]
 # Tokenizers are small text files (vocab.json, merges.txt, tokenizer.json, their configs).
 KIND_EXTRA_PATTERNS = {"svd": [], "text-to-image": ["tokenizer*/*.json", "tokenizer*/*.txt"]}

@@ -21,11 +21,6 @@ if TYPE_CHECKING:
 LOOPS = ("bounce", "crossfade")
 
 
-def loop_frame_count(mode: str, frames: int, blend: int) -> int:
-    """Frames a loop of `frames` frames has (for plans and checks before any work)."""
-    return {"bounce": 2 * frames - 2, "crossfade": frames - blend}.get(mode, frames)
-
-
 def check_loop(mode: str, frames: int, blend: int) -> None:
     """A crossfade needs frames to blend and frames between the blends; say so before any work starts."""
     if mode == "crossfade" and frames < 2 * blend + 1:
