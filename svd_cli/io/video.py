@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SvdError, ref
-from .safety import TEMP_MARK, describes, legacy_sidecar_path, occupant, refusal, remove, sidecar_path, temp_path_for
+from .safety import TEMP_MARK, occupant, refusal, remove, sidecar_path, temp_path_for
 
 __all__ = ["FORMATS", "sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
 
@@ -124,11 +124,6 @@ def write_video_and_recipe(
         raise
     if aside is not None:
         remove(aside)
-    legacy = legacy_sidecar_path(final, fmt)
-    if legacy != sidecar and legacy.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            if describes(json.loads(legacy.read_text(encoding="utf-8")), final, fmt):
-                legacy.unlink()  # an older svd's recipe of the video just replaced
     return final
 
 
