@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, ref
+from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref
 from .io.recipe import build_recipe, file_sha256, resume_state
 from .io.safety import check_outputs
 from .io.segments import unfinished_seed
@@ -687,6 +687,5 @@ def _attempt(job: Job, work: Callable[[], object], reraise_unexpected: bool):
     except Exception as exc:
         if reraise_unexpected:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        reason = f"unexpected error ({type(exc).__name__}: {first})"
+        reason = f"unexpected error ({type(exc).__name__}: {first_line(exc)})"
         return JobResult(job, "failed", reason=_naming(job, reason), unexpected=True)

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import secrets
 import signal
 import socket
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .batch import FileHashes, Job, JobResult, Summary, run_one
-from .errors import SvdError, ref
+from .errors import ANSI_CODE, SvdError, first_line, ref
 from .io.safety import remove_dead_claim, remove_dead_partials
 from .progress import Progress
 
@@ -52,7 +51,6 @@ STOP_GRACE = 10.0  # seconds the actors get to stop cleanly after Ctrl-C before 
 WAIT_TICK = 1.0  # seconds between checks of the queue (and of Ctrl-C) while videos are in flight
 PING_PAUSE = 0.5  # seconds between two pings of a worker that Ray is restarting
 RESTART_WAIT = 120.0  # seconds a worker whose call failed gets to answer again before it is dropped
-ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class RayUnavailableError(SvdError):
@@ -167,12 +165,6 @@ class VideoWorker:
 # --- the driver side ---------------------------------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of an error, without colour codes (Ray colours some of its messages)."""
-    text = ANSI_CODE.sub("", str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class _RayMessages(io.TextIOBase):
     """Where the driver's Ray prints its own messages while the workers run (it prints on `sys.stdout`).
 
@@ -251,8 +243,7 @@ class RayExecutor:
                 ray.init(address=self.address, **common)
         except Exception as exc:  # ConnectionError, ValueError (a bad address), RuntimeError
             where = "start a local Ray instance" if self.address is None else f"join the Ray cluster at {self.address}"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RayUnavailableError(f"Could not {where}: {first}") from None
+            raise RayUnavailableError(f"Could not {where}: {first_line(exc, type(exc).__name__)}") from None
         finally:
             if keep_sigterm is not None:
                 signal.signal(signal.SIGTERM, keep_sigterm)
@@ -343,7 +334,7 @@ class RayExecutor:
         def call_failed(slot: _Slot, job: Job, exc: Exception) -> None:
             """The worker died, or Ray is restarting it, or the link to it broke: hold the video, ask the worker."""
             now = time.monotonic()
-            slot.lost, slot.why, slot.lost_at, slot.ping_at = job, _first_line(exc), now, now
+            slot.lost, slot.why, slot.lost_at, slot.ping_at = job, first_line(exc, type(exc).__name__), now, now
             lost_outputs.add(Path(job.output))
 
         def again(slot: _Slot, job: Job, what: str) -> None:

@@ -351,6 +351,16 @@ def test_ruff_finds_nothing():
 # --- 5. smaller defects --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(
+    "message, line",
+    [("", "none"), ("  \n ", "none"), ("\n  first \nsecond", "first"), ("\x1b[31mred\x1b[0m\nmore", "red")],
+)
+def test_the_first_line_of_an_error_is_never_an_index_error(message, line):
+    from svd_cli.errors import first_line
+
+    assert first_line(ValueError(message), "none") == line
+
+
 @pytest.mark.parametrize("command", [["weights", "list"], ["config", "show"], ["weights", "path", "tiny"]])
 def test_debug_is_accepted_by_every_command(svd, tiny_dir, command):
     r = svd(*command, "--debug")

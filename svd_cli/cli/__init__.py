@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from ..errors import SvdError
+from ..errors import SvdError, first_line
 from .common import click_message, spell
 
 app = typer.Typer(
@@ -95,7 +95,7 @@ def _run(argv: list[str], debug: bool) -> int:
         if debug:
             raise
         print(
-            f"svd: unexpected error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            f"svd: unexpected error: {type(exc).__name__}: {first_line(exc)} "
             "(run again with --debug for the traceback, and please report it).",
             file=sys.stderr,
         )

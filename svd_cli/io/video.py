@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import SvdError, ref
+from ..errors import SvdError, first_line, ref
 from .safety import TEMP_MARK, occupant, refusal, remove, sidecar_path, temp_path_for
 
 __all__ = ["FORMATS", "sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
@@ -224,7 +224,7 @@ def _explain_write_error(final: Path, exc: Exception) -> str:
         return f"Could not write {final}: {_os_reason(errno.EACCES)}; choose a folder you can write to with {out}."
     if isinstance(exc, (NotADirectoryError, FileExistsError)) or code in (errno.EEXIST, errno.ENOTDIR):
         return f"Could not write {final}: part of that path is a file, not a folder; choose another {out}."
-    reason = getattr(exc, "strerror", None) or (text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+    reason = getattr(exc, "strerror", None) or first_line(exc, type(exc).__name__)
     return f"Could not write {final}: {reason}."
 
 

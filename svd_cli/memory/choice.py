@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ..errors import first_line
 from . import choose_profile, job_shape, plan_for
 from .profiles import MemoryPlan
 
@@ -30,6 +31,6 @@ def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]
 
         return simulated_choice(model, free, frames, width, height, overrides)
     except Exception as exc:  # noqa: BLE001 - any failure of the simulation falls back to the estimate
-        failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        failure = f"{type(exc).__name__}: {first_line(exc)}"
     plan, _ = choose_profile(free, job_shape(model, frames, width, height), overrides)
     return replace(plan, reason=f"{plan.reason}; analytic estimate, the simulation failed ({failure})")

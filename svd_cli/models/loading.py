@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelLoadError, OptionError
+from ..errors import ModelLoadError, OptionError, first_line
 from .layout import check_model_folder, damaged_files
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def load_model(
             adapter = ADAPTERS[source.kind](source, pipe, device, dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
-            f"Could not load the model in {source.path} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"Could not load the model in {source.path} ({type(exc).__name__}: {first_line(exc, 'no details')[:200]}); "
             f"{source.repair_advice()}.",
             path=source.path,
         ) from exc
@@ -151,8 +151,3 @@ def base_unet_config(source: ModelSource) -> dict:
 
     config = json.loads((source.path / "unet" / "config.json").read_text(encoding="utf-8"))
     return {k: v for k, v in config.items() if not k.startswith("_")}
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else "no details"
