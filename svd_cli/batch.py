@@ -25,11 +25,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref
-from .io.recipe import build_recipe, file_sha256, resume_state
+from .io.recipe import build_recipe, resume_state
 from .io.safety import check_outputs
 from .io.segments import unfinished_seed
 from .io.video import output_suffix
 from .memory.ram import NotEnoughMemoryError
+from .models.files import file_sha256
 from .options import Request, check_template, fill_template, random_seed, recorded_settings, with_defaults
 from .session import Session
 from .stages.loop import check_loop

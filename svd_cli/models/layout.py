@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
+from .files import file_sha256
 
 # Per kind: component folder -> file stem of its weights. A "*" in a folder is a glob for the download
 # (SDXL has text_encoder and text_encoder_2); the folders a model really has come from its model_index.json.
@@ -234,16 +235,10 @@ def safetensors_problem(path: Path) -> str | None:
 
 def hash_problem(path: Path) -> str | None:
     """For a file in the Hugging Face cache: whether its content still has the SHA-256 its blob is named by."""
-    import hashlib
-
     blob = path.resolve()
     if not re.fullmatch(r"[0-9a-f]{64}", blob.name):
         return None  # not a content-addressed blob (a local folder, or a cache without symlinks)
-    digest = hashlib.sha256()
-    with blob.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != blob.name:
+    if file_sha256(blob) != blob.name:
         return "is corrupt (its SHA-256 differs from the Hub's)"
     return None
 
