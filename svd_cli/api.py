@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 
 from .errors import UsageError
-from .io.video import FORMATS, write_frames
-from .options import OPTIONS, Request, random_seed, validate
+from .io.video import write_frames
+from .options import FORMATS, OPTIONS, Request, random_seed, validate
 from .progress import Progress
 from .session import Session
 

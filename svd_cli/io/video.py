@@ -17,15 +17,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import SvdError, first_line, ref
+from ..options import FORMATS
 from .safety import TEMP_MARK, occupant, refusal, remove, sidecar_path, temp_path_for
 
-__all__ = ["FORMATS", "sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
+__all__ = ["sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-FORMATS = ("mp4", "gif", "webm", "frames")
 MP4_CRF = 18  # visually lossless for H.264; see README "Output"
 
 

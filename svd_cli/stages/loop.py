@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import OptionError, ref
+from ..options import LOOPS
 from . import Clip, PostStage, StageContext
 
 if TYPE_CHECKING:
     import numpy as np
-
-LOOPS = ("bounce", "crossfade")
 
 
 def check_loop(mode: str, frames: int, blend: int) -> None:
