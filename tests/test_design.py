@@ -340,6 +340,13 @@ def test_every_declared_dependency_is_used():
         assert module in imported, f"{name} is declared in pyproject.toml but nothing imports {module}"
 
 
+def test_the_readmes_layout_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("### Layout") : readme.index("Adding an animate option")]
+    named = {line.split()[0] for line in layout.splitlines() if line.startswith("      ") and line.split()}
+    assert sorted(str(p.relative_to(PACKAGE)) for p in MODULES if str(p.relative_to(PACKAGE)) not in named) == []
+
+
 def test_ruff_finds_nothing():
     import subprocess
 
