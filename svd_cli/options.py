@@ -369,11 +369,7 @@ def coerce(opt: Option, value: Any) -> Any:
     if isinstance(value, str) and opt.parse is not None:
         return opt.parse(value)
     if opt.type is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        raise OptionError(opt.name, value, "expected true or false.", shown=repr(value))
+        return _boolean(opt, value)
     if opt.type in (int, float):
         return _number(opt, value)
     if opt.type is str:
@@ -395,6 +391,15 @@ def coerce(opt: Option, value: Any) -> Any:
             return list(value)
         raise OptionError(opt.name, value, "write whole numbers separated by commas, e.g. 1,2,3.", shown=repr(value))
     return value
+
+
+def _boolean(opt: Option, value: Any) -> bool:
+    """True or false from a bool, or from text such as 1/0, true/false, yes/no, on/off."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise OptionError(opt.name, value, "expected true or false.", shown=repr(value))
 
 
 def _number(opt: Option, value: Any) -> int | float:
