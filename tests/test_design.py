@@ -347,10 +347,12 @@ def test_the_readmes_layout_names_every_module():
     assert sorted(str(p.relative_to(PACKAGE)) for p in MODULES if str(p.relative_to(PACKAGE)) not in named) == []
 
 
-def test_ruff_finds_nothing():
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_finds_nothing(command):
+    """Lint (with pyproject.toml's rules: complexity at most 15, no stale noqa) and formatting; CI runs this."""
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "svd_cli", "tests"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "ruff", *command, "svd_cli", "tests"], capture_output=True,
                           text=True, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

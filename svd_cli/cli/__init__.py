@@ -91,7 +91,7 @@ def _run(argv: list[str], debug: bool) -> int:
             raise
         print(f"svd: error: {exc.render(spell)}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one sentence, no traceback
+    except Exception as exc:  # the last line of defence: one sentence, no traceback
         if debug:
             raise
         print(

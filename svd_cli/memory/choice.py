@@ -30,7 +30,7 @@ def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]
         from .simulate import simulated_choice
 
         return simulated_choice(model, free, frames, width, height, overrides)
-    except Exception as exc:  # noqa: BLE001 - any failure of the simulation falls back to the estimate
+    except Exception as exc:  # any failure of the simulation falls back to the estimate
         failure = f"{type(exc).__name__}: {first_line(exc)}"
     plan, _ = choose_profile(free, job_shape(model, frames, width, height), overrides)
     return replace(plan, reason=f"{plan.reason}; analytic estimate, the simulation failed ({failure})")

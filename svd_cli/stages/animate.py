@@ -68,7 +68,7 @@ class Animator:
                 )
                 self.widen("denoiser", wider)
                 continue
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled here
+            except Exception as exc:  # only out-of-memory errors are handled here
                 if not is_out_of_memory(exc):
                     raise
                 failed = self.plan.profile
