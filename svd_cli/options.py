@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionError, UsageError, ref
+from .registry import SAMPLERS, get_entry
 
 MAX_SEED = 2**63 - 1
 RANDOM_SEEDS = 2**31  # a seed drawn for the user is below this: short to read back and to type again
@@ -24,8 +25,8 @@ SIZE_RANGE = (64, 4096)
 TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames", "prompt")
 # The names of the enumerated settings, written once, here at the bottom of the layers: the modules that act
 # on them (which bring torch and ffmpeg) import these lists, and the schema below needs none of those modules.
+# The sampler names are registry.SAMPLERS: the registry checks the ones weights.toml gives too.
 DTYPES = ("auto", "fp16", "bf16", "fp32")
-SAMPLERS = ("euler", "animatelcm")
 FORMATS = ("mp4", "gif", "webm", "frames")
 LOOPS = ("bounce", "crossfade")  # the loop modes; "off" is the option's default
 
@@ -664,8 +665,6 @@ def from_recipe(recipe: dict) -> dict[str, Any]:
             settings = recipe.get("settings", {})
             value = [settings["width"], settings["height"]] if "width" in settings and "height" in settings else None
         elif opt.name in ("model", "image_model"):
-            from .registry import get_entry
-
             model = _dig(recipe, opt.recipe) or {}
             if not isinstance(model, dict):
                 model = {"name": model}

@@ -17,7 +17,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from .errors import SvdError
-from .options import SAMPLERS
+
+SAMPLERS = ("euler", "animatelcm")  # the samplers svd has (models/samplers.py, beside diffusers' Euler)
 
 
 @dataclass(frozen=True)

@@ -182,9 +182,8 @@ class Session:
 
     def load_image_model(self, size: tuple[int, int]) -> None:
         """Load the text-to-image model (freeing SVD first) with a placement for stills of `size`."""
-        from .memory import choose_image_plan
+        from .memory import choose_image_plan, free_memory
         from .models.loading import load_model, resolve_device, resolve_dtype
-        from .stages.animate import free_memory
         from .stages.first_frame import drawing_size
 
         req = self.request
@@ -208,7 +207,7 @@ class Session:
         model = self._model.image_model
         if model is None:
             return
-        from .stages.animate import free_memory
+        from .memory import free_memory
 
         device = model.device
         self._model.image_model = None

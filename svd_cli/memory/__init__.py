@@ -7,6 +7,8 @@ steps of the generation loop (svd_cli/stages/animate.py). `apply_plan` switches 
 
 from __future__ import annotations
 
+import gc
+
 from .profiles import (
     IMAGE_OFFLOAD,
     MEMORY_CHOICES,
@@ -42,6 +44,7 @@ __all__ = [
     "apply_plan",
     "choose_profile",
     "estimate_peak_bytes",
+    "free_memory",
     "gib",
     "plan_for",
     "step_down",
@@ -93,6 +96,17 @@ def job_shape(model, frames: int, width: int, height: int) -> JobShape:
         height=height,
         dtype_bytes=model.dtype.itemsize,
     )
+
+
+def free_memory(device) -> None:
+    """Give what the allocator caches on `device` back, after dropping the references to a model's tensors."""
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    elif device.type == "mps":
+        torch.mps.empty_cache()
 
 
 def free_device_memory(device) -> int | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, UsageError, ref
+from ..memory import free_memory
 from .kinds import KIND_DEFAULTS
 from .layout import PICKLE_SUFFIXES, safetensors_problem
 
@@ -64,8 +65,6 @@ class PostModel:
     def release(self) -> None:
         """Move the weights to the CPU and give the device's memory back (for the next video's UNet)."""
         import torch
-
-        from ..stages.animate import free_memory
 
         device, self.device = self.device, torch.device("cpu")
         self.network.to(self.device)

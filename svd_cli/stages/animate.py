@@ -9,7 +9,6 @@ after the other, decode in chunks or tiles, weights moved to the device on use).
 
 from __future__ import annotations
 
-import gc
 from dataclasses import replace
 
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..errors import NonFiniteError, OutOfMemoryError, ref
-from ..memory import MemoryPlan, apply_plan, step_down
+from ..memory import MemoryPlan, apply_plan, free_memory, step_down
 from ..models.loading import dtype_name
 from ..options import GenerationSettings
 from ..progress import NullProgress, Progress
@@ -308,11 +307,3 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and (
         "out of memory" in text or "can't allocate memory" in text or "not enough memory" in text
     )
-
-
-def free_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    elif device.type == "mps":
-        torch.mps.empty_cache()
