@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, ref
-from .io.recipe import build_recipe, file_sha256, resume_state
+from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref
+from .io.recipe import build_recipe, resume_state
 from .io.safety import check_outputs
 from .io.segments import unfinished_seed
 from .io.video import output_suffix
 from .memory.ram import NotEnoughMemoryError
+from .models.files import file_sha256
 from .options import Request, check_template, fill_template, random_seed, recorded_settings, with_defaults
 from .result import Animation
 from .session import Session
@@ -213,16 +214,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
             continue
         path = Path(arg).expanduser()
         if path.is_dir():
-            walker = path.rglob("*") if req.recursive else path.glob("*")
-            for p in walker:
-                if not p.is_file() or _hidden(p.relative_to(path)):
-                    continue
-                if p.suffix.lower() in image_exts:
-                    if p in own_outputs or _is_our_still(p):
-                        continue
-                    found.setdefault(p, path)
-                else:
-                    non_images += 1
+            non_images += _scan_folder(path, req.recursive, image_exts, own_outputs, found)
         elif path.exists():
             _add_file(found, path)
         elif GLOB_CHARS & set(arg):
@@ -246,6 +238,20 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
             jobs.append(Job(index=len(jobs), input=path, rel_dir=rel_dir, seed=seed, seed_fixed=fixed))
     name_outputs(jobs, req, defaults or {})
     return Plan(jobs=jobs, non_images=non_images)
+
+
+def _scan_folder(folder: Path, recursive: bool, image_exts, own_outputs, found: dict[Path, Path]) -> int:
+    """Add the photos in `folder` to `found` (each under `folder`, for mirroring); return how many files were not
+    images. Hidden files, svd's own outputs and the stills it saved are not inputs."""
+    non_images = 0
+    for p in folder.rglob("*") if recursive else folder.glob("*"):
+        if not p.is_file() or _hidden(p.relative_to(folder)):
+            continue
+        if p.suffix.lower() not in image_exts:
+            non_images += 1
+        elif p not in own_outputs and not _is_our_still(p):
+            found.setdefault(p, folder)
+    return non_images
 
 
 def read_prompts(req: Request, stdin: Iterable[str] | None = None) -> list[str] | None:
@@ -688,7 +694,6 @@ def run_jobs(
         # Phase 2: every video with one load of SVD, in this process (the stills wait in a local folder).
         LocalExecutor().run(session, todo, frames=frames, **run)
     return summary
-    return summary
 
 
 def _attempt(job: Job, work: Callable[[], object], reraise_unexpected: bool):
@@ -703,6 +708,5 @@ def _attempt(job: Job, work: Callable[[], object], reraise_unexpected: bool):
     except Exception as exc:
         if reraise_unexpected:
             raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        reason = f"unexpected error ({type(exc).__name__}: {first})"
+        reason = f"unexpected error ({type(exc).__name__}: {first_line(exc)})"
         return JobResult(job, "failed", reason=_naming(job, reason), unexpected=True)

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from ._version import __version__
+from .errors import first_line
 from .progress import Progress
 
 RANDOM_WEIGHTS_NOTE = (
@@ -209,7 +210,7 @@ def _run_ours(model, profile: str, image, settings, meter: PeakMemory) -> dict:
     try:
         animator(image, settings, clock)
     except Exception as exc:  # an OOM in one row must not lose the other rows
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        error = f"{type(exc).__name__}: {first_line(exc)}"
     _sync(model.device)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     memory = meter.read()
@@ -262,7 +263,7 @@ def _run_diffusers(model, row: str, image, settings, meter: PeakMemory) -> dict:
                 callback_on_step_end=on_step,
             )  # fmt: skip
     except Exception as exc:
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        error = f"{type(exc).__name__}: {first_line(exc)}"
     _sync(device)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     memory = meter.read()

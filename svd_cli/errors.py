@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 
 _REF = re.compile(r"\{opt:([a-z_]+)\}")
+# Terminal colour codes: Ray colours some of its messages, and a reason quoted in one line is plain text.
+ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def ref(option: str) -> str:
@@ -28,6 +30,15 @@ def keyword(option: str) -> str:
 def spell_refs(text: str, spell: Callable[[str], str] = keyword) -> str:
     """`text` with every `ref(...)` spelled by `spell` (for progress notes as well as errors)."""
     return _REF.sub(lambda m: spell(m.group(1)), text)
+
+
+def first_line(exc: BaseException, default: str = "") -> str:
+    """The first line of `exc`'s message, without colour codes or surrounding blanks; `default` if it has none.
+
+    For quoting another library's error inside one line of ours (its messages can run to many lines).
+    """
+    text = ANSI_CODE.sub("", str(exc)).strip()
+    return text.splitlines()[0].strip() if text else default
 
 
 class SvdError(Exception):

@@ -18,11 +18,18 @@ from typing import Any
 
 from .errors import OptionError, UsageError, ref
 from .kinds import kind_defaults
+from .registry import SAMPLERS, get_entry
 
 MAX_SEED = 2**63 - 1
 RANDOM_SEEDS = 2**31  # a seed drawn for the user is below this: short to read back and to type again
 SIZE_RANGE = (64, 4096)
 TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames", "prompt")
+# The names of the enumerated settings, written once, here at the bottom of the layers: the modules that act
+# on them (which bring torch and ffmpeg) import these lists, and the schema below needs none of those modules.
+# The sampler names are registry.SAMPLERS: the registry checks the ones weights.toml gives too.
+DTYPES = ("auto", "fp16", "bf16", "fp32")
+FORMATS = ("mp4", "gif", "webm", "frames")
+LOOPS = ("bounce", "crossfade")  # the loop modes; "off" is the option's default
 
 
 # --- value forms that need more than int()/float() -------------------------------------------------------
@@ -266,7 +273,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("steps", int, "Denoising steps [default: the model's].", from_model=True, range=(1, 200),
            recipe="settings.steps", example="2"),
     Option("sampler", str, "euler (SVD's own) or animatelcm (the consistency sampler for AnimateLCM UNets, 1-8 "
-           "steps) [default: the model's].", from_model=True, choices=("euler", "animatelcm"),
+           "steps) [default: the model's].", from_model=True, choices=SAMPLERS,
            recipe="settings.sampler", example="animatelcm"),
     Option("min_cfg", float, "Guidance scale of the first frame [default: the model's, 1.0].", from_model=True,
            range=(0.0, 30.0), recipe="settings.min_cfg", example="1.5"),
@@ -297,7 +304,7 @@ OPTIONS: tuple[Option, ...] = (
            "colour and contrast) [default: on].", default=True, negatable=True, recipe="settings.color_match",
            example="false"),
     Option("loop", str, "Make the video loop: bounce (forward, then backward) or crossfade (the tail blends into the "
-           "head over loop_frames frames).", default="off", choices=("off", "bounce", "crossfade"),
+           "head over loop_frames frames).", default="off", choices=("off", *LOOPS),
            recipe="settings.loop", example="bounce"),
     Option("loop_frames", int, "Frames the crossfade loop blends over.", default=4, range=(1, 64),
            recipe="settings.loop_frames", example="2"),
@@ -318,7 +325,7 @@ OPTIONS: tuple[Option, ...] = (
            "{stem}-{seed} with several seeds].", check=check_template, default_label="{stem}",
            example="{stem}-{fps}fps"),
     Option("format", str, "mp4 (H.264), gif, webm (VP9), or frames (a folder of PNGs).", default="mp4",
-           choices=("mp4", "gif", "webm", "frames"), recipe="output.format", short="f", example="gif"),
+           choices=FORMATS, recipe="output.format", short="f", example="gif"),
     Option("recursive", bool, "Descend into sub-folders of folder inputs.", default=False, short="r",
            example="true"),
     Option("overwrite", bool, "Redo outputs that already exist (default: skip finished ones).", default=False,
@@ -329,7 +336,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("device", str, "auto, cuda, cpu or mps.", default="auto", choices=("auto", "cuda", "cpu", "mps"),
            recipe="runtime.device", example="cpu"),
     Option("dtype", str, "auto (fp16 on GPUs, fp32 on the CPU), fp16, bf16 or fp32.", default="auto",
-           choices=("auto", "fp16", "bf16", "fp32"), recipe="runtime.dtype", example="fp32"),
+           choices=DTYPES, recipe="runtime.dtype", example="fp32"),
     Option("decode_chunk", int, "Frames per VAE decode call [default: from the memory profile].", range=(1, 128),
            recipe="runtime.memory.decode_chunk", default_label="from the memory profile", example="2"),
     Option("vae_tiling", bool, "Seam-free tiled VAE [default: from the memory profile].", negatable=True,
@@ -354,10 +361,6 @@ BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 GENERATION = tuple(o.name for o in OPTIONS if o.from_model and o.name != "size")
 
 
-def option(name: str) -> Option:
-    return BY_NAME[name]
-
-
 # --- values in, checked ----------------------------------------------------------------------------------
 
 
@@ -368,11 +371,7 @@ def coerce(opt: Option, value: Any) -> Any:
     if isinstance(value, str) and opt.parse is not None:
         return opt.parse(value)
     if opt.type is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            return value.strip().lower() in ("1", "true", "yes", "on")
-        raise OptionError(opt.name, value, "expected true or false.", shown=repr(value))
+        return _boolean(opt, value)
     if opt.type in (int, float):
         return _number(opt, value)
     if opt.type is str:
@@ -394,6 +393,15 @@ def coerce(opt: Option, value: Any) -> Any:
             return list(value)
         raise OptionError(opt.name, value, "write whole numbers separated by commas, e.g. 1,2,3.", shown=repr(value))
     return value
+
+
+def _boolean(opt: Option, value: Any) -> bool:
+    """True or false from a bool, or from text such as 1/0, true/false, yes/no, on/off."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    raise OptionError(opt.name, value, "expected true or false.", shown=repr(value))
 
 
 def _number(opt: Option, value: Any) -> int | float:
@@ -656,8 +664,6 @@ def from_recipe(recipe: dict) -> dict[str, Any]:
             settings = recipe.get("settings", {})
             value = [settings["width"], settings["height"]] if "width" in settings and "height" in settings else None
         elif opt.name in ("model", "image_model"):
-            from .registry import get_entry
-
             model = _dig(recipe, opt.recipe) or {}
             if not isinstance(model, dict):
                 model = {"name": model}

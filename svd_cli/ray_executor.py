@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import secrets
 import signal
 import socket
@@ -41,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .batch import FileHashes, Job, JobResult, Summary, run_one
-from .errors import SvdError, ref
+from .errors import ANSI_CODE, SvdError, first_line, ref
 from .io.safety import remove_dead_claim, remove_dead_partials
 from .progress import Progress
 
@@ -52,7 +51,6 @@ STOP_GRACE = 10.0  # seconds the actors get to stop cleanly after Ctrl-C before 
 WAIT_TICK = 1.0  # seconds between checks of the queue (and of Ctrl-C) while videos are in flight
 PING_PAUSE = 0.5  # seconds between two pings of a worker that Ray is restarting
 RESTART_WAIT = 120.0  # seconds a worker whose call failed gets to answer again before it is dropped
-ANSI_CODE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class RayUnavailableError(SvdError):
@@ -167,12 +165,6 @@ class VideoWorker:
 # --- the driver side ---------------------------------------------------------------------------------------
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of an error, without colour codes (Ray colours some of its messages)."""
-    text = ANSI_CODE.sub("", str(exc)).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 class _RayMessages(io.TextIOBase):
     """Where the driver's Ray prints its own messages while the workers run (it prints on `sys.stdout`).
 
@@ -208,6 +200,182 @@ class _Slot:
     why: str = ""  # the failed call's reason, first line
     lost_at: float = 0.0  # when that call failed
     ping_at: float = 0.0  # when to ping it next
+
+
+class _Queue:
+    """The driver's side of a batch on Ray: the videos waiting, in flight or held for a worker that failed,
+    and what to do on each event (a result, a failed call, the answer to a ping)."""
+
+    def __init__(self, ray, progress, todo: list[Job], summary: Summary, on_result, reraise_unexpected: bool):
+        self.ray, self.progress = ray, progress
+        self.total = len(todo)
+        self.summary, self.on_result, self.reraise_unexpected = summary, on_result, reraise_unexpected
+        self.pending: deque[Job] = deque(todo)
+        self.attempts: dict[int, int] = {}
+        self.avoid: dict[int, str] = {}  # job index -> the worker it died on (retried on another if there is one)
+        self.inflight: dict = {}  # ObjectRef of a `make` call -> (slot, job)
+        self.pings: dict = {}  # ObjectRef of a `ping` call -> the slot whose call failed
+        self.lost_outputs: set[Path] = set()  # outputs whose worker died: a dead process's lock may be left there
+        self.started = time.monotonic()
+        self.finished = 0
+        self.slots: list[_Slot] = []
+        self.busy: set[str] = set()  # ids of the slots with a `make` call in flight
+
+    # --- the loop ---
+
+    def run_to_end(self) -> None:
+        """Hand out videos and take their results until every video is made, failed, or has no worker left."""
+        while self.pending or self.inflight or self._holding():
+            self.hand_out()
+            wait = self.ping_due()
+            if not self.inflight and not self.pings:
+                if not self._holding():
+                    missing = len(self.pending)
+                    raise RayUnavailableError(
+                        f"Every Ray worker died; {missing} video{'s were' if missing > 1 else ' was'} not made. "
+                        "Run the same command again to make them."
+                    )
+                time.sleep(wait)  # only workers being restarted, and their next ping is not due yet
+                continue
+            ready, _ = self.ray.wait([*self.inflight, *self.pings], num_returns=1, timeout=wait)
+            outcomes = self._collect(ready)
+            self.hand_out()  # the workers go on while the driver reports
+            for slot, outcome, job in outcomes:
+                self.take(slot, outcome, job)
+
+    def _holding(self) -> bool:
+        """Whether a video is held for a worker whose call failed."""
+        return any(slot.lost is not None for slot in self.slots)
+
+    def _collect(self, ready: list) -> list[tuple[_Slot, dict, Job]]:
+        """The outcomes of the finished `make` calls among `ready` (pings answered on the way)."""
+        ray, outcomes = self.ray, []
+        for ref_ in ready:
+            if ref_ in self.pings:
+                self.answered(self.pings.pop(ref_), ref_)
+                continue
+            slot, job = self.inflight.pop(ref_)
+            self.busy.discard(slot.id)
+            try:
+                outcome = ray.get(ref_)
+            except ray.exceptions.RayActorError as exc:
+                self.call_failed(slot, job, exc)
+                continue
+            except ray.exceptions.RayTaskError as exc:  # a bug's traceback, in debug mode
+                raise exc.as_instanceof_cause() from None
+            slot.pid = outcome["where"]["pid"]
+            outcomes.append((slot, outcome, job))
+        return outcomes
+
+    def hand_out(self) -> None:
+        """Give each idle worker its next video."""
+        for slot in list(self.slots):
+            if slot.id in self.busy or slot.lost is not None or not self.pending:
+                continue
+            job = self.next_job(slot)
+            if job is not None:
+                self.inflight[slot.actor.make.remote(job, self.reraise_unexpected)] = (slot, job)
+                self.busy.add(slot.id)
+
+    def next_job(self, slot: _Slot) -> Job | None:
+        # A video whose worker died goes to another one, unless every other one is being asked after too.
+        others = any(s is not slot and s.lost is None for s in self.slots)
+        for i, job in enumerate(self.pending):
+            if self.avoid.get(job.index) != slot.id or not others:
+                del self.pending[i]
+                return job
+            if i > 2 * len(self.slots):  # only retried jobs are avoided; they wait at the front
+                break
+        return None
+
+    # --- results ---
+
+    def report(self, result: JobResult) -> None:
+        self.finished += 1
+        self.summary.results.append(result)
+        self.on_result(result)
+        self.progress.overall(self.finished, self.total, time.monotonic() - self.started)
+
+    def take(self, slot: _Slot, outcome: dict, job: Job) -> None:
+        for note in outcome.get("notes", []):
+            self.progress.note(f"{slot.id}: {note}")
+        if "fatal" in outcome:
+            code, message = outcome["fatal"]
+            error = SvdError(message)
+            error.exit_code = code
+            raise error
+        if "result" in outcome:
+            result: JobResult = outcome["result"]
+            result.job = job  # the driver's own job (the worker's is a copy)
+            result.worker = {"id": slot.id, **outcome["where"]}
+            if result.status == "ok":
+                self.summary.workers[slot.id] = self.summary.workers.get(slot.id, 0) + 1
+            self.report(result)
+
+    # --- failed calls ---
+
+    def call_failed(self, slot: _Slot, job: Job, exc: Exception) -> None:
+        """The worker died, or Ray is restarting it, or the link to it broke: hold the video, ask the worker."""
+        now = time.monotonic()
+        slot.lost, slot.why, slot.lost_at, slot.ping_at = job, first_line(exc, type(exc).__name__), now, now
+        self.lost_outputs.add(Path(job.output))
+
+    def again(self, slot: _Slot, job: Job, what: str) -> None:
+        """Queue `job` again after its call on `slot` failed (`what` happened), or fail it after the last try."""
+        self.attempts[job.index] = self.attempts.get(job.index, 0) + 1
+        if self.attempts[job.index] >= MAX_ATTEMPTS:
+            self.progress.note(f"Ray worker {slot.id} {what}")
+            reason = f"{job.input}: the Ray worker making it died {self.attempts[job.index]} times (last: {slot.why})"
+            self.report(JobResult(job, "failed", reason=reason))
+            return
+        self.summary.retried += 1
+        self.avoid[job.index] = slot.id
+        self.pending.appendleft(job)
+        self.progress.note(f"Ray worker {slot.id} {what}; the video is made again")
+
+    def drop(self, slot: _Slot, why: str) -> None:
+        """Stop using `slot` (Ray will not restart it, or it never came back) and queue its video again."""
+        self.slots.remove(slot)
+        with contextlib.suppress(Exception):  # one that would come back late must not make videos unasked
+            self.ray.kill(slot.actor, no_restart=True)
+        job, slot.lost = slot.lost, None
+        left = f"{len(self.slots)} worker{'s' * (len(self.slots) != 1)} left"
+        self.again(slot, job, f"died while making {job.output} and {why} ({left})")
+
+    def answered(self, slot: _Slot, ref_) -> None:
+        """The outcome of a ping of `slot`, whose last call failed."""
+        ray = self.ray
+        try:
+            where = ray.get(ref_)
+        except ray.exceptions.ActorUnavailableError:  # Ray is still restarting it: ask again shortly
+            slot.ping_at = time.monotonic() + PING_PAUSE
+            return
+        except ray.exceptions.RayActorError:  # its restarts are used up (or its node is gone for good)
+            self.drop(slot, "Ray will not restart it again")
+            return
+        job, slot.lost = slot.lost, None
+        if where["pid"] == slot.pid:  # it lived on: only the call was lost (a broken link)
+            self.again(slot, job, f"did not answer while making {job.output} ({slot.why})")
+            return
+        was = f" (pid {slot.pid})" if slot.pid else ""
+        slot.pid = where["pid"]
+        self.again(slot, job, f"died while making {job.output}{was}; Ray restarted it (pid {slot.pid})")
+
+    def ping_due(self) -> float:
+        """Ping the workers whose call failed and whose pause is over; return the seconds to the next ping."""
+        now, wait = time.monotonic(), WAIT_TICK
+        asked = set(map(id, self.pings.values()))
+        for slot in [s for s in self.slots if s.lost is not None]:
+            if now - slot.lost_at > RESTART_WAIT:
+                for ref_ in [r for r, s in self.pings.items() if s is slot]:
+                    del self.pings[ref_]
+                self.drop(slot, f"did not answer for {RESTART_WAIT:.0f} s")
+            elif id(slot) not in asked:
+                if slot.ping_at <= now:
+                    self.pings[slot.actor.ping.remote()] = slot
+                else:
+                    wait = min(wait, slot.ping_at - now)
+        return wait
 
 
 class RayExecutor:
@@ -251,8 +419,7 @@ class RayExecutor:
                 ray.init(address=self.address, **common)
         except Exception as exc:  # ConnectionError, ValueError (a bad address), RuntimeError
             where = "start a local Ray instance" if self.address is None else f"join the Ray cluster at {self.address}"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise RayUnavailableError(f"Could not {where}: {first}") from None
+            raise RayUnavailableError(f"Could not {where}: {first_line(exc, type(exc).__name__)}") from None
         finally:
             if keep_sigterm is not None:
                 signal.signal(signal.SIGTERM, keep_sigterm)
@@ -305,169 +472,22 @@ class RayExecutor:
         sha256=None,
         reraise_unexpected: bool = False,
     ) -> None:
-        ray, progress = self.ray, session.progress
+        progress = session.progress
         summary.workers = {}
-        pending: deque[Job] = deque(todo)
-        attempts: dict[int, int] = {}
-        avoid: dict[int, str] = {}  # job index -> the worker it died on (retried on another if there is one)
-        inflight: dict = {}  # ObjectRef of a `make` call -> (slot, job)
-        pings: dict = {}  # ObjectRef of a `ping` call -> the slot whose call failed
-        lost_outputs: set[Path] = set()  # outputs whose worker died: a dead process's lock may be left there
-        started = time.monotonic()
-        finished = 0
-        slots: list[_Slot] = []
-
-        def report(result: JobResult) -> None:
-            nonlocal finished
-            finished += 1
-            summary.results.append(result)
-            on_result(result)
-            progress.overall(finished, len(todo), time.monotonic() - started)
-
-        def take(slot: _Slot, outcome: dict, job: Job) -> None:
-            for note in outcome.get("notes", []):
-                progress.note(f"{slot.id}: {note}")
-            if "fatal" in outcome:
-                code, message = outcome["fatal"]
-                error = SvdError(message)
-                error.exit_code = code
-                raise error
-            if "result" in outcome:
-                result: JobResult = outcome["result"]
-                result.job = job  # the driver's own job (the worker's is a copy)
-                result.worker = {"id": slot.id, **outcome["where"]}
-                if result.status == "ok":
-                    summary.workers[slot.id] = summary.workers.get(slot.id, 0) + 1
-                report(result)
-
-        def call_failed(slot: _Slot, job: Job, exc: Exception) -> None:
-            """The worker died, or Ray is restarting it, or the link to it broke: hold the video, ask the worker."""
-            now = time.monotonic()
-            slot.lost, slot.why, slot.lost_at, slot.ping_at = job, _first_line(exc), now, now
-            lost_outputs.add(Path(job.output))
-
-        def again(slot: _Slot, job: Job, what: str) -> None:
-            """Queue `job` again after its call on `slot` failed (`what` happened), or fail it after the last try."""
-            attempts[job.index] = attempts.get(job.index, 0) + 1
-            if attempts[job.index] >= MAX_ATTEMPTS:
-                progress.note(f"Ray worker {slot.id} {what}")
-                reason = f"{job.input}: the Ray worker making it died {attempts[job.index]} times (last: {slot.why})"
-                report(JobResult(job, "failed", reason=reason))
-                return
-            summary.retried += 1
-            avoid[job.index] = slot.id
-            pending.appendleft(job)
-            progress.note(f"Ray worker {slot.id} {what}; the video is made again")
-
-        def drop(slot: _Slot, why: str) -> None:
-            """Stop using `slot` (Ray will not restart it, or it never came back) and queue its video again."""
-            slots.remove(slot)
-            with contextlib.suppress(Exception):  # one that would come back late must not make videos unasked
-                ray.kill(slot.actor, no_restart=True)
-            job, slot.lost = slot.lost, None
-            left = f"{len(slots)} worker{'s' * (len(slots) != 1)} left"
-            again(slot, job, f"died while making {job.output} and {why} ({left})")
-
-        def answered(slot: _Slot, ref_) -> None:
-            """The outcome of a ping of `slot`, whose last call failed."""
-            try:
-                where = ray.get(ref_)
-            except ray.exceptions.ActorUnavailableError:  # Ray is still restarting it: ask again shortly
-                slot.ping_at = time.monotonic() + PING_PAUSE
-                return
-            except ray.exceptions.RayActorError:  # its restarts are used up (or its node is gone for good)
-                drop(slot, "Ray will not restart it again")
-                return
-            job, slot.lost = slot.lost, None
-            if where["pid"] == slot.pid:  # it lived on: only the call was lost (a broken link)
-                again(slot, job, f"did not answer while making {job.output} ({slot.why})")
-                return
-            was = f" (pid {slot.pid})" if slot.pid else ""
-            slot.pid = where["pid"]
-            again(slot, job, f"died while making {job.output}{was}; Ray restarted it (pid {slot.pid})")
-
-        def ping_due() -> float:
-            """Ping the workers whose call failed and whose pause is over; return the seconds to the next ping."""
-            now, wait = time.monotonic(), WAIT_TICK
-            asked = set(map(id, pings.values()))
-            for slot in [s for s in slots if s.lost is not None]:
-                if now - slot.lost_at > RESTART_WAIT:
-                    for ref_ in [r for r, s in pings.items() if s is slot]:
-                        del pings[ref_]
-                    drop(slot, f"did not answer for {RESTART_WAIT:.0f} s")
-                elif id(slot) not in asked:
-                    if slot.ping_at <= now:
-                        pings[slot.actor.ping.remote()] = slot
-                    else:
-                        wait = min(wait, slot.ping_at - now)
-            return wait
-
-        def next_job(slot: _Slot) -> Job | None:
-            # A video whose worker died goes to another one, unless every other one is being asked after too.
-            others = any(s is not slot and s.lost is None for s in slots)
-            for i, job in enumerate(pending):
-                if avoid.get(job.index) != slot.id or not others:
-                    del pending[i]
-                    return job
-                if i > 2 * len(slots):  # only retried jobs are avoided; they wait at the front
-                    break
-            return None
-
+        queue = _Queue(self.ray, progress, todo, summary, on_result, reraise_unexpected)
         try:
-            slots = self._start_workers(session)
-            summary.workers = {slot.id: 0 for slot in slots}
-            progress.note(f"Ray: {len(slots)} worker{'s' * (len(slots) > 1)} for {len(todo)} videos")
+            queue.slots = self._start_workers(session)
+            summary.workers = {slot.id: 0 for slot in queue.slots}
+            progress.note(f"Ray: {len(queue.slots)} worker{'s' * (len(queue.slots) > 1)} for {len(todo)} videos")
             progress.overall(0, len(todo), 0.0)
-            busy: set[str] = set()
-
-            def hand_out() -> None:
-                for slot in list(slots):
-                    if slot.id in busy or slot.lost is not None or not pending:
-                        continue
-                    job = next_job(slot)
-                    if job is not None:
-                        inflight[slot.actor.make.remote(job, reraise_unexpected)] = (slot, job)
-                        busy.add(slot.id)
-
-            while pending or inflight or any(slot.lost is not None for slot in slots):
-                hand_out()
-                wait = ping_due()
-                if not inflight and not pings:
-                    if not any(slot.lost is not None for slot in slots):
-                        missing = len(pending)
-                        raise RayUnavailableError(
-                            f"Every Ray worker died; {missing} video{'s were' if missing > 1 else ' was'} not made. "
-                            "Run the same command again to make them."
-                        )
-                    time.sleep(wait)  # only workers being restarted, and their next ping is not due yet
-                    continue
-                ready, _ = ray.wait([*inflight, *pings], num_returns=1, timeout=wait)
-                outcomes = []
-                for ref_ in ready:
-                    if ref_ in pings:
-                        answered(pings.pop(ref_), ref_)
-                        continue
-                    slot, job = inflight.pop(ref_)
-                    busy.discard(slot.id)
-                    try:
-                        outcome = ray.get(ref_)
-                    except ray.exceptions.RayActorError as exc:
-                        call_failed(slot, job, exc)
-                        continue
-                    except ray.exceptions.RayTaskError as exc:  # a bug's traceback, in debug mode
-                        raise exc.as_instanceof_cause() from None
-                    slot.pid = outcome["where"]["pid"]
-                    outcomes.append((slot, outcome, job))
-                hand_out()  # the workers go on while the driver reports
-                for slot, outcome, job in outcomes:
-                    take(slot, outcome, job)
+            queue.run_to_end()
         except BaseException:
-            self._stop(slots, inflight, take)
+            self._stop(queue.slots, queue.inflight, queue.take)
             raise
         finally:
-            unfinished = [Path(job.output) for _, job in inflight.values()]
-            unfinished += [Path(slot.lost.output) for slot in slots if slot.lost is not None]
-            self._shutdown(slots, unfinished, lost_outputs)
+            unfinished = [Path(job.output) for _, job in queue.inflight.values()]
+            unfinished += [Path(slot.lost.output) for slot in queue.slots if slot.lost is not None]
+            self._shutdown(queue.slots, unfinished, queue.lost_outputs)
 
     # --- 3. stopping ----------------------------------------------------------------------------------
 
@@ -500,10 +520,9 @@ class RayExecutor:
         for slot in slots:
             with contextlib.suppress(Exception):  # already gone
                 ray.kill(slot.actor, no_restart=True)
-        if self.started_local:
-            ray.shutdown()  # stops the local instance: its worker processes end with it
-        else:
-            ray.shutdown()  # leaves the cluster; our actors (owned by this driver) go with it
+        # A local instance stops, its worker processes with it; a cluster is left, our actors (owned by this
+        # driver) going with us.
+        ray.shutdown()
         time.sleep(0.2)
         for output in {*unfinished, *lost}:
             remove_dead_partials(output)

@@ -19,7 +19,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 from .errors import SvdError
 from .kinds import KIND_DEFAULTS, kind_defaults
 
-SAMPLER_NAMES = ("euler", "animatelcm")  # models/samplers.py SAMPLERS, without importing torch
+SAMPLERS = ("euler", "animatelcm")  # the samplers svd has (models/samplers.py, beside diffusers' Euler)
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,9 @@ def load_registry() -> dict[str, ModelEntry]:
         for key in defaults:
             if key in raw:
                 defaults[key] = _size(raw[key], name) if key == "size" else type(defaults[key])(raw[key])
-        if "sampler" in defaults and defaults["sampler"] not in SAMPLER_NAMES:
+        if "sampler" in defaults and defaults["sampler"] not in SAMPLERS:
             raise SvdError(f"weights.toml: models.{name}.sampler {defaults['sampler']!r} is not one of "
-                           f"{', '.join(SAMPLER_NAMES)}.")  # fmt: skip
+                           f"{', '.join(SAMPLERS)}.")  # fmt: skip
         entries[name] = ModelEntry(
             name=name,
             repo=raw.get("repo"),

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
-from .io.video import FORMATS, write_frames
+from .io.video import write_frames
+from .options import FORMATS
 
 if TYPE_CHECKING:
     import numpy as np

@@ -361,15 +361,34 @@ def test_every_declared_dependency_is_used():
         assert module in imported, f"{name} is declared in pyproject.toml but nothing imports {module}"
 
 
-def test_ruff_finds_nothing():
+def test_the_readmes_layout_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("### Layout") : readme.index("Adding an animate option")]
+    named = {line.split()[0] for line in layout.splitlines() if line.startswith("      ") and line.split()}
+    assert sorted(str(p.relative_to(PACKAGE)) for p in MODULES if str(p.relative_to(PACKAGE)) not in named) == []
+
+
+@pytest.mark.parametrize("command", [["check"], ["format", "--check"]], ids=["check", "format"])
+def test_ruff_finds_nothing(command):
+    """Lint (with pyproject.toml's rules: complexity at most 15, no stale noqa) and formatting; CI runs this."""
     import subprocess
 
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "svd_cli", "tests"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "ruff", *command, "svd_cli", "tests"], capture_output=True,
                           text=True, cwd=ROOT)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # --- 5. smaller defects --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message, line",
+    [("", "none"), ("  \n ", "none"), ("\n  first \nsecond", "first"), ("\x1b[31mred\x1b[0m\nmore", "red")],
+)
+def test_the_first_line_of_an_error_is_never_an_index_error(message, line):
+    from svd_cli.errors import first_line
+
+    assert first_line(ValueError(message), "none") == line
 
 
 @pytest.mark.parametrize("command", [["weights", "list"], ["config", "show"], ["weights", "path", "tiny"]])

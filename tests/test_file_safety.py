@@ -104,18 +104,6 @@ def test_every_format_of_one_photo_keeps_its_own_recipe(svd, tiny_dir, tmp_path)
         assert recipe["output"]["format"] == fmt and recipe["output"]["path"] == str(tmp_path / f"coffee.{fmt}")
 
 
-def test_recipes_of_older_versions_are_still_read_and_replaced_by_the_new_name(svd, tiny_dir, tmp_path):
-    photo = tmp_path / "coffee.png"
-    shutil.copy(EXAMPLES / "coffee.png", photo)
-    assert svd("animate", photo, *FAST).code == 0
-    (tmp_path / "coffee.mp4.json").rename(tmp_path / "coffee.json")  # where svd 0.1 put it
-    r = svd("animate", photo, *FAST, "--json")
-    assert r.code == 0 and _results(r)[0]["status"] == "skipped", r.err  # recognised as svd's own
-    r = svd("animate", photo, *FAST, "--overwrite")
-    assert r.code == 0, r.err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["coffee.mp4", "coffee.mp4.json", "coffee.png"]
-
-
 def test_a_frames_folder_with_the_users_files_in_it_is_never_replaced(svd, tiny_dir, tmp_path):
     r = svd("animate", EXAMPLES / "coffee.png", "--format", "frames", *FAST, "--out", f"{tmp_path}/")
     assert r.code == 0, r.err

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
-from ..errors import SvdError
+from ..errors import SvdError, first_line
 from .common import click_message, spell
 
 app = typer.Typer(
@@ -91,11 +91,11 @@ def _run(argv: list[str], debug: bool) -> int:
             raise
         print(f"svd: error: {exc.render(spell)}", file=sys.stderr)
         return exc.exit_code
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one sentence, no traceback
+    except Exception as exc:  # the last line of defence: one sentence, no traceback
         if debug:
             raise
         print(
-            f"svd: unexpected error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+            f"svd: unexpected error: {type(exc).__name__}: {first_line(exc)} "
             "(run again with --debug for the traceback, and please report it).",
             file=sys.stderr,
         )

@@ -1,4 +1,4 @@
-"""`svd weights list|pull|path`: what is known, fetching it, where it is."""
+"""`svd weights list|pull|path|verify`: what is known, fetching it, where it is, whether it is whole."""
 
 from __future__ import annotations
 

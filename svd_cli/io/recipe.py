@@ -7,7 +7,6 @@ matches what this run would make is done; one made otherwise is reported, never 
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,14 +17,6 @@ from .safety import occupant, refusal
 
 # Recorded for people, derived from other fields: they never decide whether two videos are the same.
 DERIVED_SETTINGS = ("fps_conditioning", "seed_fixed")
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build_recipe(

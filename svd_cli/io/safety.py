@@ -4,8 +4,7 @@ The rule: svd writes only files it owns, an output path it computed and whose re
 it, and never deletes or replaces anything else.
 
 - Every output has its own sidecar: `photo.mp4` -> `photo.mp4.json`, a frames folder `photo/` ->
-  `photo.frames.json`, so two formats of one photo never share one. Sidecars of older versions
-  (`photo.json`) are still read when they describe that output.
+  `photo.frames.json`, so two formats of one photo never share one.
 - `check_outputs` refuses a plan, before any work, whose output would land on an input, on a folder that
   holds an input, or on a folder svd did not make.
 - `occupant` says whether an existing output is svd's own (and may be resumed or redone) or someone else's
@@ -41,11 +40,6 @@ def sidecar_path(output: Path, fmt: str) -> Path:
     return output.with_name(output.name + (".frames" if fmt == "frames" else "") + ".json")
 
 
-def legacy_sidecar_path(output: Path, fmt: str) -> Path:
-    """Where svd before 0.2 put the recipe (one photo.json for every format); read, never written."""
-    return output.with_name(output.name + ".json") if fmt == "frames" else output.with_suffix(".json")
-
-
 def _load(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -66,13 +60,10 @@ def describes(recipe: dict | None, output: Path, fmt: str) -> bool:
 
 
 def recipe_for(output: Path, fmt: str) -> dict | None:
-    """The svd recipe describing `output` (its own sidecar, else an older version's), or None."""
-    for path in (sidecar_path(output, fmt), legacy_sidecar_path(output, fmt)):
-        if path.is_file():
-            data = _load(path)
-            if describes(data, output, fmt):
-                return data
-    return None
+    """The svd recipe describing `output` (its sidecar), or None."""
+    path = sidecar_path(output, fmt)
+    data = _load(path) if path.is_file() else None
+    return data if describes(data, output, fmt) else None
 
 
 # --- who owns an output -----------------------------------------------------------------------------------

@@ -16,16 +16,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import SvdError, ref
-from .safety import TEMP_MARK, describes, legacy_sidecar_path, occupant, refusal, remove, sidecar_path, temp_path_for
+from ..errors import SvdError, first_line, ref
+from ..options import FORMATS
+from .safety import TEMP_MARK, occupant, refusal, remove, sidecar_path, temp_path_for
 
-__all__ = ["FORMATS", "sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
+__all__ = ["sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
-FORMATS = ("mp4", "gif", "webm", "frames")
 MP4_CRF = 18  # visually lossless for H.264; see README "Output"
 
 
@@ -124,11 +124,6 @@ def write_video_and_recipe(
         raise
     if aside is not None:
         remove(aside)
-    legacy = legacy_sidecar_path(final, fmt)
-    if legacy != sidecar and legacy.is_file():
-        with contextlib.suppress(OSError, ValueError):
-            if describes(json.loads(legacy.read_text(encoding="utf-8")), final, fmt):
-                legacy.unlink()  # an older svd's recipe of the video just replaced
     return final
 
 
@@ -229,7 +224,7 @@ def _explain_write_error(final: Path, exc: Exception) -> str:
         return f"Could not write {final}: {_os_reason(errno.EACCES)}; choose a folder you can write to with {out}."
     if isinstance(exc, (NotADirectoryError, FileExistsError)) or code in (errno.EEXIST, errno.ENOTDIR):
         return f"Could not write {final}: part of that path is a file, not a folder; choose another {out}."
-    reason = getattr(exc, "strerror", None) or (text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+    reason = getattr(exc, "strerror", None) or first_line(exc, type(exc).__name__)
     return f"Could not write {final}: {reason}."
 
 

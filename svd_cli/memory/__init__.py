@@ -2,7 +2,7 @@
 
 Each saver is one module: attention slicing (attention.py), feed-forward chunking (feedforward.py), weight
 placement / offload (placement.py), seam-free VAE tiling (vae_tiling.py); CFG split and decode chunking are
-steps of the generation loop (svd_cli/pipeline.py). `apply_plan` switches a loaded model to a plan.
+steps of the generation loop (svd_cli/stages/animate.py). `apply_plan` switches a loaded model to a plan.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "apply_plan",
     "choose_profile",
     "estimate_peak_bytes",
+    "free_memory",
     "gib",
     "plan_for",
     "step_down",

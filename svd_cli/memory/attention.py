@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-ATTENTION_MODES = ("auto", "sdpa", "sliced", "xformers")
 DEFAULT_MAX_SCORES = 2**26  # 64 Mi scores: 128 MiB in fp16 per slice
 
 

@@ -35,7 +35,7 @@ class MemoryPlan:
 
     profile: str
     offload: str = "none"  # none | model | sequential            (placement.py)
-    cfg_split: bool = False  # run the two CFG halves one after the other (pipeline.py)
+    cfg_split: bool = False  # run the two CFG halves one after the other (stages/animate.py)
     ff_chunk_tokens: int | None = None  # feed-forward token slices (feedforward.py)
     attention: str = "auto"  # auto | sdpa | sliced | xformers      (attention.py)
     slice_attention: bool = False  # `auto` may slice when SDPA has no memory-efficient kernel

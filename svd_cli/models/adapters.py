@@ -17,9 +17,6 @@ if TYPE_CHECKING:
 
     from .sources import ModelSource
 
-# The roles a component can play, in the order a video uses them.
-ROLES = ("image_encoder", "vae_encoder", "denoiser", "decoder")
-
 
 class SVDAdapter:
     """Stable Video Diffusion: CLIP image encoder, VAE (encoder and temporal decoder), spatio-temporal UNet."""

@@ -38,6 +38,15 @@ def _save_index(index: dict) -> None:
     os.replace(tmp, path)
 
 
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of the whole file at `path` (hex), read in 1 MiB blocks so a 10 GB file takes no memory."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def file_identity(path: Path, role: str, progress=None) -> dict:
     """{"path", "size", "sha256"} of a weight file; the digest comes from the cache while the file is unchanged."""
     path = Path(path).resolve()
@@ -49,11 +58,7 @@ def file_identity(path: Path, role: str, progress=None) -> dict:
     else:
         if progress is not None and stat.st_size > 2**30:
             progress.note(f"Hashing {path.name} ({size_text(stat.st_size)}) for the recipe; once per file")
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        digest = h.hexdigest()
+        digest = file_sha256(path)
     roles = sorted({*(known or {}).get("roles", []), role})
     index[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest, "roles": roles}
     with contextlib.suppress(OSError):  # a read-only cache only costs hashing again next time

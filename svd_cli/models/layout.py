@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
 from ..kinds import KIND_DEFAULTS
+from .files import file_sha256
 
 # Per kind: component folder -> file stem of its weights. A "*" in a folder is a glob for the download
 # (SDXL has text_encoder and text_encoder_2); the folders a model really has come from its model_index.json.
@@ -20,7 +21,6 @@ KIND_COMPONENTS = {
     "svd": {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "image_encoder": "model"},
     "text-to-image": {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder*": "model"},
 }
-WEIGHT_COMPONENTS = KIND_COMPONENTS["svd"]
 CONFIG_PATTERNS = ["model_index.json", "*/config.json", "*/scheduler_config.json", "*/preprocessor_config.json"]
 # Tokenizers are small text files (vocab.json, merges.txt, tokenizer.json, their configs).
 KIND_EXTRA_PATTERNS = {"svd": [], "text-to-image": ["tokenizer*/*.json", "tokenizer*/*.txt"]}
@@ -235,16 +235,10 @@ def safetensors_problem(path: Path) -> str | None:
 
 def hash_problem(path: Path) -> str | None:
     """For a file in the Hugging Face cache: whether its content still has the SHA-256 its blob is named by."""
-    import hashlib
-
     blob = path.resolve()
     if not re.fullmatch(r"[0-9a-f]{64}", blob.name):
         return None  # not a content-addressed blob (a local folder, or a cache without symlinks)
-    digest = hashlib.sha256()
-    with blob.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != blob.name:
+    if file_sha256(blob) != blob.name:
         return "is corrupt (its SHA-256 differs from the Hub's)"
     return None
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelLoadError, OptionError
+from ..errors import ModelLoadError, OptionError, first_line
+from ..options import DTYPES
 from .layout import check_model_folder, damaged_files
 
 if TYPE_CHECKING:
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
     from .adapters import SVDAdapter, TextToImageAdapter
     from .sources import ModelSource
 
-DTYPES = ("auto", "fp16", "bf16", "fp32")
 DEVICES = ("auto", "cuda", "cpu", "mps")
 
 
@@ -52,13 +52,18 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
         raise OptionError("dtype", name, f"choose one of {', '.join(DTYPES)}.", allowed=DTYPES)
     if name == "auto":
         return torch.float32 if device.type == "cpu" else torch.float16
-    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[name]
+    return _torch_dtypes()[name]
 
 
 def dtype_name(dtype: torch.dtype) -> str:
+    """The name `dtype` has among DTYPES ("fp16"), or torch's own name for a dtype svd does not offer."""
+    return next((name for name, known in _torch_dtypes().items() if known == dtype), str(dtype))
+
+
+def _torch_dtypes() -> dict[str, torch.dtype]:
     import torch
 
-    return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    return {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def load_model(
@@ -113,7 +118,7 @@ def load_model(
             adapter = ADAPTERS[source.kind](source, pipe, device, dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
-            f"Could not load the model in {source.path} ({type(exc).__name__}: {_first_line(exc)}); "
+            f"Could not load the model in {source.path} ({type(exc).__name__}: {first_line(exc, 'no details')[:200]}); "
             f"{source.repair_advice()}.",
             path=source.path,
         ) from exc
@@ -151,8 +156,3 @@ def base_unet_config(source: ModelSource) -> dict:
 
     config = json.loads((source.path / "unet" / "config.json").read_text(encoding="utf-8"))
     return {k: v for k, v in config.items() if not k.startswith("_")}
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else "no details"

@@ -21,7 +21,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ModelLoadError, UsageError, ref
+from ..errors import ModelLoadError, UsageError, first_line, ref
 
 if TYPE_CHECKING:
     import torch
@@ -250,7 +250,7 @@ def load_unet(path: Path, config: dict, dtype: torch.dtype):
                 path, torch_dtype=dtype, variant=variant, use_safetensors=True, local_files_only=True
             )
         except (OSError, ValueError, KeyError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc, type(exc).__name__)[:200]
             raise ModelLoadError(
                 f"{ref('unet')} {path}: not a diffusers UNet folder svd can load ({first}).", path=path
             ) from None

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ModelLoadError, UsageError, ref
+from ..errors import ModelLoadError, UsageError, first_line, ref
 from .post import PostModel, check_loadable
 
 WIDTHS = (192, 128, 96, 64)  # block0..block3 of RIFE 4.13
@@ -157,7 +157,7 @@ def load_ifnet(path: Path) -> IFNet:
     try:
         state = load_file(str(path))
     except (OSError, SafetensorError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0]
+        reason = getattr(exc, "strerror", None) or first_line(exc, type(exc).__name__)
         raise ModelLoadError(
             f"Cannot read the RIFE weights {path} ({reason}); give a RIFE 4.13 safetensors file with "
             f"{ref('interpolator')}.",

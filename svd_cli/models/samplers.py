@@ -20,8 +20,6 @@ from dataclasses import dataclass
 
 import torch
 
-SAMPLERS = ("euler", "animatelcm")
-
 
 @dataclass
 class _StepOutput:

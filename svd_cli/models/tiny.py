@@ -22,7 +22,6 @@ from ..paths import cache_dir
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
 TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1}
-TINY_VERSION = TINY_VERSIONS["tiny"]
 TINY_SEED = 20231121
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from ..errors import UsageError, ref
+from ..errors import UsageError, first_line, ref
 from ..progress import NullProgress, Progress
 from .post import PostModel, check_loadable
 
@@ -93,7 +93,7 @@ def load_upscaler(source, device: torch.device, dtype: torch.dtype | None = None
         ) from None
     except (KeyError, ValueError, RuntimeError, IndexError, TypeError) as exc:
         raise UsageError(
-            f"{not_recognised} ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:160] if str(exc) else ''}); "
+            f"{not_recognised} ({type(exc).__name__}: {first_line(exc)[:160]}); "
             "choose a Real-ESRGAN, ESRGAN or SwinIR .safetensors file.",
             option="upscaler",
             value=str(path),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .. import memory as engine  # looked up at call time, so the free-memory reading has one place
+from ..errors import first_line
 from ..memory import choose_profile, job_shape, plan_for
 from ..memory.profiles import MemoryPlan
 from ..memory.ram import available_ram, choose_profile_in_ram
@@ -26,7 +27,7 @@ def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]
     # Simulated peaks (planning/simulate.py, cached on disk); the analytic estimate only if that fails.
     try:
         return simulated_choice(model, free, frames, width, height, overrides)
-    except Exception as exc:  # noqa: BLE001 - any failure of the simulation falls back to the estimate
-        failure = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    except Exception as exc:  # any failure of the simulation falls back to the estimate
+        failure = f"{type(exc).__name__}: {first_line(exc)}"
     plan, _ = choose_profile(free, job_shape(model, frames, width, height), overrides)
     return replace(plan, reason=f"{plan.reason}; analytic estimate, the simulation failed ({failure})")

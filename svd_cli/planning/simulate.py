@@ -48,9 +48,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from ..errors import UsageError, ref
+from ..errors import UsageError, first_line, ref
 from ..memory.profiles import PROFILE_ORDER, MemoryPlan, plan_for
 from ..progress import NullProgress, Progress
+from ..stages.loop import loop_frame_count
 
 SIM_VERSION = 1  # bump when what is counted changes, so cached results are recomputed
 RECIPES = ("diffusers", "diffusers-lowmem")
@@ -69,7 +70,6 @@ CUDA_CONTEXT_BYTES = 512 * 2**20  # CUDA context + cuBLAS/cuDNN handles, before 
 WORKSPACE_BYTES = 256 * 2**20  # cuBLAS / cuDNN / attention workspaces
 ALLOCATOR_FACTOR = 1.10  # the caching allocator's block rounding and fragmentation over live bytes
 CARD_SIZES_GB = (4, 6, 8, 10, 12, 16, 20, 24, 32, 40, 48, 80)  # nominal sizes, GiB as NVIDIA counts them
-STAGES = ("encode", "step", "decode")
 
 
 class SimulationError(Exception):
@@ -920,9 +920,9 @@ def _run_to_end(run, meter: _StageMeter) -> bool:
     generation got past decoding."""
     try:
         run()
-    except Exception as exc:  # noqa: BLE001 - re-raised unless it is the expected numpy conversion
+    except Exception as exc:
         if meter.current != "decode" or "data" not in str(exc).lower() and "numpy" not in str(exc).lower():
-            raise SimulationError(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            raise SimulationError(f"{type(exc).__name__}: {first_line(exc)}") from exc
     return meter.current == "decode"
 
 
@@ -1076,12 +1076,6 @@ def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool =
 def cached_simulation(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation | None:
     """The cached result of `simulate(arch, plan, job)`, or None (nothing is computed)."""
     return _read_cache(_cache_key(arch, {k: v for k, v in plan.describe().items() if k != "reason"}, job))
-
-
-def simulated_peaks(arch: Architecture, job: Job, overrides: dict | None = None) -> list[tuple[str, int]]:
-    """Every profile's simulated peak for `job`, in profile order (what the automatic choice compares)."""
-    overrides = overrides or {}
-    return [(name, simulate(arch, plan_for(name, **overrides), job).peak_bytes) for name in PROFILE_ORDER]
 
 
 # The registry's upscalers, by the network each builds (models/upscaler.py NETWORKS).
@@ -1268,7 +1262,7 @@ def _chain(job: Job, extend: int, loop: str, loop_frames: int, upscale: int, ups
             option="upscaler",
         )
     frames = job.frames + extend * (job.frames - 1)  # the frame two clips share appears once
-    frames = {"bounce": 2 * frames - 2, "crossfade": frames - loop_frames}.get(loop, frames)
+    frames = loop_frame_count(loop, frames, loop_frames)
     network = UPSCALER_NETWORKS[upscaler] if upscale > 1 else None
     return Chain(clips=1 + extend, upscaler=network, upscaled_frames=frames if network else 0)
 

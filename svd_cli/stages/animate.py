@@ -18,6 +18,7 @@ from PIL import Image
 from ..device import free_memory
 from ..errors import NonFiniteError, OutOfMemoryError, ref
 from ..memory import MemoryPlan, apply_plan, step_down
+from ..models.loading import dtype_name
 from ..options import GenerationSettings
 from ..progress import NullProgress, Progress
 
@@ -47,7 +48,7 @@ class Animator:
         self.placement.release()
         with quiet_transformers():  # diffusers' note about casting with .to() does not apply to a whole-module cast
             self.model.components()[role].to(dtype)
-        self.upcast[role] = _name(dtype)
+        self.upcast[role] = dtype_name(dtype)
         self.placement = apply_plan(self.model, self.plan)
 
     def animate(self, image: Image.Image, settings: GenerationSettings, progress: Progress | None = None):
@@ -62,12 +63,12 @@ class Animator:
                     raise bad.error(settings) from None
                 progress.end()
                 progress.note(
-                    f"Non-finite values (NaN) while denoising in {_name(self.model.unet.dtype)}; redoing this video "
-                    f"with the denoiser in {_name(wider)} (kept for the rest of the run)"
+                    f"Non-finite values (NaN) while denoising in {dtype_name(self.model.unet.dtype)}; redoing this "
+                    f"video with the denoiser in {dtype_name(wider)} (kept for the rest of the run)"
                 )
                 self.widen("denoiser", wider)
                 continue
-            except Exception as exc:  # noqa: BLE001 - only out-of-memory errors are handled here
+            except Exception as exc:  # only out-of-memory errors are handled here
                 if not is_out_of_memory(exc):
                     raise
                 failed = self.plan.profile
@@ -205,7 +206,7 @@ class Animator:
             if decoder_dtype == torch.float32:
                 raise NonFiniteValues("decoding", None, None, decoder_dtype)
             progress.note(
-                f"Non-finite values (NaN) while decoding in {_name(decoder_dtype)}; decoding again with the VAE "
+                f"Non-finite values (NaN) while decoding in {dtype_name(decoder_dtype)}; decoding again with the VAE "
                 "decoder in fp32 (kept for the rest of the run)"
             )
             self.widen("decoder", torch.float32)
@@ -259,7 +260,7 @@ class NonFiniteValues(Exception):
     def error(self, settings: GenerationSettings) -> NonFiniteError:
         where = f" (step {self.step} of {self.steps})" if self.step else ""
         return NonFiniteError(
-            f"the model produced NaN or infinite values while {self.stage}{where} in {_name(self.dtype)}, so no "
+            f"the model produced NaN or infinite values while {self.stage}{where} in {dtype_name(self.dtype)}, so no "
             "video was written; its weights may be damaged: check them with `svd weights verify`.",
             stage=self.stage,
             step=self.step,
@@ -290,10 +291,6 @@ def degenerate_frames(frames: np.ndarray) -> list[int]:
     """1-based numbers of the frames whose every pixel has the same colour (all black, all grey...)."""
     pixels = frames.reshape(frames.shape[0], -1, frames.shape[-1])
     return [int(i) + 1 for i in np.flatnonzero((pixels == pixels[:, :1]).all(axis=(1, 2)))]
-
-
-def _name(dtype: torch.dtype) -> str:
-    return {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}.get(dtype, str(dtype))
 
 
 def step_plan(current: MemoryPlan, profile: str) -> MemoryPlan:

@@ -13,16 +13,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..errors import OptionError, ref
+from ..options import LOOPS
 from . import Clip, PostStage, StageContext
 
 if TYPE_CHECKING:
     import numpy as np
 
-LOOPS = ("bounce", "crossfade")
-
 
 def loop_frame_count(mode: str, frames: int, blend: int) -> int:
-    """Frames a loop of `frames` frames has (for plans and checks before any work)."""
+    """Frames a loop of `frames` frames has (for `svd plan`, before any frame exists)."""
     return {"bounce": 2 * frames - 2, "crossfade": frames - blend}.get(mode, frames)
 
 
