@@ -198,9 +198,14 @@ def test_the_only_worker_killed_once_is_restarted_and_makes_every_video(tiny_dir
     assert proc.wait(timeout=60) == 0, stderr
     results, summary = lines[:-1], lines[-1]
     assert summary["summary"] is True, lines
-    assert summary["done"] == 4 and summary["failed"] == 0 and summary["retried"] == 1, summary
+    # The killed worker's video is made again on the restarted worker, unless the worker had finished writing
+    # it just before the kill landed (on a loaded machine): then the retry finds it done and does not redo it.
+    skipped = [x for x in results if x["status"] == "skipped"]
+    assert summary["done"] + summary["skipped"] == 4 and summary["failed"] == 0 and summary["retried"] == 1, summary
+    assert len(skipped) <= 1 and all("already done" in x["reason"] for x in skipped), skipped
     assert sorted(x["input"] for x in results) == sorted(str(p) for p in photos)
-    assert killed is not None and {x["worker"]["pid"] for x in results} - {killed}  # the restarted one made some
+    made = [x for x in results if x["status"] == "ok"]
+    assert killed is not None and {x["worker"]["pid"] for x in made} - {killed}  # the restarted one made some
     assert stderr.count("died while making") == 1, stderr
     assert "\x1b[" not in stderr, stderr
     for photo in photos:
