@@ -21,7 +21,8 @@ def simulated_table() -> str:
     import torch
 
     from svd_cli._version import __version__
-    from svd_cli.planning.simulate import GPU_FP16_TFLOPS, fits_cards, plan_report, time_floors
+    from svd_cli.planning.plan import plan_report
+    from svd_cli.planning.simulate import GPU_FP16_TFLOPS, fits_cards, time_floors
 
     report = plan_report("svd-xt", frames=25, size=(1024, 576), dtype="fp16", steps=25)
     high = next(r for r in report.rows if r.name == "high")

@@ -28,7 +28,8 @@ def plan(ctx: typer.Context, **params: Any) -> None:
     numbers are the whole video's."""
     from ..errors import OptionError
     from ..options import Request
-    from ..planning.simulate import CUDA_CONTEXT_BYTES, plan_report
+    from ..planning.plan import plan_report
+    from ..planning.simulate import CUDA_CONTEXT_BYTES
     from .terminal import PlainProgress
 
     vram = params.pop("vram")

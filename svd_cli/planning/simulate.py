@@ -45,13 +45,12 @@ import json
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..errors import UsageError, first_line, ref
 from ..memory.profiles import PROFILE_ORDER, MemoryPlan, plan_for
-from ..progress import NullProgress, Progress
-from ..stages.loop import loop_frame_count
+from ..progress import Progress
 
 SIM_VERSION = 1  # bump when what is counted changes, so cached results are recomputed
 RECIPES = ("diffusers", "diffusers-lowmem")
@@ -567,7 +566,6 @@ def _sole_storage(out) -> bool:
 
 
 def _progress_for(meter: _StageMeter):
-    from ..progress import Progress
 
     class StageProgress(Progress):
         def start(self, stage: str, total: int | None = None) -> None:
@@ -1076,201 +1074,6 @@ def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool =
 def cached_simulation(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation | None:
     """The cached result of `simulate(arch, plan, job)`, or None (nothing is computed)."""
     return _read_cache(_cache_key(arch, {k: v for k, v in plan.describe().items() if k != "reason"}, job))
-
-
-# The registry's upscalers, by the network each builds (models/upscaler.py NETWORKS).
-UPSCALER_NETWORKS = {"realesrgan-x2": "realesrgan-x2", "tiny-upscaler": "tiny"}
-
-
-@dataclass(frozen=True)
-class Chain:
-    """What `svd animate` runs around the animate stage, as far as it costs device memory or time."""
-
-    clips: int = 1  # 1 + extend: every clip is a whole animate pass (encode, steps, decode)
-    upscaler: str | None = None  # the upscaler's network when the video is upscaled
-    upscaled_frames: int = 0  # frames the upscaler enlarges (after extend and loop)
-
-    @property
-    def plain(self) -> bool:
-        return self.clips == 1 and self.upscaler is None
-
-
-@dataclass
-class PlanReport:
-    """What `svd plan` prints: every profile and diffusers recipe for one job, and auto's pick."""
-
-    model: str
-    job: Job
-    steps: int
-    rows: list[Simulation]
-    free_bytes: int | None
-    auto: str | None = None
-    auto_reason: str = ""
-    notes: dict = field(default_factory=dict)
-    chain: Chain = field(default_factory=Chain)
-    upscale: dict[str, tuple[int, int]] = field(default_factory=dict)  # row -> (peak, FLOPs) of one frame
-
-    def peak_bytes(self, row: Simulation) -> int:
-        """The whole chain's peak: the largest of its stages (each frees its memory before the next)."""
-        return max(row.peak_bytes, self.upscale.get(row.name, (0, 0))[0])
-
-    def flops(self, row: Simulation) -> int:
-        """FLOPs of the whole video: every clip's animate pass, then the upscaler on every frame."""
-        return (
-            self.chain.clips * row.flops(self.steps)
-            + self.chain.upscaled_frames * self.upscale.get(row.name, (0, 0))[1]
-        )
-
-    def table(self) -> tuple[list[str], list[list[str]], list[str]]:
-        """Headers, rows and notes for a terminal table."""
-        from ..memory.profiles import gib
-
-        # Short headers ("4090 s" for the RTX 4090) keep the numbers within 80 columns; the notes name the GPUs.
-        gpus = (f"{g.split()[-1]} s" for g in GPU_FP16_TFLOPS)
-        headers = ["row", "peak", "fits", "TFLOPs", *gpus, "savers"]
-        rows = []
-        for r in self.rows:
-            cards = fits_cards(self.peak_bytes(r))
-            floors = time_floors(self.flops(r))
-            rows.append(
-                [
-                    r.name + (" (auto)" if r.name == self.auto else ""),
-                    gib(self.peak_bytes(r)),
-                    f">= {cards[0]} GB" if cards else f"> {CARD_SIZES_GB[-1]} GB",
-                    f"{self.flops(r) / 1e12:,.0f}",
-                    *(f"{floors[g]:.1f}" for g in GPU_FP16_TFLOPS),
-                    ", ".join(r.savers) or "none",
-                ]
-            )
-        peaks = ", ".join(f"{g} {t:g}" for g, t in GPU_FP16_TFLOPS.items())
-        cfg = "" if self.job.guided else " without CFG"
-        notes = [
-            f"Simulated on fake tensors: peak live tensor bytes on a CUDA GPU and FLOPs for {self.job.frames} frames "
-            f"{self.job.width}x{self.job.height} {self.job.dtype}, {self.steps} steps{cfg}; no weights loaded.",
-            f"fits: the smallest card with peak x {ALLOCATOR_FACTOR:.2f} (allocator) + {gib(WORKSPACE_BYTES)} "
-            f"(workspaces) + {gib(CUDA_CONTEXT_BYTES)} (CUDA context).",
-            f"GPU seconds: a floor, FLOPs / dense fp16 tensor peak ({peaks} TFLOPS); real runs are slower.",
-        ]
-        if not self.chain.plain:
-            parts = [f"{self.chain.clips} clips" if self.chain.clips > 1 else "",
-                     f"then the {self.chain.upscaler} upscaler on {self.chain.upscaled_frames} frames"
-                     if self.chain.upscaler else ""]  # fmt: skip
-            notes.append(f"The whole video: {', '.join(p for p in parts if p)} (peak: the largest stage's).")
-        if self.auto:
-            notes.append(f"{ref('memory')} auto would pick {self.auto}: {self.auto_reason}.")
-        return headers, rows, notes
-
-    def row_json(self, row: Simulation) -> dict:
-        data = row.as_json(self.steps)
-        if self.chain.plain:
-            return data
-        peak, flops = self.peak_bytes(row), self.flops(row)
-        data["animate_flops"] = data["flops"]  # one clip's animate pass
-        if row.name in self.upscale:
-            data["stage_peak_bytes"]["upscale"], data["stage_flops"]["upscale"] = self.upscale[row.name]
-        data.update(peak_bytes=peak, peak_gib=round(peak / 2**30, 2), fits_gb=fits_cards(peak), flops=flops,
-                    tflops=round(flops / 1e12, 2), time_floor_seconds=time_floors(flops))  # fmt: skip
-        return data
-
-    def as_json(self) -> dict:
-        return {
-            "model": self.model,
-            **asdict(self.job),
-            "steps": self.steps,
-            "chain": asdict(self.chain),
-            "free_bytes": self.free_bytes,
-            "auto": self.auto,
-            "auto_reason": self.auto_reason,
-            "rows": [self.row_json(r) for r in self.rows],
-            "assumptions": {
-                "gpu_fp16_dense_tflops": GPU_FP16_TFLOPS,
-                "cuda_context_bytes": CUDA_CONTEXT_BYTES,
-                "workspace_bytes": WORKSPACE_BYTES,
-                "allocator_factor": ALLOCATOR_FACTOR,
-            },
-        }
-
-
-def plan_report(
-    model: str,
-    frames: int | None = None,
-    size: tuple[int, int] | None = None,
-    dtype: str = "fp16",
-    steps: int | None = None,
-    free_bytes: int | None = None,
-    recipes: bool = True,
-    progress: Progress | None = None,
-    *,
-    max_cfg: float | None = None,
-    extend: int = 0,
-    loop: str = "off",
-    loop_frames: int = 4,
-    upscale: int = 1,
-    upscaler: str = "realesrgan-x2",
-) -> PlanReport:
-    """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
-    `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes).
-
-    The settings are `svd animate`'s, defaulted from the model's registry entry (frames, steps, guidance):
-    AnimateLCM's 4 steps without CFG cost what they cost. With extend, upscale and a loop the report covers the
-    whole video: every clip's animate pass and the upscaler on every frame (its peak simulated per profile)."""
-    from ..memory.profiles import tile_for
-    from ..registry import get_entry
-    from .upscale import upscale_cost
-
-    arch = architecture_for(model)
-    entry = get_entry(model) if model in _registry_names() else None
-    defaults = entry.defaults if entry else {}
-    frames = frames or defaults.get("frames") or int(arch.unet.get("num_frames", 25))
-    steps = steps or defaults.get("steps") or 25
-    max_cfg = max_cfg if max_cfg is not None else defaults.get("max_cfg", 3.0)
-    size = size or (1024, 576)
-    job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0)
-    chain = _chain(job, extend, loop, loop_frames, upscale, upscaler)
-    progress = progress or NullProgress()
-    runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in PROFILE_ORDER]
-    if recipes:
-        runs += [(recipe, lambda recipe=recipe: simulate_recipe(arch, recipe, job)) for recipe in RECIPES]
-    rows = []
-    for index, (name, run) in enumerate(runs, 1):
-        progress.note(f"Simulating {name} ({index}/{len(runs)})...")
-        rows.append(run())
-        done = "from the cache" if rows[-1].cached else f"{rows[-1].seconds:.1f} s"
-        progress.note(f"  {name}: {done}")
-    report = PlanReport(model=model, job=job, steps=steps, rows=rows, free_bytes=free_bytes, chain=chain)
-    if chain.upscaler is not None:  # diffusers' recipes have no upscaler: the profiles' tiles stand in
-        progress.note(f"Simulating the {upscaler} upscaler's tiles per profile...")
-        costs = {}
-        for row in rows:
-            tile = tile_for(row.name if row.name in PROFILE_ORDER else "high")
-            if tile not in costs:
-                costs[tile] = upscale_cost(tile, job.width, job.height, chain.upscaler, dtype)
-            report.upscale[row.name] = costs[tile]
-    if free_bytes is not None:
-        profiles = rows[: len(PROFILE_ORDER)]
-        name, reason = pick_profile(free_bytes, [(r.name, report.peak_bytes(r)) for r in profiles])
-        report.auto, report.auto_reason = name, reason
-    return report
-
-
-def _chain(job: Job, extend: int, loop: str, loop_frames: int, upscale: int, upscaler: str) -> Chain:
-    """The stages around the animate stage: extend's clips, and the frames the upscaler gets after the loop."""
-    if upscale > 1 and upscaler not in UPSCALER_NETWORKS:
-        raise UsageError(
-            f"{ref('upscaler')} {upscaler}: svd plan simulates the registry's upscalers "
-            f"({', '.join(UPSCALER_NETWORKS)}); name one of them.",
-            option="upscaler",
-        )
-    frames = job.frames + extend * (job.frames - 1)  # the frame two clips share appears once
-    frames = loop_frame_count(loop, frames, loop_frames)
-    network = UPSCALER_NETWORKS[upscaler] if upscale > 1 else None
-    return Chain(clips=1 + extend, upscaler=network, upscaled_frames=frames if network else 0)
-
-
-def _registry_names() -> list[str]:
-    from ..registry import model_names
-
-    return model_names()
 
 
 def simulated_choice(model, free_bytes: int, frames: int, width: int, height: int, overrides: dict) -> MemoryPlan:
