@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from .. import memory as engine  # looked up at call time, so the free-memory reading has one place
+# Modules, not their functions: each reading (free device memory, available RAM) and the simulation is looked up
+# at call time, so it has one place (and a test can stand in for the machine).
+from .. import memory as engine
 from ..errors import first_line
-from ..memory import choose_profile, job_shape, plan_for
+from ..memory import choose_profile, job_shape, plan_for, ram
 from ..memory.profiles import MemoryPlan
-from ..memory.ram import available_ram, choose_profile_in_ram
-from .simulate import simulated_choice
+from . import simulate
 
 
 def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]) -> MemoryPlan:
@@ -23,10 +24,10 @@ def choose_plan(model, memory: str, overrides: dict, shape: tuple[int, int, int]
     frames, width, height = shape
     free = engine.free_device_memory(model.device)
     if free is None:  # no device memory of its own (CPU, MPS): the RAM is the limit (ram.py)
-        return choose_profile_in_ram(available_ram(), job_shape(model, frames, width, height), overrides)[0]
+        return ram.choose_profile_in_ram(ram.available_ram(), job_shape(model, frames, width, height), overrides)[0]
     # Simulated peaks (planning/simulate.py, cached on disk); the analytic estimate only if that fails.
     try:
-        return simulated_choice(model, free, frames, width, height, overrides)
+        return simulate.simulated_choice(model, free, frames, width, height, overrides)
     except Exception as exc:  # any failure of the simulation falls back to the estimate
         failure = f"{type(exc).__name__}: {first_line(exc)}"
     plan, _ = choose_profile(free, job_shape(model, frames, width, height), overrides)
