@@ -9,9 +9,11 @@ The library behind the `svd` command. Scripts can use it directly:
     video = animator.animate_image(Image.open("photo.png"), frames=25, fps=12, seed=1)
     video.write("photo.mp4")  # or svd_cli.write_frames(video.frames, "photo.mp4", fps=video.fps, fmt="mp4")
 
-Importing `svd_cli` is cheap; torch and diffusers load on first use. Layout: options.py (the option schema),
-session.py (the one orchestration), batch.py (many inputs), stages/ (first frame, animate), models/ (sources,
-downloads, adapters), memory/ (savers and profiles), io/ (images, videos, recipes), cli/ (the command line).
+Importing `svd_cli` is cheap; torch and diffusers load on first use. Layout (README's "Layout" names every
+module): options.py (the option schema), session.py (the model, loaded once, and the stages it runs), jobs.py and
+batch.py (many inputs planned, then run), result.py (what a made video gives back), stages/ (first frame, animate,
+the post stages in stages/post.py), planning/ (simulation and the auto choice), models/ (sources, downloads,
+adapters), memory/ (savers and profiles), io/ (images, videos, recipes), cli/ (the command line).
 """
 
 from __future__ import annotations

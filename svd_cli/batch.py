@@ -1,68 +1,35 @@
-"""Batches: from the inputs a user named to videos on disk, one model load for all of them.
+"""Batches: the planned jobs (jobs.py) made into videos on disk, one model load for all of them.
 
-1. `plan_jobs` expands files, folders, globs and stdin (or prompts: `prompt`, a `prompts` file, stdin) into
-   a sorted list of jobs, names every output and refuses templates that escape the output folder or
-   collide, before any work starts.
-2. `run_jobs` skips outputs that are already done with the same recipe (resume: `decide_jobs`, on the
-   driver). With a prompt or a style it first makes every first frame with one load of the text-to-image
-   model and frees it. Then an executor makes the videos: `LocalExecutor` in this process on one model
-   load, or `ray_executor.RayExecutor` on Ray workers that each load the model once. Every video goes
-   through `run_one` -> `claim_and_make` -> `make_video`, which writes the video, its still and its recipe
-   sidecar atomically; each result is reported as it happens. One bad input (or prompt) fails that job
-   only; the batch goes on.
+`run_jobs` skips outputs that are already done with the same recipe (resume: `decide_jobs`, on the driver). With
+a prompt or a style it first makes every first frame with one load of the text-to-image model and frees it. Then
+an executor makes the videos: `LocalExecutor` in this process on one model load, or `ray_executor.RayExecutor` on
+Ray workers that each load the model once. Every video goes through `run_one` -> `claim_and_make` ->
+`make_video`, which writes the video, its still and its recipe sidecar atomically; each result is reported as it
+happens. One bad input (or prompt) fails that job only; the batch goes on.
 """
 
 from __future__ import annotations
 
 import functools
-import glob
-import os
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref
 from .io.recipe import build_recipe, resume_state
-from .io.safety import check_outputs
 from .io.segments import unfinished_seed
-from .io.video import output_suffix
+from .jobs import Job, Plan
 from .memory.ram import NotEnoughMemoryError
 from .models.files import file_sha256
-from .options import Request, check_template, fill_template, random_seed, recorded_settings, with_defaults
+from .options import recorded_settings
 from .result import Animation
 from .session import Session
-from .stages.loop import check_loop
 
 if TYPE_CHECKING:
     from .stages.first_frame import FirstFrame
-
-GLOB_CHARS = set("*?[")
-MAX_NAME_BYTES = 200  # file systems allow 255 bytes; the sidecar and temporary names add up to 45
-
-
-@dataclass
-class Job:
-    """One video to make: from which image (or prompt), where it goes, with which seed."""
-
-    index: int
-    input: Path | None  # the input image; None for a video from a prompt
-    rel_dir: Path  # folder of the input relative to the folder it was found under (mirrored under the output)
-    seed: int
-    seed_fixed: bool
-    output: Path = Path()
-    prompt: str | None = None  # the text its first frame is drawn from (no input image)
-
-    @property
-    def label(self) -> str:
-        """How messages name the job: its input file, or its prompt."""
-        if self.input is not None:
-            return str(self.input)
-        short = self.prompt if len(self.prompt) <= 60 else self.prompt[:57] + "..."
-        return f"prompt {short!r}"
 
 
 @dataclass
@@ -107,12 +74,6 @@ class JobResult:
 
 
 @dataclass
-class Plan:
-    jobs: list[Job]
-    non_images: int = 0  # files in scanned folders that are not images (skipped, counted)
-
-
-@dataclass
 class Summary:
     results: list[JobResult] = field(default_factory=list)
     non_images: int = 0
@@ -144,283 +105,7 @@ class Summary:
         } | ({"workers": dict(self.workers), "retried": self.retried} if self.workers is not None else {})
 
 
-# --- 1. planning -----------------------------------------------------------------------------------------
-
-
-def plan_for_request(session: Session, stdin: Iterable[str] | None = None) -> Plan:
-    """The whole plan of a run, with every usage error raised before any download or model load.
-
-    Output names may use the model's defaults ({fps}, {frames}); they are known without the network for
-    named models and folders. Only a Hub repo that is not downloaded yet is resolved (fetched) first.
-    """
-    from .models.sources import check_kind, peek_defaults
-
-    req = session.request
-    check_template(req.name or "{stem}")
-    check_kind(req.model, "svd")
-    defaults = peek_defaults(req.model)
-    if session.uses_image_model:
-        check_kind(req.image_model, "text-to-image")
-        _check_style_steps(req, peek_defaults(req.image_model, "text-to-image"))
-    if defaults is None:
-        session.resolve()
-        defaults = session.defaults
-    frames = req.frames or defaults["frames"]
-    check_loop(req.loop, frames + req.extend * (frames - 1), req.loop_frames)
-    return plan_jobs(req, defaults, stdin)
-
-
-def _check_style_steps(req: Request, image_defaults: dict | None) -> None:
-    """Image-to-image runs strength x steps of its steps: at least one, or it would change nothing."""
-    if req.style is None:
-        return
-    steps = req.image_steps or (image_defaults or {}).get("steps")
-    if steps is not None and int(steps * req.style_strength) < 1:
-        raise UsageError(
-            f"{ref('style_strength')} {req.style_strength} of {steps} {ref('image_steps')} runs no step, so the "
-            f"photo would not change: raise {ref('style_strength')} or {ref('image_steps')}.",
-            option="style_strength",
-        )
-
-
-def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None = None) -> Plan:
-    """Expand inputs, pick seeds and name every output; raise UsageError before any work on a bad plan.
-
-    `defaults` are the model's (for names that use {fps} or {frames}); None if they are not known yet.
-    """
-    from .io.images import image_extensions
-    from .io.safety import OwnOutputs
-
-    prompts = read_prompts(req, stdin)
-    if prompts is not None:
-        jobs = [
-            Job(index=i, input=None, rel_dir=Path(), seed=seed, seed_fixed=fixed, prompt=text)
-            for i, (text, (seed, fixed)) in enumerate((t, s) for t in prompts for s in _seeds(req))
-        ]
-        name_outputs(jobs, req, defaults or {})
-        return Plan(jobs=jobs)
-
-    image_exts = image_extensions()
-    own_outputs = OwnOutputs()  # a rerun must not animate the videos and frames of the last run
-    found: dict[Path, Path] = {}  # input -> folder it was found under (for mirroring)
-    non_images = 0
-    for arg in req.inputs:
-        if arg == "-":
-            lines = stdin if stdin is not None else sys.stdin
-            for line in lines:
-                line = line.strip()
-                if line:
-                    _add_file(found, Path(line), from_stdin=True)
-            continue
-        path = Path(arg).expanduser()
-        if path.is_dir():
-            non_images += _scan_folder(path, req.recursive, image_exts, own_outputs, found)
-        elif path.exists():
-            _add_file(found, path)
-        elif GLOB_CHARS & set(arg):
-            matches = sorted(Path(m) for m in glob.glob(arg, recursive=True))
-            files = [m for m in matches if m.is_file() and m not in own_outputs]
-            if not files:
-                raise UsageError(f"{arg}: no file matches this pattern.")
-            base = _glob_base(arg)
-            for m in files:
-                found.setdefault(m, base)
-        else:
-            raise UsageError(f"{arg}: no such file or folder.")
-    if not found:
-        raise UsageError(f"No input images found (folders are scanned for image files; {ref('recursive')} descends).")
-
-    jobs: list[Job] = []
-    for path in sorted(found, key=lambda p: str(p)):
-        base = found[path]
-        rel_dir = path.parent.relative_to(base) if base != path.parent else Path()
-        for seed, fixed in _seeds(req):
-            jobs.append(Job(index=len(jobs), input=path, rel_dir=rel_dir, seed=seed, seed_fixed=fixed))
-    name_outputs(jobs, req, defaults or {})
-    return Plan(jobs=jobs, non_images=non_images)
-
-
-def _scan_folder(folder: Path, recursive: bool, image_exts, own_outputs, found: dict[Path, Path]) -> int:
-    """Add the photos in `folder` to `found` (each under `folder`, for mirroring); return how many files were not
-    images. Hidden files, svd's own outputs and the stills it saved are not inputs."""
-    non_images = 0
-    for p in folder.rglob("*") if recursive else folder.glob("*"):
-        if not p.is_file() or _hidden(p.relative_to(folder)):
-            continue
-        if p.suffix.lower() not in image_exts:
-            non_images += 1
-        elif p not in own_outputs and not _is_our_still(p):
-            found.setdefault(p, folder)
-    return non_images
-
-
-def read_prompts(req: Request, stdin: Iterable[str] | None = None) -> list[str] | None:
-    """The prompts of a run (None when it starts from images): `prompt`, or the lines of the `prompts` file
-    (or stdin for -), without blank lines and # comments. With a style the prompt describes the photos."""
-    if req.style is not None:
-        return None
-    if req.prompt is not None:
-        return [req.prompt.strip()]
-    if req.prompts is None:
-        return None
-    if str(req.prompts) == "-":
-        lines = list(stdin if stdin is not None else sys.stdin)
-        where = "stdin"
-    else:
-        try:
-            lines = Path(req.prompts).expanduser().read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise UsageError(f"{ref('prompts')} {req.prompts}: no such file.", option="prompts") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise UsageError(f"{ref('prompts')} {req.prompts}: cannot be read ({why}).", option="prompts") from None
-        where = str(req.prompts)
-    prompts = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-    if not prompts:
-        raise UsageError(
-            f"{ref('prompts')} {where}: no prompts in it (one per line; blank lines and # comments are skipped).",
-            option="prompts",
-        )
-    return prompts
-
-
-def slug(text: str, limit: int = 60) -> str:
-    """A file name from a prompt: 'A red fox, in snow!' -> 'a-red-fox-in-snow' (cut at a word, at most `limit`)."""
-    import re
-    import unicodedata
-
-    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    words = re.findall(r"[a-z0-9]+", plain.lower())
-    name = ""
-    for word in words:
-        if len(name) + len(word) + 1 > limit and name:
-            break
-        name = f"{name}-{word}" if name else word[:limit]
-    return name or "prompt"
-
-
-def _is_our_still(path: Path) -> bool:
-    """A first-frame still an earlier run wrote beside its video (so a rerun over the folder skips it)."""
-    import json
-
-    from .io.video import STYLED_MARK
-
-    stem = path.stem[: -len(STYLED_MARK)] if path.stem.endswith(STYLED_MARK) else path.stem
-    for tail in (".mp4.json", ".gif.json", ".webm.json", ".frames.json", ".json"):  # every format's sidecar
-        sidecar = path.with_name(stem + tail)
-        if not sidecar.is_file():
-            continue
-        try:
-            still = json.loads(sidecar.read_text(encoding="utf-8")).get("output", {}).get("still")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if still and Path(still).name == path.name:
-            return True
-    return False
-
-
-def _add_file(found: dict[Path, Path], path: Path, from_stdin: bool = False) -> None:
-    if not path.exists():
-        where = " (read from stdin)" if from_stdin else ""
-        raise UsageError(f"{path}{where}: no such file.")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a folder; pass folders as arguments, not through stdin.")
-    found.setdefault(path, path.parent)
-
-
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
-
-
-def _glob_base(pattern: str) -> Path:
-    parts = []
-    for part in Path(pattern).parts:
-        if GLOB_CHARS & set(part):
-            break
-        parts.append(part)
-    return Path(*parts) if parts else Path()
-
-
-def _seeds(req: Request) -> list[tuple[int, bool]]:
-    """(seed, fixed?) per video of one image. Random seeds are drawn now (a new one for every video), so
-    names that include {seed} are known before any work starts."""
-    if req.seeds:
-        return [(s, True) for s in req.seeds]
-    if req.variations:
-        if req.seed is not None:
-            return [(req.seed + i, True) for i in range(req.variations)]
-        return [(random_seed(), False) for _ in range(req.variations)]
-    if req.seed is not None:
-        return [(req.seed, True)]
-    return [(random_seed(), False)]
-
-
-def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
-    """Set each job's output path from the output and name settings; refuse escapes and collisions."""
-    fmt = req.format
-    suffix = output_suffix(fmt)
-    several_per_image = bool(req.seeds and len(req.seeds) > 1) or bool(req.variations and req.variations > 1)
-    template = req.name or ("{stem}-{seed}" if several_per_image else "{stem}")
-    check_template(template)
-    values = with_defaults(req, defaults) if defaults else {"fps": req.fps, "frames": req.frames}
-
-    out = req.out
-    single_file = (
-        out is not None
-        and len(jobs) == 1
-        and req.name is None
-        and not out.is_dir()
-        and not req.out_is_folder
-        and (out.suffix.lower() == suffix if suffix else not out.exists())
-    )
-    if out is not None and not single_file and out.suffix and out.suffix.lower() in (".mp4", ".gif", ".webm"):
-        if len(jobs) > 1:
-            raise UsageError(
-                f"{ref('out')} {out}: names one file but this run makes {len(jobs)} videos; give a folder instead.",
-                option="out",
-            )
-        fixed = out.with_suffix(suffix or "")
-        raise UsageError(
-            f"{ref('out')} {out}: the suffix does not match {ref('format')} {fmt}; use {fixed}.", option="out"
-        )
-    seen: dict[Path, Job] = {}
-    for job in jobs:
-        if single_file:
-            job.output = out
-        else:
-            named = job.prompt if job.prompt is not None else (req.style or req.prompt or "")
-            fields = {
-                "stem": job.input.stem if job.input is not None else slug(job.prompt),
-                "prompt": slug(named) if named else "",
-                "seed": job.seed,
-                "index": job.index,
-                "model": Path(req.model).name,
-                "fps": values.get("fps"),
-                "frames": values.get("frames"),
-            }
-            name = fill_template(template, fields) + suffix
-            if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-                raise UsageError(
-                    f"{ref('name')} {template!r}: gives a file name of {len(name.encode('utf-8'))} bytes for "
-                    f"{job.label}; file systems allow {MAX_NAME_BYTES}: use a shorter template.",
-                    option="name",
-                )
-            beside = job.input.parent if job.input is not None else Path()  # prompts: the working folder
-            folder = (out / job.rel_dir) if out is not None else beside
-            job.output = folder / name
-        key = Path(os.path.normcase(os.path.abspath(job.output)))
-        if key in seen:
-            other = seen[key]
-            raise UsageError(
-                f"{ref('name')} {template!r}: {other.label} and {job.label} would both be written to {job.output}; "
-                f"add {{seed}} or {{index}} to {ref('name')}, or use separate {ref('out')} folders.",
-                option="name",
-            )
-        seen[key] = job
-    check_outputs([(job.input, job.output) for job in jobs], fmt)
-
-
-# --- 2. running ------------------------------------------------------------------------------------------
+# --- running ------------------------------------------------------------------------------------------
 
 
 def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path], str]) -> dict | None:

@@ -39,9 +39,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .batch import FileHashes, Job, JobResult, Summary, run_one
+from .batch import FileHashes, JobResult, Summary, run_one
 from .errors import ANSI_CODE, SvdError, first_line, ref
 from .io.safety import remove_dead_claim, remove_dead_partials
+from .jobs import Job
 from .progress import Progress
 
 INSTALL = 'pip install "svd-cli[ray]"'

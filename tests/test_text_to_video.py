@@ -67,7 +67,7 @@ def test_a_prompts_batch_loads_each_model_once_survives_an_overlong_prompt_and_r
     """All first frames with one load of the image model, which is gone before SVD loads once for all videos."""
     from diffusers import UNet2DConditionModel
 
-    from svd_cli import batch
+    from svd_cli import batch, jobs
     from svd_cli.options import Request
     from svd_cli.progress import Progress
     from svd_cli.session import Session
@@ -94,7 +94,7 @@ def test_a_prompts_batch_loads_each_model_once_survives_an_overlong_prompt_and_r
                       image_steps=2, seed=3, out=out)  # fmt: skip
     progress = Recorder()
     session = Session(request, progress)
-    summary = batch.run_jobs(session, batch.plan_for_request(session), batch.Summary())
+    summary = batch.run_jobs(session, jobs.plan_for_request(session), batch.Summary())
     assert summary.exit_code == 0 and summary.count("ok") == 3
     assert progress.stages.count("load_image") == 1 and progress.stages.count("load") == 1
     assert progress.stages.count("image") == 3
@@ -119,7 +119,7 @@ def test_a_prompts_batch_loads_each_model_once_survives_an_overlong_prompt_and_r
 
 
 def test_prompts_from_stdin_name_outputs_by_prompt_and_index():
-    from svd_cli.batch import plan_jobs
+    from svd_cli.jobs import plan_jobs
     from svd_cli.options import Request
 
     stdin = ["# a comment\n", "A Red Fox, in snow!\n", "\n", "Ünïcode café\n"]
@@ -154,7 +154,7 @@ def test_style_animates_exactly_the_restyled_still_it_saves(svd, tiny_dir, tiny_
     assert not np.array_equal(styled, _frames_of(tmp_path / "from-photo"))
 
     # A later run over the folder the still was written to does not take the still for a new photo.
-    from svd_cli.batch import plan_jobs
+    from svd_cli.jobs import plan_jobs
     from svd_cli.options import Request
 
     (tmp_path / "photo.png").write_bytes((EXAMPLES / "coffee.png").read_bytes())

@@ -100,7 +100,7 @@ def _confirm_recipe_download(req, recipe_path: Path) -> None:
 
 def animate(ctx: typer.Context, **params: Any) -> None:
     """Animate images into videos."""
-    from .. import batch
+    from .. import batch, jobs
     from ..session import Session
     from .terminal import err_console, make_progress
 
@@ -117,7 +117,7 @@ def animate(ctx: typer.Context, **params: Any) -> None:
         from ..ray_executor import RayExecutor
 
         executor = RayExecutor(req.ray_address, req.workers, debug=params["debug"])
-    plan = batch.plan_for_request(session)
+    plan = jobs.plan_for_request(session)
 
     def report(result: batch.JobResult) -> None:
         data = result.as_json()
