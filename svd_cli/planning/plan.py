@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError, ref
 from ..memory.profiles import PROFILE_ORDER, plan_for, tile_for
+from ..options import Request
 from ..progress import NullProgress, Progress
 from ..registry import get_entry, model_names
-from ..stages.loop import loop_frame_count
+from ..stages.post import wanted_stages
 from .simulate import (
     ALLOCATOR_FACTOR,
     CARD_SIZES_GB,
@@ -39,9 +40,11 @@ class Chain:
     clips: int = 1  # 1 + extend: every clip is a whole animate pass (encode, steps, decode)
     upscaler: str | None = None  # the upscaler's network when the video is upscaled
     upscaled_frames: int = 0  # frames the upscaler enlarges (after extend and loop)
+    output_frames: int = 0  # frames of the written video, after every post stage
 
     @property
     def plain(self) -> bool:
+        """Only the animate stage costs device time."""
         return self.clips == 1 and self.upscaler is None
 
 
@@ -157,6 +160,7 @@ def plan_report(
     loop_frames: int = 4,
     upscale: int = 1,
     upscaler: str = "realesrgan-x2",
+    interpolate: int = 1,
 ) -> PlanReport:
     """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
     `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes).
@@ -172,7 +176,9 @@ def plan_report(
     max_cfg = max_cfg if max_cfg is not None else defaults.get("max_cfg", 3.0)
     size = size or (1024, 576)
     job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0)
-    chain = _chain(job, extend, loop, loop_frames, upscale, upscaler)
+    post = Request(loop=loop, loop_frames=loop_frames, upscale=upscale, upscaler=upscaler, interpolate=interpolate,
+                   watermark=False)  # fmt: skip
+    chain = _chain(job, extend, post)
     progress = progress or NullProgress()
     runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in PROFILE_ORDER]
     if recipes:
@@ -199,15 +205,18 @@ def plan_report(
     return report
 
 
-def _chain(job: Job, extend: int, loop: str, loop_frames: int, upscale: int, upscaler: str) -> Chain:
-    """The stages around the animate stage: extend's clips, and the frames the upscaler gets after the loop."""
-    if upscale > 1 and upscaler not in UPSCALER_NETWORKS:
+def _chain(job: Job, extend: int, post: Request) -> Chain:
+    """The stages around the animate stage: extend's clips, then the post stages in their order (stages/post.py),
+    each one's frames counted from the one before; the upscaler is the stage that costs device time."""
+    if post.upscale > 1 and post.upscaler not in UPSCALER_NETWORKS:
         raise UsageError(
-            f"{ref('upscaler')} {upscaler}: svd plan simulates the registry's upscalers "
+            f"{ref('upscaler')} {post.upscaler}: svd plan simulates the registry's upscalers "
             f"({', '.join(UPSCALER_NETWORKS)}); name one of them.",
             option="upscaler",
         )
-    frames = job.frames + extend * (job.frames - 1)  # the frame two clips share appears once
-    frames = loop_frame_count(loop, frames, loop_frames)
-    network = UPSCALER_NETWORKS[upscaler] if upscale > 1 else None
-    return Chain(clips=1 + extend, upscaler=network, upscaled_frames=frames if network else 0)
+    frames, into = job.frames + extend * (job.frames - 1), {}  # the frame two clips share appears once
+    for stage in wanted_stages(post):
+        into[stage.name] = frames
+        frames = stage.frames_after(frames, post)
+    network = UPSCALER_NETWORKS[post.upscaler] if "upscale" in into else None
+    return Chain(clips=1 + extend, upscaler=network, upscaled_frames=into.get("upscale", 0), output_frames=frames)

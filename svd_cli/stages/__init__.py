@@ -57,6 +57,10 @@ def _never(request: Request) -> bool:
     return False
 
 
+def _same_frames(frames: int, request: Request) -> int:
+    return frames
+
+
 @dataclass(frozen=True)
 class PostStage:
     """One step after animating, as the session runs it: `run(clip, context)` returns the new clip with the
@@ -66,6 +70,7 @@ class PostStage:
     options: tuple[str, ...]  # the schema options it reads
     wanted: Callable[[Request], bool]  # does this request ask for the stage?
     run: Callable[[Clip, StageContext], Clip]
+    frames_after: Callable[[int, Request], int] = _same_frames  # frames out for frames in (svd plan's count)
     # A stage that can use a weights file: its kind in weights.toml (the setting of that name names the file),
     # whether this request needs one, and how to read it onto the CPU (placed on the device while it runs).
     model_kind: str | None = None

@@ -200,6 +200,15 @@ def _run(clip: Clip, context: StageContext) -> Clip:
     return interpolate_clip(clip, req.interpolate, "rife", loop, context.progress, weights=context.model)
 
 
+def interpolated_frame_count(frames: int, factor: int, loop: bool) -> int:
+    """Frames after interpolating `frames` by `factor`: (F-1)*factor+1, or F*factor for a loop (its wrap-around)."""
+    return frames * factor if loop else (frames - 1) * factor + 1
+
+
+def _frames_after(frames: int, request) -> int:
+    return interpolated_frame_count(frames, request.interpolate, request.loop != "off")
+
+
 INTERPOLATE = PostStage("interpolate", ("interpolate", "interpolator"), wanted=lambda req: req.interpolate > 1,
-                        run=_run, model_kind="interpolator", read_model=_read_rife,
+                        run=_run, frames_after=_frames_after, model_kind="interpolator", read_model=_read_rife,
                         needs_model=lambda req: req.interpolator != "minterpolate")  # fmt: skip
