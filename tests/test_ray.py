@@ -128,20 +128,27 @@ def _kill_first_maker(proc: subprocess.Popen) -> tuple[list[dict], int | None]:
     return lines, killed
 
 
+def _run_killing_first_maker(inputs: Path, out: Path, env: dict, *ray_args: str):
+    """`svd animate INPUTS --json` on Ray with `ray_args`, its first video's worker killed: (exit code, the JSON
+    lines, the killed pid, stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "svd_cli", "animate", str(inputs), *FAST, *ray_args, "--out", str(out), "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    lines, killed = _kill_first_maker(proc)
+    stderr = proc.stderr.read()
+    return proc.wait(timeout=60), lines, killed, stderr
+
+
 def test_twelve_photos_on_two_workers_survive_a_killed_worker_and_equal_one_process(ray_cluster, svd, tmp_path):
     """One batch on two workers of a running cluster: one worker is killed mid-batch, one input is broken."""
     address, env = ray_cluster
     photos = _photos(tmp_path / "in", 12)
     (tmp_path / "in" / "broken.png").write_text("not a picture\n")
     out = tmp_path / "ray"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "svd_cli", "animate", str(tmp_path / "in"), *FAST, "--ray-address", address,
-         "--workers", "2", "--out", str(out), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    lines, killed = _kill_first_maker(proc)
-    stderr = proc.stderr.read()
-    assert proc.wait(timeout=60) == 1, stderr
+    code, lines, killed, stderr = _run_killing_first_maker(tmp_path / "in", out, env, "--ray-address", address,
+                                                            "--workers", "2")  # fmt: skip
+    assert code == 1, stderr
     results, summary = lines[:-1], lines[-1]
 
     # Every photo made exactly once, by both workers; the broken one reported once and not retried.
@@ -188,14 +195,8 @@ def test_the_only_worker_killed_once_is_restarted_and_makes_every_video(tiny_dir
     photos = _photos(tmp_path / "in", 4)
     out = tmp_path / "out"
     env = _ray_env()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "svd_cli", "animate", str(tmp_path / "in"), *FAST, "--ray", "--workers", "1",
-         "--out", str(out), "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    lines, killed = _kill_first_maker(proc)
-    stderr = proc.stderr.read()
-    assert proc.wait(timeout=60) == 0, stderr
+    code, lines, killed, stderr = _run_killing_first_maker(tmp_path / "in", out, env, "--ray", "--workers", "1")
+    assert code == 0, stderr
     results, summary = lines[:-1], lines[-1]
     assert summary["summary"] is True, lines
     # The killed worker's video is made again on the restarted worker, unless the worker had finished writing
