@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ..options import OPTIONS
-from .common import Debug, JsonOut, schema_parameter, words
+from .common import Debug, JsonOut, schema_parameter, spell, words
 
 PIPED_WIDTH = 80
 
@@ -46,6 +46,11 @@ def plan(ctx: typer.Context, **params: Any) -> None:
         loop=req.loop, loop_frames=req.loop_frames, upscale=req.upscale, upscaler=req.upscaler,
         interpolate=req.interpolate,
     )  # fmt: skip
+    if req.prompt is not None or req.style is not None:  # the image model runs before SVD, alone on the device
+        progress.note(
+            f"The image model that {spell('prompt')} and {spell('style')} use is not simulated: the numbers are "
+            "the video's (the two models are never on the device together)."
+        )
     if json_out:
         print(json.dumps(report.as_json(), indent=2))
         return
