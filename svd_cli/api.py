@@ -28,7 +28,7 @@ NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", 
 # Options that decide how the model is loaded: given to `load`, the same for every call on it.
 LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention", "unet", "lora",
                 "allow_download"}  # fmt: skip
-PER_VIDEO = {o.name for o in OPTIONS} - NOT_FOR_SCRIPTS - LOAD_OPTIONS - {"prompt", "seed"}
+PER_VIDEO = {o.name for o in OPTIONS} - NOT_FOR_SCRIPTS - LOAD_OPTIONS - {"seed"}  # prompt=: what a styled photo shows
 
 
 class ScriptAnimator:
@@ -56,12 +56,14 @@ class ScriptAnimator:
         animate it; keywords as for `animate_image`. The same seed draws the picture and its motion."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise UsageError("prompt=: give the text of a picture to draw, e.g. 'a lighthouse at dusk'.")
+        if "prompt" in options:
+            raise UsageError("prompt=: give the prompt once, as animate_prompt's first argument.", option="prompt")
         call, seed = self._call(seed, options | {"prompt": prompt})
         return self._animate(call, call.first_frame_from_prompt(prompt, seed), seed)
 
     def _call(self, seed: int | None, options: dict[str, Any]) -> tuple[Session, int]:
         """The session for one call's options, checked as the CLI checks them, and its seed."""
-        _check_keywords({k: v for k, v in options.items() if k != "prompt"}, allowed=PER_VIDEO)
+        _check_keywords(options, allowed=PER_VIDEO)
         seed = random_seed() if seed is None else seed
         request = self.session.request.replace(seed=seed, **options)
         validate(request, need_inputs=False)

@@ -37,6 +37,7 @@ class _Model:
     defaults: dict[str, Any] = {}
     animator = None
     image_source = None  # the text-to-image model, when a prompt or a style needs one
+    image_request: str | None = None  # the image model setting `image_source` was resolved for
     image_defaults: dict[str, Any] = {}
     image_model = None
     weights: dict[str, Any] = {}  # the unet and lora files as the recipe records them
@@ -161,10 +162,17 @@ class Session:
         return req.prompt is not None or req.prompts is not None or req.style is not None
 
     def resolve_image_model(self) -> None:
+        """The text-to-image model this request names, resolved once; one loaded for another request's image
+        model setting (a script's earlier call) is freed first."""
         from .models.sources import resolve_model
 
-        self._model.image_source = resolve_model(self.request.image_model, kind="text-to-image", progress=self.progress)
+        wanted = self.request.image_model
+        if self._model.image_source is not None and self._model.image_request == wanted:
+            return
+        self.release_image_model()
+        self._model.image_source = resolve_model(wanted, kind="text-to-image", progress=self.progress)
         self._model.image_defaults = self._model.image_source.defaults()
+        self._model.image_request = wanted
 
     def image_settings(self, prompt: str | None = None) -> dict:
         """The image model's settings for a first frame (recorded in the recipe): request, else model defaults."""
