@@ -2,6 +2,7 @@
 (`svd plan`'s simulation, SVD-XT 25x1024x576 fp16) and the CPU timing table of a `svd bench` JSON.
 
     python benchmarks/tables.py benchmarks/results/<cpu>.json
+    python benchmarks/tables.py --gpu-check benchmarks/results/gpu-check-cuda.json   # prints that table
 
 Replaces what lies between the `<!-- simulated -->` / `<!-- cpu -->` markers and their `<!-- end -->`.
 """
@@ -78,12 +79,44 @@ def cpu_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def gpu_check_table(path: Path) -> str:
+    """The GPU check (benchmarks/gpu_check.py): each row's measured peak and times beside its simulated peak."""
+    data = json.loads(path.read_text())
+    cuda = data["device_type"] == "cuda"
+    measured = "peak allocated (GiB)" if cuda else "peak RSS (GiB, not comparable)"
+    lines = [
+        f"GPU check on {data['device']}, {data['date']}: torch {data['torch']}, diffusers {data['diffusers']}, svd "
+        f"{data['svd_version']}; {data['arch']} with random weights, {data['frames']} frames "
+        f"{data['width']}x{data['height']}, {data['steps']} steps, {data['dtype']}; {data['check_seconds']} s in all.",
+        "",
+        f"| row | {measured} | simulated peak (GiB) | measured / simulated | s/step | decode s | total s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def f(value, pattern):
+        return "-" if value is None else pattern.format(value)
+
+    for r in data["rows"]:
+        peak = r.get("peak_allocated_bytes") if cuda else r.get("peak_rss_bytes")
+        lines.append(
+            f"| `{r['row']}` | {f(peak and peak / 2**30, '{:.2f}')} | {r['simulated_peak_bytes'] / 2**30:.2f} | "
+            f"{f(r.get('measured_vs_simulated'), '{:.2f}')} | {f(r.get('seconds_per_step'), '{:.3f}')} | "
+            f"{f(r.get('decode_seconds'), '{:.2f}')} | {f(r.get('seconds'), '{:.1f}')}"
+            + (f" ({r['error']})" if r.get("error") else "")
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def replace_between(text: str, marker: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {marker} -->\n)(?:(?!<!-- ).)*?(<!-- end -->)", re.S)
     return pattern.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--gpu-check"]:  # print a GPU check's table; the README's tables are left alone
+        print(gpu_check_table(Path(argv[1]).resolve()))
+        return
     readme = HERE / "README.md"
     text = readme.read_text()
     text = replace_between(text, "simulated", simulated_table())

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ._version import __version__
 from .errors import first_line
-from .progress import Progress
+from .progress import NullProgress, Progress
 
 RANDOM_WEIGHTS_NOTE = (
     "Random weights with the real architecture: same FLOPs and memory traffic as the released checkpoints; "
@@ -37,16 +37,20 @@ class _StepClock(Progress):
 
     def __init__(self) -> None:
         self.denoise_start = self.denoise_end = None
-        self.stage = None
+        self.decode_seconds = 0.0  # every decode stage's time (a NaN guard's second decode too)
+        self.stage = self.stage_start = None
 
     def start(self, stage: str, total: int | None = None) -> None:
-        self.stage = stage
+        self.stage, self.stage_start = stage, time.perf_counter()
         if stage == "denoise":
-            self.denoise_start = time.perf_counter()
+            self.denoise_start = self.stage_start
 
     def end(self) -> None:
+        now = time.perf_counter()
         if self.stage == "denoise" and self.denoise_start is not None and self.denoise_end is None:
-            self.denoise_end = time.perf_counter()
+            self.denoise_end = now
+        if self.stage == "decode" and self.stage_start is not None:
+            self.decode_seconds += now - self.stage_start
         self.stage = None
 
 
@@ -113,9 +117,9 @@ def run_bench(
     image_path: Path | None = None,
     repeat: int = 1,
     *,
-    console,
+    progress: Progress | None = None,
 ) -> dict:
-    """Run every row, print a table on `console` (a rich Console), write the JSON; return the results.
+    """Run every row, write the JSON; return the results (`progress` hears of each row as it starts and fails).
 
     With `repeat` > 1 the rows run round-robin (high, balanced, ..., diffusers, high, balanced, ...), so slow
     drifts of the machine (other load, thermals) hit every row alike; each row reports the min and median.
@@ -140,9 +144,10 @@ def run_bench(
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else _cpu_name()
-    console.print(f"svd bench: {arch} architecture, {frames} frames {width}x{height}, {steps} steps, "
+    progress = progress or NullProgress()
+    progress.note(f"svd bench: {arch} architecture, {frames} frames {width}x{height}, {steps} steps, "
                   f"{dtype_name(torch_dtype)} on {device_name}")  # fmt: skip
-    console.print(RANDOM_WEIGHTS_NOTE)
+    progress.note(RANDOM_WEIGHTS_NOTE)
 
     pipe = build_random_pipeline(arch, device="cpu", dtype=torch_dtype)
     model = SVDAdapter(ModelSource(name=f"random-{arch}", path=Path(".")), pipe, torch_device, torch_dtype)
@@ -153,19 +158,20 @@ def run_bench(
     meter = PeakMemory(torch_device)
     results: list[dict] = []
     # Kernels, allocator and caches warm up once, outside every row.
-    console.print("Warm-up run (1 step, not measured)...")
+    progress.note("Warm-up run (1 step, not measured)...")
     _run_ours(model, "high", image, settings.replace(steps=1), meter)
 
     runs: dict[str, list[dict]] = {row: [] for row in rows}
     for round_ in range(repeat):
         for row in rows:
-            console.print(f"Row {row}" + (f" (round {round_ + 1} of {repeat})" if repeat > 1 else "") + "...")
+            progress.note(f"Row {row}" + (f" (round {round_ + 1} of {repeat})" if repeat > 1 else "") + "...")
             if row in PROFILE_ORDER:
                 result = _run_ours(model, row, image, settings, meter)
             else:
                 result = _run_diffusers(model, row, image, settings, meter)
             runs[row].append(result)
-            _print_row(console, result)
+            if result.get("error"):
+                progress.note(f"  {row}: {result['error']}")
     results = [_combine(runs[row]) for row in rows]
 
     _add_ratios(results)
@@ -187,13 +193,12 @@ def run_bench(
         "note": RANDOM_WEIGHTS_NOTE,
         "rows": results,
     }
-    _print_table(console, report)
     path = out or _default_out(device_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     from .io.video import write_json
 
     write_json(report, path)
-    console.print(f"Results written to {path}")
+    progress.note(f"Results written to {path}")
     return report
 
 
@@ -290,6 +295,8 @@ def _row(name, savers, seconds, clock, steps, memory, error, estimate, cpu_secon
         "seconds_per_step": round(per_step, 4) if per_step is not None else None,
         **memory,
     }
+    if clock is not None and clock.decode_seconds:  # our rows; diffusers' pipeline reports no decode stage
+        row["decode_seconds"] = round(clock.decode_seconds, 3)
     if cpu_seconds is not None:
         # Process CPU time: on a shared machine, less disturbed by other load than wall time (run single-threaded,
         # OMP_NUM_THREADS=1, so it is also the wall time the row would take alone on one core).
@@ -349,44 +356,6 @@ def _add_ratios(results: list[dict]) -> None:
                 r[f"cpu_time_vs_diffusers{suffix}"] = round(ratio, 3)
         if r.get(key) and anchor.get(key):
             r["memory_vs_diffusers"] = round(r[key] / anchor[key], 3)
-
-
-def _print_row(console, r: dict) -> None:
-    if r.get("error"):
-        console.print(f"  {r['row']}: {r['error']}", markup=False)
-
-
-def _print_table(console, report: dict) -> None:
-    from rich.table import Table
-
-    from .memory import gib
-
-    cuda = report["device_type"] == "cuda"
-    title = (
-        f"svd bench on {report['device']} ({report['arch']}, {report['frames']} frames "
-        f"{report['width']}x{report['height']}, {report['steps']} steps, {report['dtype']})"
-    )
-    memory_columns = ["peak_allocated_bytes", "peak_reserved_bytes"] if cuda else ["peak_rss_bytes"]
-    repeated = report.get("repeat", 1) > 1
-    total = ["total s (median)", "total s (min)"] if repeated else ["total s"]
-    headers = ["row", "s/step", *total, *(c.removesuffix("_bytes").replace("_", " ") for c in memory_columns)]
-    ratios = ["time vs diffusers (median)", "time vs diffusers (min)"] if repeated else ["time vs diffusers"]
-    table = Table(title=title)
-    for header in [*headers, *ratios, "memory vs diffusers"]:
-        table.add_column(header, justify="left" if header == "row" else "right")
-
-    def fmt(value, pattern: str) -> str:
-        return "-" if value is None else pattern.format(value)
-
-    for r in report["rows"]:
-        cells = [r["row"], fmt(r.get("seconds_per_step"), "{:.3f}"), fmt(r.get("seconds"), "{:.2f}")]
-        cells += [fmt(r.get("seconds_min"), "{:.2f}")] if repeated else []
-        cells += ["-" if r.get(c) is None else gib(r[c]) for c in memory_columns]
-        cells += [fmt(r.get("time_vs_diffusers"), "{:.2f}x")]
-        cells += [fmt(r.get("time_vs_diffusers_min"), "{:.2f}x")] if repeated else []
-        cells += [fmt(r.get("memory_vs_diffusers"), "{:.2f}x")]
-        table.add_row(*cells)
-    console.print(table)
 
 
 def _example_image() -> Path:

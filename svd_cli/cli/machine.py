@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .common import Debug, JsonOut
+from .common import Debug, JsonOut, words
 
 
 def doctor(json_out: JsonOut = False, debug: Debug = False) -> None:
@@ -53,14 +53,49 @@ def bench(
     from ..bench import run_bench
     from ..errors import OptionError
     from ..options import check_size, parse_size
-    from .terminal import out_console
+    from .terminal import PlainProgress, out_console
 
     width, height = parse_size(size)
     check_size((width, height))
     if repeat < 1:
         raise OptionError("repeat", repeat, "run the rows at least once.")
-    run_bench(arch=arch, frames=frames, width=width, height=height, steps=steps, rows=profiles.split(","),
-              device=device, dtype=dtype, out=out, repeat=repeat, console=out_console())  # fmt: skip
+    console = out_console()
+    report = run_bench(arch=arch, frames=frames, width=width, height=height, steps=steps, rows=profiles.split(","),
+                       device=device, dtype=dtype, out=out, repeat=repeat, progress=PlainProgress(words))  # fmt: skip
+    _print_bench_table(console, report)
+
+
+def _print_bench_table(console, report: dict) -> None:
+    from rich.table import Table
+
+    from ..memory import gib
+
+    cuda = report["device_type"] == "cuda"
+    title = (
+        f"svd bench on {report['device']} ({report['arch']}, {report['frames']} frames "
+        f"{report['width']}x{report['height']}, {report['steps']} steps, {report['dtype']})"
+    )
+    memory_columns = ["peak_allocated_bytes", "peak_reserved_bytes"] if cuda else ["peak_rss_bytes"]
+    repeated = report.get("repeat", 1) > 1
+    total = ["total s (median)", "total s (min)"] if repeated else ["total s"]
+    headers = ["row", "s/step", *total, *(c.removesuffix("_bytes").replace("_", " ") for c in memory_columns)]
+    ratios = ["time vs diffusers (median)", "time vs diffusers (min)"] if repeated else ["time vs diffusers"]
+    table = Table(title=title)
+    for header in [*headers, *ratios, "memory vs diffusers"]:
+        table.add_column(header, justify="left" if header == "row" else "right")
+
+    def fmt(value, pattern: str) -> str:
+        return "-" if value is None else pattern.format(value)
+
+    for r in report["rows"]:
+        cells = [r["row"], fmt(r.get("seconds_per_step"), "{:.3f}"), fmt(r.get("seconds"), "{:.2f}")]
+        cells += [fmt(r.get("seconds_min"), "{:.2f}")] if repeated else []
+        cells += ["-" if r.get(c) is None else gib(r[c]) for c in memory_columns]
+        cells += [fmt(r.get("time_vs_diffusers"), "{:.2f}x")]
+        cells += [fmt(r.get("time_vs_diffusers_min"), "{:.2f}x")] if repeated else []
+        cells += [fmt(r.get("memory_vs_diffusers"), "{:.2f}x")]
+        table.add_row(*cells)
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:
