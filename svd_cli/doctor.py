@@ -146,7 +146,7 @@ def _auto_profiles(free: int | None) -> dict:
 
 def _simulated_table() -> dict:
     """Simulated peak and FLOPs of each profile for the default job (svd-xt, 25 frames, 1024x576, fp16), from
-    the simulation cache: doctor stays quick, `svd plan` fills the cache (about a minute, once)."""
+    the simulation cache: doctor stays quick, `svd plan` fills the cache (about 30 s of CPU, once)."""
     try:
         from .memory import PROFILE_ORDER, plan_for
         from .planning.simulate import Job, architecture_for, cached_simulation

@@ -191,7 +191,7 @@ def render_doctor(report: dict) -> None:
         p(f"Simulated for {sim['job']}: {rows}")
     if sim.get("missing"):
         p(f"Simulated peaks for {sim.get('job', 'the default job')}: not computed yet for "
-          f"{', '.join(sim['missing'])}; run `svd plan` (about a minute, then cached).")  # fmt: skip
+          f"{', '.join(sim['missing'])}; run `svd plan` (about 30 s of CPU, then cached).")  # fmt: skip
     ff = report["ffmpeg"]
     p(f"ffmpeg: {ff.get('version', '')} at {ff.get('path', ff.get('error'))}")
     hub = report["hub"]
