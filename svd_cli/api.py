@@ -73,9 +73,7 @@ class ScriptAnimator:
         return call, seed
 
     def _animate(self, call: Session, frame, seed: int) -> Animation:
-        settings = call.settings_for(seed, frame.picture.size)
-        clip = call.finish(call.animate(frame, settings))
-        return Animation.of(clip, seed, call.source.name, settings.as_dict(), call.animator.plan.profile, frame.picture)
+        return call.make(frame, call.settings_for(seed, frame.picture.size))
 
 
 def load(model: str = "svd-xt", *, progress: Progress | None = None, **options: Any) -> ScriptAnimator:
@@ -112,5 +110,5 @@ def _keyword_help(names: set[str]) -> str:
 
 
 ScriptAnimator.animate_image.__doc__ += "\n    Keywords:\n" + _keyword_help(PER_VIDEO)
-ScriptAnimator.animate_prompt.__doc__ += "\n    Keywords:\n" + _keyword_help(PER_VIDEO)
+ScriptAnimator.animate_prompt.__doc__ += "\n    Keywords:\n" + _keyword_help(PER_VIDEO - {"prompt"})
 load.__doc__ += "\n    Load keywords:\n" + _keyword_help(LOAD_OPTIONS - {"model"})

@@ -181,20 +181,18 @@ def make_video(
     if frame is None:
         frame = make_first_frame(session, job)
     settings = session.settings_for(job.seed, frame.picture.size)
-    # 2. Animate it; with extend, the clips that continue it (each kept as it finishes, for a rerun).
-    clip = session.animate(frame, settings, job.output)
-    # 3. The post stages, in the order of stages/post.py.
-    clip = session.finish(clip)
-    video = Animation.of(clip, job.seed, session.source.name, settings.as_dict(), session.animator.plan.profile)
-    # 4. Write the video, its still and its recipe; then the finished clips are no longer needed.
+    # 2. Animate it (with extend, the clips that continue it, each kept as it finishes, for a rerun), then the
+    #    post stages in the order of stages/post.py.
+    video = session.make(frame, settings, job.output)
+    # 3. Write the video, its still and its recipe; then the finished clips are no longer needed.
     digest = sha256(job.input) if job.input is not None else None
     recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier)
     still = frame.picture if session.uses_image_model else None
     session.progress.start("write")
-    write_video_and_recipe(clip.frames, job.output, clip.fps, fmt, recipe, still=still)
+    write_video_and_recipe(video.frames, job.output, video.fps, fmt, recipe, still=still)
     session.progress.end()
     discard_work(job.output)
-    video.path, video.frames = job.output, None  # on disk now: a batch keeps no frames in memory
+    video.path, video.frames, video.first_frame = job.output, None, None  # on disk now: a batch keeps no pictures
     return JobResult(job, "ok", seconds=time.monotonic() - started + earlier, video=video)
 
 
@@ -271,7 +269,7 @@ def decide_jobs(
     summary.non_images = plan.non_images
     if session.source is None:
         session.resolve()
-    if session.uses_image_model and session.image_source is None:
+    if session.uses_image_model:  # resolved once (resolve_image_model knows)
         session.resolve_image_model()
     todo: list[Job] = []
     for job in plan.jobs:

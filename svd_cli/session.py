@@ -21,6 +21,7 @@ from .errors import ref
 from .models.sources import resolve_file_model
 from .options import GenerationSettings, Request, with_defaults
 from .progress import NullProgress, Progress
+from .result import Animation
 from .stages import Clip, PostStage, StageContext
 from .stages.post import model_stages, wanted_stages
 
@@ -356,11 +357,18 @@ class Session:
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
+    def make(self, frame: FirstFrame, settings: GenerationSettings, output: Path | None = None) -> Animation:
+        """One video from its first frame, in memory: the animate stage (with extend's clips), then the post
+        stages; what every caller (a batch's job, the library) runs after the first frame and before writing."""
+        clip = self.finish(self.animate(frame, settings, output))
+        return Animation.of(clip, settings.seed, self.source.name, settings.as_dict(), self.animator.plan.profile,
+                            frame.picture)  # fmt: skip
+
     def finish(self, clip: Clip) -> Clip:
         """The post stages the request asks for, in the order of stages/post.py (each records itself)."""
         profile = self.animator.plan.profile if self.animator is not None else "balanced"
+        context = StageContext(self.request, self.progress, profile)
         for stage in wanted_stages(self.request):
-            context = StageContext(self.request, self.progress, profile)
             if not stage.needs_model(self.request):
                 clip = stage.run(clip, context)
                 continue
