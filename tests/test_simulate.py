@@ -226,7 +226,7 @@ def test_svd_plan_takes_animates_options_and_reports_the_whole_video(svd, isolat
     assert r.code == 0, r.err
     chain = json.loads(r.out)
     # 4 + 2 x 3 = 10 frames, bounced: 18 upscaled, then interpolated as a loop: 36 written.
-    assert chain["chain"] == {"clips": 3, "upscaler": "tiny", "upscaled_frames": 18, "output_frames": 36}
+    assert chain["chain"] == {"clips": 3, "upscaler": "tiny-upscaler", "upscaled_frames": 18, "output_frames": 36}
     for before, after in zip(plain["rows"], chain["rows"], strict=True):
         upscale_peak, upscale_flops = after["stage_peak_bytes"]["upscale"], after["stage_flops"]["upscale"]
         assert upscale_peak > 0 and upscale_flops > 0

@@ -39,7 +39,7 @@ def save_network(path, **changes) -> None:
 
     from svd_cli.models.upscaler import build_upscaler_network
 
-    save_file(build_upscaler_network("tiny", seed=1, **changes).state_dict(), str(path))
+    save_file(build_upscaler_network("tiny-upscaler", seed=1, **changes).state_dict(), str(path))
 
 
 # --- the built-in tiny upscaler, through the normal path -------------------------------------------------------
@@ -54,7 +54,7 @@ def test_the_tiny_upscaler_is_a_safetensors_file_loaded_through_spandrel(tiny_up
     assert source.single_file["sha256"] == upscaler.sha256 and len(upscaler.sha256) == 64
     assert (upscaler.descriptor.architecture.name, upscaler.descriptor.purpose, upscaler.scale) == ("ESRGAN", "SR", 2)
     assert upscaler.dtype == torch.float32  # on the CPU; fp16 is for CUDA
-    built = build_upscaler_network("tiny", seed=TINY_SEED).state_dict()
+    built = build_upscaler_network("tiny-upscaler", seed=TINY_SEED).state_dict()
     loaded = upscaler.descriptor.model.state_dict()
     assert built.keys() == loaded.keys() and all(torch.equal(built[k], loaded[k]) for k in built)
 

@@ -73,7 +73,7 @@ def _build_file_network(name: str):
         return build_rife_network("tiny", seed=TINY_SEED)
     from .upscaler import build_upscaler_network
 
-    return build_upscaler_network("tiny", seed=TINY_SEED)
+    return build_upscaler_network("tiny-upscaler", seed=TINY_SEED)
 
 
 def tiny_file(name: str) -> Path:

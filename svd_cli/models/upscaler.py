@@ -27,7 +27,7 @@ OVERLAP = 16  # input pixels two neighbouring tiles share; their outputs are ble
 # (12 channels) to a 4x network: 2x in all. The tiny one has that layout with 1 block and 8 features.
 NETWORKS: dict[str, dict[str, Any]] = {
     "realesrgan-x2": {"in_nc": 12, "out_nc": 3, "num_filters": 64, "num_blocks": 23, "scale": 4, "shuffle_factor": 2},
-    "tiny": {"in_nc": 12, "out_nc": 3, "num_filters": 8, "num_blocks": 1, "scale": 4, "shuffle_factor": 2},
+    "tiny-upscaler": {"in_nc": 12, "out_nc": 3, "num_filters": 8, "num_blocks": 1, "scale": 4, "shuffle_factor": 2},
 }
 
 

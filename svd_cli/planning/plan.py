@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError, ref
 from ..memory.profiles import PROFILE_ORDER, plan_for, tile_for
+from ..models.upscaler import NETWORKS
 from ..options import Request
 from ..progress import NullProgress, Progress
-from ..registry import get_entry, model_names
+from ..registry import get_entry
 from ..stages.post import wanted_stages
 from .simulate import (
     ALLOCATOR_FACTOR,
@@ -29,16 +30,13 @@ from .simulate import (
 )
 from .upscale import upscale_cost
 
-# The registry's upscalers, by the network each builds (models/upscaler.py NETWORKS).
-UPSCALER_NETWORKS = {"realesrgan-x2": "realesrgan-x2", "tiny-upscaler": "tiny"}
-
 
 @dataclass(frozen=True)
 class Chain:
     """What `svd animate` runs around the animate stage, as far as it costs device memory or time."""
 
     clips: int = 1  # 1 + extend: every clip is a whole animate pass (encode, steps, decode)
-    upscaler: str | None = None  # the upscaler's network when the video is upscaled
+    upscaler: str | None = None  # the registry upscaler (models/upscaler.py NETWORKS) when the video is upscaled
     upscaled_frames: int = 0  # frames the upscaler enlarges (after extend and loop)
     output_frames: int = 0  # frames of the written video, after every post stage
 
@@ -106,7 +104,7 @@ class PlanReport:
         ]
         if not self.chain.plain:
             parts = [f"{self.chain.clips} clips" if self.chain.clips > 1 else "",
-                     f"then the {self.chain.upscaler} upscaler on {self.chain.upscaled_frames} frames"
+                     f"then the upscaler {self.chain.upscaler} on {self.chain.upscaled_frames} frames"
                      if self.chain.upscaler else ""]  # fmt: skip
             notes.append(f"The whole video: {', '.join(p for p in parts if p)} (peak: the largest stage's).")
         if self.auto:
@@ -169,7 +167,7 @@ def plan_report(
     AnimateLCM's 4 steps without CFG cost what they cost. With extend, upscale and a loop the report covers the
     whole video: every clip's animate pass and the upscaler on every frame (its peak simulated per profile)."""
     arch = architecture_for(model)
-    entry = get_entry(model) if model in model_names() else None
+    entry = get_entry(model)  # None for a folder or an architecture name the registry does not list
     defaults = entry.defaults if entry else {}
     frames = frames or defaults.get("frames") or int(arch.unet.get("num_frames", 25))
     steps = steps or defaults.get("steps") or 25
@@ -191,7 +189,7 @@ def plan_report(
         progress.note(f"  {name}: {done}")
     report = PlanReport(model=model, job=job, steps=steps, rows=rows, free_bytes=free_bytes, chain=chain)
     if chain.upscaler is not None:  # diffusers' recipes have no upscaler: the profiles' tiles stand in
-        progress.note(f"Simulating the {upscaler} upscaler's tiles per profile...")
+        progress.note(f"Simulating {upscaler}'s tiles per profile...")
         costs = {}
         for row in rows:
             tile = tile_for(row.name if row.name in PROFILE_ORDER else "high")
@@ -208,15 +206,15 @@ def plan_report(
 def _chain(job: Job, extend: int, post: Request) -> Chain:
     """The stages around the animate stage: extend's clips, then the post stages in their order (stages/post.py),
     each one's frames counted from the one before; the upscaler is the stage that costs device time."""
-    if post.upscale > 1 and post.upscaler not in UPSCALER_NETWORKS:
+    if post.upscale > 1 and post.upscaler not in NETWORKS:
         raise UsageError(
             f"{ref('upscaler')} {post.upscaler}: svd plan simulates the registry's upscalers "
-            f"({', '.join(UPSCALER_NETWORKS)}); name one of them.",
+            f"({', '.join(NETWORKS)}); name one of them.",
             option="upscaler",
         )
     frames, into = job.frames + extend * (job.frames - 1), {}  # the frame two clips share appears once
     for stage in wanted_stages(post):
         into[stage.name] = frames
         frames = stage.frames_after(frames, post)
-    network = UPSCALER_NETWORKS[post.upscaler] if "upscale" in into else None
-    return Chain(clips=1 + extend, upscaler=network, upscaled_frames=into.get("upscale", 0), output_frames=frames)
+    upscaler = post.upscaler if "upscale" in into else None
+    return Chain(clips=1 + extend, upscaler=upscaler, upscaled_frames=into.get("upscale", 0), output_frames=frames)
