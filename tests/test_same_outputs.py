@@ -1,32 +1,46 @@
-"""Golden outputs: a fixed set of `svd animate` runs on the tiny models must write byte-identical files (issue 18).
+"""Golden outputs: a fixed set of `svd animate` runs on the tiny models must write the same files (issue 18).
 
-Each case runs one command on the built-in tiny models, on the CPU, with a fixed seed, and hashes every file it
-writes: the video (or PNG frames, or the still) byte for byte, and the sidecar recipe with its volatile fields
-(dates, timings, paths, package versions, free RAM) removed. The hashes must equal REFERENCE.
+Each case runs one command on the built-in tiny models, on the CPU, with a fixed seed, and compares every file it
+writes with the one the code at commit 973512b (before the issue 18 refactor) wrote for the same command, kept
+under tests/reference/golden/<case>/:
 
-Determinism: torch's CPU results depend on its thread count, and ffmpeg's x264 picks its thread count from the
-CPUs it may use (threads=3 on 2 CPUs, 1 on 1), which changes the bytes and even the decoded pixels. So, for the
-length of this module, the process is pinned to one CPU (os.sched_setaffinity, inherited by the ffmpeg
-subprocesses) and torch to one thread (torch.set_num_threads(1)); that makes the hashes the same on any Linux
-machine (and, on 2 shared cores, it is also 3-4 times faster than 2 threads). Without sched_setaffinity
-(macOS, Windows) the module is skipped. The hashes also depend on the locked torch and on the ffmpeg binary of the
-locked imageio-ffmpeg: upgrading those may change them; a refactor of svd's own code must not.
+- the sidecar recipe, without its volatile fields (dates, timings, paths, package versions, free RAM), must be
+  the same, but for the colour drift it measures from the frames (within MEASURED_TOLERANCE);
+- a PNG (frames, the text-to-image still) must decode to the same pixels, give or take one level in a few of them;
+- a video must decode to as many frames of the same size, within MP4_MEAN_LEVELS on average.
+
+Why not the media's bytes: torch's CPU kernels sum in an order that depends on the instruction set they pick
+(AVX-512, AVX2, oneDNN's and MKL's own dispatch), so the same code writes different bytes on different CPUs.
+Measured on one AMD EPYC (AVX-512) with each of six kernel paths forced (ATEN_CPU_CAPABILITY=default/avx2,
+ONEDNN_MAX_CPU_ISA=SSE41/AVX2/AVX2_VNNI, MKL_CBWR=COMPATIBLE, MKL_ENABLE_INSTRUCTIONS=AVX2): every path wrote
+other bytes; the PNG frames differed by at most 1 level in at most 0.1 % of values (mean 0.0003-0.0010), while
+x264 turns those 1-level nudges into other coding decisions, so the decoded MP4 frames differed by 1.29-1.65
+levels on average (PSNR 40.3-41.4 dB). A real change of output is far above the PNG noise: --motion-bucket 126
+instead of 127 moves the PNG frames by 0.53 levels on average (max 6) and --noise-aug 0.021 instead of 0.02 by
+0.077; in an MP4 those changes measure 2.27-2.62 levels, too close to the noise for a tight bound, so the MP4
+cases catch gross changes (a lost stage, frames out of order, another seed) and the PNG cases the fine ones.
+
+The process is pinned to one CPU (os.sched_setaffinity, inherited by the ffmpeg subprocesses, so x264 runs one
+thread) and torch to one thread: fewer sources of variation, and on 2 shared cores it is 3-4 times faster than
+2 threads. Without sched_setaffinity (macOS, Windows) the module is skipped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, read_video
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs os.sched_setaffinity (Linux)")
 
+GOLDEN = Path(__file__).parent / "reference" / "golden"
 PHOTO = shlex.quote(str(EXAMPLES / "coffee.png"))
 TINY = "--model tiny --device cpu"
 SMALL = f"{TINY} --frames 3 --steps 1 --size 128x64"
@@ -52,33 +66,18 @@ CASES = {
     "format_frames": (f"{PHOTO} {SMALL} --seed 5 --format frames", "frames"),
 }
 
-# Produced by the code at commit 973512bcf478a49fe52b48bea97130dfab4834fe (before the issue 18 refactor).
-# Do NOT regenerate these in a change that claims "no change in output": a mismatch means the output changed.
-REFERENCE: dict[str, dict[str, str]] = {
-    "default": {
-        "default.mp4": "989ce6f89150b47b492d17d4c17c17fce6c9c3b6a9efc19c2ba3e01ba5832194",
-        "default.mp4.json": "ffe806363cfd2d7b73a20bd54a99bedadcc59f82b1965bccc2341427662b5f8e",
-    },
-    "min_pad_bucket40": {
-        "min_pad.mp4": "c119ee4e13282e8ac394f1a3e967f4d8093c29817c19845deb36b24f488b7d05",
-        "min_pad.mp4.json": "09ae07faa5297a21b594fb0b7b0f10f1119a179c2dd2a9a8ea3e8415763cfaf9",
-    },
-    "extend_bounce_interpolate_upscale": {
-        "long.mp4": "4b707ade035fb946cb911c0d594e7809b371346a8b8a55d223fda68d4c3c26cf",
-        "long.mp4.json": "ef6767a943de875036e7ab3ed2c7bd6534998055fd318448d0c5d42216dc721e",
-    },
-    "prompt_tiny_t2i": {
-        "bicycle.mp4": "bafa9631c1099ef32fd11a7e3c295d55543381863ce92a7b483c253a70e3a5ca",
-        "bicycle.mp4.json": "5518892e7cebfdb4b5fcb2820802e2ee663f48ff4f87250220f8d2aa15967922",
-        "bicycle.png": "73503ded82bb01071fbfa793af616504707b84a3fe0b0eb6844e34acc0d35d7f",
-    },
-    "format_frames": {
-        "frames/frame_0001.png": "08000bdeb0dc041878e8612765e11e0bb252d1c67eb3ce653a7a975bc78abddd",
-        "frames/frame_0002.png": "6fdda00356bc9760b1a505356154aa32c2995614ef7d4e05ef86dc60c8e5924a",
-        "frames/frame_0003.png": "0c87ea3d32071a2a79b142317a87bfe783d89e05d9ba9b900e382b6009c7cdb6",
-        "frames.frames.json": "9c580386775074d36e8052a3e97b5956cce6715710a1486628150c9432bff83a",
-    },
-}
+# Do NOT regenerate the files under GOLDEN in a change that claims "no change in output": a difference beyond the
+# bounds below means the output changed. (Four of the five stored recipes hash to the sha256 the same commit's
+# recipes had on the machine that first recorded them; the fifth differs only in drift_before, measured from pixels.)
+
+# A recipe field measured from the frames (a long video's colour drift before correction): machine noise too.
+MEASURED = "drift_before"
+MEASURED_TOLERANCE = 0.05
+# Above the kernel-path noise measured above (PNG: max 1 level, mean <= 0.001; MP4: mean <= 1.65 levels) with room
+# for a CPU not measured, below a real change (PNG: mean 0.077 for a 0.001 step of --noise-aug).
+PNG_MAX_LEVELS = 2
+PNG_MEAN_LEVELS = 0.02
+MP4_MEAN_LEVELS = 3.0
 
 # Recipe fields that differ from run to run or machine to machine without the output changing.
 VOLATILE = {
@@ -105,26 +104,47 @@ def stable_recipe(recipe: dict) -> dict:
     return recipe
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def written(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
-def hashes_of(folder: Path) -> dict[str, str]:
-    """Every file written under folder: its bytes' sha256, or for a recipe that of its stable fields."""
-    out = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name = path.relative_to(folder).as_posix()
-        if name.endswith(".json"):
-            recipe = stable_recipe(json.loads(path.read_text()))
-            out[name] = sha256(json.dumps(recipe, sort_keys=True).encode())
-        else:
-            out[name] = sha256(path.read_bytes())
-    return out
+def pixels(path: Path) -> np.ndarray:
+    """The frames a user would see: a PNG's pixels or a video's decoded frames, as int16 (room for differences)."""
+    if path.suffix == ".png":
+        return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)[None]
+    return read_video(path)[1].astype(np.int16)
+
+
+def measured_drift(recipe: dict) -> list[float]:
+    """Take the drift figures out of a recipe's stages (mean and std of each), in order."""
+    drifts = [stage.pop(MEASURED) for stage in recipe.get("stages", []) if MEASURED in stage]
+    return [drift[key] for drift in drifts for key in ("mean", "std")]
+
+
+def difference(name: str, got: Path, reference: Path) -> str | None:
+    """Why got is not the same output as reference, or None."""
+    if name.endswith(".json"):
+        ours, theirs = (stable_recipe(json.loads(path.read_text())) for path in (got, reference))
+        measured = [measured_drift(recipe) for recipe in (ours, theirs)]
+        if ours != theirs:
+            return "the recipe changed"
+        if len(measured[0]) != len(measured[1]) or not np.allclose(*measured, rtol=0, atol=MEASURED_TOLERANCE):
+            return f"{MEASURED} changed: {measured[0]}, the reference's {measured[1]}"
+        return None
+    ours, theirs = pixels(got), pixels(reference)
+    if ours.shape != theirs.shape:
+        return f"frames of shape {ours.shape}, the reference's {theirs.shape}"
+    levels = np.abs(ours - theirs)
+    if name.endswith(".png") and (levels.max() > PNG_MAX_LEVELS or levels.mean() > PNG_MEAN_LEVELS):
+        return f"pixels differ by up to {levels.max()} levels, {levels.mean():.4f} on average"
+    if not name.endswith(".png") and levels.mean() > MP4_MEAN_LEVELS:
+        return f"decoded frames differ by {levels.mean():.2f} levels on average"
+    return None
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_cpu_one_thread():
-    """One CPU for this process and its ffmpeg children, one torch thread: the same bytes on any machine."""
+    """One CPU for this process and its ffmpeg children, one torch thread: fewer sources of variation, and faster."""
     import torch
 
     threads, cpus = torch.get_num_threads(), os.sched_getaffinity(0)
@@ -138,11 +158,13 @@ def one_cpu_one_thread():
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_outputs_are_byte_identical_to_the_reference(svd, tiny_dir, tmp_path, case):
+def test_outputs_are_the_same_as_the_reference(svd, tiny_dir, tmp_path, case):
     args, name = CASES[case]
     folder = tmp_path / case
     folder.mkdir()
     r = svd("animate", *shlex.split(args), "--out", folder / name)
     assert r.code == 0, r.err
-    got = hashes_of(folder)
-    assert got == REFERENCE[case], f"{case}: outputs changed; now {json.dumps(got, indent=4)}"
+    reference = GOLDEN / case
+    assert written(folder) == written(reference)
+    changes = {n: why for n in written(folder) if (why := difference(n, folder / n, reference / n))}
+    assert not changes, f"{case}: outputs changed: {changes}"
