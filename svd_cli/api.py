@@ -12,7 +12,7 @@ names the keyword (`fps=40: must be between 3 and 30.`). It runs on the same `Se
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
@@ -21,6 +21,9 @@ from .options import OPTIONS, Request, random_seed, validate
 from .progress import Progress
 from .result import Animation
 from .session import Session
+
+if TYPE_CHECKING:
+    from .stages.hooks import StepCallback
 
 # Options about a batch, its files or the terminal: a script names its own pictures, files and seeds.
 NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet",
@@ -41,29 +44,41 @@ class ScriptAnimator:
     def plan(self):
         return self.session.animator.plan if self.session.animator else None
 
-    def animate_image(self, image: Image.Image, *, seed: int | None = None, **options: Any) -> Animation:
+    def animate_image(
+        self, image: Image.Image, *, seed: int | None = None, on_step: StepCallback | None = None, **options: Any
+    ) -> Animation:
         """Animate `image`; keywords as `svd animate`'s options (the list below). With style= the image model
         restyles the picture first. The post stages run too (extend=, loop=, upscale=, interpolate=, watermark=).
+
+        `on_step(step, steps, latents)` is called after every denoising step (step 1..steps of each clip, the
+        latents on the device); whatever it raises stops the run and reaches you unchanged.
         """
-        call, seed = self._call(seed, options)
+        call, seed = self._call(seed, options, on_step)
         frame = call.first_frame_from_image(image)
         if call.request.style is not None:
             frame = call.restyle(frame, seed)
-        return self._animate(call, frame, seed)
+        return self._animate(call, frame, seed, on_step)
 
-    def animate_prompt(self, prompt: str, *, seed: int | None = None, **options: Any) -> Animation:
+    def animate_prompt(
+        self, prompt: str, *, seed: int | None = None, on_step: StepCallback | None = None, **options: Any
+    ) -> Animation:
         """Draw the first frame from `prompt` with the image model (image_model=, image_steps=, ...), then
-        animate it; keywords as for `animate_image`. The same seed draws the picture and its motion."""
+        animate it; keywords and `on_step` as for `animate_image`. The same seed draws the picture and its
+        motion."""
         if not isinstance(prompt, str) or not prompt.strip():
             raise UsageError("prompt=: give the text of a picture to draw, e.g. 'a lighthouse at dusk'.")
         if "prompt" in options:
             raise UsageError("prompt=: give the prompt once, as animate_prompt's first argument.", option="prompt")
-        call, seed = self._call(seed, options | {"prompt": prompt})
-        return self._animate(call, call.first_frame_from_prompt(prompt, seed), seed)
+        call, seed = self._call(seed, options | {"prompt": prompt}, on_step)
+        return self._animate(call, call.first_frame_from_prompt(prompt, seed), seed, on_step)
 
-    def _call(self, seed: int | None, options: dict[str, Any]) -> tuple[Session, int]:
+    def _call(self, seed: int | None, options: dict[str, Any], on_step: StepCallback | None) -> tuple[Session, int]:
         """The session for one call's options, checked as the CLI checks them, and its seed."""
         _check_keywords(options, allowed=PER_VIDEO)
+        if on_step is not None and not callable(on_step):
+            raise UsageError(
+                f"on_step={on_step!r}: give a function fn(step, steps, latents), or None.", option="on_step"
+            )
         seed = random_seed() if seed is None else seed
         request = self.session.request.replace(seed=seed, **options)
         validate(request, need_inputs=False)
@@ -72,8 +87,8 @@ class ScriptAnimator:
             call.resolve_image_model()
         return call, seed
 
-    def _animate(self, call: Session, frame, seed: int) -> Animation:
-        return call.make(frame, call.settings_for(seed, frame.picture.size))
+    def _animate(self, call: Session, frame, seed: int, on_step: StepCallback | None) -> Animation:
+        return call.make(frame, call.settings_for(seed, frame.picture.size), on_step=on_step)
 
 
 def load(model: str = "svd-xt", *, progress: Progress | None = None, **options: Any) -> ScriptAnimator:

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .stages.first_frame import FirstFrame
+    from .stages.hooks import StepCallback
 
 
 class _Model:
@@ -278,11 +279,18 @@ class Session:
         size = first_frame.target_size(req.size, self.defaults["size"], image.size)
         return first_frame.from_image(image, size, req.fit, req.background, {"source": "image"})
 
-    def animate(self, frame: FirstFrame, settings: GenerationSettings, output: Path | None = None) -> Clip:
+    def animate(
+        self,
+        frame: FirstFrame,
+        settings: GenerationSettings,
+        output: Path | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Clip:
         """The animate stage on one first frame; with `extend`, the clips that continue it, chained into one.
 
         With an `output`, each finished clip is kept in a work folder beside it (io/segments.py) and reused by a
-        rerun of the same work, so an interrupted long video continues where it stopped.
+        rerun of the same work, so an interrupted long video continues where it stopped. `on_step(step, steps,
+        latents)` is called after every denoising step of every clip made (not of those reused).
         """
         import numpy as np
         from PIL import Image
@@ -313,7 +321,9 @@ class Session:
                 if count > 1:
                     self.progress.note(f"Segment {k + 1}/{count} (seed {segment['seed']})")
                 start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
-                frames = self.animator.animate(start, settings.replace(seed=segment_seed(seed, k)), self.progress)
+                frames = self.animator.animate(
+                    start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step
+                )
                 # 3. Later clips take the first clip's colours back (their drift adds up clip after clip): the
                 #    frames the video keeps, all but the first (the frame the clips share).
                 if k > 0 and req.color_match:
@@ -357,10 +367,16 @@ class Session:
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
-    def make(self, frame: FirstFrame, settings: GenerationSettings, output: Path | None = None) -> Animation:
+    def make(
+        self,
+        frame: FirstFrame,
+        settings: GenerationSettings,
+        output: Path | None = None,
+        on_step: StepCallback | None = None,
+    ) -> Animation:
         """One video from its first frame, in memory: the animate stage (with extend's clips), then the post
         stages; what every caller (a batch's job, the library) runs after the first frame and before writing."""
-        clip = self.finish(self.animate(frame, settings, output))
+        clip = self.finish(self.animate(frame, settings, output, on_step))
         return Animation.of(clip, settings.seed, self.source.name, settings.as_dict(), self.animator.plan.profile,
                             frame.picture)  # fmt: skip
 

@@ -104,3 +104,33 @@ def test_the_library_draws_from_a_prompt_and_documents_every_keyword(tiny_dir):
     assert "\n    device (" in svd_cli.load.__doc__
     assert all(getattr(svd_cli, name) for name in svd_cli.__all__)
     assert {"ModelLoadError", "NonFiniteError", "ScriptAnimator", "Progress", "Animation"} <= set(svd_cli.__all__)
+
+
+def test_on_step_sees_every_step_and_what_it_raises_stops_the_run(tiny_dir):
+    import torch
+
+    import svd_cli
+
+    animator = svd_cli.load("tiny", device="cpu", memory="balanced", size="256x128", frames=4, steps=3)
+    photo = Image.open(EXAMPLES / "coffee.png")
+    seen = []
+    video = animator.animate_image(photo, seed=1, on_step=lambda *call: seen.append(call))
+    assert [(step, steps, tuple(latents.shape)) for step, steps, latents in seen] == [
+        (n, 3, (1, 4, 4, 16, 32)) for n in (1, 2, 3)
+    ]
+    assert not torch.equal(seen[0][2], seen[2][2]), "each step's own latents"
+    for error in (ValueError("enough"), KeyboardInterrupt()):
+        steps_run = []
+
+        def stop_at_two(step, steps, latents, error=error, steps_run=steps_run):
+            steps_run.append(step)
+            if step == 2:
+                raise error
+
+        with pytest.raises(type(error)) as raised:
+            animator.animate_image(photo, seed=1, on_step=stop_at_two)
+        assert raised.value is error and steps_run == [1, 2]
+    # A stopped run leaves nothing behind: the next one makes the same frames as before.
+    assert np.array_equal(animator.animate_image(photo, seed=1).frames, video.frames)
+    with pytest.raises(svd_cli.UsageError, match="on_step=3: give a function"):
+        animator.animate_image(photo, on_step=3)

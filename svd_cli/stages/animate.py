@@ -16,11 +16,12 @@ import torch
 from PIL import Image
 
 from ..device import free_memory
-from ..errors import NonFiniteError, OutOfMemoryError, ref
+from ..errors import OutOfMemoryError, ref
 from ..memory import MemoryPlan, apply_plan, step_down
 from ..models.loading import dtype_name
 from ..options import GenerationSettings
 from ..progress import NullProgress, Progress
+from .hooks import Denoiser, NonFiniteValues, Step, StepCallback, finite, step_hooks
 
 __all__ = ["Animator", "GenerationSettings"]
 
@@ -51,16 +52,22 @@ class Animator:
         self.upcast[role] = dtype_name(dtype)
         self.placement = apply_plan(self.model, self.plan)
 
-    def animate(self, image: Image.Image, settings: GenerationSettings, progress: Progress | None = None):
+    def animate(
+        self,
+        image: Image.Image,
+        settings: GenerationSettings,
+        progress: Progress | None = None,
+        on_step: StepCallback | None = None,
+    ):
         """`self(image, settings)`, stepping down one memory profile and retrying after an out-of-memory."""
         progress = progress or NullProgress()
         while True:
             try:
-                return self(image, settings, progress)
+                return self(image, settings, progress, on_step=on_step)
             except NonFiniteValues as bad:
                 wider = wider_dtype(self.model.unet.dtype, self.model.device) if bad.stage == "denoising" else None
                 if wider is None:
-                    raise bad.error(settings) from None
+                    raise bad.error() from None
                 progress.end()
                 progress.note(
                     f"Non-finite values (NaN) while denoising in {dtype_name(self.model.unet.dtype)}; redoing this "
@@ -95,21 +102,23 @@ class Animator:
         settings: GenerationSettings,
         progress: Progress | None = None,
         output: str = "uint8",
+        on_step: StepCallback | None = None,
     ) -> np.ndarray:
         """Frames (F, H, W, 3) for `image`, which must already be settings.width x settings.height.
 
         `output="uint8"` gives 8-bit RGB; `"float"` gives the float32 values in [0, 1] before rounding.
+        `on_step(step, steps, latents)` is called after every denoising step.
         """
         progress = progress or NullProgress()
-        s, plan, use = settings, self.plan, self.placement.use
+        use = self.placement.use
         model, device = self.model, self.model.device
         from diffusers.utils.torch_utils import randn_tensor
 
         # 1. Check inputs; one CPU generator makes the same seed give the same video on every device.
-        if image.size != (s.width, s.height):
-            raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {s.width}x{s.height}")
-        generator = torch.Generator("cpu").manual_seed(s.seed)
-        guided = s.max_cfg > 1.0
+        if image.size != (settings.width, settings.height):
+            raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {settings.width}x{settings.height}")
+        generator = torch.Generator("cpu").manual_seed(settings.seed)
+        guided = settings.max_cfg > 1.0
 
         # 2. Encode the image with CLIP: the embedding every frame's cross-attention looks at.
         progress.start("encode")
@@ -117,69 +126,55 @@ class Animator:
             embeddings = model.encode_image(image, device)
 
         # 3. Encode the noise-augmented image into VAE latents, the UNet's per-frame conditioning.
-        pixels = model.preprocess(image, height=s.height, width=s.width).to(device)
+        pixels = model.preprocess(image, height=settings.height, width=settings.width).to(device)
         noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
-        pixels = pixels + s.noise_aug * noise
+        pixels = pixels + settings.noise_aug * noise
         with use("vae_encoder"):
             image_latents = self._encode_latents(pixels).to(embeddings.dtype)
-        image_latents = image_latents.unsqueeze(1).repeat(1, s.frames, 1, 1, 1)
+        image_latents = image_latents.unsqueeze(1).repeat(1, settings.frames, 1, 1, 1)
         progress.end()
 
         # 4. Micro-conditioning: fps (the model was trained on fps - 1), motion bucket, noise strength.
         #    Denoising runs in the denoiser's dtype (the model's, unless the NaN guard widened it).
         work = model.unet.dtype
         embeddings, image_latents = embeddings.to(work), image_latents.to(work)
-        added_time_ids = torch.tensor([[s.fps - 1, s.motion_bucket, s.noise_aug]], dtype=work)
+        added_time_ids = torch.tensor([[settings.fps - 1, settings.motion_bucket, settings.noise_aug]], dtype=work)
         added_time_ids = added_time_ids.to(device)
 
         # 5. Timesteps of the sampler (SVD's Euler, or AnimateLCM's consistency sampler); fresh per video.
-        scheduler = model.new_scheduler(s.sampler)
-        scheduler.set_timesteps(s.steps, device=device)
+        scheduler = model.new_scheduler(settings.sampler)
+        scheduler.set_timesteps(settings.steps, device=device)
 
         # 6. Initial noise, scaled for the scheduler's first sigma.
         f = model.spatial_factor
-        latent_shape = (1, s.frames, model.latent_channels, s.height // f, s.width // f)
+        latent_shape = (1, settings.frames, model.latent_channels, settings.height // f, settings.width // f)
         latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=embeddings.dtype)
         latents = latents * scheduler.init_noise_sigma
 
         # 7. Guidance scale rising linearly from the first frame (min) to the last (max).
-        guidance = torch.linspace(s.min_cfg, s.max_cfg, s.frames).unsqueeze(0).to(device, latents.dtype)
-        guidance = guidance[..., None, None, None]
+        guidance = torch.linspace(settings.min_cfg, settings.max_cfg, settings.frames).to(device, latents.dtype)
+        guidance = guidance[None, :, None, None, None]
 
-        # 8. Denoise: one UNet call per step, two with CFG, where the unconditional half sees a zeroed image
-        #    embedding and zeroed image latents. A consistency sampler adds fresh noise between steps.
-        if guided:
-            uncond_inputs = (torch.zeros_like(image_latents), torch.zeros_like(embeddings))
-            if not plan.cfg_split:  # one batch of 2 x frames, as diffusers does
-                batched_inputs = (
-                    torch.cat([uncond_inputs[0], image_latents]),
-                    torch.cat([uncond_inputs[1], embeddings]),
-                    torch.cat([added_time_ids] * 2),
-                )
-        # After every step a finite check on one reduction (cheap): NaN or inf anywhere makes the sum non-finite.
-        progress.start("denoise", total=len(scheduler.timesteps))
+        # 8. Denoise: one UNet call per step, two with CFG (see `_denoiser`). A consistency sampler adds fresh
+        #    noise between steps. Each step runs the video's step hooks (hooks/: the finite check, progress, the
+        #    caller's on_step) before the step, around the denoiser call and after the scheduler's update.
+        hooks = step_hooks(dtype=work, progress=progress, on_step=on_step)
+        hooks.start(len(scheduler.timesteps))
         with use("denoiser") as unet:
-            for step, t in enumerate(scheduler.timesteps, start=1):
-                model_input = scheduler.scale_model_input(latents, t)
-                if not guided:
-                    noise_pred = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
-                else:
-                    if plan.cfg_split:  # two passes: half the activations, the same result
-                        uncond = self._unet(unet, model_input, *uncond_inputs, added_time_ids, t)
-                        cond = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
-                    else:
-                        uncond, cond = self._unet(unet, torch.cat([model_input] * 2), *batched_inputs, t).chunk(2)
-                    noise_pred = uncond + guidance * (cond - uncond)
-                latents = scheduler.step(noise_pred, t, latents, generator=generator).prev_sample
-                if not finite(latents):
-                    raise NonFiniteValues("denoising", step, len(scheduler.timesteps), work)
-                progress.advance()
-        progress.end()
+            denoise = self._denoiser(unet, image_latents, embeddings, added_time_ids, guidance if guided else None)
+            for number, t in enumerate(scheduler.timesteps, start=1):
+                step = Step(number, len(scheduler.timesteps), t, latents)
+                hooks.before(step)
+                noise_pred = hooks.around(step, denoise)(scheduler.scale_model_input(step.latents, t), t)
+                step.latents = scheduler.step(noise_pred, t, step.latents, generator=generator).prev_sample
+                hooks.after(step)
+                latents = step.latents
+        hooks.end()
 
         # 9. Decode latents to pixels, `decode_chunk` frames per VAE call (all at once by default). Non-finite
         #    pixels from a half-precision decoder: decode again in fp32 (as A1111 does); still broken: fail.
         latents = 1 / model.scaling_factor * latents.flatten(0, 1)
-        frames = self._decode_all(latents, s.frames, progress)
+        frames = self._decode_all(latents, settings.frames, progress)
 
         # 10. To RGB in [0, 1], then 8 bits, rounding exactly as diffusers' image processor does.
         video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
@@ -210,6 +205,29 @@ class Animator:
                 "decoder in fp32 (kept for the rest of the run)"
             )
             self.widen("decoder", torch.float32)
+
+    def _denoiser(self, unet, image_latents, embeddings, added_time_ids, guidance) -> Denoiser:
+        """The noise prediction of one step. With CFG (`guidance` given) the unconditional half sees a zeroed
+        image embedding and zeroed image latents, and the two halves run as one batch of 2 x frames as diffusers
+        does, or one after the other with the memory plan's CFG split (half the activations, the same result)."""
+        if guidance is None:
+            return lambda model_input, t: self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
+        uncond_inputs = (torch.zeros_like(image_latents), torch.zeros_like(embeddings))
+        batched_inputs = (
+            (torch.cat([uncond_inputs[0], image_latents]), torch.cat([uncond_inputs[1], embeddings]),
+             torch.cat([added_time_ids] * 2))
+            if not self.plan.cfg_split else None
+        )  # fmt: skip
+
+        def guided(model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if batched_inputs is None:
+                uncond = self._unet(unet, model_input, *uncond_inputs, added_time_ids, t)
+                cond = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
+            else:
+                uncond, cond = self._unet(unet, torch.cat([model_input] * 2), *batched_inputs, t).chunk(2)
+            return uncond + guidance * (cond - uncond)
+
+        return guided
 
     @staticmethod
     def _unet(unet, model_input, image_latents, embeddings, added_time_ids, t) -> torch.Tensor:
@@ -248,33 +266,6 @@ class Animator:
         if is_per_frame(vae):
             return vae.decode(latents).sample
         return vae.decode(latents, num_frames=latents.shape[0]).sample
-
-
-class NonFiniteValues(Exception):
-    """NaN or inf appeared in the latents (after a denoising step) or in the decoded frames."""
-
-    def __init__(self, stage: str, step: int | None, steps: int | None, dtype: torch.dtype):
-        super().__init__(stage)
-        self.stage, self.step, self.steps, self.dtype = stage, step, steps, dtype
-
-    def error(self, settings: GenerationSettings) -> NonFiniteError:
-        where = f" (step {self.step} of {self.steps})" if self.step else ""
-        return NonFiniteError(
-            f"the model produced NaN or infinite values while {self.stage}{where} in {dtype_name(self.dtype)}, so no "
-            "video was written; its weights may be damaged: check them with `svd weights verify`.",
-            stage=self.stage,
-            step=self.step,
-        )
-
-
-def finite(tensor: torch.Tensor) -> bool:
-    """Whether every value of `tensor` is finite, from one float32 reduction (one number to the host).
-
-    A tensor on the meta device has no values (the memory simulation runs this code on fake tensors): it
-    passes, after the same reduction a real run computes, so the simulation still counts it.
-    """
-    total = tensor.sum(dtype=torch.float32)
-    return tensor.device.type == "meta" or bool(torch.isfinite(total))
 
 
 def wider_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype | None:
