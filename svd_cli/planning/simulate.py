@@ -887,7 +887,7 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
         animator = Animator(model, plan)
         replays = _Replays(counter)
-        animator._unet = replays.wrap(animator._unet)
+        animator.denoise = replays.wrap(animator.denoise)
         decode_context = _decode_context(arch, job, plan, math, pipe.vae.decoder)
         animator._decode = replays.wrap(animator._decode, _SHARED_DECODES, decode_context)
         _replay_feed_forward_pieces(pipe.unet, replays)

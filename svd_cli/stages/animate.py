@@ -1,7 +1,9 @@
 """The animate stage: one still image in, video frames out.
 
 `Animator.__call__` is the whole path, top to bottom, in numbered steps that mirror diffusers'
-`StableVideoDiffusionPipeline.__call__`; it reaches the model only through its adapter (models/adapters.py).
+`StableVideoDiffusionPipeline.__call__`; it names no model family: what differs between families (the
+conditioning, the guidance, one denoiser call) it asks the model's family (families/), and the rest of the
+model through its adapter (models/adapters.py).
 With no memory saver on it computes the same frames as diffusers for the same weights, image, seed and
 settings (tests/test_fidelity.py); each saver changes only how the work is scheduled (CFG halves one
 after the other, decode in chunks or tiles, weights moved to the device on use).
@@ -9,7 +11,7 @@ after the other, decode in chunks or tiles, weights moved to the device on use).
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -17,6 +19,7 @@ from PIL import Image
 
 from ..device import free_memory
 from ..errors import OutOfMemoryError, ref
+from ..families import Conditioning, family_of
 from ..memory import MemoryPlan, apply_plan, step_down
 from ..models.loading import dtype_name
 from ..options import GenerationSettings
@@ -26,11 +29,23 @@ from .hooks import Denoiser, NonFiniteValues, Step, StepCallback, finite, step_h
 __all__ = ["Animator", "GenerationSettings"]
 
 
+@dataclass
+class DenoiserInputs:
+    """The family's denoiser inputs for one video: conditional, unconditional (with CFG), and both halves as one
+    batch (with CFG and no CFG split)."""
+
+    conditional: dict[str, torch.Tensor]
+    unconditional: dict[str, torch.Tensor] | None = None
+    batched: dict[str, torch.Tensor] | None = None
+
+
 class Animator:
     """A loaded model (its adapter) configured with a memory plan, ready to animate images one after another."""
 
     def __init__(self, model, plan: MemoryPlan):
         self.model = model
+        self.family = family_of(model)
+        self.denoise = self.family.denoise  # one denoiser call (the simulator counts repeated calls once)
         self.plan = plan
         self.placement = apply_plan(model, plan)
         self.upcast: dict[str, str] = {}  # components the NaN guard moved to a wider dtype
@@ -111,57 +126,42 @@ class Animator:
         """
         progress = progress or NullProgress()
         use = self.placement.use
-        model, device = self.model, self.model.device
+        model, device, family = self.model, self.model.device, self.family
         from diffusers.utils.torch_utils import randn_tensor
 
         # 1. Check inputs; one CPU generator makes the same seed give the same video on every device.
         if image.size != (settings.width, settings.height):
             raise ValueError(f"image is {image.size[0]}x{image.size[1]}, expected {settings.width}x{settings.height}")
         generator = torch.Generator("cpu").manual_seed(settings.seed)
-        guided = settings.max_cfg > 1.0
 
-        # 2. Encode the image with CLIP: the embedding every frame's cross-attention looks at.
+        # 2. The family's conditioning of the picture (SVD: its CLIP embedding, its noise-augmented VAE latents and
+        #    the micro-conditioning ids), in the denoiser's dtype.
         progress.start("encode")
-        with use("image_encoder"):
-            embeddings = model.encode_image(image, device)
-
-        # 3. Encode the noise-augmented image into VAE latents, the UNet's per-frame conditioning.
-        pixels = model.preprocess(image, height=settings.height, width=settings.width).to(device)
-        noise = randn_tensor(pixels.shape, generator=generator, device=device, dtype=pixels.dtype)
-        pixels = pixels + settings.noise_aug * noise
-        with use("vae_encoder"):
-            image_latents = self._encode_latents(pixels).to(embeddings.dtype)
-        image_latents = image_latents.unsqueeze(1).repeat(1, settings.frames, 1, 1, 1)
+        conditioning = family.condition(model, image, settings, generator, use=use, encode_latents=self._encode_latents)
         progress.end()
-
-        # 4. Micro-conditioning: fps (the model was trained on fps - 1), motion bucket, noise strength.
-        #    Denoising runs in the denoiser's dtype (the model's, unless the NaN guard widened it).
         work = model.unet.dtype
-        embeddings, image_latents = embeddings.to(work), image_latents.to(work)
-        added_time_ids = torch.tensor([[settings.fps - 1, settings.motion_bucket, settings.noise_aug]], dtype=work)
-        added_time_ids = added_time_ids.to(device)
 
-        # 5. Timesteps of the sampler (SVD's Euler, or AnimateLCM's consistency sampler); fresh per video.
+        # 3. Timesteps of the sampler (SVD's Euler, or AnimateLCM's consistency sampler); fresh per video.
         scheduler = model.new_scheduler(settings.sampler)
         scheduler.set_timesteps(settings.steps, device=device)
 
-        # 6. Initial noise, scaled for the scheduler's first sigma.
-        f = model.spatial_factor
-        latent_shape = (1, settings.frames, model.latent_channels, settings.height // f, settings.width // f)
-        latents = randn_tensor(latent_shape, generator=generator, device=device, dtype=embeddings.dtype)
+        # 4. Initial noise, scaled for the scheduler's first sigma.
+        latents = randn_tensor(family.latent_shape(model, settings), generator=generator, device=device, dtype=work)
         latents = latents * scheduler.init_noise_sigma
 
-        # 7. Guidance scale rising linearly from the first frame (min) to the last (max).
-        guidance = torch.linspace(settings.min_cfg, settings.max_cfg, settings.frames).to(device, latents.dtype)
-        guidance = guidance[None, :, None, None, None]
+        # 5. The family's guidance scale per frame (SVD: rising linearly from min_cfg to max_cfg) and the inputs of
+        #    the unconditional half (none when unguided).
+        guidance = family.guidance(settings, device, latents.dtype)
+        unconditional = family.unconditional(conditioning, settings)
+        inputs = self._denoiser_inputs(conditioning, unconditional)
 
-        # 8. Denoise: one UNet call per step, two with CFG (see `_denoiser`). A consistency sampler adds fresh
+        # 6. Denoise: one denoiser call per step, two with CFG (see `_denoiser`). A consistency sampler adds fresh
         #    noise between steps. Each step runs the video's step hooks (hooks/: the finite check, progress, the
         #    caller's on_step) before the step, around the denoiser call and after the scheduler's update.
         hooks = step_hooks(dtype=work, progress=progress, on_step=on_step)
         hooks.start(len(scheduler.timesteps))
         with use("denoiser") as unet:
-            denoise = self._denoiser(unet, image_latents, embeddings, added_time_ids, guidance if guided else None)
+            denoise = self._denoiser(unet, inputs, guidance)
             for number, t in enumerate(scheduler.timesteps, start=1):
                 step = Step(number, len(scheduler.timesteps), t, latents)
                 hooks.before(step)
@@ -171,12 +171,12 @@ class Animator:
                 latents = step.latents
         hooks.end()
 
-        # 9. Decode latents to pixels, `decode_chunk` frames per VAE call (all at once by default). Non-finite
+        # 7. Decode latents to pixels, `decode_chunk` frames per VAE call (all at once by default). Non-finite
         #    pixels from a half-precision decoder: decode again in fp32 (as A1111 does); still broken: fail.
         latents = 1 / model.scaling_factor * latents.flatten(0, 1)
         frames = self._decode_all(latents, settings.frames, progress)
 
-        # 10. To RGB in [0, 1], then 8 bits, rounding exactly as diffusers' image processor does.
+        # 8. To RGB in [0, 1], then 8 bits, rounding exactly as diffusers' image processor does.
         video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
         if output == "float":
             return video.numpy()
@@ -206,38 +206,32 @@ class Animator:
             )
             self.widen("decoder", torch.float32)
 
-    def _denoiser(self, unet, image_latents, embeddings, added_time_ids, guidance) -> Denoiser:
-        """The noise prediction of one step. With CFG (`guidance` given) the unconditional half sees a zeroed
-        image embedding and zeroed image latents, and the two halves run as one batch of 2 x frames as diffusers
-        does, or one after the other with the memory plan's CFG split (half the activations, the same result)."""
-        if guidance is None:
-            return lambda model_input, t: self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
-        uncond_inputs = (torch.zeros_like(image_latents), torch.zeros_like(embeddings))
-        batched_inputs = (
-            (torch.cat([uncond_inputs[0], image_latents]), torch.cat([uncond_inputs[1], embeddings]),
-             torch.cat([added_time_ids] * 2))
-            if not self.plan.cfg_split else None
-        )  # fmt: skip
+    def _denoiser_inputs(self, conditioning: Conditioning, unconditional: Conditioning | None) -> DenoiserInputs:
+        """The denoiser's inputs for the calls of a step: the conditional ones alone when unguided; with CFG the
+        unconditional and conditional halves as one batch of 2 x frames, as diffusers does, or (the memory plan's
+        CFG split) one after the other: half the activations, the same result."""
+        if unconditional is None:
+            return DenoiserInputs(conditioning.inputs)
+        if self.plan.cfg_split:
+            return DenoiserInputs(conditioning.inputs, unconditional.inputs)
+        batched = {name: torch.cat([unconditional.inputs[name], value]) for name, value in conditioning.inputs.items()}
+        return DenoiserInputs(conditioning.inputs, unconditional.inputs, batched)
+
+    def _denoiser(self, unet, inputs: DenoiserInputs, guidance: torch.Tensor) -> Denoiser:
+        """The (guided) noise prediction of one step, from `self.denoise`: the family's one denoiser call."""
+        call = self.denoise
+        if inputs.unconditional is None:
+            return lambda model_input, t: call(unet, model_input, t, **inputs.conditional)
 
         def guided(model_input: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if batched_inputs is None:
-                uncond = self._unet(unet, model_input, *uncond_inputs, added_time_ids, t)
-                cond = self._unet(unet, model_input, image_latents, embeddings, added_time_ids, t)
+            if inputs.batched is None:
+                uncond = call(unet, model_input, t, **inputs.unconditional)
+                cond = call(unet, model_input, t, **inputs.conditional)
             else:
-                uncond, cond = self._unet(unet, torch.cat([model_input] * 2), *batched_inputs, t).chunk(2)
+                uncond, cond = call(unet, torch.cat([model_input] * 2), t, **inputs.batched).chunk(2)
             return uncond + guidance * (cond - uncond)
 
         return guided
-
-    @staticmethod
-    def _unet(unet, model_input, image_latents, embeddings, added_time_ids, t) -> torch.Tensor:
-        return unet(
-            torch.cat([model_input, image_latents], dim=2),
-            t,
-            encoder_hidden_states=embeddings,
-            added_time_ids=added_time_ids,
-            return_dict=False,
-        )[0]
 
     def _encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """The VAE latent of the conditioning image: the mode of its posterior, in fp32 if the VAE asks."""
