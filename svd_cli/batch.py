@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref
 from .io.recipe import build_recipe, resume_state
-from .io.segments import unfinished_seed
+from .io.safety import Busy, claim
+from .io.segments import discard_work, unfinished_seed
+from .io.video import explain_write_error, still_path, write_video_and_recipe
 from .jobs import Job, Plan
 from .memory.ram import NotEnoughMemoryError
 from .models.files import file_sha256
@@ -150,7 +152,6 @@ def _recipe(
 
 def _still(session: Session, job: Job, fmt: str) -> Path | None:
     """Where `job`'s first frame is saved beside its video: only when the image model made or restyled it."""
-    from .io.video import still_path
 
     return still_path(job.output, fmt, styled=job.input is not None) if session.uses_image_model else None
 
@@ -172,8 +173,6 @@ def make_video(
     session: Session, job: Job, fmt: str, sha256: Callable[[Path], str], frame: FirstFrame | None = None
 ) -> JobResult:
     """One job through every stage: first frame (unless made already), animate, write (video, still, recipe)."""
-    from .io.segments import discard_work
-    from .io.video import write_video_and_recipe
 
     started = time.monotonic()
     earlier = frame.seconds if frame is not None else 0.0  # a first frame made in the batch's first phase
@@ -203,8 +202,6 @@ def claim_and_make(
 
     Another live process's output is skipped; one that process finished meanwhile is done, not redone.
     """
-    from .io.safety import Busy, claim
-    from .io.video import explain_write_error
 
     req = session.request
     try:

@@ -22,7 +22,15 @@ import time
 from pathlib import Path
 
 from ._version import __version__
-from .errors import first_line
+from .errors import OptionError, first_line
+from .io.video import write_json
+from .memory import PROFILE_ORDER, estimate_peak_bytes, job_shape, plan_for
+from .models.adapters import SVDAdapter
+from .models.architectures import build_random_pipeline
+from .models.loading import dtype_name, resolve_device, resolve_dtype
+from .models.sources import ModelSource
+from .options import GenerationSettings
+from .paths import cache_dir
 from .progress import NullProgress, Progress
 
 RANDOM_WEIGHTS_NOTE = (
@@ -128,14 +136,7 @@ def run_bench(
     import torch
     from PIL import Image
 
-    from .errors import OptionError
     from .io.images import fit_image
-    from .memory import PROFILE_ORDER
-    from .models.adapters import SVDAdapter
-    from .models.architectures import build_random_pipeline
-    from .models.loading import dtype_name, resolve_device, resolve_dtype
-    from .models.sources import ModelSource
-    from .options import GenerationSettings
 
     rows = [r.strip() for r in rows if r.strip()]
     unknown = [r for r in rows if r not in PROFILE_ORDER and r not in ANCHORS]
@@ -195,7 +196,6 @@ def run_bench(
     }
     path = out or _default_out(device_name)
     path.parent.mkdir(parents=True, exist_ok=True)
-    from .io.video import write_json
 
     write_json(report, path)
     progress.note(f"Results written to {path}")
@@ -203,7 +203,6 @@ def run_bench(
 
 
 def _run_ours(model, profile: str, image, settings, meter: PeakMemory) -> dict:
-    from .memory import estimate_peak_bytes, job_shape, plan_for
     from .stages.animate import Animator
 
     plan = plan_for(profile)
@@ -364,8 +363,6 @@ def _example_image() -> Path:
     if here.is_file():
         return here
     from PIL import Image
-
-    from .paths import cache_dir
 
     path = cache_dir() / "bench-gradient.png"
     path.parent.mkdir(parents=True, exist_ok=True)

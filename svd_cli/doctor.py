@@ -7,15 +7,20 @@ import platform
 import sys
 
 from ._version import __version__
+from .errors import SvdError
+from .memory import PROFILE_ORDER, JobShape, choose_profile, plan_for
+from .memory.ram import choose_profile_in_ram
+from .models.architectures import parameter_bytes
+from .models.hub import offline_mode
+from .models.sources import weights_status
+from .planning.simulate import Job, MissingSimulation, architecture_for, cached_simulation, pick_simulated
+from .registry import get_entry
 
 
 def collect() -> dict:
     """Everything doctor reports, as plain data (works on machines with no GPU)."""
     import psutil
     import torch
-
-    from .models.hub import offline_mode
-    from .models.sources import weights_status
 
     report: dict = {
         "svd": __version__,
@@ -80,10 +85,6 @@ def collect() -> dict:
 
 def _auto_profiles_in_ram(available: int) -> dict:
     """What the automatic memory choice picks on this CPU (fp32, the weights counted too) for a 1024x576 video."""
-    from .errors import SvdError
-    from .memory.ram import choose_profile_in_ram
-    from .models.architectures import parameter_bytes
-    from .registry import get_entry
 
     out = {}
     sizes = parameter_bytes("svd-xt", 4)
@@ -99,7 +100,6 @@ def _auto_profiles_in_ram(available: int) -> dict:
 
 
 def _job(sizes: dict, frames: int, dtype_bytes: int):
-    from .memory import JobShape
 
     return JobShape(
         unet_bytes=sizes["unet"],
@@ -124,10 +124,6 @@ def _auto_profiles(free: int | None) -> dict:
     """What `--memory auto` picks on this GPU for each model's default 1024x576 fp16 video: the same function
     (planning/simulate.py pick_simulated) on the simulation cache; the analytic estimate where a profile is not
     simulated yet (`svd plan` fills the cache), said so in the reason."""
-    from .memory import choose_profile
-    from .models.architectures import parameter_bytes
-    from .planning.simulate import Job, MissingSimulation, architecture_for, cached_simulation, pick_simulated
-    from .registry import get_entry
 
     out = {}
     sizes = parameter_bytes("svd-xt", 2)
@@ -148,9 +144,6 @@ def _simulated_table() -> dict:
     """Simulated peak and FLOPs of each profile for the default job (svd-xt, 25 frames, 1024x576, fp16), from
     the simulation cache: doctor stays quick, `svd plan` fills the cache (about 30 s of CPU, once)."""
     try:
-        from .memory import PROFILE_ORDER, plan_for
-        from .planning.simulate import Job, architecture_for, cached_simulation
-
         arch, job = architecture_for("svd-xt"), Job(frames=25, width=1024, height=576, dtype="fp16")
         rows = {}
         for name in PROFILE_ORDER:

@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import sys
 
+from .models.architectures import ARCHITECTURES
+
 
 def component_flops(arch: str, frames: int, size: tuple[int, int]) -> dict[str, int]:
     """FLOPs of one call of each component of architecture `arch` for a video of `frames` x `size`."""
     import torch
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
-
-    from .models.architectures import ARCHITECTURES
 
     width, height = size
     unet_cfg, vae_cfg, clip_cfg = ARCHITECTURES[arch]

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError, ref
-from .io.safety import check_outputs
-from .io.video import output_suffix
+from .io.safety import OwnOutputs, check_outputs
+from .io.video import STYLED_MARK, output_suffix
+from .models.sources import check_kind, peek_defaults
 from .options import Request, check_template, fill_template, random_seed, with_defaults
 from .session import Session
 from .stages.loop import check_loop
@@ -58,7 +59,6 @@ def plan_for_request(session: Session, stdin: Iterable[str] | None = None) -> Pl
     Output names may use the model's defaults ({fps}, {frames}); they are known without the network for
     named models and folders. Only a Hub repo that is not downloaded yet is resolved (fetched) first.
     """
-    from .models.sources import check_kind, peek_defaults
 
     req = session.request
     check_template(req.name or "{stem}")
@@ -94,7 +94,6 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
     `defaults` are the model's (for names that use {fps} or {frames}); None if they are not known yet.
     """
     from .io.images import image_extensions
-    from .io.safety import OwnOutputs
 
     prompts = read_prompts(req, stdin)
     if prompts is not None:
@@ -207,8 +206,6 @@ def slug(text: str, limit: int = 60) -> str:
 def _is_our_still(path: Path) -> bool:
     """A first-frame still an earlier run wrote beside its video (so a rerun over the folder skips it)."""
     import json
-
-    from .io.video import STYLED_MARK
 
     stem = path.stem[: -len(STYLED_MARK)] if path.stem.endswith(STYLED_MARK) else path.stem
     for tail in (".mp4.json", ".gif.json", ".webm.json", ".frames.json", ".json"):  # every format's sidecar

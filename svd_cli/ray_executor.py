@@ -44,6 +44,7 @@ from .errors import ANSI_CODE, SvdError, first_line, ref
 from .io.safety import remove_dead_claim, remove_dead_partials
 from .jobs import Job
 from .progress import Progress
+from .session import Session
 
 INSTALL = 'pip install "svd-cli[ray]"'
 MAX_RESTARTS = 3  # Ray restarts a dead actor this many times (then the driver stops using it)
@@ -123,7 +124,6 @@ class VideoWorker:
 
         if threads:
             torch.set_num_threads(threads)
-        from .session import Session
 
         self.where = {"node": socket.gethostname(), "pid": os.getpid()}
         self.missing_cwd = None

@@ -17,12 +17,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .device import free_memory
-from .errors import ref
-from .models.sources import resolve_file_model
+from .errors import OptionError, UsageError, ref
+from .io.segments import SegmentStore
+from .memory import choose_image_plan
+from .models.files import file_identity
+from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
+from .models.lora import check_loras_fit
+from .models.quiet import quiet_transformers
+from .models.sources import resolve_file_model, resolve_model
 from .options import GenerationSettings, Request, with_defaults
+from .planning.choice import choose_plan
 from .progress import NullProgress, Progress
 from .result import Animation
 from .stages import Clip, PostStage, StageContext
+from .stages.extend import color_drift, color_stats, match_colors, segment_seed
 from .stages.post import model_stages, wanted_stages
 
 if TYPE_CHECKING:
@@ -70,7 +78,6 @@ class Session:
     # --- 1. the model: resolved now, loaded on the first video ------------------------------------------
 
     def resolve(self) -> None:
-        from .models.sources import resolve_model
 
         self._model.source = resolve_model(self.request.model, kind="svd", progress=self.progress)
         self._model.defaults = self._model.source.defaults()
@@ -92,8 +99,6 @@ class Session:
 
     def _weight_files(self) -> dict[str, Any]:
         """The UNet and LoRA files asked for: checked to exist now, identified (size, SHA-256) for the recipe."""
-        from .errors import UsageError
-        from .models.files import file_identity
 
         req, found = self.request, {}
         if req.unet is not None:
@@ -106,10 +111,6 @@ class Session:
                 raise UsageError(f"{ref('lora')} {path}: no such file.", option="lora")
             found.setdefault("lora", []).append(file_identity(Path(path), "lora", self.progress) | {"scale": scale})
         if req.lora:
-            from .models.loading import base_unet_config
-            from .models.lora import check_loras_fit
-            from .models.quiet import quiet_transformers
-
             with quiet_transformers():
                 check_loras_fit(base_unet_config(self.source), req.lora)
         return found
@@ -128,8 +129,6 @@ class Session:
 
     def load(self, first: GenerationSettings) -> None:
         """Load the model and choose its memory plan for a video like `first`."""
-        from .models.loading import load_model, resolve_device, resolve_dtype
-        from .planning.choice import choose_plan
         from .stages.animate import Animator
 
         req = self.request
@@ -166,7 +165,6 @@ class Session:
     def resolve_image_model(self) -> None:
         """The text-to-image model this request names, resolved once; one loaded for another request's image
         model setting (a script's earlier call) is freed first."""
-        from .models.sources import resolve_model
 
         wanted = self.request.image_model
         if self._model.image_source is not None and self._model.image_request == wanted:
@@ -193,8 +191,6 @@ class Session:
 
     def load_image_model(self, size: tuple[int, int]) -> None:
         """Load the text-to-image model (freeing SVD first) with a placement for stills of `size`."""
-        from .memory import choose_image_plan
-        from .models.loading import load_model, resolve_device, resolve_dtype
         from .stages.first_frame import drawing_size
 
         req = self.request
@@ -254,8 +250,6 @@ class Session:
     def settings_for(self, seed: int, size: tuple[int, int]) -> GenerationSettings:
         values = with_defaults(self.request, self.defaults)
         if values["sampler"] == "animatelcm" and values["steps"] > 8:
-            from .errors import OptionError
-
             raise OptionError(
                 "steps", values["steps"],
                 f"the animatelcm sampler takes 1-8 steps (4 is its default); use {ref('sampler')} euler for more.",
@@ -295,9 +289,7 @@ class Session:
         import numpy as np
         from PIL import Image
 
-        from .io.segments import SegmentStore
         from .stages.animate import degenerate_frames
-        from .stages.extend import color_drift, color_stats, match_colors, segment_seed
 
         req, seed = self.request, settings.seed
         # 1. The model, loaded for these settings on the first video.
@@ -353,8 +345,6 @@ class Session:
         import hashlib
         import json
 
-        from .models.loading import dtype_name
-
         model = self.animator.model
         parts = {
             "first_frame": hashlib.sha256(frame.picture.tobytes()).hexdigest(),
@@ -382,8 +372,7 @@ class Session:
 
     def finish(self, clip: Clip) -> Clip:
         """The post stages the request asks for, in the order of stages/post.py (each records itself)."""
-        profile = self.animator.plan.profile if self.animator is not None else "balanced"
-        context = StageContext(self.request, self.progress, profile)
+        context = StageContext(self.request, self.progress, self.animator.plan.profile)
         for stage in wanted_stages(self.request):
             if not stage.needs_model(self.request):
                 clip = stage.run(clip, context)
@@ -405,11 +394,9 @@ class Session:
     def _on_device(self, stage: PostStage):
         """A post stage's network on the model's device only while the stage works; then off the device again
         before the next video's UNet needs the memory."""
-        from .models.loading import resolve_device
 
-        device = self.animator.model.device if self.animator is not None else resolve_device(self.request.device)
         model = self._post_model(stage)
-        model.place(device)
+        model.place(self.animator.model.device)
         try:
             yield model
         finally:
@@ -419,8 +406,6 @@ class Session:
         """Where and how this run computes: recorded so a recipe can be repeated exactly."""
         import diffusers
         import torch
-
-        from .models.loading import dtype_name
 
         model, plan = self.animator.model, self.animator.plan
         return {

@@ -422,3 +422,79 @@ def test_frames_equal_for_the_library_api_and_the_cli(svd, tiny_dir, tmp_path):
     ours = animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), frames=3, steps=1, seed=2, size=(128, 64),
                                   fit="pad", background="black").frames  # fmt: skip
     assert np.array_equal(cli, ours)
+
+
+HEAVY_PACKAGES = {"torch", "diffusers", "transformers", "ray", "spandrel", "PIL"}
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    """What importing `path` imports at once: its module-level imports (not TYPE_CHECKING's, not functions')."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found: set[str] = set()
+
+    def visit(statements) -> None:
+        for node in statements:
+            if isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                found.update(_import_targets(node, package))
+            elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+                visit(node.body + node.orelse)
+            elif isinstance(node, ast.Try):
+                visit(node.body + [s for h in node.handlers for s in h.body] + node.orelse + node.finalbody)
+
+    visit(ast.parse(path.read_text()).body)
+    return found
+
+
+def _import_targets(node: ast.ImportFrom, package: str) -> list[str]:
+    """The modules a `from ... import ...` loads (a submodule where the name is one)."""
+    if not node.level:
+        target = node.module or ""
+    else:
+        base = package.split(".")[: len(package.split(".")) - node.level + 1]
+        target = ".".join(base + ([node.module] if node.module else []))
+    if not target.startswith("svd_cli"):
+        return [target]
+    return [f"{target}.{a.name}" if f"{target}.{a.name}" in _MODULE_PATHS else target for a in node.names]
+
+
+_MODULE_PATHS = {_module_name(p): p for p in MODULES}
+
+
+def _loads_a_heavy_package(module: str, seen: set[str] | None = None) -> bool:
+    """Whether importing `module` (its parent packages first) imports torch, diffusers, transformers, ray,
+    spandrel or PIL, at any depth."""
+    seen = set() if seen is None else seen
+    if module not in _MODULE_PATHS:
+        return module.split(".")[0] in HEAVY_PACKAGES
+    if module in seen:
+        return False
+    seen.add(module)
+    parts = module.split(".")
+    parents = {".".join(parts[:i]) for i in range(2, len(parts))}
+    return any(_loads_a_heavy_package(m, seen) for m in _top_level_imports(_MODULE_PATHS[module]) | parents)
+
+
+def test_a_function_level_import_of_svd_cli_keeps_a_heavy_package_out_of_its_caller():
+    """An svd_cli module is imported inside a function only to keep torch & co. from loading with the module
+    that imports it (so `svd --help` stays instant): never when the imported module is light, or when the
+    importing module loads a heavy package anyway."""
+    needless = []
+    for module, path in _MODULE_PATHS.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for inner in ast.walk(node):
+                if not isinstance(inner, ast.ImportFrom | ast.Import):
+                    continue
+                package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+                targets = (
+                    _import_targets(inner, package) if isinstance(inner, ast.ImportFrom)
+                    else [a.name for a in inner.names]
+                )  # fmt: skip
+                ours = [t for t in targets if t.startswith("svd_cli")]
+                if ours and not (any(map(_loads_a_heavy_package, ours)) and not _loads_a_heavy_package(module)):
+                    needless.append(f"{module}:{inner.lineno}: {ast.unparse(inner)}")
+    assert sorted(set(needless)) == []

@@ -17,10 +17,17 @@ from typing import Annotated, Any
 
 import typer
 
+from .. import batch, jobs
+from ..config import load_config
 from ..errors import OptionError, UsageError
-from ..options import BY_NAME, OPTIONS, uses_ray
+from ..io.recipe import read_recipe
+from ..models.sources import download_size, missing_folder, on_disk
+from ..options import BY_NAME, OPTIONS, assemble_request, uses_ray
 from ..progress import size_text
+from ..ray_executor import RayExecutor
+from ..session import Session
 from .common import Debug, schema_parameter, words
+from .terminal import err_console, interactive, make_progress
 
 
 def _signature() -> inspect.Signature:
@@ -45,9 +52,6 @@ def _signature() -> inspect.Signature:
 
 def request_from(ctx: typer.Context, params: dict[str, Any]):
     """The library request for parsed parameters: flags and variables beat a recipe, which beats svd.toml."""
-    from ..config import load_config
-    from ..io.recipe import read_recipe
-    from ..options import assemble_request
 
     sources = {o.name: ctx.get_parameter_source(o.name).name for o in OPTIONS}
     explicit = {o.name: params[o.name] for o in OPTIONS if sources[o.name] in ("COMMANDLINE", "ENVIRONMENT")}
@@ -71,8 +75,6 @@ def request_from(ctx: typer.Context, params: dict[str, Any]):
 
 def _confirm_recipe_download(req, recipe_path: Path) -> None:
     """A recipe naming a model that is not on this machine downloads only when the user agrees."""
-    from ..models.sources import download_size, missing_folder, on_disk
-    from .terminal import interactive
 
     if missing_folder(req.model):
         raise UsageError(
@@ -100,9 +102,6 @@ def _confirm_recipe_download(req, recipe_path: Path) -> None:
 
 def animate(ctx: typer.Context, **params: Any) -> None:
     """Animate images into videos."""
-    from .. import batch, jobs
-    from ..session import Session
-    from .terminal import err_console, make_progress
 
     req = request_from(ctx, params)
 
@@ -114,8 +113,6 @@ def animate(ctx: typer.Context, **params: Any) -> None:
     session = Session(req, progress)
     executor = None
     if uses_ray(req):  # Ray is checked before any work: a missing install is one line, not a traceback later
-        from ..ray_executor import RayExecutor
-
         executor = RayExecutor(req.ray_address, req.workers, debug=params["debug"])
     plan = jobs.plan_for_request(session)
 

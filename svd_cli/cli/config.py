@@ -7,8 +7,10 @@ import sys
 
 import typer
 
+from ..config import effective_settings
 from ..errors import spell_refs
 from .common import Debug, JsonOut, spell
+from .terminal import out_console
 
 config_app = typer.Typer(help="Show the settings svd animate would use, and where each comes from.")
 
@@ -16,7 +18,6 @@ config_app = typer.Typer(help="Show the settings svd animate would use, and wher
 @config_app.command("show")
 def config_show(json_out: JsonOut = False, debug: Debug = False) -> None:
     """The effective `svd animate` settings and where each comes from (flag > env > config file > default)."""
-    from ..config import effective_settings
 
     rows = [{"option": spell(r.pop("name")), **r} for r in effective_settings()]
     for r in rows:
@@ -29,8 +30,6 @@ def config_show(json_out: JsonOut = False, debug: Debug = False) -> None:
         print(json.dumps(rows, indent=2, default=str))
         return
     from rich.table import Table
-
-    from .terminal import out_console
 
     table = Table(box=None, pad_edge=False)
     for col in ("option", "value", "source"):

@@ -8,13 +8,17 @@ from typing import Annotated
 
 import typer
 
+from ..bench import run_bench
+from ..doctor import collect
+from ..errors import OptionError
+from ..memory import gib
+from ..options import check_size, parse_size
 from .common import Debug, JsonOut, words
+from .terminal import PlainProgress, out_console, render_doctor
 
 
 def doctor(json_out: JsonOut = False, debug: Debug = False) -> None:
     """Check this machine: torch, GPU and free memory, attention kernels, ffmpeg, profiles, weights."""
-    from ..doctor import collect
-    from .terminal import render_doctor
 
     report = collect()
     if json_out:
@@ -50,10 +54,6 @@ def bench(
     debug: Debug = False,
 ) -> None:
     """Time and measure peak memory of one generation per memory profile, and diffusers, in one process."""
-    from ..bench import run_bench
-    from ..errors import OptionError
-    from ..options import check_size, parse_size
-    from .terminal import PlainProgress, out_console
 
     width, height = parse_size(size)
     check_size((width, height))
@@ -67,8 +67,6 @@ def bench(
 
 def _print_bench_table(console, report: dict) -> None:
     from rich.table import Table
-
-    from ..memory import gib
 
     cuda = report["device_type"] == "cuda"
     title = (

@@ -9,8 +9,12 @@ from typing import Annotated, Any
 
 import typer
 
-from ..options import OPTIONS
+from ..errors import OptionError
+from ..options import OPTIONS, Request
+from ..planning.plan import plan_report
+from ..planning.simulate import CUDA_CONTEXT_BYTES
 from .common import Debug, JsonOut, schema_parameter, spell, words
+from .terminal import PlainProgress, out_console
 
 PIPED_WIDTH = 80
 
@@ -26,11 +30,6 @@ def plan(ctx: typer.Context, **params: Any) -> None:
 
     Takes `svd animate`'s options, with the same names and defaults; with --extend, --loop and --upscale the
     numbers are the whole video's."""
-    from ..errors import OptionError
-    from ..options import Request
-    from ..planning.plan import plan_report
-    from ..planning.simulate import CUDA_CONTEXT_BYTES
-    from .terminal import PlainProgress
 
     vram = params.pop("vram")
     json_out = params.pop("json_out")
@@ -95,8 +94,6 @@ plan.__signature__ = _signature()
 def _print(renderables: list, piped: bool) -> None:
     """On a terminal, at its width; piped, plain text wrapped at 80 columns with no trailing padding."""
     from rich.console import Console
-
-    from .terminal import out_console
 
     if not piped:
         console = out_console()

@@ -11,7 +11,9 @@ import os
 import sys
 import time
 
-from ..progress import Progress, batch_rate, size_text
+from ..memory import gib
+from ..progress import NullProgress, Progress, batch_rate, size_text
+from .common import words
 
 STAGE_LABELS = {
     "load_image": "Loading image model",
@@ -146,7 +148,6 @@ class PlainProgress(Progress):
 
 def make_progress(quiet: bool, words=str) -> Progress:
     """Bars on a terminal, plain lines otherwise, nothing when quiet; `words` spells the notes' settings."""
-    from ..progress import NullProgress
 
     if quiet:
         return NullProgress()
@@ -155,8 +156,6 @@ def make_progress(quiet: bool, words=str) -> Progress:
 
 def render_doctor(report: dict) -> None:
     """`svd doctor` as text."""
-    from ..memory import gib
-    from .common import words
 
     console = out_console()
     p = console.print

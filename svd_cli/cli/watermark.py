@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
-from .common import Debug
+from ..errors import SvdError
+from ..stages.watermark import BITS, read_watermark
+from .common import Debug, words
 
 watermark_app = typer.Typer(
     help="The invisible watermark in svd's videos: the fixed 48-bit message Stability's reference scripts embed "
@@ -33,9 +35,6 @@ def watermark_check(
 
     Exit code 0 if every file carries it, 1 if one does not, 2 if one cannot be read.
     """
-    from ..errors import SvdError
-    from ..stages.watermark import read_watermark
-    from .common import words
 
     code = 0
     for video in videos:
@@ -57,7 +56,6 @@ def watermark_check(
 
 
 def _line(video: Path, report) -> str:
-    from ..stages.watermark import BITS
 
     if report.reason is not None:
         return f"{video}: no watermark: {report.reason}"

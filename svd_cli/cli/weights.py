@@ -9,8 +9,11 @@ from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
+from ..models.sources import disk_size, import_single_file, resolve_model, verify_models, weights_status
 from ..progress import size_text
-from .common import Debug, JsonOut, Quiet
+from .common import Debug, JsonOut, Quiet, words
+from .terminal import make_progress, out_console
 
 weights_app = typer.Typer(help="List, download and locate model weights.", no_args_is_help=True)
 
@@ -18,15 +21,12 @@ weights_app = typer.Typer(help="List, download and locate model weights.", no_ar
 @weights_app.command("list")
 def weights_list(json_out: JsonOut = False, debug: Debug = False) -> None:
     """The models svd knows: frames, size on disk, downloaded or not."""
-    from ..models.sources import weights_status
 
     rows = weights_status()
     if json_out:
         print(json.dumps(rows, indent=2))
         return
     from rich.table import Table
-
-    from .terminal import out_console
 
     table = Table(box=None, pad_edge=False)
     for col in ("name", "frames", "size", "on disk", "gated", "repo"):
@@ -47,9 +47,6 @@ def weights_pull(
     debug: Debug = False,
 ) -> None:
     """Download a model's fp16 safetensors, or check a downloaded one and fetch its damaged or missing files."""
-    from ..models.sources import disk_size, resolve_model
-    from .common import words
-    from .terminal import make_progress
 
     source = resolve_model(name, progress=make_progress(quiet, words), repair=True)
     if not quiet:
@@ -65,8 +62,6 @@ def weights_verify(
     debug: Debug = False,
 ) -> None:
     """Check that a model's weights files are whole (sizes, headers and hashes), without downloading anything."""
-    from ..models.sources import verify_models
-    from .common import words
 
     rows = verify_models(name)
     if json_out:
@@ -94,10 +89,6 @@ def weights_import(
 ) -> None:
     """Convert a single-file checkpoint once and keep it in diffusers layout (fp16) in svd's cache; later runs
     with --model FILE or --model NAME load that copy, which is faster."""
-    from ..errors import UsageError
-    from ..models.sources import import_single_file
-    from .common import words
-    from .terminal import make_progress
 
     if not path.is_file():
         raise UsageError(f"{path}: no such file.")
@@ -110,7 +101,6 @@ def weights_path(
     name: Annotated[str, typer.Argument(help="A model name from `svd weights list`.")], debug: Debug = False
 ) -> None:
     """Print the local folder of a downloaded model."""
-    from ..models.sources import resolve_model
 
     print(resolve_model(name, download=False).path)
 

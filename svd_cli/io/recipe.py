@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import UsageError, ref
+from ..options import OPTIONS
 from .safety import occupant, refusal
 
 # Recorded for people, derived from other fields: they never decide whether two videos are the same.
@@ -101,7 +102,6 @@ def comparable(recipe: dict, seed_fixed: bool) -> dict:
 
 def unrecorded_defaults(settings: dict) -> dict:
     """The defaults of the settings an older recipe does not record (they did not exist when it was made)."""
-    from ..options import OPTIONS
 
     return {
         o.name: o.default

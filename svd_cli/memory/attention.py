@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import OptionError
+
 DEFAULT_MAX_SCORES = 2**26  # 64 Mi scores: 128 MiB in fp16 per slice
 
 
@@ -123,8 +125,6 @@ def set_attention(modules: list[torch.nn.Module], mode: str, max_scores: int = D
     from diffusers.models.attention_processor import AttnProcessor2_0, XFormersAttnProcessor
 
     if mode == "xformers" and not xformers_available():
-        from ..errors import OptionError
-
         raise OptionError("attention", "xformers", 'xformers is not installed; pip install "svd-cli[xformers]".')
     for module in modules:
         if mode == "sliced":

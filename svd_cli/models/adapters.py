@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..errors import ModelLoadError, ref
+from .quiet import quiet_transformers
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -199,9 +202,6 @@ class TextToImageAdapter:
         if self._img2img is None:
             from diffusers import AutoPipelineForImage2Image
 
-            from ..errors import ModelLoadError, ref
-            from .quiet import quiet_transformers
-
             try:
                 with quiet_transformers():
                     self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipe)
@@ -245,7 +245,6 @@ class TextToImageAdapter:
         return int(self.pipe.tokenizer.model_max_length)
 
     def token_count(self, text: str) -> int:
-        from .quiet import quiet_transformers
 
         with quiet_transformers():  # "longer than the maximum" is what we are asking about
             return len(self.pipe.tokenizer(text, truncation=False).input_ids)
@@ -263,8 +262,6 @@ class TextToImageAdapter:
         """A still of `size` (width, height) for `prompt` (a prompt past the text encoder's limit is cut there)."""
         import torch
 
-        from .quiet import quiet_transformers
-
         with torch.no_grad(), quiet_transformers():
             return self.pipe(
                 prompt=prompt, negative_prompt=negative or None, num_inference_steps=steps, guidance_scale=cfg,
@@ -276,8 +273,6 @@ class TextToImageAdapter:
                 progress):  # fmt: skip
         """`image` redrawn towards `prompt`: `strength` of the `steps` are run from a noised copy of it."""
         import torch
-
-        from .quiet import quiet_transformers
 
         with torch.no_grad(), quiet_transformers():
             return self.img2img(

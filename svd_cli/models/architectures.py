@@ -10,6 +10,9 @@ config.json files (the two models share every shape; only the UNet's default `nu
 
 from __future__ import annotations
 
+from ..errors import OptionError
+from .quiet import quiet_transformers
+
 TINY_UNET = dict(
     sample_size=32,
     in_channels=8,
@@ -125,11 +128,7 @@ def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
     """
     import torch
 
-    from .quiet import quiet_transformers
-
     if arch not in ARCHITECTURES:
-        from ..errors import OptionError
-
         raise OptionError("arch", arch, f"choose one of {', '.join(ARCHITECTURES)}.", allowed=tuple(ARCHITECTURES))
     unet_cfg, vae_cfg, clip_cfg = ARCHITECTURES[arch]
     with quiet_transformers():
@@ -149,7 +148,6 @@ def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
 
 def assemble_pipeline(unet, vae, image_encoder):
     """The diffusers pipeline around three SVD components, with SVD's scheduler and CLIP preprocessing."""
-    from .quiet import quiet_transformers
 
     with quiet_transformers():
         from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
@@ -250,8 +248,6 @@ def build_tiny_text_to_image(seed: int):
     from pathlib import Path
 
     import torch
-
-    from .quiet import quiet_transformers
 
     vocab, merges = tiny_clip_vocabulary()
     with quiet_transformers():

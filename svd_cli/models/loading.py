@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, OptionError, first_line
 from ..options import DTYPES
+from .adapters import ADAPTERS
+from .architectures import ARCHITECTURES
 from .layout import check_model_folder, damaged_files
+from .lora import apply_loras, load_unet
+from .quiet import quiet_transformers
+from .single_file import load_single_file
 
 if TYPE_CHECKING:
     import torch
@@ -80,19 +85,13 @@ def load_model(
     checkpoint is converted while loading. `unet` (or the registry entry's own UNet, e.g. AnimateLCM's)
     replaces the model's UNet, which is then not read at all; `loras` are applied to the UNet last.
     """
-    from .adapters import ADAPTERS
-    from .quiet import quiet_transformers
 
     unet = unet or source.unet
     replacement = None
     if unet is not None:
-        from .lora import load_unet
-
         with quiet_transformers():
             replacement = load_unet(unet, base_unet_config(source), dtype)
     if source.is_file:
-        from .single_file import load_single_file
-
         with quiet_transformers():
             pipe = load_single_file(source.path, source.single_file["arch"], dtype, unet=replacement)
         return _finish(ADAPTERS[source.kind](source, pipe, device, dtype), loras, dtype)
@@ -140,8 +139,6 @@ def _lists(folder, component: str) -> bool:
 
 def _finish(model: SVDAdapter, loras, dtype) -> SVDAdapter:
     if loras:
-        from .lora import apply_loras
-
         apply_loras(model.unet, loras, dtype)
     return model
 
@@ -149,8 +146,6 @@ def _finish(model: SVDAdapter, loras, dtype) -> SVDAdapter:
 def base_unet_config(source: ModelSource) -> dict:
     """The UNet config of the model a replacement UNet goes into."""
     if source.is_file:
-        from .architectures import ARCHITECTURES
-
         return dict(ARCHITECTURES[source.single_file["arch"]][0])
     import json
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, UsageError, first_line, ref
+from .single_file import load_unet_file, read_header, what_is
 
 if TYPE_CHECKING:
     import torch
@@ -35,8 +36,6 @@ def read_lora(path: Path, dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], 
     """The LoRA's tensors with PEFT names, and each target module's rank and alpha; refused (one sentence) unless
     every tensor is a floating-point LoRA factor of a consistent rank, judged from the header before loading."""
     from safetensors import safe_open
-
-    from .single_file import read_header, what_is
 
     path = Path(path)
     header = read_header(path, option="lora")
@@ -236,7 +235,6 @@ def apply_loras(unet: nn.Module, loras: list[tuple[Path, float]], dtype: torch.d
 
 def load_unet(path: Path, config: dict, dtype: torch.dtype):
     """A fine-tuned SVD UNet: a diffusers folder, or a safetensors file in diffusers or Stability layout."""
-    from .single_file import load_unet_file, read_header, what_is
 
     path = Path(path)
     if path.is_dir():

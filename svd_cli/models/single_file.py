@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, UsageError, ref
+from .architectures import ARCHITECTURES, assemble_pipeline
 from .layout import HeaderProblem, parse_header
+from .quiet import quiet_transformers
 
 if TYPE_CHECKING:
     import torch
@@ -135,7 +137,6 @@ def check_svd_file(header: Header) -> None:
 
 def match_architecture(header: Header) -> str:
     """Which known architecture (architectures.ARCHITECTURES) the file's shapes are, from a few telling tensors."""
-    from .architectures import ARCHITECTURES
 
     found = (
         header.shape(UNET_PREFIX + "input_blocks.0.0.weight"),
@@ -287,7 +288,6 @@ def clip_key(key: str) -> tuple[str, Transform, tuple[int, int] | None]:
 def load_single_file(path: Path, arch: str, dtype: torch.dtype, unet=None):
     """A StableVideoDiffusionPipeline built from an SGM single file (see the module docstring); `unet` given
     replaces the file's, which is then not read."""
-    from .architectures import ARCHITECTURES, assemble_pipeline
 
     header = read_header(path)
     check_svd_file(header)
@@ -350,8 +350,6 @@ def _identity_conv(t: torch.Tensor) -> torch.Tensor:
 
 def _load_clip(header: Header, config: dict, dtype: torch.dtype):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from .quiet import quiet_transformers
 
     with quiet_transformers():
         return _load_component(

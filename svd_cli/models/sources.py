@@ -14,9 +14,16 @@ from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
 from ..kinds import FILE_KINDS, KIND_DEFAULTS, folder_defaults, folder_kind, kind_defaults
+from ..paths import cache_dir
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
+from .files import file_identity, seen_files
+from .hub import cached_file, cached_snapshot, download_file, download_snapshot, forget_cached_file
 from .layout import check_model_folder, damaged_files, detect_variant, hash_problem, safetensors_problem
+from .post import check_weights_file
+from .quiet import quiet_transformers
+from .single_file import check_svd_file, frames_for, load_single_file, match_architecture, read_header
+from .tiny import ensure_tiny_file, ensure_tiny_model, tiny_file, tiny_model_dir
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -107,8 +114,6 @@ def resolve_model(
     entry = check_kind(spec, kind)
     if entry is not None:
         if entry.builtin:
-            from .tiny import ensure_tiny_model, tiny_model_dir
-
             folder = tiny_model_dir(entry.builtin)
             if not (folder / "model_index.json").is_file():
                 progress.note(f"Building the built-in {entry.name} model (first use only)")
@@ -148,14 +153,10 @@ def resolve_file_model(
     """A one-file model (an upscaler, an interpolator) by registry name (downloaded with progress, or the built-in
     one built once) or as a .safetensors file: a source of `kind` whose `path` is the file and `single_file` its
     identity. `repair` (svd weights pull) downloads a damaged cached file again."""
-    from .files import file_identity
-    from .post import check_weights_file
 
     progress = progress or NullProgress()
     entry = check_kind(spec, kind) if get_entry(spec) is not None else None
     if entry is not None and entry.builtin:
-        from .tiny import ensure_tiny_file, tiny_file
-
         path = tiny_file(entry.builtin)
         if not path.is_file():
             progress.note(f"Building the built-in {entry.name} model (first use only)")
@@ -163,8 +164,6 @@ def resolve_file_model(
             progress.note(f"The built-in {entry.name} model is damaged ({path} {problem}); rebuilding it")
         path = ensure_tiny_file(entry.builtin)
     elif entry is not None:
-        from .hub import cached_file, forget_cached_file
-
         cached = cached_file(entry.repo, entry.revision, entry.file)
         if repair and cached is not None and (problem := safetensors_problem(cached) or hash_problem(cached)):
             progress.note(f"{cached} {problem}; downloading it again")
@@ -249,8 +248,6 @@ def peek_defaults(spec: str, kind: str = "svd") -> dict | None:
     if imported is not None:
         return imported.defaults()
     if _REPO_ID.match(spec):
-        from .hub import cached_snapshot
-
         folder = cached_snapshot(spec, "main", None, kind) or cached_snapshot(spec, "main", "fp16", kind)
         return folder_defaults(folder, kind) if folder else None
     return None
@@ -263,7 +260,6 @@ def on_disk(spec: str) -> bool:
         return entry.builtin is not None or local_snapshot(entry) is not None
     if Path(spec).expanduser().exists() or _looks_like_path(spec) or not _REPO_ID.match(spec):
         return True  # a folder, or not a repo id at all: resolving it says what is wrong, nothing downloads
-    from .hub import cached_snapshot
 
     return cached_snapshot(spec, "main", None) is not None or cached_snapshot(spec, "main", "fp16") is not None
 
@@ -283,14 +279,11 @@ def download_size(spec: str) -> float:
 def local_snapshot(entry: ModelEntry) -> Path | None:
     """The complete local copy of a registry model, or None; never touches the network."""
     if entry.builtin:
-        from .tiny import tiny_file, tiny_model_dir
-
         if entry.kind in FILE_KINDS:
             path = tiny_file(entry.builtin)
             return path if path.is_file() else None
         folder = tiny_model_dir(entry.builtin)
         return folder if (folder / "model_index.json").is_file() else None
-    from .hub import cached_file, cached_snapshot
 
     if entry.file:
         path = cached_file(entry.repo, entry.revision, entry.file)
@@ -320,7 +313,6 @@ def weights_status() -> list[dict]:
                 "path": str(folder) if folder else None,
             }
         )
-    from .files import seen_files
 
     local = dict(downloaded=True, download_gb=0.0, gated=False)
     for row in imported_models():
@@ -341,7 +333,6 @@ def verify_models(spec: str | None = None) -> list[dict]:
 
     Each row: name, path (None if not on disk) and problems (one sentence each, with the fix).
     """
-    from .hub import cached_snapshot
 
     specs = [e.name for e in load_registry().values() if local_snapshot(e) is not None] if spec is None else [spec]
     rows = []
@@ -384,20 +375,17 @@ def _entry_weights_file(entry: ModelEntry) -> Path:
     """The one weights file of a single-file registry entry on disk (the built-in upscaler's, or the download)."""
     if entry.builtin:
         return local_snapshot(entry)
-    from .hub import cached_file
 
     return cached_file(entry.repo, entry.revision, entry.file)
 
 
 def _file_frames(path: Path) -> int:
-    from .single_file import frames_for
 
     return frames_for(path)
 
 
 def file_defaults(path: Path) -> dict:
     """Defaults of a single-file checkpoint (checked from its header, no weights read): 25 frames for XT files."""
-    from .single_file import check_svd_file, frames_for, read_header
 
     check_svd_file(read_header(path))
     defaults = kind_defaults("svd")
@@ -410,8 +398,6 @@ def resolve_single_file(path: Path, progress: Progress) -> ModelSource:
 
     If `svd weights import` saved this very file (same SHA-256) in diffusers layout, that copy is loaded.
     """
-    from .files import file_identity
-    from .single_file import check_svd_file, match_architecture, read_header
 
     header = read_header(path)
     check_svd_file(header)
@@ -427,7 +413,6 @@ def resolve_single_file(path: Path, progress: Progress) -> ModelSource:
 
 
 def imports_dir() -> Path:
-    from ..paths import cache_dir
 
     return cache_dir() / "imported"
 
@@ -472,9 +457,6 @@ def import_single_file(path: Path, name: str | None = None, progress: Progress |
 
     import torch
 
-    from .quiet import quiet_transformers
-    from .single_file import load_single_file
-
     progress = progress or NullProgress()
     source = resolve_single_file(Path(path), progress)
     target = imports_dir() / (name or Path(path).stem)
@@ -516,7 +498,6 @@ def disk_size(folder: Path) -> int:
 def _entry_file(
     entry: ModelEntry, repo: str, filename: str, download: bool, progress: Progress, revision: str = "main"
 ) -> Path:
-    from .hub import cached_file, download_file
 
     path = cached_file(repo, revision, filename)
     if path is None:
@@ -544,7 +525,6 @@ def _resolve_repo(
     kind: str = "svd",
     repair: bool = False,
 ) -> ModelSource:
-    from .hub import cached_snapshot, download_snapshot, forget_cached_file
 
     kind = entry.kind if entry else kind
     folder = cached_snapshot(repo, revision, variant, kind)

@@ -19,6 +19,10 @@ import tempfile
 from pathlib import Path
 
 from ..paths import cache_dir
+from .architectures import build_random_pipeline, build_tiny_text_to_image
+from .layout import damaged_files, safetensors_problem
+from .quiet import quiet_transformers
+from .upscaler import build_upscaler_network
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
 TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1}
@@ -30,15 +34,12 @@ def tiny_model_dir(name: str = "tiny") -> Path:
 
 
 def _build(name: str):
-    from .architectures import build_random_pipeline, build_tiny_text_to_image
 
     return build_tiny_text_to_image(TINY_SEED) if name == "tiny-t2i" else build_random_pipeline("tiny", seed=TINY_SEED)
 
 
 def ensure_tiny_model(name: str = "tiny") -> Path:
     """Build a built-in model into the cache once (again if a file of it is damaged); later calls return it."""
-    from .layout import damaged_files
-    from .quiet import quiet_transformers
 
     kind = "text-to-image" if name == "tiny-t2i" else "svd"
     target = tiny_model_dir(name)
@@ -71,7 +72,6 @@ def _build_file_network(name: str):
         from .rife import build_rife_network
 
         return build_rife_network("tiny", seed=TINY_SEED)
-    from .upscaler import build_upscaler_network
 
     return build_upscaler_network("tiny-upscaler", seed=TINY_SEED)
 
@@ -84,8 +84,6 @@ def tiny_file(name: str) -> Path:
 def ensure_tiny_file(name: str) -> Path:
     """Save a built-in single-file model's safetensors file once (again if it is damaged); later calls return it."""
     from safetensors.torch import save_file
-
-    from .layout import safetensors_problem
 
     target = tiny_file(name)
     if target.is_file() and safetensors_problem(target) is None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError, ref
-from ..memory.profiles import PROFILE_ORDER, plan_for, tile_for
+from ..memory.profiles import PROFILE_ORDER, gib, plan_for, tile_for
 from ..models.upscaler import NETWORKS
 from ..options import Request
 from ..progress import NullProgress, Progress
@@ -74,7 +74,6 @@ class PlanReport:
 
     def table(self) -> tuple[list[str], list[list[str]], list[str]]:
         """Headers, rows and notes for a terminal table."""
-        from ..memory.profiles import gib
 
         # Short headers ("4090 s" for the RTX 4090) keep the numbers within 80 columns; the notes name the GPUs.
         gpus = (f"{g.split()[-1]} s" for g in GPU_FP16_TFLOPS)

@@ -48,9 +48,18 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from .._version import __version__
 from ..errors import UsageError, first_line, ref
-from ..memory.profiles import PROFILE_ORDER, MemoryPlan, plan_for
+from ..memory.profiles import PROFILE_ORDER, MemoryPlan, gib, plan_for
+from ..models.adapters import SVDAdapter
+from ..models.architectures import ARCHITECTURES, SVD_SCHEDULER
+from ..models.loading import dtype_name
+from ..models.quiet import quiet_transformers
+from ..models.sources import ModelSource
+from ..options import GenerationSettings
+from ..paths import cache_dir
 from ..progress import Progress
+from ..registry import get_entry, load_registry
 
 SIM_VERSION = 1  # bump when what is counted changes, so cached results are recomputed
 RECIPES = ("diffusers", "diffusers-lowmem")
@@ -118,7 +127,6 @@ BUILT_IN_ALIASES = {"svd-xt-1.1": "svd-xt"}  # same architecture, fine-tuned wei
 
 def architecture_for(model: str) -> Architecture:
     """The architecture of a built-in model name or of a local diffusers folder (its config files only)."""
-    from ..models.architectures import ARCHITECTURES, SVD_SCHEDULER
 
     name = BUILT_IN_ALIASES.get(model, model)
     if name not in ARCHITECTURES:  # a registry entry over a built-in one's folders (AnimateLCM, a single file)
@@ -145,8 +153,6 @@ def architecture_for(model: str) -> Architecture:
 def _architecture_of_entry(model: str) -> str | None:
     """The built-in architecture a registry entry shares its repo with (a replacement UNet such as AnimateLCM's
     has the same shapes as the one it replaces)."""
-    from ..models.architectures import ARCHITECTURES
-    from ..registry import get_entry, load_registry
 
     entry = get_entry(model)
     if entry is None or entry.repo is None:
@@ -755,8 +761,6 @@ def _fake_pipeline(arch: Architecture, dtype):
     import torch
     from torch import nn
 
-    from ..models.quiet import quiet_transformers
-
     with quiet_transformers():
         from diffusers import (
             AutoencoderKLTemporalDecoder,
@@ -847,8 +851,6 @@ def _simulated_pipeline(arch: Architecture, dtype, math_attention: bool) -> Iter
 
 
 def _settings(job: Job):
-    from ..options import GenerationSettings
-
     # The animate stage decides from the settings whether a step runs the UNet on one batch or on two (CFG).
     return GenerationSettings.kind_defaults(frames=job.frames, steps=1, seed=0, width=job.width, height=job.height,
                                             max_cfg=3.0 if job.guided else 1.0)  # fmt: skip
@@ -872,8 +874,6 @@ def simulated_plan(plan: MemoryPlan, job: Job) -> MemoryPlan:
 def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     import torch
 
-    from ..models.adapters import SVDAdapter
-    from ..models.sources import ModelSource
     from ..stages.animate import Animator
 
     started = time.perf_counter()
@@ -998,8 +998,6 @@ def _cache_key(arch: Architecture, what: dict, job: Job) -> str:
     import diffusers
     import torch
 
-    from .._version import __version__
-
     blob = json.dumps(
         {
             "sim": SIM_VERSION,
@@ -1017,7 +1015,6 @@ def _cache_key(arch: Architecture, what: dict, job: Job) -> str:
 
 
 def _cache_path(key: str) -> Path:
-    from ..paths import cache_dir
 
     return cache_dir() / "simulations" / f"{key}.json"
 
@@ -1048,7 +1045,6 @@ def _cached(key: str, compute) -> Simulation:
 
 def _quietly(run, *args) -> Simulation:
     """diffusers warns about fp32 modules whenever a fake component is cast; nothing a user can act on."""
-    from ..models.quiet import quiet_transformers
 
     with quiet_transformers():
         return run(*args)
@@ -1080,7 +1076,6 @@ def simulated_choice(model, free_bytes: int, frames: int, width: int, height: in
     """The automatic memory choice from simulated peaks: the fastest profile that fits in `free_bytes`, for the
     loaded `model` (its adapter) and the job. Profiles are simulated (or read from the cache) in order, fastest first,
     and only until one fits. Raises if a simulation fails; the caller falls back to the analytic estimate."""
-    from ..models.loading import dtype_name
 
     arch = architecture_of(model.pipe, model.source.name)
     gpu = "mps" if model.device.type == "mps" else "cuda"
@@ -1110,7 +1105,6 @@ class MissingSimulation(LookupError):
 
 def pick_profile(free_bytes: int, peaks: list[tuple[str, int]]) -> tuple[str, str]:
     """The fastest profile whose simulated peak (+ allocator overhead and workspaces) fits in `free_bytes`."""
-    from ..memory.profiles import gib
 
     for name, peak in peaks:
         if free_bytes_needed(peak) <= free_bytes:

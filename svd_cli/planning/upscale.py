@@ -13,6 +13,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ..models.upscaler import FACTOR, NETWORKS, build_upscaler_network, upscale_tiled
+from .simulate import _simulated, _torch_dtype
+
 
 @dataclass(frozen=True)
 class UpscaleSimulation:
@@ -43,9 +46,6 @@ def simulate_upscale(
     import torch
     from torch import nn
     from torch._subclasses.fake_tensor import unset_fake_temporarily
-
-    from ..models.upscaler import FACTOR, build_upscaler_network, upscale_tiled
-    from .simulate import _simulated, _torch_dtype
 
     started = time.perf_counter()
     torch_dtype = _torch_dtype(dtype)
@@ -87,7 +87,6 @@ def upscale_cost(tile: int | None, width: int, height: int, network: str, dtype:
     """(peak device bytes, FLOPs) of upscaling one frame with the whole `network`, from two short runs: the
     residual blocks all have the same shapes, so one more block adds the same work (and frees its activations
     before the next, so the peak of a short run plus the other blocks' weights is the whole run's)."""
-    from ..models.upscaler import NETWORKS
 
     blocks = NETWORKS[network]["num_blocks"]
     if blocks <= 2:

@@ -67,7 +67,6 @@ class PostStage:
     stage's record appended to `clip.stages`."""
 
     name: str
-    options: tuple[str, ...]  # the schema options it reads
     wanted: Callable[[Request], bool]  # does this request ask for the stage?
     run: Callable[[Clip, StageContext], Clip]
     frames_after: Callable[[int, Request], int] = _same_frames  # frames out for frames in (svd plan's count)

@@ -20,8 +20,10 @@ from PIL import Image
 from ..device import free_memory
 from ..errors import OutOfMemoryError, ref
 from ..families import Conditioning, family_of
-from ..memory import MemoryPlan, apply_plan, step_down
+from ..memory import MemoryPlan, apply_plan, plan_for, step_down
+from ..memory.vae_tiling import decode_tiled, encode_tiled, is_per_frame
 from ..models.loading import dtype_name
+from ..models.quiet import quiet_transformers
 from ..options import GenerationSettings
 from ..progress import NullProgress, Progress
 from .hooks import Denoiser, NonFiniteValues, Step, StepCallback, finite, step_hooks
@@ -59,7 +61,6 @@ class Animator:
 
     def widen(self, role: str, dtype: torch.dtype) -> None:
         """Run one component (denoiser or decoder) in a wider dtype from now on (the NaN guard's retry)."""
-        from ..models.quiet import quiet_transformers
 
         self.placement.release()
         with quiet_transformers():  # diffusers' note about casting with .to() does not apply to a whole-module cast
@@ -235,7 +236,6 @@ class Animator:
 
     def _encode_latents(self, pixels: torch.Tensor) -> torch.Tensor:
         """The VAE latent of the conditioning image: the mode of its posterior, in fp32 if the VAE asks."""
-        from ..memory.vae_tiling import encode_tiled
 
         vae = self.model.vae
         upcast = vae.dtype == torch.float16 and vae.config.force_upcast
@@ -252,7 +252,6 @@ class Animator:
                 parts.to(torch.float16)
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
-        from ..memory.vae_tiling import decode_tiled, is_per_frame
 
         vae = self.model.vae
         if self.plan.vae_tiling:
@@ -280,7 +279,6 @@ def degenerate_frames(frames: np.ndarray) -> list[int]:
 
 def step_plan(current: MemoryPlan, profile: str) -> MemoryPlan:
     """The named profile's plan, keeping the user's explicit attention choice."""
-    from ..memory import plan_for
 
     return plan_for(profile, attention=current.attention if current.attention != "auto" else None)
 

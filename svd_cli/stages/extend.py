@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..options import MAX_SEED
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -71,6 +73,5 @@ def color_drift(frames: np.ndarray, reference: ColorStats) -> dict[str, float]:
 
 def segment_seed(seed: int, index: int) -> int:
     """The seed of segment `index`: the video's seed plus the segment number (kept within the seed range)."""
-    from ..options import MAX_SEED
 
     return (seed + index) % (MAX_SEED + 1)

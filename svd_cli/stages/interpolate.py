@@ -209,6 +209,6 @@ def _frames_after(frames: int, request) -> int:
     return interpolated_frame_count(frames, request.interpolate, request.loop != "off")
 
 
-INTERPOLATE = PostStage("interpolate", ("interpolate", "interpolator"), wanted=lambda req: req.interpolate > 1,
+INTERPOLATE = PostStage("interpolate", wanted=lambda req: req.interpolate > 1,
                         run=_run, frames_after=_frames_after, model_kind="interpolator", read_model=_read_rife,
                         needs_model=lambda req: req.interpolator != "minterpolate")  # fmt: skip

@@ -70,5 +70,5 @@ def _run(clip: Clip, context: StageContext) -> Clip:
     return loop_clip(clip, context.request.loop, context.request.loop_frames)
 
 
-LOOP = PostStage("loop", ("loop", "loop_frames"), wanted=lambda req: req.loop in LOOPS, run=_run,
+LOOP = PostStage("loop", wanted=lambda req: req.loop in LOOPS, run=_run,
                  frames_after=lambda frames, req: loop_frame_count(req.loop, frames, req.loop_frames))  # fmt: skip

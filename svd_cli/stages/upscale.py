@@ -6,6 +6,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from ..memory.profiles import tile_for
+from ..models.loading import resolve_device
+from ..models.upscaler import load_upscaler
 from . import Clip, PostStage, StageContext
 
 if TYPE_CHECKING:
@@ -23,8 +25,6 @@ def upscale_clip(clip: Clip, upscaler: Upscaler, tile: int | None, progress: Pro
 
 def _read_upscaler(source, request) -> Upscaler:
     """The upscaler file, read onto the CPU in the dtype for the request's device (placed while it works)."""
-    from ..models.loading import resolve_device
-    from ..models.upscaler import load_upscaler
 
     return load_upscaler(source, resolve_device(request.device), placed=False)
 
@@ -33,5 +33,5 @@ def _run(clip: Clip, context: StageContext) -> Clip:
     return upscale_clip(clip, context.model, tile_for(context.profile), context.progress)
 
 
-UPSCALE = PostStage("upscale", ("upscale", "upscaler"), wanted=lambda req: req.upscale > 1, run=_run,
+UPSCALE = PostStage("upscale", wanted=lambda req: req.upscale > 1, run=_run,
                     model_kind="upscaler", needs_model=lambda req: True, read_model=_read_upscaler)  # fmt: skip

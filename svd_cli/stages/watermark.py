@@ -200,4 +200,4 @@ def _run(clip: Clip, context: StageContext) -> Clip:
     return clip
 
 
-WATERMARK = PostStage("watermark", ("watermark",), wanted=lambda req: bool(req.watermark), run=_run)
+WATERMARK = PostStage("watermark", wanted=lambda req: bool(req.watermark), run=_run)
