@@ -1,37 +1,32 @@
-"""The one orchestration every caller shares: request -> model -> adapter -> memory plan -> stages -> clip.
+"""The one orchestration every caller shares, per video: first frame -> animate (with extend's clips) -> post
+stages -> the result.
 
 The CLI's batches, recipe replays and the library API (`svd_cli.load(...).animate_image(...)`) all run
-through a `Session`: it resolves the model once (downloading if needed), knows its defaults, loads it on the
-first video (sized for that video, so `auto` plans for the real job) and runs the stages for each video.
+through a `Session`: a request (the settings of its videos) over a `ModelCache` (model_cache.py), which resolves
+the models once and loads them when first needed. Sessions derived from one (a script's calls with their own
+options) share its cache.
 
-With a prompt or a style the session has a second model, the text-to-image model that makes the first
-frames. The two are never loaded together: loading one frees the other, and a batch (batch.run_jobs) makes
-every first frame with one load of the image model before it loads SVD once for every video.
+With a prompt or a style the first frames come from the text-to-image model. It is never on the device together
+with the video model: a batch (batch.run_jobs) makes every first frame with one load of the image model before
+it loads the video model once for every video.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .device import free_memory
-from .errors import OptionError, UsageError, ref
+from .errors import OptionError, ref
 from .io.segments import SegmentStore
-from .memory import choose_image_plan
-from .models.files import file_identity
-from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
-from .models.lora import check_loras_fit
-from .models.quiet import quiet_transformers
-from .models.sources import resolve_file_model, resolve_model
+from .model_cache import ModelCache
+from .models.loading import dtype_name
 from .options import GenerationSettings, Request, with_defaults
-from .planning.choice import choose_plan
 from .progress import NullProgress, Progress
 from .result import Animation
-from .stages import Clip, PostStage, StageContext
+from .stages import Clip, StageContext
 from .stages.extend import color_drift, color_stats, match_colors, segment_seed
-from .stages.post import model_stages, wanted_stages
+from .stages.post import wanted_stages
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -40,50 +35,27 @@ if TYPE_CHECKING:
     from .stages.hooks import StepCallback
 
 
-class _Model:
-    """What a session resolved and loaded, shared by the sessions derived from it."""
-
-    source = None
-    defaults: dict[str, Any] = {}
-    animator = None
-    image_source = None  # the text-to-image model, when a prompt or a style needs one
-    image_request: str | None = None  # the image model setting `image_source` was resolved for
-    image_defaults: dict[str, Any] = {}
-    image_model = None
-    weights: dict[str, Any] = {}  # the unet and lora files as the recipe records them
-
-    def __init__(self):
-        # The weights files of post stages (stages/post.py), by model kind: resolved with the model, read once.
-        self.post_sources: dict[str, Any] = {}
-        self.post_models: dict[str, Any] = {}
-
-
 class Session:
-    """One model for many videos."""
+    """The per-video path for one request's settings, over the models of its run."""
 
-    def __init__(self, request: Request, progress: Progress | None = None, model: _Model | None = None):
+    def __init__(self, request: Request, progress: Progress | None = None, models: ModelCache | None = None):
         self.request = request
         self.progress = progress or NullProgress()
-        self._model = model or _Model()
+        self.models = models or ModelCache(self.progress)
 
     def derive(self, request: Request) -> Session:
-        """A session for other settings on the same resolved and loaded model (the API's per-call options)."""
-        return Session(request, self.progress, self._model)
+        """A session for other settings on the same resolved and loaded models (the API's per-call options)."""
+        return Session(request, self.progress, self.models)
 
-    source = property(lambda self: self._model.source)
-    defaults = property(lambda self: self._model.defaults)
-    animator = property(lambda self: self._model.animator)
-    image_source = property(lambda self: self._model.image_source)
+    source = property(lambda self: self.models.source)
+    defaults = property(lambda self: self.models.defaults)
+    animator = property(lambda self: self.models.animator)
+    image_source = property(lambda self: self.models.image_source)
 
-    # --- 1. the model: resolved now, loaded on the first video ------------------------------------------
+    # --- 1. the models: resolved now, loaded on the first video -------------------------------------------
 
     def resolve(self) -> None:
-
-        self._model.source = resolve_model(self.request.model, kind="svd", progress=self.progress)
-        self._model.defaults = self._model.source.defaults()
-        self._model.weights = self._weight_files()
-        for stage in model_stages(self.request):  # a missing, unknown or wrong file is found before hours of work
-            self._post_model(stage)
+        self.models.resolve(self.request)
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
             d, req = self.defaults, self.request
@@ -97,63 +69,18 @@ class Session:
                     "other values may give worse motion"
                 )
 
-    def _weight_files(self) -> dict[str, Any]:
-        """The UNet and LoRA files asked for: checked to exist now, identified (size, SHA-256) for the recipe."""
-
-        req, found = self.request, {}
-        if req.unet is not None:
-            if not req.unet.exists():
-                raise UsageError(f"{ref('unet')} {req.unet}: no such file or folder.", option="unet")
-            found["unet"] = file_identity(req.unet, "unet", self.progress) if req.unet.is_file() else {
-                "path": str(req.unet.resolve())}  # fmt: skip
-        for path, scale in req.lora or []:
-            if not Path(path).is_file():
-                raise UsageError(f"{ref('lora')} {path}: no such file.", option="lora")
-            found.setdefault("lora", []).append(file_identity(Path(path), "lora", self.progress) | {"scale": scale})
-        if req.lora:
-            with quiet_transformers():
-                check_loras_fit(base_unet_config(self.source), req.lora)
-        return found
+    def load(self, first: GenerationSettings) -> None:
+        """Load the video model and choose its memory plan for a video like `first`."""
+        self.models.load(self.request, first)
 
     def recorded_files(self) -> dict:
-        """Settings that name files, as the recipe records them: absolute, so a replay from elsewhere finds them."""
-        return {
-            kind: str(Path(source.path).resolve())
-            for kind, source in self._model.post_sources.items()
-            if source.entry is None
-        }
+        return self.models.recorded_files()
 
     def model_record(self) -> dict:
-        """The model as the recipe records it: where it came from, and any UNet and LoRAs over it."""
-        return self.source.describe() | self._model.weights
+        return self.models.model_record()
 
-    def load(self, first: GenerationSettings) -> None:
-        """Load the model and choose its memory plan for a video like `first`."""
-        from .stages.animate import Animator
-
-        req = self.request
-        device = resolve_device(req.device)
-        dtype = resolve_dtype(req.dtype, device)
-        if device.type == "cpu" and req.dtype == "fp16":
-            self.progress.note(f"fp16 on the CPU is much slower than fp32 ({ref('dtype')} auto); it is meant for GPUs")
-        self.release_image_model()  # never on the device together
-        self.progress.start("load")
-        weights = self._model.weights
-        loras = [(Path(item["path"]), item["scale"]) for item in weights.get("lora", [])]
-        unet = Path(weights["unet"]["path"]) if "unet" in weights else None
-        model = load_model(self.source, device, dtype, unet=unet, loras=loras)
-        self.progress.end()
-        overrides = {
-            "decode_chunk": req.decode_chunk,
-            "vae_tiling": req.vae_tiling,
-            "attention": req.attention if req.attention != "auto" else None,
-        }
-        plan = choose_plan(model, req.memory, overrides, (first.frames, first.width, first.height))
-        savers = plan.savers()
-        self.progress.note(
-            f"Memory profile {plan.profile}: {plan.reason} [{', '.join(savers) if savers else 'no savers'}]"
-        )
-        self._model.animator = Animator(model, plan)
+    def runtime(self) -> dict:
+        return self.models.runtime()
 
     # --- 1b. the text-to-image model: for prompts and styles, loaded before SVD and freed before it --------
 
@@ -163,23 +90,15 @@ class Session:
         return req.prompt is not None or req.prompts is not None or req.style is not None
 
     def resolve_image_model(self) -> None:
-        """The text-to-image model this request names, resolved once; one loaded for another request's image
-        model setting (a script's earlier call) is freed first."""
-
-        wanted = self.request.image_model
-        if self._model.image_source is not None and self._model.image_request == wanted:
-            return
-        self.release_image_model()
-        self._model.image_source = resolve_model(wanted, kind="text-to-image", progress=self.progress)
-        self._model.image_defaults = self._model.image_source.defaults()
-        self._model.image_request = wanted
+        """The text-to-image model this request names, resolved once (see ModelCache.resolve_image_model)."""
+        self.models.resolve_image_model(self.request.image_model)
 
     def image_settings(self, prompt: str | None = None) -> dict:
         """The image model's settings for a first frame (recorded in the recipe): request, else model defaults."""
-        req, d = self.request, self._model.image_defaults
+        req, d = self.request, self.models.image_defaults
         size = d.get("size")
         return {
-            "model": self._model.image_source.name,
+            "model": self.models.image_source.name,
             "prompt": prompt if prompt is not None else req.prompt,
             "negative_prompt": req.negative_prompt or "",
             "steps": req.image_steps if req.image_steps is not None else d["steps"],
@@ -189,36 +108,15 @@ class Session:
             "size": list(size) if size else None,
         }
 
-    def load_image_model(self, size: tuple[int, int]) -> None:
-        """Load the text-to-image model (freeing SVD first) with a placement for stills of `size`."""
-        from .stages.first_frame import drawing_size
-
-        req = self.request
-        if self._model.animator is not None:  # never on the device together
-            self._model.animator.placement.release()
-            self._model.animator = None
-            free_memory(resolve_device(req.device))
-        device = resolve_device(req.device)
-        self.progress.start("load_image")
-        model = load_model(self._model.image_source, device, resolve_dtype(req.dtype, device))
-        self.progress.end()
-        settings = self.image_settings()
-        plan = choose_image_plan(model, req.memory, *drawing_size(settings["size"], size), settings["cfg"] > 1.0)
-        model.place(plan.offload)
-        where = "on the device" if plan.offload == "none" else f"{plan.offload} offload"
-        self.progress.note(f"Image model {model.source.name}: {where} ({plan.reason}); freed before SVD loads")
-        self._model.image_model = model
-
     def release_image_model(self) -> None:
-        """Free the text-to-image model (after the last first frame, before SVD loads)."""
-        model = self._model.image_model
-        if model is None:
-            return
+        """Free the text-to-image model (after the last first frame, before the video model loads)."""
+        self.models.release_image_model()
 
-        device = model.device
-        self._model.image_model = None
-        del model
-        free_memory(device)
+    def _image_model(self, size: tuple[int, int]):
+        """The text-to-image model, loaded (freeing the video model) for stills of `size` if it is not yet."""
+        if self.models.image_model is None:
+            self.models.load_image_model(self.request, self.image_settings(), size)
+        return self.models.image_model
 
     def video_size(self, image_size: tuple[int, int] | None = None) -> tuple[int, int]:
         from .stages.first_frame import target_size
@@ -231,19 +129,23 @@ class Session:
 
         req = self.request
         size = self.video_size()
-        if self._model.image_model is None:
-            self.load_image_model(size)
-        model = self._model.image_model
         return first_frame.from_prompt(
-            model, prompt, self.image_settings(prompt), seed, size, req.fit, req.background, self.progress
+            self._image_model(size),
+            prompt,
+            self.image_settings(prompt),
+            seed,
+            size,
+            req.fit,
+            req.background,
+            self.progress,
         )
 
     def restyle(self, frame: FirstFrame, seed: int) -> FirstFrame:
         from .stages import first_frame
 
-        if self._model.image_model is None:
-            self.load_image_model(frame.picture.size)
-        return first_frame.restyled(self._model.image_model, frame, self.image_settings(), seed, self.progress)
+        return first_frame.restyled(
+            self._image_model(frame.picture.size), frame, self.image_settings(), seed, self.progress
+        )
 
     # --- 2. per video: settings, first frame, animate ---------------------------------------------------
 
@@ -377,44 +279,9 @@ class Session:
             if not stage.needs_model(self.request):
                 clip = stage.run(clip, context)
                 continue
-            with self._on_device(stage) as model:
+            with self.models.on_device(stage, self.request) as model:
                 clip = stage.run(clip, replace(context, model=model))
         return clip
-
-    def _post_model(self, stage: PostStage):
-        """The weights of a post stage (its setting names the file), resolved and read once, on the CPU."""
-        kind, models = stage.model_kind, self._model.post_models
-        if kind not in models:
-            source = resolve_file_model(getattr(self.request, kind), kind, progress=self.progress)
-            self._model.post_sources[kind] = source
-            models[kind] = stage.read_model(source, self.request)
-        return models[kind]
-
-    @contextmanager
-    def _on_device(self, stage: PostStage):
-        """A post stage's network on the model's device only while the stage works; then off the device again
-        before the next video's UNet needs the memory."""
-
-        model = self._post_model(stage)
-        model.place(self.animator.model.device)
-        try:
-            yield model
-        finally:
-            model.release()
-
-    def runtime(self) -> dict:
-        """Where and how this run computes: recorded so a recipe can be repeated exactly."""
-        import diffusers
-        import torch
-
-        model, plan = self.animator.model, self.animator.plan
-        return {
-            "device": str(model.device),
-            "dtype": dtype_name(model.dtype),
-            "memory": plan.describe() | {"attention_kernel": self.animator.placement.attention},
-            "torch": torch.__version__,
-            "diffusers": diffusers.__version__,
-        }
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:

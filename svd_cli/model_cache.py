@@ -1,0 +1,190 @@
+"""The models of a run, resolved once and loaded when first needed, shared by every video of it.
+
+The video model (its adapter with its memory plan, as an `Animator`), loaded on the first video so `auto` plans
+for the real job; the text-to-image model of prompts and styles, never on the device together with the video
+model (loading one frees the other); and the post stages' networks, read once and on the device only while
+their stage works. `Session` (session.py), the per-video path, asks this cache for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .device import free_memory
+from .errors import UsageError, ref
+from .memory import choose_image_plan
+from .models.files import file_identity
+from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
+from .models.lora import check_loras_fit
+from .models.quiet import quiet_transformers
+from .models.sources import ModelSource, resolve_file_model, resolve_model
+from .options import GenerationSettings, Request
+from .planning.choice import choose_plan
+from .progress import Progress
+from .stages import PostStage
+from .stages.post import model_stages
+
+if TYPE_CHECKING:
+    from .stages.animate import Animator
+
+
+class ModelCache:
+    """What a run resolved and loaded: the sessions of one run (a script's calls, a batch's videos) share it."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.source: ModelSource | None = None  # the video model
+        self.defaults: dict[str, Any] = {}  # its defaults (the registry entry's, or its kind's)
+        self.weights: dict[str, Any] = {}  # the unet and lora files over it, as the recipe records them
+        self.animator: Animator | None = None  # loaded on the first video
+        self.image_source: ModelSource | None = None  # the text-to-image model, when a prompt or a style needs one
+        self.image_request: str | None = None  # the image model setting `image_source` was resolved for
+        self.image_defaults: dict[str, Any] = {}
+        self.image_model = None
+        # The weights files of post stages (stages/post.py), by model kind: resolved with the model, read once.
+        self.post_sources: dict[str, ModelSource] = {}
+        self.post_models: dict[str, Any] = {}
+
+    # --- the video model: resolved now, loaded on the first video -----------------------------------------
+
+    def resolve(self, request: Request) -> None:
+        """The video model `request` names (downloading it if needed), the UNet and LoRA files over it and the
+        post stages' files: a missing, unknown or wrong file is found before hours of work."""
+        self.source = resolve_model(request.model, kind="svd", progress=self.progress)
+        self.defaults = self.source.defaults()
+        self.weights = self._weight_files(request)
+        for stage in model_stages(request):
+            self.post_model(stage, request)
+
+    def _weight_files(self, request: Request) -> dict[str, Any]:
+        """The UNet and LoRA files asked for: checked to exist now, identified (size, SHA-256) for the recipe."""
+        found: dict[str, Any] = {}
+        if request.unet is not None:
+            if not request.unet.exists():
+                raise UsageError(f"{ref('unet')} {request.unet}: no such file or folder.", option="unet")
+            found["unet"] = file_identity(request.unet, "unet", self.progress) if request.unet.is_file() else {
+                "path": str(request.unet.resolve())}  # fmt: skip
+        for path, scale in request.lora or []:
+            if not Path(path).is_file():
+                raise UsageError(f"{ref('lora')} {path}: no such file.", option="lora")
+            found.setdefault("lora", []).append(file_identity(Path(path), "lora", self.progress) | {"scale": scale})
+        if request.lora:
+            with quiet_transformers():
+                check_loras_fit(base_unet_config(self.source), request.lora)
+        return found
+
+    def load(self, request: Request, first: GenerationSettings) -> None:
+        """Load the video model and choose its memory plan for a video like `first`."""
+        from .stages.animate import Animator
+
+        device = resolve_device(request.device)
+        dtype = resolve_dtype(request.dtype, device)
+        if device.type == "cpu" and request.dtype == "fp16":
+            self.progress.note(f"fp16 on the CPU is much slower than fp32 ({ref('dtype')} auto); it is meant for GPUs")
+        self.release_image_model()  # never on the device together
+        self.progress.start("load")
+        loras = [(Path(item["path"]), item["scale"]) for item in self.weights.get("lora", [])]
+        unet = Path(self.weights["unet"]["path"]) if "unet" in self.weights else None
+        model = load_model(self.source, device, dtype, unet=unet, loras=loras)
+        self.progress.end()
+        overrides = {
+            "decode_chunk": request.decode_chunk,
+            "vae_tiling": request.vae_tiling,
+            "attention": request.attention if request.attention != "auto" else None,
+        }
+        plan = choose_plan(model, request.memory, overrides, (first.frames, first.width, first.height))
+        savers = plan.savers()
+        self.progress.note(
+            f"Memory profile {plan.profile}: {plan.reason} [{', '.join(savers) if savers else 'no savers'}]"
+        )
+        self.animator = Animator(model, plan)
+
+    def model_record(self) -> dict:
+        """The model as the recipe records it: where it came from, and any UNet and LoRAs over it."""
+        return self.source.describe() | self.weights
+
+    def recorded_files(self) -> dict:
+        """Settings that name files, as the recipe records them: absolute, so a replay from elsewhere finds them."""
+        return {
+            kind: str(Path(source.path).resolve()) for kind, source in self.post_sources.items() if source.entry is None
+        }
+
+    def runtime(self) -> dict:
+        """Where and how this run computes: recorded so a recipe can be repeated exactly."""
+        import diffusers
+        import torch
+
+        model, plan = self.animator.model, self.animator.plan
+        return {
+            "device": str(model.device),
+            "dtype": dtype_name(model.dtype),
+            "memory": plan.describe() | {"attention_kernel": self.animator.placement.attention},
+            "torch": torch.__version__,
+            "diffusers": diffusers.__version__,
+        }
+
+    # --- the text-to-image model: for prompts and styles, loaded before the video model and freed before it --
+
+    def resolve_image_model(self, wanted: str) -> None:
+        """The text-to-image model `wanted` names, resolved once; one loaded for another setting (a script's
+        earlier call) is freed first."""
+        if self.image_source is not None and self.image_request == wanted:
+            return
+        self.release_image_model()
+        self.image_source = resolve_model(wanted, kind="text-to-image", progress=self.progress)
+        self.image_defaults = self.image_source.defaults()
+        self.image_request = wanted
+
+    def load_image_model(self, request: Request, settings: dict, size: tuple[int, int]) -> None:
+        """Load the text-to-image model (freeing the video model first) with a placement for stills of `size`
+        drawn with `settings` (the recipe's image settings)."""
+        from .stages.first_frame import drawing_size
+
+        device = resolve_device(request.device)
+        if self.animator is not None:  # never on the device together
+            self.animator.placement.release()
+            self.animator = None
+            free_memory(device)
+        self.progress.start("load_image")
+        model = load_model(self.image_source, device, resolve_dtype(request.dtype, device))
+        self.progress.end()
+        plan = choose_image_plan(model, request.memory, *drawing_size(settings["size"], size), settings["cfg"] > 1.0)
+        model.place(plan.offload)
+        where = "on the device" if plan.offload == "none" else f"{plan.offload} offload"
+        self.progress.note(f"Image model {model.source.name}: {where} ({plan.reason}); freed before SVD loads")
+        self.image_model = model
+
+    def release_image_model(self) -> None:
+        """Free the text-to-image model (after the last first frame, before the video model loads)."""
+        model = self.image_model
+        if model is None:
+            return
+        device = model.device
+        self.image_model = None
+        del model
+        free_memory(device)
+
+    # --- the post stages' networks ----------------------------------------------------------------------
+
+    def post_model(self, stage: PostStage, request: Request):
+        """The weights of a post stage (its setting names the file), resolved and read once, on the CPU."""
+        kind = stage.model_kind
+        if kind not in self.post_models:
+            source = resolve_file_model(getattr(request, kind), kind, progress=self.progress)
+            self.post_sources[kind] = source
+            self.post_models[kind] = stage.read_model(source, request)
+        return self.post_models[kind]
+
+    @contextmanager
+    def on_device(self, stage: PostStage, request: Request) -> Iterator[Any]:
+        """A post stage's network on the video model's device only while the stage works; then off the device
+        again before the next video's UNet needs the memory."""
+        model = self.post_model(stage, request)
+        model.place(self.animator.model.device)
+        try:
+            yield model
+        finally:
+            model.release()
