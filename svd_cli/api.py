@@ -12,6 +12,8 @@ names the keyword (`fps=40: must be between 3 and 30.`). It runs on the same `Se
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -45,16 +47,22 @@ class ScriptAnimator:
         return self.session.animator.plan if self.session.animator else None
 
     def animate_image(
-        self, image: Image.Image, *, seed: int | None = None, on_step: StepCallback | None = None, **options: Any
+        self,
+        image: Image.Image | str | os.PathLike,
+        *,
+        seed: int | None = None,
+        on_step: StepCallback | None = None,
+        **options: Any,
     ) -> Animation:
-        """Animate `image`; keywords as `svd animate`'s options (the list below). With style= the image model
-        restyles the picture first. The post stages run too (extend=, loop=, upscale=, interpolate=, watermark=).
+        """Animate `image` (a PIL picture, or a picture file's path, opened as `svd animate` opens one); keywords
+        as `svd animate`'s options (the list below). With style= the image model restyles the picture first. The
+        post stages run too (extend=, loop=, upscale=, interpolate=, watermark=).
 
         `on_step(step, steps, latents)` is called after every denoising step (step 1..steps of each clip, the
         latents on the device); whatever it raises stops the run and reaches you unchanged.
         """
         call, seed = self._call(seed, options, on_step)
-        frame = call.first_frame_from_image(image)
+        frame = _first_frame(call, image)
         if call.request.style is not None:
             frame = call.restyle(frame, seed)
         return self._animate(call, frame, seed, on_step)
@@ -89,6 +97,15 @@ class ScriptAnimator:
 
     def _animate(self, call: Session, frame, seed: int, on_step: StepCallback | None) -> Animation:
         return call.make(frame, call.settings_for(seed, frame.picture.size), on_step=on_step)
+
+
+def _first_frame(call: Session, image: Image.Image | str | os.PathLike):
+    """The first frame of `image`: a PIL picture, or the path of a picture file, opened as the CLI opens one."""
+    if isinstance(image, Image.Image):
+        return call.first_frame_from_image(image)
+    if isinstance(image, str | os.PathLike):
+        return call.first_frame_from_file(Path(image))
+    raise UsageError(f"image={type(image).__name__}: give a PIL image or the path of a picture file.", option="image")
 
 
 def load(model: str = "svd-xt", *, progress: Progress | None = None, **options: Any) -> ScriptAnimator:

@@ -423,7 +423,7 @@ def check(opt: Option, value: Any) -> None:
         lo, hi = opt.range
         raise OptionError(opt.name, value, f"must be between {lo} and {hi}.", allowed=opt.range)
     if opt.choices is not None and value not in opt.choices:
-        raise OptionError(opt.name, value, f"choose one of {', '.join(opt.choices)}.", allowed=opt.choices)
+        raise OptionError(opt.name, value, f"choose one of {', '.join(map(str, opt.choices))}.", allowed=opt.choices)
     if opt.check is not None:
         opt.check(value)
 

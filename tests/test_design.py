@@ -130,6 +130,23 @@ def test_every_recorded_option_is_replayed_from_the_recipe(svd, tiny_dir, tmp_pa
     assert stages == ["first_frame", "animate", "animate", "loop", "upscale", "interpolate", "write"]
 
 
+# Values of every wrong kind: text, empty, non-finite and huge numbers, negative, fractional, an integer outside
+# a list of integer choices (upscale), and a number where text is expected.
+WRONG_VALUES = ("x", "", "inf", "-inf", "nan", "1e308", "-1", "1.5", "3", "0")
+
+
+@pytest.mark.parametrize("opt", OPTIONS, ids=[o.name for o in OPTIONS])
+def test_no_value_of_any_option_is_an_unexpected_error(opt, svd, monkeypatch):
+    """Every option, set through its variable (text for every type) to values of every wrong kind, with an input
+    that does not exist: one `svd: error:` line and exit 2, whether the value or the input is refused first."""
+    for value in WRONG_VALUES:
+        with monkeypatch.context() as env:
+            env.setenv(opt.env_var, value)
+            r = svd("animate", "/nonexistent/photo.png", "--model", "tiny")
+        assert (r.code, len(r.lines)) == (2, 1), f"{opt.env_var}={value!r}: {r.err}"
+        assert r.lines[0].startswith("svd: error: ") and "unexpected" not in r.err, f"{opt.env_var}={value!r}"
+
+
 def test_config_show_labels_what_decides_an_unset_option(svd, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     rows = {row["option"]: row for row in json.loads(svd("config", "show", "--json").out)}

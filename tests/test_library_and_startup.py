@@ -134,3 +134,21 @@ def test_on_step_sees_every_step_and_what_it_raises_stops_the_run(tiny_dir):
     assert np.array_equal(animator.animate_image(photo, seed=1).frames, video.frames)
     with pytest.raises(svd_cli.UsageError, match="on_step=3: give a function"):
         animator.animate_image(photo, on_step=3)
+
+
+def test_the_library_opens_a_path_as_the_cli_does_and_names_image_for_anything_else(tiny_dir):
+    from pathlib import Path
+
+    import svd_cli
+
+    animator = svd_cli.load("tiny", device="cpu", size=(128, 64), steps=1, frames=2, watermark=False)
+    photo = EXAMPLES / "coffee.png"
+    frames = animator.animate_image(Image.open(photo), seed=3).frames
+    assert np.array_equal(animator.animate_image(str(photo), seed=3).frames, frames)
+    assert np.array_equal(animator.animate_image(Path(photo), seed=3).frames, frames)
+    with pytest.raises(svd_cli.InputImageError, match="missing.png: file not found"):
+        animator.animate_image("missing.png")
+    for wrong in (None, 3, np.zeros((64, 128, 3), dtype=np.uint8)):
+        with pytest.raises(svd_cli.UsageError, match="image=.*: give a PIL image or the path of a picture file") as e:
+            animator.animate_image(wrong)
+        assert e.value.option == "image"

@@ -43,6 +43,7 @@ COFFEE = str(EXAMPLES / "coffee.png")
         (["--name", "{stem:05d}"], "{stem:05d}: a text field takes only a width and alignment"),
         (["--name", "{stem.x}"], "{stem.x}: a field is a plain name, without . or [ ]; write {stem}"),
         (["--name", "{stem[0]}"], "{stem[0]}: a field is a plain name"),
+        (["--upscale", "3"], "--upscale 3: choose one of 1, 2"),
         (["--no-such-option"], "No such option"),
     ],
 )
@@ -144,3 +145,10 @@ def test_debug_shows_the_traceback(svd):
     with pytest.raises(Exception) as info:
         svd("animate", COFFEE, "--model", "tiny", "--fps", "2", "--debug")
     assert (info.value.option, info.value.value, info.value.allowed) == ("fps", 2, (3, 30))  # fields, not text
+
+
+@pytest.mark.parametrize("vram", ["inf", "nan", "1e308", "0", "-8", "2000"])
+def test_plan_refuses_a_card_size_that_is_not_a_number_of_gigabytes(svd, vram):
+    r = svd("plan", "--model", "tiny", "--vram", vram)
+    assert (r.code, len(r.lines)) == (2, 1), r.err
+    assert r.lines[0].startswith("svd: error: --vram ") and "more than 0 and at most 1024" in r.lines[0], r.err

@@ -23,6 +23,8 @@ PIPED_WIDTH = 80
 NOT_PLANNED = {"prompts", "seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet",
                "allow_download", "ray", "ray_address", "workers"}  # fmt: skip
 PLANNED = [o for o in OPTIONS if o.name not in NOT_PLANNED]
+# The largest --vram taken: no card has more memory (the largest in 2026 have under 300 GB).
+MAX_VRAM_GB = 1024
 
 
 def plan(ctx: typer.Context, **params: Any) -> None:
@@ -35,8 +37,13 @@ def plan(ctx: typer.Context, **params: Any) -> None:
     json_out = params.pop("json_out")
     params.pop("debug")
     req = Request(**params)  # coerced and checked like svd animate's
-    if vram is not None and vram <= 0:
-        raise OptionError("vram", vram, "give the card's memory in GB, e.g. 8.")
+    if vram is not None and not 0 < vram <= MAX_VRAM_GB:  # also refuses nan, which no comparison holds for
+        raise OptionError(
+            "vram",
+            vram,
+            f"give the card's memory in GB, more than 0 and at most {MAX_VRAM_GB}, e.g. 8.",
+            allowed=(0, MAX_VRAM_GB),
+        )
     free = int(vram * 2**30) - CUDA_CONTEXT_BYTES if vram is not None else _free_cuda_memory()
     progress = PlainProgress(words)  # stderr: an uncached row takes seconds
     report = plan_report(
