@@ -19,6 +19,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import OptionError, UsageError
+from .io.bounded import BoundedReadError, check_depth, read_text
 from .options import BY_NAME, OPTIONS, check, coerce
 from .paths import user_config_dir
 
@@ -43,9 +44,13 @@ def load_config() -> tuple[dict[str, Any], dict[str, Path]]:
     origin: dict[str, Path] = {}
     for path in config_files():
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
+            data = check_depth(tomllib.loads(read_text(path)))
+        except BoundedReadError as exc:
+            raise UsageError(f"{path}: {exc}; fix or remove it.", path=path) from None
+        except OSError as exc:
             raise UsageError(f"{path}: cannot be read ({exc}); fix or remove it.", path=path) from None
+        except RecursionError:
+            raise UsageError(f"{path}: nested too deeply to be a config file; fix or remove it.", path=path) from None
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{path}: not valid TOML ({exc}); fix or remove it.", path=path) from None
         section = data.get("animate", data)

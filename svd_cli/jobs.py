@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import glob
 import os
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError, ref
+from .io.bounded import LIST_LIMIT, BoundedReadError, load_json, read_text, stdin_lines
 from .io.safety import OwnOutputs, check_outputs
 from .io.video import STYLED_MARK, output_suffix
 from .models.sources import check_kind, peek_defaults
@@ -110,7 +110,10 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
     non_images = 0
     for arg in req.inputs:
         if arg == "-":
-            lines = stdin if stdin is not None else sys.stdin
+            try:
+                lines = stdin_lines(stdin)
+            except BoundedReadError as exc:
+                raise UsageError(f"stdin: {exc}; give one picture's path a line.") from None
             for line in lines:
                 line = line.strip()
                 if line:
@@ -167,18 +170,18 @@ def read_prompts(req: Request, stdin: Iterable[str] | None = None) -> list[str] 
         return [req.prompt.strip()]
     if req.prompts is None:
         return None
-    if str(req.prompts) == "-":
-        lines = list(stdin if stdin is not None else sys.stdin)
-        where = "stdin"
-    else:
-        try:
-            lines = Path(req.prompts).expanduser().read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise UsageError(f"{ref('prompts')} {req.prompts}: no such file.", option="prompts") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            why = getattr(exc, "strerror", None) or "not UTF-8 text"
-            raise UsageError(f"{ref('prompts')} {req.prompts}: cannot be read ({why}).", option="prompts") from None
-        where = str(req.prompts)
+    where = "stdin" if str(req.prompts) == "-" else str(req.prompts)
+    try:
+        if where == "stdin":
+            lines = stdin_lines(stdin)
+        else:
+            lines = read_text(Path(req.prompts).expanduser(), LIST_LIMIT).splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"{ref('prompts')} {req.prompts}: no such file.", option="prompts") from None
+    except BoundedReadError as exc:
+        raise UsageError(f"{ref('prompts')} {where}: {exc}.", option="prompts") from None
+    except OSError as exc:
+        raise UsageError(f"{ref('prompts')} {where}: cannot be read ({exc.strerror}).", option="prompts") from None
     prompts = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
     if not prompts:
         raise UsageError(
@@ -205,7 +208,6 @@ def slug(text: str, limit: int = 60) -> str:
 
 def _is_our_still(path: Path) -> bool:
     """A first-frame still an earlier run wrote beside its video (so a rerun over the folder skips it)."""
-    import json
 
     stem = path.stem[: -len(STYLED_MARK)] if path.stem.endswith(STYLED_MARK) else path.stem
     for tail in (".mp4.json", ".gif.json", ".webm.json", ".frames.json", ".json"):  # every format's sidecar
@@ -213,8 +215,8 @@ def _is_our_still(path: Path) -> bool:
         if not sidecar.is_file():
             continue
         try:
-            still = json.loads(sidecar.read_text(encoding="utf-8")).get("output", {}).get("still")
-        except (OSError, ValueError, AttributeError):
+            still = load_json(read_text(sidecar)).get("output", {}).get("still")
+        except (OSError, ValueError, AttributeError, BoundedReadError):
             continue
         if still and Path(still).name == path.name:
             return True

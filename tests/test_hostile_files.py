@@ -157,3 +157,61 @@ def test_an_interpolator_file_that_is_not_rife_names_the_option(svd, tmp_path):
     path = lora_file(tmp_path / "not-rife.safetensors", {A: torch.ones(4, 64), B: torch.ones(64, 4)})
     line = refused(svd, tmp_path, "--interpolate", "2", "--interpolator", path)
     assert line.startswith(f"svd: error: --interpolator {path}: not a RIFE 4.13 flow network"), line
+
+
+# --- text files and stdin: read within bounds (issue 33) ----------------------------------------------------
+
+
+def _endless_pipe(path: Path) -> Path:
+    import os
+
+    os.mkfifo(path)  # nothing ever writes to it: reading it would wait for ever
+    return path
+
+
+@pytest.mark.parametrize(
+    "make, option, problem",
+    [
+        (lambda tmp: Path("/dev/zero"), "--recipe", "not a regular file"),
+        (lambda tmp: _endless_pipe(tmp / "pipe.json"), "--recipe", "not a regular file"),
+        (lambda tmp: _text(tmp / "big.json", "{" + " " * (1 << 20) + "}"), "--recipe", "larger than 1 MiB"),
+        (lambda tmp: _text(tmp / "deep.json", "[" * 100_000 + "]" * 100_000), "--recipe", "nested more than 32"),
+        (lambda tmp: _text(tmp / "shallow.json", "[" * 40 + "]" * 40), "--recipe", "nested more than 32"),
+        (lambda tmp: Path("/dev/zero"), "--prompts", "not a regular file"),
+        (lambda tmp: _text(tmp / "many.txt", "a fox\n" * (2 << 20)), "--prompts", "larger than 10 MiB"),
+    ],
+    ids=[
+        "recipe-device",
+        "recipe-pipe",
+        "recipe-2MiB",
+        "recipe-deep",
+        "recipe-40-deep",
+        "prompts-device",
+        "prompts-12MiB",
+    ],  # fmt: skip
+)
+def test_a_text_file_that_cannot_be_what_it_should_is_refused_without_reading_it_all(svd, tmp_path, make, option,
+                                                                                     problem):  # fmt: skip
+    path = make(tmp_path)
+    started = time.monotonic()
+    r = svd("animate", option, path, "--out", tmp_path / "out")
+    assert (r.code, len(r.lines)) == (2, 1), r.err
+    assert r.lines[0].startswith(f"svd: error: {option} {path}: {problem}"), r.err
+    assert time.monotonic() - started < 2 and not (tmp_path / "out").exists()
+
+
+def _text(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_endless_stdin_and_a_deep_config_file_are_refused(svd, tmp_path, monkeypatch):
+    r = svd("animate", "-", stdin="a" * ((10 << 20) + 1))
+    assert (r.code, r.lines) == (2, ["svd: error: stdin: more than 10 MiB of text; give one picture's path a line."])
+    r = svd("animate", "--prompts", "-", stdin="a fox\n" * (2 << 20))
+    assert (r.code, r.lines) == (2, ["svd: error: --prompts stdin: more than 10 MiB of text."])
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "svd.toml").write_text("fps = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    r = svd("animate", PHOTO)
+    assert r.code == 2 and r.lines == [f"svd: error: {tmp_path / 'svd.toml'}: nested too deeply to be a config file; "
+                                       "fix or remove it."], r.err  # fmt: skip

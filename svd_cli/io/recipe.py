@@ -7,13 +7,13 @@ matches what this run would make is done; one made otherwise is reported, never 
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Callable
 from pathlib import Path
 
 from .._version import __version__
 from ..errors import UsageError, ref
 from ..options import OPTIONS
+from .bounded import BoundedReadError, load_json, read_text
 from .safety import occupant, refusal
 
 # Recorded for people, derived from other fields: they never decide whether two videos are the same.
@@ -155,7 +155,9 @@ def resume_state(
 def read_recipe(path: Path) -> dict:
     """A sidecar recipe, or a UsageError naming the file."""
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = load_json(read_text(Path(path)))
+    except BoundedReadError as exc:
+        raise UsageError(f"{ref('recipe')} {path}: {exc}.", option="recipe", path=path) from None
     except (OSError, ValueError):
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("settings"), dict):

@@ -17,7 +17,6 @@ it, and never deletes or replaces anything else.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 import uuid
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UsageError, ref
+from .bounded import BoundedReadError, load_json, read_text
 
 TEMP_MARK = ".svd-partial-"
 LOCK_MARK = ".svd-lock"
@@ -42,8 +42,8 @@ def sidecar_path(output: Path, fmt: str) -> Path:
 
 def _load(path: Path) -> dict | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = load_json(read_text(path))
+    except (OSError, ValueError, BoundedReadError):
         return None
     return data if isinstance(data, dict) else None
 
