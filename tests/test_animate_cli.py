@@ -167,3 +167,18 @@ def test_weights_toml_defaults_are_used(svd, tiny_dir, tmp_path):
     assert (s["frames"], s["steps"], s["fps"], s["motion_bucket"]) == (
         d["frames"], d["steps"], d["fps"], d["motion_bucket"],
     )  # fmt: skip
+
+
+def test_a_newline_or_markup_in_a_file_name_cannot_break_or_forge_an_output_line(svd, tiny_dir, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a\nb.png", "[red]c.png"):
+        (folder / name).write_bytes((EXAMPLES / "coffee.png").read_bytes())
+    (folder / "d\n✓ e.png").write_text("not a picture")
+    r = svd("animate", folder, *TINY_FAST, "--seed", "1", "--out", tmp_path / "out/")
+    assert r.code == 1
+    done = sorted(line for line in r.lines if line.startswith(("✓", "✗")))
+    assert done[0].startswith(f"✓ {tmp_path / 'out'}/[red]c.mp4  ")
+    assert done[1].startswith(f"✓ {tmp_path / 'out'}/a\\nb.mp4  ")
+    assert done[2].startswith(f"✗ {folder}/d\\n✓ e.png: ") and len(done) == 3, r.err
+    assert (tmp_path / "out" / "a\nb.mp4").is_file()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from .. import batch, jobs
 from ..config import load_config
@@ -26,7 +27,7 @@ from ..options import BY_NAME, OPTIONS, assemble_request, uses_ray
 from ..progress import size_text
 from ..ray_executor import RayExecutor
 from ..session import Session
-from .common import Debug, schema_parameter, words
+from .common import Debug, one_line, schema_parameter, words
 from .terminal import err_console, interactive, make_progress
 
 
@@ -125,15 +126,16 @@ def animate(ctx: typer.Context, **params: Any) -> None:
             print(json.dumps(data), file=stdout, flush=True)
         if result.status == "failed":
             line = words(result.reason) + (" (run with --debug for the traceback)" if result.unexpected else "")
-            console.print(f"[red]✗[/] {line}" if not quiet else line, markup=not quiet, highlight=False)
+            line = one_line(line)
+            console.print(f"[red]✗[/] {escape(line)}" if not quiet else line, markup=not quiet, highlight=False)
         elif quiet:
             return
         elif result.status == "skipped":
-            console.print(f"- skipped {result.job.output}: {words(result.reason)}", markup=False)
+            console.print(one_line(f"- skipped {result.job.output}: {words(result.reason)}"), markup=False)
         else:
-            video = result.video
+            video, output = result.video, one_line(str(result.job.output))
             console.print(
-                f"✓ {result.job.output}  {video.frame_count} frames {video.width}x{video.height} at {video.fps} "
+                f"✓ {output}  {video.frame_count} frames {video.width}x{video.height} at {video.fps} "
                 f"fps, seed {video.seed}, {result.seconds:.1f} s"
                 + (f" on {result.worker['id']}" if result.worker else ""),
                 markup=False,

@@ -22,6 +22,16 @@ def spell(name: str) -> str:
     return BY_NAME[name].flag if name in BY_NAME else "--" + name.replace("_", "-")
 
 
+# Control characters (a newline in a file's name, a terminal escape) shown as Python writes them in a string, so a
+# line of output stays one line that says what the name holds: a name cannot forge or break a log line.
+CONTROL_ESCAPES = {code: repr(chr(code))[1:-1] for code in (*range(32), 127)}
+
+
+def one_line(text: str) -> str:
+    """`text` with its control characters escaped (a newline as \\n)."""
+    return text.translate(CONTROL_ESCAPES)
+
+
 def words(text: str) -> str:
     """A library message (or progress note) with its settings spelled as flags."""
     return spell_refs(text, spell)

@@ -13,7 +13,7 @@ import time
 
 from ..memory import gib
 from ..progress import NullProgress, Progress, batch_rate, size_text
-from .common import words
+from .common import one_line, words
 
 STAGE_LABELS = {
     "load_image": "Loading image model",
@@ -76,7 +76,7 @@ class RichProgress(Progress):
         self.done = 0
 
     def note(self, message: str) -> None:
-        self.console.print(self.words(message), markup=False)
+        self.console.print(one_line(self.words(message)), markup=False)
 
     def start(self, stage: str, total: int | None = None) -> None:
         self.end()
@@ -125,7 +125,7 @@ class PlainProgress(Progress):
         self.last_overall = 0.0
 
     def note(self, message: str) -> None:
-        print(self.words(message), file=sys.stderr, flush=True)
+        print(one_line(self.words(message)), file=sys.stderr, flush=True)
 
     def start(self, stage: str, total: int | None = None) -> None:
         self.end()
