@@ -390,9 +390,15 @@ class RayExecutor:
     """
 
     def __init__(
-        self, address: str | None = None, workers: int | None = None, debug: bool = False, threads: int | None = None
+        self,
+        address: str | None = None,
+        workers: int | None = None,
+        debug: bool = False,
+        threads: int | None = None,
+        address_origin: str | None = None,
     ):
         self.address = address
+        self.address_origin = address_origin  # where the address was set, when not by the caller (a file, a variable)
         self.workers = workers
         self.threads = threads  # torch threads per CPU worker; None: its share of a local machine's cores
         self.debug = debug
@@ -400,6 +406,23 @@ class RayExecutor:
         self.started_local = False
 
     # --- 1. Ray and the actors ------------------------------------------------------------------------
+
+    def _check_answers(self, timeout: float = 10.0) -> None:
+        """Refuse a HOST:PORT where nothing answers, in seconds: Ray itself retries for minutes before it gives up."""
+        target = self.address.split("://", 1)[-1]
+        host, _, port = target.rpartition(":")
+        if not host or not port.isdigit():  # "auto", or a form Ray checks itself
+            return
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        except OSError as exc:
+            why = exc.strerror or "no answer within 10 s"
+            where = f" (set by {self.address_origin})" if self.address_origin else ""
+            raise RayUnavailableError(
+                f"{ref('ray_address')} {self.address}{where}: nothing answers there ({why}); start Ray on that "
+                "machine (ray start --head) or correct the address.",
+                option="ray_address",
+            ) from None
 
     def _connect(self, device: str) -> tuple[int, dict, int | None]:
         """Start or join Ray; return how many workers to run, the Ray resources of each, its torch threads."""
@@ -417,7 +440,10 @@ class RayExecutor:
                          **common)  # fmt: skip
                 self.started_local = True
             else:
+                self._check_answers()
                 ray.init(address=self.address, **common)
+        except RayUnavailableError:
+            raise
         except Exception as exc:  # ConnectionError, ValueError (a bad address), RuntimeError
             where = "start a local Ray instance" if self.address is None else f"join the Ray cluster at {self.address}"
             raise RayUnavailableError(f"Could not {where}: {first_line(exc, type(exc).__name__)}") from None

@@ -253,3 +253,27 @@ def test_without_ray_installed_ray_is_one_line_naming_the_install(tmp_path):
     assert proc.stderr.splitlines() == [
         'svd: error: --ray: Ray is not installed in this environment; install it with: pip install "svd-cli[ray]"'
     ]
+
+
+def test_a_ray_address_where_nothing_answers_fails_at_once_naming_where_it_was_set(svd, tiny_dir, tmp_path,
+                                                                                    monkeypatch):  # fmt: skip
+    import socket
+
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    photo, out = EXAMPLES / "coffee.png", tmp_path / "out"
+    fix = "nothing answers there (Connection refused); start Ray on that machine (ray start --head) or correct"
+    monkeypatch.chdir(tmp_path)
+    for origin, how in [("", ["--ray-address", address]), (" (set by SVD_RAY_ADDRESS)", []),
+                        (f" (set by ray-address in {tmp_path / 'svd.toml'})", [])]:  # fmt: skip
+        with monkeypatch.context() as env:
+            if "SVD_" in origin:
+                env.setenv("SVD_RAY_ADDRESS", address)
+            if "svd.toml" in origin:
+                (tmp_path / "svd.toml").write_text(f'ray-address = "{address}"\n')
+            started = time.monotonic()
+            r = svd("animate", photo, "--model", "tiny", *how, "--out", out / "a.mp4")
+        assert r.code == 1 and len(r.lines) == 1, r.err
+        assert r.lines[0].startswith(f"svd: error: --ray-address {address}{origin}: {fix}"), r.err
+        assert time.monotonic() - started < 10 and not out.exists()

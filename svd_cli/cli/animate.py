@@ -74,6 +74,17 @@ def request_from(ctx: typer.Context, params: dict[str, Any]):
     return req
 
 
+def _origin(ctx: typer.Context, name: str) -> str | None:
+    """Where an option's value was set when not by its flag: its variable, or the config file that holds it."""
+    source = ctx.get_parameter_source(name).name
+    if source == "ENVIRONMENT":
+        return BY_NAME[name].env_var
+    if source == "COMMANDLINE":
+        return None
+    _, origins = load_config()
+    return f"{name.replace('_', '-')} in {origins[name]}" if name in origins else None
+
+
 def _confirm_recipe_download(req, recipe_path: Path) -> None:
     """A recipe naming a model that is not on this machine downloads only when the user agrees."""
 
@@ -114,7 +125,8 @@ def animate(ctx: typer.Context, **params: Any) -> None:
     session = Session(req, progress)
     executor = None
     if uses_ray(req):  # Ray is checked before any work: a missing install is one line, not a traceback later
-        executor = RayExecutor(req.ray_address, req.workers, debug=params["debug"])
+        executor = RayExecutor(req.ray_address, req.workers, debug=params["debug"],
+                               address_origin=_origin(ctx, "ray_address"))  # fmt: skip
     plan = jobs.plan_for_request(session)
 
     def report(result: batch.JobResult) -> None:
