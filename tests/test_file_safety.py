@@ -199,3 +199,17 @@ def test_only_a_dead_processs_lock_is_removed_after_the_fact(tmp_path):
     assert remove_dead_claim(dead) and not (tmp_path / ".dead.mp4.svd-lock").exists()
     assert not remove_dead_claim(live) and (tmp_path / ".live.mp4.svd-lock").exists()
     assert not remove_dead_claim(tmp_path / "none.mp4")
+
+
+def test_a_failed_video_leaves_no_folder_it_made_behind(svd, tiny_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.png").write_bytes((EXAMPLES / "coffee.png").read_bytes())
+    (tmp_path / "bad.png").write_text("not a picture")
+    small = ["--model", "tiny", "--size", "128x64", "--frames", "2", "--steps", "1"]
+    # A file stands where the last folder of --out would go: the folder made before it is removed again.
+    r = svd("animate", "photo.png", *small, "--out", "./photo.png.mp4/../photo.png")
+    assert r.code == 1 and "part of that path is a file, not a folder" in r.err
+    # A job that fails after its folders were made (the input is not a picture) removes them.
+    r = svd("animate", "bad.png", *small, "--out", "made/here/bad.mp4")
+    assert r.code == 1 and "not an image Pillow can read" in r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "photo.png"]

@@ -242,7 +242,7 @@ def claim(output: Path):
     folder (read-only, full, not a folder) propagates: it is the first write of the job.
     """
     lock = lock_path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
+    created = make_folders(output.parent)
     me = f"{os.getpid()} {_start_time(os.getpid()) or ''}".strip()
     for _ in range(5):
         try:
@@ -261,9 +261,41 @@ def claim(output: Path):
     try:
         remove_dead_partials(output)
         yield
-    finally:
+    except BaseException:
         with contextlib.suppress(OSError):
             lock.unlink()
+        remove_empty_folders(created)  # a failed job leaves no folder of its own behind
+        raise
+    with contextlib.suppress(OSError):
+        lock.unlink()
+
+
+def make_folders(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return the ones this call created (outermost first). If a part
+    cannot be made (a file stands where a folder should), those already made are removed again."""
+    missing = []
+    probe = folder
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    created: list[Path] = []
+    try:
+        for path in reversed(missing):
+            existed = path.exists()  # a "name/.." part exists once "name" does
+            path.mkdir(exist_ok=True)
+            if not existed:
+                created.append(path)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+    return created
+
+
+def remove_empty_folders(created: list[Path]) -> None:
+    """Remove the folders `make_folders` created, innermost first, each only if it is still empty."""
+    for path in reversed(created):
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def remove_dead_claim(output: Path) -> bool:
