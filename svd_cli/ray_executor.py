@@ -419,8 +419,8 @@ class RayExecutor:
             why = exc.strerror or "no answer within 10 s"
             where = f" (set by {self.address_origin})" if self.address_origin else ""
             raise RayUnavailableError(
-                f"{ref('ray_address')} {self.address}{where}: nothing answers there ({why}); start Ray on that "
-                "machine (ray start --head) or correct the address.",
+                f"{ref('ray_address')} {self.address}{where}: nothing answers there ({why}); start a Ray head "
+                "node on that machine, or correct the address.",
                 option="ray_address",
             ) from None
 

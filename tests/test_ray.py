@@ -263,7 +263,7 @@ def test_a_ray_address_where_nothing_answers_fails_at_once_naming_where_it_was_s
         probe.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{probe.getsockname()[1]}"
     photo, out = EXAMPLES / "coffee.png", tmp_path / "out"
-    fix = "nothing answers there (Connection refused); start Ray on that machine (ray start --head) or correct"
+    fix = "nothing answers there (Connection refused); start a Ray head node on that machine, or correct"
     monkeypatch.chdir(tmp_path)
     for origin, how in [("", ["--ray-address", address]), (" (set by SVD_RAY_ADDRESS)", []),
                         (f" (set by ray-address in {tmp_path / 'svd.toml'})", [])]:  # fmt: skip
