@@ -416,7 +416,7 @@ class RayExecutor:
         try:
             socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
         except OSError as exc:
-            why = exc.strerror or "no answer within 10 s"
+            why = exc.strerror or f"no answer within {timeout:g} s"
             where = f" (set by {self.address_origin})" if self.address_origin else ""
             raise RayUnavailableError(
                 f"{ref('ray_address')} {self.address}{where}: nothing answers there ({why}); start a Ray head "
@@ -431,6 +431,8 @@ class RayExecutor:
         ray = self.ray
         keep_sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own SIGTERM handler
         common = {"logging_level": logging.ERROR, "log_to_driver": self.debug, "include_dashboard": False}
+        if self.address is not None:
+            self._check_answers()
         try:
             if self.address is None:
                 cpus = os.cpu_count() or 1
@@ -440,10 +442,7 @@ class RayExecutor:
                          **common)  # fmt: skip
                 self.started_local = True
             else:
-                self._check_answers()
                 ray.init(address=self.address, **common)
-        except RayUnavailableError:
-            raise
         except Exception as exc:  # ConnectionError, ValueError (a bad address), RuntimeError
             where = "start a local Ray instance" if self.address is None else f"join the Ray cluster at {self.address}"
             raise RayUnavailableError(f"Could not {where}: {first_line(exc, type(exc).__name__)}") from None

@@ -64,12 +64,9 @@ def load_json(text: str) -> Any:
     """JSON no deeper than MAX_DEPTH."""
     try:
         data = json.loads(text)
-    except RecursionError:
-        data = None
-    else:
-        if _depth(data) <= MAX_DEPTH:
-            return data
-    raise BoundedReadError(f"nested more than {MAX_DEPTH} levels deep")
+    except RecursionError:  # far deeper than MAX_DEPTH: the parser ran out of stack first
+        raise BoundedReadError(f"nested more than {MAX_DEPTH} levels deep") from None
+    return check_depth(data)
 
 
 def check_depth(data: Any) -> Any:
