@@ -17,6 +17,7 @@ from .errors import UsageError, ref
 from .io.bounded import LIST_LIMIT, BoundedReadError, load_json, read_text, stdin_lines
 from .io.safety import OwnOutputs, check_outputs
 from .io.video import STYLED_MARK, output_suffix
+from .kinds import VIDEO
 from .models.sources import check_kind, peek_defaults
 from .options import Request, check_template, fill_template, random_seed, with_defaults
 from .session import Session
@@ -62,8 +63,8 @@ def plan_for_request(session: Session, stdin: Iterable[str] | None = None) -> Pl
 
     req = session.request
     check_template(req.name or "{stem}")
-    check_kind(req.model, "svd")
-    defaults = peek_defaults(req.model)
+    check_kind(req.model, VIDEO)
+    defaults = peek_defaults(req.model, VIDEO)
     if session.uses_image_model:
         check_kind(req.image_model, "text-to-image")
         _check_style_steps(req, peek_defaults(req.image_model, "text-to-image"))

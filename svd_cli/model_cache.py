@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .device import free_memory
 from .errors import UsageError, ref
+from .kinds import VIDEO
 from .memory import choose_image_plan
 from .models.files import file_identity
 from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
@@ -53,7 +54,7 @@ class ModelCache:
     def resolve(self, request: Request) -> None:
         """The video model `request` names (downloading it if needed), the UNet and LoRA files over it and the
         post stages' files: a missing, unknown or wrong file is found before hours of work."""
-        self.source = resolve_model(request.model, kind="svd", progress=self.progress)
+        self.source = resolve_model(request.model, kind=VIDEO, progress=self.progress)
         self.defaults = self.source.defaults()
         self.weights = self._weight_files(request)
         for stage in model_stages(request):

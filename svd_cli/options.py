@@ -555,7 +555,7 @@ class GenerationSettings:
         return GenerationSettings(**{**self._values, **changes})
 
     @classmethod
-    def kind_defaults(cls, kind: str = "svd", **values: Any) -> GenerationSettings:
+    def kind_defaults(cls, kind: str, **values: Any) -> GenerationSettings:
         """A kind's default settings (models/kinds.py), with `values` (seed, width, height, ...) set."""
         defaults = kind_defaults(kind)
         return cls(**{name: defaults[name] for name in GENERATION if name in defaults} | values)

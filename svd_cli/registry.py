@@ -19,7 +19,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 from .errors import SvdError
 from .kinds import KIND_DEFAULTS, kind_defaults
 
-SAMPLERS = ("euler", "animatelcm")  # the samplers svd has (models/samplers.py, beside diffusers' Euler)
+SAMPLERS = ("euler", "animatelcm")  # the samplers svd has (families/animatelcm.py, beside diffusers' Euler)
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def load_registry() -> dict[str, ModelEntry]:
 
     entries = {}
     for name, raw in data.get("models", {}).items():
-        kind = raw.get("kind", "svd")
+        kind = raw.get("kind")
         if kind not in KIND_DEFAULTS:
             raise SvdError(f"weights.toml: models.{name}.kind {kind!r} is not one of {', '.join(KIND_DEFAULTS)}.")
         defaults = kind_defaults(kind)

@@ -515,3 +515,22 @@ def test_a_function_level_import_of_svd_cli_keeps_a_heavy_package_out_of_its_cal
                 if ours and not (any(map(_loads_a_heavy_package, ours)) and not _loads_a_heavy_package(module)):
                     needless.append(f"{module}:{inner.lineno}: {ast.unparse(inner)}")
     assert sorted(set(needless)) == []
+
+
+def test_no_parameter_defaults_to_a_model_family():
+    """The family travels with the model it was read from: no signature assumes one (`kind="svd"`)."""
+    from svd_cli.families import FAMILIES
+
+    assumed = []
+    for module, path in _MODULE_PATHS.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                defaults = [*node.args.defaults, *(d for d in node.args.kw_defaults if d is not None)]
+                assumed += [f"{module}:{node.lineno} {node.name}" for d in defaults
+                            if isinstance(d, ast.Constant) and d.value in FAMILIES]  # fmt: skip
+            elif (  # a dataclass field
+                isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant)
+                and node.value.value in FAMILIES and ast.unparse(node.target) == "kind"
+            ):  # fmt: skip
+                assumed.append(f"{module}:{node.lineno} kind")
+    assert assumed == []

@@ -1,6 +1,6 @@
 """Model families (base.py says what one is), by the name registry entries and model folders give as `kind`.
 
-Adding a family: its module here and one entry in `FAMILIES`.
+Adding a family: its module here and one entry in `FAMILIES` (a script or a test may add one at run time).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 from .base import Conditioning, Family
 from .svd import SVD
 
-__all__ = ["FAMILIES", "Conditioning", "Family", "family_of"]
+__all__ = ["FAMILIES", "Conditioning", "Family", "family_of", "family_reading"]
 
 FAMILIES: dict[str, Family] = {"svd": SVD()}
 
@@ -18,3 +18,8 @@ FAMILIES: dict[str, Family] = {"svd": SVD()}
 def family_of(model: Any) -> Family:
     """The family of a loaded model (its adapter's `kind`)."""
     return FAMILIES[model.kind]
+
+
+def family_reading(pipeline: str) -> Family | None:
+    """The family whose diffusers pipeline class is named `pipeline` (model_index.json's `_class_name`), if any."""
+    return next((family for family in FAMILIES.values() if pipeline in family.pipelines), None)

@@ -1,9 +1,12 @@
-"""What a model family is to the denoising loop: how it conditions, guides and calls its denoiser.
+"""What a model family is: how svd recognises, loads and defaults its models, and how it denoises.
 
-`Animator.__call__` (stages/animate.py) names no family: it asks the model's family for the conditioning of a
-picture, the shape of the latents, the guidance per frame, the unconditional inputs and one denoiser call, and
-runs the rest (timesteps, noise, CFG batching or splitting, step hooks, decoding) the same way for every family.
-A family is one module here and one entry in `FAMILIES` (__init__.py).
+The loaders (models/) ask a family which diffusers pipeline classes it reads, which weight files a folder of it
+holds, the defaults of its settings and the adapter that shows its components by role. `Animator.__call__`
+(stages/animate.py) names no family: it asks the model's family for the conditioning of a picture, the shape of
+the latents, the guidance per frame, the unconditional inputs and one denoiser call, and runs the rest
+(timesteps, noise, CFG batching or splitting, step hooks, decoding) the same way for every family.
+A family is one module here and one entry in `FAMILIES` (__init__.py); it imports nothing else of svd_cli, so
+every layer (the option schema included) may ask it.
 """
 
 from __future__ import annotations
@@ -14,15 +17,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from PIL import Image
-
-    from ..options import GenerationSettings
 
 # What the Animator lends a family to encode the picture under the memory plan: `use(role)` puts a component on
 # the device for the `with` block; `encode_latents(pixels)` is the VAE encoder's latents (tiled if the plan says).
 UseComponent = Callable[[str], AbstractContextManager]
 EncodeLatents = Callable[["torch.Tensor"], "torch.Tensor"]
+
+
+class GenerationSettings(Protocol):
+    """The settings of one video as a family reads them (options.GenerationSettings; a family's own options are
+    attributes too)."""
+
+    frames: int
+    width: int
+    height: int
+    sampler: str
 
 
 @dataclass
@@ -40,6 +53,29 @@ class Family(Protocol):
     """A model family: the `kind` of its registry entries and model folders, and what its denoising needs."""
 
     name: str
+    # The default of every generation setting its models decide (options.GENERATION; "size" as (width, height)),
+    # for a model with no registry entry; an entry in weights.toml may change them.
+    defaults: dict[str, Any]
+    # The registry name of its built-in model (built offline for the tests), or None.
+    builtin: str | None
+    # The `_class_name`s of model_index.json that mark a diffusers folder as this family's.
+    pipelines: tuple[str, ...]
+    # Component folder -> file stem of its weights ("unet": "diffusion_pytorch_model"): what a folder must hold
+    # and what a download fetches (one safetensors file per component, with every config).
+    components: dict[str, str]
+
+    def pipeline_class(self) -> type:
+        """The diffusers pipeline class that reads a folder of this family (`from_pretrained`)."""
+        ...
+
+    def adapter(self, source: Any, pipe: Any, device: torch.device, dtype: torch.dtype) -> Any:
+        """The loaded pipeline behind the adapter the memory engine and the animate stage use (SVDAdapter's
+        interface: `components()` by role, `unet`, `vae`, `new_scheduler`, `scaling_factor`, ...)."""
+        ...
+
+    def folder_defaults(self, folder: Path) -> dict[str, Any]:
+        """The defaults of a folder with no registry entry (`defaults`, with what its configs say)."""
+        ...
 
     def condition(
         self,

@@ -1,10 +1,8 @@
-"""Model adapters: each kind of model builds its components and shows them to the rest of svd by role.
+"""Model adapters of the kinds that are not a video family: each shows its components to the rest of svd by role.
 
 The memory engine (placement, offload, the estimate) and the generation stages ask an adapter for its
-`components` by role (the conditioning encoders, the denoiser, the decoder) and for the few operations that
-differ between model families, never for a diffusers attribute name. `SVDAdapter` is the Stable Video
-Diffusion family; a new family (AnimateLCM's sampler, a single-file checkpoint's converted weights) is a
-new adapter or a new way to build this one.
+`components` by role (the conditioning encoders, the denoiser, the decoder), never for a diffusers attribute
+name. A video family's adapter lives in its module (families/svd.py: `SVDAdapter`).
 """
 
 from __future__ import annotations
@@ -19,151 +17,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from .sources import ModelSource
-
-
-class SVDAdapter:
-    """Stable Video Diffusion: CLIP image encoder, VAE (encoder and temporal decoder), spatio-temporal UNet."""
-
-    kind = "svd"
-
-    def __init__(self, source: ModelSource, pipe, device: torch.device, dtype: torch.dtype):
-        self.source = source
-        self.pipe = pipe  # the diffusers pipeline: our components, and diffusers' own pipeline in the tests
-        self.device = device
-        self.dtype = dtype
-        self.unet = pipe.unet
-        self.vae = pipe.vae
-        self.image_encoder = pipe.image_encoder
-        self.feature_extractor = pipe.feature_extractor
-        self.scheduler_config = pipe.scheduler.config
-        self._scheduler_class = type(pipe.scheduler)
-        self.video_processor = pipe.video_processor
-
-    # --- what the memory engine sees ---------------------------------------------------------------------
-
-    def components(self) -> dict[str, nn.Module]:
-        """Every component by role; placement moves them, the estimate sizes them."""
-        from torch import nn
-
-        return {
-            "image_encoder": self.image_encoder,
-            "vae_encoder": nn.ModuleList([self.vae.encoder, self.vae.quant_conv]),
-            "denoiser": self.unet,
-            # The per-frame AutoencoderKL (image-decoder files) runs its post_quant_conv before the decoder.
-            "decoder": nn.ModuleList(
-                [m for m in (getattr(self.vae, "post_quant_conv", None), self.vae.decoder) if m is not None]
-            ),  # fmt: skip
-        }
-
-    def attention_modules(self) -> list[nn.Module]:
-        """Modules whose attention processors the memory plan chooses."""
-        return [self.unet, self.vae]
-
-    def role_bytes(self) -> dict[str, int]:
-        """Bytes of weights per role of the estimate: conditioning encoder, denoiser, autoencoder."""
-
-        def nbytes(module) -> int:
-            return sum(p.numel() * p.element_size() for p in module.parameters())
-
-        return {"encoder": nbytes(self.image_encoder), "denoiser": nbytes(self.unet), "autoencoder": nbytes(self.vae)}
-
-    @property
-    def denoiser_base_channels(self) -> int:
-        return self.unet.config.block_out_channels[0]
-
-    @property
-    def decoder_base_channels(self) -> int:
-        return self.vae.config.block_out_channels[0]
-
-    # --- what the animate stage uses ---------------------------------------------------------------------
-
-    @property
-    def latent_channels(self) -> int:
-        return self.unet.config.in_channels // 2  # the other half is the conditioning image's latents
-
-    @property
-    def spatial_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
-
-    @property
-    def scaling_factor(self) -> float:
-        return self.vae.config.scaling_factor
-
-    def new_scheduler(self, sampler: str = "euler"):
-        """A fresh scheduler per video, so a retry or the next video starts clean.
-
-        "euler" is the scheduler the checkpoint ships (diffusers' Euler over SVD's EDM sigmas); "animatelcm" is
-        the consistency sampler of AnimateLCM-SVD (samplers.py).
-        """
-        if sampler == "animatelcm":
-            from .samplers import AnimateLCMSampler
-
-            return AnimateLCMSampler()
-        return self._scheduler_class.from_config(self.scheduler_config)
-
-    def preprocess(self, image, height: int, width: int) -> torch.Tensor:
-        """The picture as a (1, 3, H, W) tensor in [-1, 1]."""
-        return self.video_processor.preprocess(image, height=height, width=width)
-
-    def encode_image(self, image, device: torch.device) -> torch.Tensor:
-        """CLIP image embedding (1, 1, D) of a PIL picture, as SVD was trained: anti-aliased resize to 224."""
-        import numpy as np
-        import torch
-
-        pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
-        size = self.feature_extractor.crop_size
-        small = resize_antialiased(pixels * 2.0 - 1.0, (size["height"], size["width"]))
-        small = (small + 1.0) / 2.0
-        clip_input = self.feature_extractor(
-            images=small, do_normalize=True, do_center_crop=False, do_resize=False, do_rescale=False,
-            return_tensors="pt",
-        ).pixel_values  # fmt: skip
-        dtype = next(self.image_encoder.parameters()).dtype
-        return self.image_encoder(clip_input.to(device=device, dtype=dtype)).image_embeds.unsqueeze(1)
-
-
-def resize_antialiased(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Gaussian low-pass then bicubic resize: SVD's (kornia-style) downscale of the conditioning image.
-
-    The blur's sigma is (factor - 1) / 2 per axis (as scikit-image chooses it) over a kernel of 4 sigma, at
-    least 3 taps and odd, applied as two 1-D passes with reflected borders.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    height, width = pixels.shape[-2:]
-    sigma_y = max((height / size[0] - 1.0) / 2.0, 0.001)
-    sigma_x = max((width / size[1] - 1.0) / 2.0, 0.001)
-    taps_y, taps_x = int(max(4.0 * sigma_y, 3)), int(max(4.0 * sigma_x, 3))
-    taps_y += 1 - taps_y % 2
-    taps_x += 1 - taps_x % 2
-    sigmas = torch.tensor([[sigma_y, sigma_x]], dtype=pixels.dtype)
-    blurred = _blur_1d(pixels, _gaussian_taps(taps_x, sigmas[:, 1:2]), horizontal=True)
-    blurred = _blur_1d(blurred, _gaussian_taps(taps_y, sigmas[:, 0:1]), horizontal=False)
-    return F.interpolate(blurred, size=size, mode="bicubic", align_corners=True)
-
-
-def _gaussian_taps(taps: int, sigma: torch.Tensor) -> torch.Tensor:
-    import torch
-
-    x = (torch.arange(taps, dtype=sigma.dtype) - taps // 2).expand(1, -1)
-    weights = torch.exp(-x.pow(2.0) / (2 * sigma.pow(2.0)))
-    return weights / weights.sum(-1, keepdim=True)
-
-
-def _blur_1d(pixels: torch.Tensor, taps: torch.Tensor, horizontal: bool) -> torch.Tensor:
-    """Depthwise convolution of every channel with `taps` along one axis, borders reflected."""
-    import torch.nn.functional as F
-
-    batch, channels, height, width = pixels.shape
-    n = taps.shape[-1]
-    kernel = taps.view(1, 1, 1, n) if horizontal else taps.view(1, 1, n, 1)
-    kernel = kernel.to(device=pixels.device, dtype=pixels.dtype).expand(channels, -1, -1, -1)
-    front, rear = (n - 1) // 2, (n - 1) - (n - 1) // 2
-    padding = [front, rear, 0, 0] if horizontal else [0, 0, front, rear]
-    padded = F.pad(pixels, padding, mode="reflect")
-    out = F.conv2d(padded, kernel.reshape(channels, 1, *kernel.shape[-2:]), groups=channels)
-    return out.view(batch, channels, height, width)
 
 
 def _no_pipeline_watermark(pipe) -> None:
@@ -290,4 +143,5 @@ def _advance(progress):
     return callback
 
 
-ADAPTERS = {"svd": SVDAdapter, "text-to-image": TextToImageAdapter}
+# The adapters of the kinds that are not a video family (each family gives its own: families/).
+ADAPTERS = {"text-to-image": TextToImageAdapter}

@@ -1,5 +1,8 @@
 """Component configs of the SVD architectures, and the one builder of random-weight pipelines.
 
+Every architecture here is the svd family's (`FAMILY`, families/svd.py): `svd bench`, `svd doctor`, `svd plan`
+and the simulator build its pipelines and run them behind that family's adapter.
+
 The full-size configs are those of the real checkpoints, shipped so svd can build the architecture without
 downloading weights: `svd bench` times it with random weights (same FLOPs and memory traffic as the real
 ones) and `svd doctor` sizes it for the memory estimates. The tiny configs make the built-in `tiny` model.
@@ -13,6 +16,7 @@ from __future__ import annotations
 from ..errors import OptionError
 from .quiet import quiet_transformers
 
+FAMILY = "svd"  # the model family these architectures are (families/)
 TINY_UNET = dict(
     sample_size=32,
     in_channels=8,

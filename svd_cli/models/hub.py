@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import ModelUnavailableError, ref
 from ..kinds import FILE_KINDS, KIND_DEFAULTS
 from ..progress import Progress, size_text
-from .layout import KIND_COMPONENTS, allow_patterns, is_complete
+from .layout import allow_patterns, candidate_components, is_complete, weight_components
 
 
 def offline_mode() -> bool:
@@ -23,7 +23,7 @@ def offline_mode() -> bool:
     return value in {"1", "ON", "YES", "TRUE"}
 
 
-def cached_snapshot(repo: str, revision: str, variant: str | None, kind: str = "svd") -> Path | None:
+def cached_snapshot(repo: str, revision: str, variant: str | None, kind: str) -> Path | None:
     """The complete local copy of a repo's pipeline files, or None; never touches the network."""
     from huggingface_hub import snapshot_download
 
@@ -52,7 +52,7 @@ def download_snapshot(
     gated: bool,
     download_gb: float,
     progress: Progress,
-    kind: str = "svd",
+    kind: str,
 ) -> tuple[Path, str | None]:
     """Fetch the pipeline's files (keeping any already in the cache); map every Hub failure to one sentence."""
     from huggingface_hub import snapshot_download
@@ -82,7 +82,8 @@ def download_snapshot(
         why = _explain_hub_error(exc, name, repo, revision, gated, fix, instead, kind)
         raise ModelUnavailableError(why, model=name) from exc
     if not is_complete(folder, variant, kind):
-        weights = allow_patterns(variant, kind)[-len(KIND_COMPONENTS[kind]) :]
+        weights = [f"{component}/{stem}{'.' + variant if variant else ''}.safetensors"
+                   for component, stem in weight_components(folder, kind).items()]  # fmt: skip
         raise ModelUnavailableError(
             f"{repo} at revision {revision} lacks the safetensors weights svd needs "
             f"({', '.join(weights)}); svd never loads pickle files.",
@@ -110,7 +111,7 @@ def download_file(
     gated: bool,
     download_gb: float,
     progress: Progress,
-    kind: str = "svd",
+    kind: str,
 ) -> Path:
     """Fetch one safetensors file of a repo (a single-file checkpoint, a replacement UNet, an upscaler), with the
     same one-sentence failures as a whole pipeline."""
@@ -143,16 +144,18 @@ def download_file(
         raise ModelUnavailableError(why, model=name) from exc
 
 
-def _remote_variant(repo: str, revision: str, kind: str = "svd") -> str | None:
+def _remote_variant(repo: str, revision: str, kind: str) -> str | None:
+    """'fp16' when the repo has an fp16 safetensors file of every component (of any table `kind` may have)."""
     import fnmatch
 
     from huggingface_hub import HfApi
 
     # One request (the repo's info lists its files); the tree listing would retry for 25 s with no network.
     files = [s.rfilename for s in HfApi().model_info(repo, revision=revision).siblings or []]
-    wanted = [f"{folder}/{stem}.fp16.safetensors" for folder, stem in KIND_COMPONENTS[kind].items()]
-    if all(fnmatch.filter(files, pattern) for pattern in wanted):
-        return "fp16"
+    for components in candidate_components(kind):
+        wanted = [f"{folder}/{stem}.fp16.safetensors" for folder, stem in components.items()]
+        if all(fnmatch.filter(files, pattern) for pattern in wanted):
+            return "fp16"
     return None
 
 

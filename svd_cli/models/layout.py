@@ -1,8 +1,9 @@
 """What a model folder in diffusers layout must hold, checked without loading anything or touching the network.
 
-Each kind of model has its own weight components: SVD's UNet, VAE and CLIP image encoder; a text-to-image
-model's UNet, VAE and CLIP text encoder(s) with their tokenizers. Downloads fetch exactly these (configs,
-tokenizer files, one safetensors file per component) and nothing else: no pickles, no single-file copies.
+Each kind of model has its own weight components: SVD's UNet, VAE and CLIP image encoder (each family lists
+its own); a text-to-image model's UNet, VAE and CLIP text encoder(s) with their tokenizers. Downloads fetch
+exactly these (configs, tokenizer files, one safetensors file per component) and nothing else: no pickles, no
+single-file copies.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ import re
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
-from ..kinds import KIND_DEFAULTS
+from ..families import FAMILIES
+from ..kinds import KIND_DEFAULTS, VIDEO, folder_kind
 from .files import file_sha256
 
-# Per kind: component folder -> file stem of its weights. A "*" in a folder is a glob for the download
-# (SDXL has text_encoder and text_encoder_2); the folders a model really has come from its model_index.json.
-KIND_COMPONENTS = {
-    "svd": {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "image_encoder": "model"},
+# Per kind that is not a video family (each family lists its own: families/): component folder -> file stem of
+# its weights. A "*" in a folder is a glob for the download (SDXL has text_encoder and text_encoder_2); the
+# folders a model really has come from its model_index.json.
+OTHER_COMPONENTS = {
     "text-to-image": {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder*": "model"},
 }
 CONFIG_PATTERNS = ["model_index.json", "*/config.json", "*/scheduler_config.json", "*/preprocessor_config.json"]
 # Tokenizers are small text files (vocab.json, merges.txt, tokenizer.json, their configs).
-KIND_EXTRA_PATTERNS = {"svd": [], "text-to-image": ["tokenizer*/*.json", "tokenizer*/*.txt"]}
+EXTRA_PATTERNS = {"text-to-image": ["tokenizer*/*.json", "tokenizer*/*.txt"]}
 PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 
 
@@ -31,13 +33,29 @@ def _suffix(variant: str | None) -> str:
     return f".{variant}.safetensors" if variant else ".safetensors"
 
 
-def allow_patterns(variant: str | None, kind: str = "svd") -> list[str]:
+def candidate_components(kind: str) -> list[dict[str, str]]:
+    """The component tables a model of `kind` may have: one, or for VIDEO (a model of any family) each family's."""
+    if kind == VIDEO:
+        return [dict(family.components) for family in FAMILIES.values()]
+    if kind in FAMILIES:
+        return [dict(FAMILIES[kind].components)]
+    return [OTHER_COMPONENTS[kind]]
+
+
+def kind_components(kind: str, folder: Path | None = None) -> dict[str, str]:
+    """Component folder -> weights stem of a model of `kind` (VIDEO: of the family `folder` holds, else of all)."""
+    if kind == VIDEO and folder is not None:
+        kind = folder_kind(folder) or kind
+    return {name: stem for table in candidate_components(kind) for name, stem in table.items()}
+
+
+def allow_patterns(variant: str | None, kind: str) -> list[str]:
     """The files svd downloads: configs, tokenizer files and one safetensors file per component."""
-    weights = [f"{folder}/{stem}{_suffix(variant)}" for folder, stem in KIND_COMPONENTS[kind].items()]
-    return CONFIG_PATTERNS + KIND_EXTRA_PATTERNS[kind] + weights
+    weights = [f"{folder}/{stem}{_suffix(variant)}" for folder, stem in kind_components(kind).items()]
+    return CONFIG_PATTERNS + EXTRA_PATTERNS.get(kind, []) + weights
 
 
-def weight_components(folder: Path | None, kind: str = "svd") -> dict[str, str]:
+def weight_components(folder: Path | None, kind: str) -> dict[str, str]:
     """The component folders whose weights a model of `kind` in `folder` needs (globs expanded by its index)."""
     components = {}
     listed: set[str] = set()
@@ -47,7 +65,7 @@ def weight_components(folder: Path | None, kind: str = "svd") -> dict[str, str]:
             listed = {k for k, v in index.items() if isinstance(v, list) and v[0] is not None}
         except (OSError, ValueError, AttributeError):
             listed = set()
-    for name, stem in KIND_COMPONENTS[kind].items():
+    for name, stem in kind_components(kind, folder).items():
         if name.endswith("*"):
             matches = sorted(k for k in listed if k.startswith(name[:-1])) or [name[:-1]]
             components.update({m: stem for m in matches})
@@ -56,7 +74,7 @@ def weight_components(folder: Path | None, kind: str = "svd") -> dict[str, str]:
     return components
 
 
-def detect_variant(folder: Path, kind: str = "svd") -> str | None:
+def detect_variant(folder: Path, kind: str) -> str | None:
     """'fp16' when every component has an fp16 safetensors file, else None (plain safetensors)."""
     components = weight_components(folder, kind)
     if all((folder / f / f"{stem}.fp16.safetensors").is_file() for f, stem in components.items()):
@@ -64,14 +82,14 @@ def detect_variant(folder: Path, kind: str = "svd") -> str | None:
     return None
 
 
-def is_complete(folder: Path, variant: str | None, kind: str = "svd") -> bool:
+def is_complete(folder: Path, variant: str | None, kind: str) -> bool:
     if not (folder / "model_index.json").is_file():
         return False
     components = weight_components(folder, kind)
     return all((folder / f / f"{stem}{_suffix(variant)}").is_file() for f, stem in components.items())
 
 
-def check_model_folder(folder: Path, variant: str | None = None, kind: str = "svd") -> None:
+def check_model_folder(folder: Path, variant: str | None, kind: str) -> None:
     """Refuse a folder that is not a complete pipeline of `kind` in diffusers layout, or that holds only pickles."""
 
     option = KIND_DEFAULTS[kind]["option"]
@@ -212,10 +230,10 @@ def _span(name: str, info) -> tuple[int, int]:
     return begin, end
 
 
-def weight_files(folder: Path, variant: str | None, kind: str = "svd") -> list[Path]:
+def weight_files(folder: Path, variant: str | None, kind: str) -> list[Path]:
     """The safetensors file of every component that svd loads from `folder`."""
     files = []
-    for component, stem in KIND_COMPONENTS[kind].items():
+    for component, stem in weight_components(folder, kind).items():
         wanted = folder / component / (f"{stem}.{variant}.safetensors" if variant else f"{stem}.safetensors")
         files.append(wanted if wanted.is_file() else next(iter(sorted((folder / component).glob("*.safetensors"))),
                                                           wanted))  # fmt: skip
@@ -243,9 +261,7 @@ def hash_problem(path: Path) -> str | None:
     return None
 
 
-def damaged_files(
-    folder: Path, variant: str | None, kind: str = "svd", *, hashes: bool = False
-) -> list[tuple[Path, str]]:
+def damaged_files(folder: Path, variant: str | None, kind: str, *, hashes: bool = False) -> list[tuple[Path, str]]:
     """(file, what is wrong) for every weights file that would not load; `hashes` also checks content hashes."""
     problems = []
     for path in weight_files(folder, variant, kind):

@@ -7,9 +7,10 @@ tiny model exercise the loading code users run. Only safetensors are read (`use_
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError, OptionError, first_line
+from ..families import FAMILIES
 from ..options import DTYPES
 from .adapters import ADAPTERS
 from .architectures import ARCHITECTURES
@@ -21,7 +22,6 @@ from .single_file import load_single_file
 if TYPE_CHECKING:
     import torch
 
-    from .adapters import SVDAdapter, TextToImageAdapter
     from .sources import ModelSource
 
 DEVICES = ("auto", "cuda", "cpu", "mps")
@@ -77,13 +77,14 @@ def load_model(
     dtype: torch.dtype,
     unet: Path | None = None,
     loras: list[tuple[Path, float]] | None = None,
-) -> SVDAdapter | TextToImageAdapter:
+) -> Any:
     """Read the model's components from `source.path` (safetensors only) onto the CPU, behind its adapter.
 
-    SVD folders load as `StableVideoDiffusionPipeline`, text-to-image folders with diffusers'
-    `AutoPipelineForText2Image` (whichever pipeline their model_index.json names); a single-file SVD
-    checkpoint is converted while loading. `unet` (or the registry entry's own UNet, e.g. AnimateLCM's)
-    replaces the model's UNet, which is then not read at all; `loras` are applied to the UNet last.
+    A family's folder loads as the pipeline class its family names (SVD: `StableVideoDiffusionPipeline`),
+    text-to-image folders with diffusers' `AutoPipelineForText2Image` (whichever pipeline their
+    model_index.json names); a single-file SVD checkpoint is converted while loading. `unet` (or the registry
+    entry's own UNet, e.g. AnimateLCM's) replaces the model's UNet, which is then not read at all; `loras` are
+    applied to the UNet last.
     """
 
     unet = unet or source.unet
@@ -94,15 +95,16 @@ def load_model(
     if source.is_file:
         with quiet_transformers():
             pipe = load_single_file(source.path, source.single_file["arch"], dtype, unet=replacement)
-        return _finish(ADAPTERS[source.kind](source, pipe, device, dtype), loras, dtype)
+        return _finish(_adapter(source, pipe, device, dtype), loras, dtype)
     check_model_folder(source.path, source.variant, source.kind)
     for path, problem in damaged_files(source.path, source.variant, source.kind):
         raise ModelLoadError(f"{path} {problem}; {source.repair_advice()}.", path=path)
     try:
         with quiet_transformers():
-            from diffusers import AutoPipelineForText2Image, StableVideoDiffusionPipeline
+            from diffusers import AutoPipelineForText2Image
 
-            loader = StableVideoDiffusionPipeline if source.kind == "svd" else AutoPipelineForText2Image
+            family = FAMILIES.get(source.kind)
+            loader = family.pipeline_class() if family is not None else AutoPipelineForText2Image
             extra = {"safety_checker": None} if _lists(source.path, "safety_checker") else {}
             if replacement is not None:
                 extra["unet"] = replacement
@@ -114,7 +116,7 @@ def load_model(
                 local_files_only=True,
                 **extra,
             )
-            adapter = ADAPTERS[source.kind](source, pipe, device, dtype)
+            adapter = _adapter(source, pipe, device, dtype)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(
             f"Could not load the model in {source.path} ({type(exc).__name__}: {first_line(exc, 'no details')[:200]}); "
@@ -127,6 +129,13 @@ def load_model(
     return _finish(adapter, loras, dtype)
 
 
+def _adapter(source: ModelSource, pipe, device: torch.device, dtype: torch.dtype):
+    """The loaded pipeline behind its family's adapter (or its kind's)."""
+    if source.kind in FAMILIES:
+        return FAMILIES[source.kind].adapter(source, pipe, device, dtype)
+    return ADAPTERS[source.kind](source, pipe, device, dtype)
+
+
 def _lists(folder, component: str) -> bool:
     """Whether the pipeline in `folder` has `component` (SD 1.x's safety checker, which svd does not download)."""
     import json
@@ -137,7 +146,7 @@ def _lists(folder, component: str) -> bool:
         return False
 
 
-def _finish(model: SVDAdapter, loras, dtype) -> SVDAdapter:
+def _finish(model, loras, dtype):
     if loras:
         apply_loras(model.unet, loras, dtype)
     return model

@@ -32,6 +32,7 @@ from .quiet import quiet_transformers
 if TYPE_CHECKING:
     import torch
 
+FAMILY = "svd"  # the model family (families/) whose single files these are
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 VAE_ENCODER_PREFIX = "conditioner.embedders.3.encoder."

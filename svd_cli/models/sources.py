@@ -13,7 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
-from ..kinds import FILE_KINDS, KIND_DEFAULTS, folder_defaults, folder_kind, kind_defaults
+from ..families import FAMILIES
+from ..kinds import FILE_KINDS, KIND_DEFAULTS, VIDEO, folder_defaults, folder_kind, kind_defaults
 from ..paths import cache_dir
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
@@ -22,6 +23,7 @@ from .hub import cached_file, cached_snapshot, download_file, download_snapshot,
 from .layout import check_model_folder, damaged_files, detect_variant, hash_problem, safetensors_problem
 from .post import check_weights_file
 from .quiet import quiet_transformers
+from .single_file import FAMILY as SINGLE_FILE_FAMILY
 from .single_file import check_svd_file, frames_for, load_single_file, match_architecture, read_header
 from .tiny import ensure_tiny_file, ensure_tiny_model, tiny_file, tiny_model_dir
 
@@ -34,12 +36,12 @@ class ModelSource:
 
     name: str
     path: Path
+    kind: str  # the model's family (svd), or another kind (text-to-image, upscaler, interpolator): kinds.py
     repo: str | None = None
     revision: str | None = None
     commit: str | None = None
     variant: str | None = None
     entry: ModelEntry | None = None
-    kind: str = "svd"
     single_file: dict | None = None  # a single-file checkpoint: {"path", "size", "sha256"} (and its "arch")
     unet: Path | None = None  # a UNet file that replaces the model's (a registry entry's, e.g. AnimateLCM's)
 
@@ -69,7 +71,7 @@ class ModelSource:
         """The default of every setting the model decides (registry entry, else the folder's own configs)."""
         if self.entry:
             return dict(self.entry.defaults)
-        if self.is_file and self.kind == "svd":
+        if self.is_file and self.kind not in FILE_KINDS:  # a single-file checkpoint: its header decides
             return file_defaults(self.path)
         return folder_defaults(self.path, self.kind)
 
@@ -78,7 +80,12 @@ class ModelSource:
         return repair_advice(self.name, self.entry, downloaded=self.repo is not None)
 
 
-EXAMPLE_REPOS = {"svd": "stabilityai/stable-video-diffusion-img2vid-xt", "text-to-image": "stabilityai/sdxl-turbo"}
+EXAMPLE_REPOS = {VIDEO: "stabilityai/stable-video-diffusion-img2vid-xt", "text-to-image": "stabilityai/sdxl-turbo"}
+
+
+def fits(found: str, wanted: str) -> bool:
+    """Whether a model of kind `found` is what a setting asking for `wanted` takes (VIDEO: any family's)."""
+    return found == wanted or (wanted == VIDEO and found in FAMILIES)
 
 
 def repair_advice(name: str, entry: ModelEntry | None, downloaded: bool) -> str:
@@ -102,8 +109,8 @@ def resolve_model(
 ) -> ModelSource:
     """Turn a model name, folder or repo id into a local folder, downloading (with progress) when needed.
 
-    `kind` is the kind the caller needs ("svd" for `model`, "text-to-image" for `image_model`); a model of
-    another kind is a usage error. None takes any kind (`svd weights pull`). `repair` (svd weights pull)
+    `kind` is the kind the caller needs (VIDEO, any family's, for `model`; "text-to-image" for `image_model`); a
+    model of another kind is a usage error. None takes any kind (`svd weights pull`). `repair` (svd weights pull)
     checks every weights file of a downloaded model, hashes included, and downloads damaged ones again. The
     built-in models are always checked and rebuilt if damaged.
     """
@@ -132,13 +139,13 @@ def resolve_model(
             source = replace(source, unet=_entry_file(entry, entry.unet_repo, entry.unet_file, download, progress))
         return source
 
-    kind = kind or "svd"
+    kind = kind or VIDEO
     path = Path(spec).expanduser()
     if path.is_dir():
         kind = folder_kind(path) or kind
         variant = detect_variant(path, kind)
         check_model_folder(path, variant, kind)
-        return ModelSource(name=path.name, path=path.resolve(), variant=variant, kind=kind)
+        return ModelSource(name=path.name, path=path.resolve(), kind=kind, variant=variant)
     if path.is_file():
         return resolve_single_file(path, progress)
     imported = imported_model(spec)
@@ -195,7 +202,7 @@ def resolve_file_model(
 
 def _names_of(kind: str) -> list[str]:
     """What a setting taking a model of `kind` accepts by name: its built-in methods, then the registry's models."""
-    return [*KIND_DEFAULTS[kind].get("methods", ()), *(n for n in model_names() if get_entry(n).kind == kind)]
+    return [*KIND_DEFAULTS[kind].get("methods", ()), *(n for n in model_names() if fits(get_entry(n).kind, kind))]
 
 
 def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
@@ -204,44 +211,53 @@ def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
     Needs no network: a name of the wrong kind, a folder holding the wrong kind of pipeline, or something that
     is neither a name, a folder nor a repo id are refused before any work.
     """
-    option = KIND_DEFAULTS[kind or "svd"]["option"]
     entry = get_entry(spec)
     path = Path(spec).expanduser()
     found = entry.kind if entry is not None else (folder_kind(path) if path.is_dir() else None)
-    if kind is not None and found is not None and found != kind:
-        role, wanted = KIND_DEFAULTS[found]["role"], KIND_DEFAULTS[kind]["role"]
-        names = ", ".join(_names_of(kind))
-        places = KIND_DEFAULTS[kind]["places"]
-        raise UsageError(
-            f"{ref(option)} {spec}: {role}, but this setting takes {wanted} ({names}, {places}).",
-            option=option,
-            value=spec,
-        )
+    if kind is not None and found is not None:
+        check_found(spec, found, kind)
     if (
         entry is None
         and not path.exists()
         and imported_model(spec) is None
         and (_looks_like_path(spec) or not _REPO_ID.match(spec))
     ):
-        names = ", ".join(n for n in model_names() if kind is None or get_entry(n).kind == kind)
-        places = "an existing folder or safetensors file, or" if (kind or "svd") == "svd" else "an existing folder or"
+        option = KIND_DEFAULTS[kind or VIDEO]["option"]
+        names = ", ".join(n for n in model_names() if kind is None or fits(get_entry(n).kind, kind))
+        video = fits(kind or VIDEO, VIDEO)
+        places = "an existing folder or safetensors file, or" if video else "an existing folder or"
         raise UsageError(
             f"{ref(option)} {spec}: not a model name ({names}), {places} a Hub repo id like "
-            f"{EXAMPLE_REPOS[kind or 'svd']}.",
+            f"{EXAMPLE_REPOS[VIDEO if video else kind]}.",
             option=option,
             value=spec,
         )
     return entry
 
 
-def peek_defaults(spec: str, kind: str = "svd") -> dict | None:
+def check_found(spec: str, found: str, kind: str) -> None:
+    """A usage error if `spec`, a model of kind `found`, is not what a setting asking for `kind` takes."""
+    if fits(found, kind):
+        return
+    option = KIND_DEFAULTS[kind]["option"]
+    role, wanted = KIND_DEFAULTS[found]["role"], KIND_DEFAULTS[kind]["role"]
+    names = ", ".join(_names_of(kind))
+    places = KIND_DEFAULTS[kind]["places"]
+    raise UsageError(
+        f"{ref(option)} {spec}: {role}, but this setting takes {wanted} ({names}, {places}).",
+        option=option,
+        value=spec,
+    )
+
+
+def peek_defaults(spec: str, kind: str) -> dict | None:
     """The model's defaults if they can be known without the network (registry, folder, cache), else None."""
     entry = get_entry(spec)
     if entry is not None:
         return dict(entry.defaults)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return folder_defaults(path, kind)
+        return _known_folder_defaults(path, kind)
     if path.is_file():
         return file_defaults(path)
     imported = imported_model(spec)
@@ -249,8 +265,14 @@ def peek_defaults(spec: str, kind: str = "svd") -> dict | None:
         return imported.defaults()
     if _REPO_ID.match(spec):
         folder = cached_snapshot(spec, "main", None, kind) or cached_snapshot(spec, "main", "fp16", kind)
-        return folder_defaults(folder, kind) if folder else None
+        return _known_folder_defaults(folder, kind) if folder else None
     return None
+
+
+def _known_folder_defaults(folder: Path, kind: str) -> dict | None:
+    """The defaults of a folder of `kind` (VIDEO: of the family it holds), None when its kind is unknown."""
+    found = folder_kind(folder) if kind == VIDEO else kind
+    return folder_defaults(folder, found) if found in KIND_DEFAULTS else None
 
 
 def on_disk(spec: str) -> bool:
@@ -261,7 +283,7 @@ def on_disk(spec: str) -> bool:
     if Path(spec).expanduser().exists() or _looks_like_path(spec) or not _REPO_ID.match(spec):
         return True  # a folder, or not a repo id at all: resolving it says what is wrong, nothing downloads
 
-    return cached_snapshot(spec, "main", None) is not None or cached_snapshot(spec, "main", "fp16") is not None
+    return any(cached_snapshot(spec, "main", variant, VIDEO) is not None for variant in (None, "fp16"))
 
 
 def missing_folder(spec: str) -> bool:
@@ -317,7 +339,7 @@ def weights_status() -> list[dict]:
     local = dict(downloaded=True, download_gb=0.0, gated=False)
     for row in imported_models():
         folder = Path(row["path"])
-        frames = folder_defaults(folder)["frames"]
+        frames = folder_defaults(folder, SINGLE_FILE_FAMILY)["frames"]
         rows.append({"name": row["name"], "frames": frames, "repo": "imported", "size_bytes": disk_size(folder),
                      "path": str(folder), "source": row["source"], **local})  # fmt: skip
     for row in seen_files():
@@ -339,13 +361,13 @@ def verify_models(spec: str | None = None) -> list[dict]:
     for name in specs:
         entry = get_entry(name)
         path = Path(name).expanduser()
-        kind = entry.kind if entry is not None else (folder_kind(path) if path.is_dir() else None) or "svd"
+        kind = entry.kind if entry is not None else (folder_kind(path) if path.is_dir() else None) or VIDEO
         if entry is not None:
             folder, variant, downloaded = local_snapshot(entry), entry.variant, entry.repo is not None
         elif path.is_dir():
             folder, variant, downloaded = path, detect_variant(path, kind), False
         elif _REPO_ID.match(name) and not _looks_like_path(name):
-            folder = cached_snapshot(name, "main", None) or cached_snapshot(name, "main", "fp16")
+            folder = cached_snapshot(name, "main", None, kind) or cached_snapshot(name, "main", "fp16", kind)
             variant, downloaded = (detect_variant(folder, kind) if folder else None), True
         else:
             raise UsageError(f"{name}: not a model name ({', '.join(model_names())}), a folder or a Hub repo id.")
@@ -388,7 +410,7 @@ def file_defaults(path: Path) -> dict:
     """Defaults of a single-file checkpoint (checked from its header, no weights read): 25 frames for XT files."""
 
     check_svd_file(read_header(path))
-    defaults = kind_defaults("svd")
+    defaults = kind_defaults(SINGLE_FILE_FAMILY)
     defaults["frames"] = frames_for(path)
     return defaults
 
@@ -405,8 +427,9 @@ def resolve_single_file(path: Path, progress: Progress) -> ModelSource:
     folder = imported_folder(identity["sha256"])
     if folder is not None:
         progress.note(f"Using the imported copy of {path.name} ({folder})")
-        return ModelSource(name=path.stem, path=folder, variant=detect_variant(folder), single_file=identity)
-    return ModelSource(name=path.stem, path=path.resolve(), single_file=identity)
+        return ModelSource(name=path.stem, path=folder, kind=SINGLE_FILE_FAMILY,
+                           variant=detect_variant(folder, SINGLE_FILE_FAMILY), single_file=identity)  # fmt: skip
+    return ModelSource(name=path.stem, path=path.resolve(), kind=SINGLE_FILE_FAMILY, single_file=identity)
 
 
 # --- imported single files: diffusers layout in svd's cache ---------------------------------------------------
@@ -444,7 +467,9 @@ def imported_model(name: str) -> ModelSource | None:
     for row in imported_models():
         if row["name"] == name:
             folder = Path(row["path"])
-            return ModelSource(name=name, path=folder, variant=detect_variant(folder), single_file=row["source"])
+            variant = detect_variant(folder, SINGLE_FILE_FAMILY)
+            return ModelSource(name=name, path=folder, kind=SINGLE_FILE_FAMILY, variant=variant,
+                               single_file=row["source"])  # fmt: skip
     return None
 
 
@@ -522,7 +547,7 @@ def _resolve_repo(
     entry: ModelEntry | None,
     download: bool,
     progress: Progress,
-    kind: str = "svd",
+    kind: str,
     repair: bool = False,
 ) -> ModelSource:
 
@@ -545,6 +570,10 @@ def _resolve_repo(
             name, repo, revision, variant, gated=bool(entry and entry.gated),
             download_gb=entry.download_gb if entry else 0.0, progress=progress, kind=kind,
         )  # fmt: skip
+    if kind == VIDEO:  # a repo id: the family is the one its model_index.json names
+        found = folder_kind(folder) or kind
+        check_found(name, found, kind)
+        kind = found
     check_model_folder(folder, variant, kind)
     if repair and (damaged := damaged_files(folder, variant, kind, hashes=True)):
         path, problem = damaged[0]

@@ -19,13 +19,14 @@ import tempfile
 from pathlib import Path
 
 from ..paths import cache_dir
-from .architectures import build_random_pipeline, build_tiny_text_to_image
+from .architectures import FAMILY, build_random_pipeline, build_tiny_text_to_image
 from .layout import damaged_files, safetensors_problem
 from .quiet import quiet_transformers
 from .upscaler import build_upscaler_network
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
 TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1}
+TINY_FOLDER_KINDS = {"tiny": FAMILY, "tiny-t2i": "text-to-image"}  # the built-in models in diffusers layout
 TINY_SEED = 20231121
 
 
@@ -41,7 +42,7 @@ def _build(name: str):
 def ensure_tiny_model(name: str = "tiny") -> Path:
     """Build a built-in model into the cache once (again if a file of it is damaged); later calls return it."""
 
-    kind = "text-to-image" if name == "tiny-t2i" else "svd"
+    kind = TINY_FOLDER_KINDS[name]
     target = tiny_model_dir(name)
     if (target / "model_index.json").is_file() and not damaged_files(target, None, kind):
         return target

@@ -50,9 +50,9 @@ from pathlib import Path
 
 from .._version import __version__
 from ..errors import UsageError, first_line, ref
+from ..families import FAMILIES
 from ..memory.profiles import PROFILE_ORDER, MemoryPlan, gib, plan_for
-from ..models.adapters import SVDAdapter
-from ..models.architectures import ARCHITECTURES, SVD_SCHEDULER
+from ..models.architectures import ARCHITECTURES, FAMILY, SVD_SCHEDULER
 from ..models.loading import dtype_name
 from ..models.quiet import quiet_transformers
 from ..models.sources import ModelSource
@@ -852,8 +852,8 @@ def _simulated_pipeline(arch: Architecture, dtype, math_attention: bool) -> Iter
 
 def _settings(job: Job):
     # The animate stage decides from the settings whether a step runs the UNet on one batch or on two (CFG).
-    return GenerationSettings.kind_defaults(frames=job.frames, steps=1, seed=0, width=job.width, height=job.height,
-                                            max_cfg=3.0 if job.guided else 1.0)  # fmt: skip
+    return GenerationSettings.kind_defaults(FAMILY, frames=job.frames, steps=1, seed=0, width=job.width,
+                                            height=job.height, max_cfg=3.0 if job.guided else 1.0)  # fmt: skip
 
 
 def _image(job: Job):
@@ -882,7 +882,7 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     device = torch.device("meta")
     math = job.gpu != "cuda" or plan.attention == "sliced"
     with _simulated_pipeline(arch, dtype, math) as (counter, pipe):
-        model = SVDAdapter(ModelSource(name=arch.name, path=Path(".")), pipe, device, dtype)
+        model = FAMILIES[FAMILY].adapter(ModelSource(name=arch.name, path=Path("."), kind=FAMILY), pipe, device, dtype)
         meter = _StageMeter(counter)
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
         animator = Animator(model, plan)

@@ -1,4 +1,4 @@
-"""Samplers besides diffusers' Euler: the consistency sampler AnimateLCM-SVD was distilled for.
+"""The SVD family's sampler besides diffusers' Euler: the consistency sampler AnimateLCM-SVD was distilled for.
 
 AnimateLCM-SVD-xt (Wang et al., "AnimateLCM", 2024) is SVD-XT's UNet distilled into a consistency model: from
 any noise level it predicts the clean video in one call. Sampling takes a few of those predictions, each
