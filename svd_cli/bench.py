@@ -139,9 +139,10 @@ def run_bench(
     from .io.images import fit_image
 
     rows = [r.strip() for r in rows if r.strip()]
-    unknown = [r for r in rows if r not in PROFILE_ORDER and r not in ANCHORS]
+    unknown = [r for r in rows if r not in ANCHORS and _lever_row(r) is None]
     if unknown:
-        raise OptionError("profiles", unknown[0], f"rows are {', '.join(PROFILE_ORDER + ANCHORS)}.")
+        raise OptionError("profiles", unknown[0], f"rows are {', '.join(PROFILE_ORDER + ANCHORS)}, or a profile "
+                          "with the feature cache, e.g. high+cache3.")  # fmt: skip
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else _cpu_name()
@@ -167,8 +168,9 @@ def run_bench(
     for round_ in range(repeat):
         for row in rows:
             progress.note(f"Row {row}" + (f" (round {round_ + 1} of {repeat})" if repeat > 1 else "") + "...")
-            if row in PROFILE_ORDER:
-                result = _run_ours(model, row, image, settings, meter)
+            if row not in ANCHORS:
+                profile, cache = _lever_row(row)
+                result = _run_ours(model, profile, image, settings.replace(cache=cache), meter, row)
             else:
                 result = _run_diffusers(model, row, image, settings, meter)
             runs[row].append(result)
@@ -203,7 +205,17 @@ def run_bench(
     return report
 
 
-def _run_ours(model, profile: str, image, settings, meter: PeakMemory) -> dict:
+def _lever_row(row: str) -> tuple[str, int] | None:
+    """(profile, cache interval) of one of our rows: a profile ("high"), or a profile with the feature cache on
+    ("high+cache3"); None for anything else."""
+    profile, _, lever = row.partition("+")
+    interval = re.fullmatch(r"cache([2-9]|10)", lever)
+    if profile not in PROFILE_ORDER or (lever and interval is None):
+        return None
+    return profile, int(interval.group(1)) if interval else 1
+
+
+def _run_ours(model, profile: str, image, settings, meter: PeakMemory, name: str | None = None) -> dict:
     from .stages.animate import Animator
 
     plan = plan_for(profile)
@@ -221,7 +233,8 @@ def _run_ours(model, profile: str, image, settings, meter: PeakMemory) -> dict:
     memory = meter.read()
     animator.placement.release()
     estimate = estimate_peak_bytes(plan, job_shape(model, settings.frames, settings.width, settings.height))
-    return _row(profile, plan.savers(), seconds, clock, settings.steps, memory, error, estimate, cpu_seconds)
+    savers = plan.savers() + ([f"feature cache {settings.cache}"] if settings.cache > 1 else [])
+    return _row(name or profile, savers, seconds, clock, settings.steps, memory, error, estimate, cpu_seconds)
 
 
 def _run_diffusers(model, row: str, image, settings, meter: PeakMemory) -> dict:

@@ -275,6 +275,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("sampler", str, "euler (SVD's own) or animatelcm (the consistency sampler for AnimateLCM UNets, 1-8 "
            "steps) [default: the model's].", from_model=True, choices=SAMPLERS,
            recipe="settings.sampler", example="animatelcm"),
+    Option("cache", int, "Feature reuse (DeepCache): every Nth denoising step runs the whole UNet and the steps "
+           "between reuse its deep features, running only its outer layers; 1 is off, 3 is the authors' choice "
+           "for SVD's 25 Euler steps (faster, some detail lost; with animatelcm's few steps each reused step is a "
+           "bigger share).", default=1, range=(1, 10), recipe="settings.cache", example="3"),
     Option("min_cfg", float, "Guidance scale of the first frame [default: the model's, 1.0].", from_model=True,
            range=(0.0, 30.0), recipe="settings.min_cfg", example="1.5"),
     Option("max_cfg", float, "Guidance scale of the last frame [default: the model's, 3.0].", from_model=True,
@@ -522,8 +526,11 @@ def with_defaults(req: Request, defaults: Mapping[str, Any]) -> dict[str, Any]:
 class GenerationSettings:
     """Everything that decides the frames besides the model and the image: the generation options, seed, size."""
 
-    FIELDS = (*GENERATION, "seed", "width", "height")
-    IMPLIED = {"sampler": "euler"}  # SVD's own sampler, when a caller does not name one
+    FIELDS = (*GENERATION, "seed", "width", "height", "cache")
+    IMPLIED = {"sampler": "euler", "cache": 1}  # SVD's own sampler, no feature cache: when a caller names none
+    # Speed levers at their off value are left out of records (`as_dict`): such a video is made as before the
+    # lever existed, and a recipe without it replays it off.
+    OFF = {"cache": 1}
 
     def __init__(self, **values: Any):
         values = {**self.IMPLIED, **values}
@@ -561,7 +568,7 @@ class GenerationSettings:
         return cls(**{name: defaults[name] for name in GENERATION if name in defaults} | values)
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self._values)
+        return {name: value for name, value in self._values.items() if name not in self.OFF or value != self.OFF[name]}
 
 
 # --- a request from every source -------------------------------------------------------------------------
@@ -642,7 +649,7 @@ def recipe_input(recipe: dict, where: str) -> str:
 
 def recorded_settings(req: Request) -> dict[str, Any]:
     """The request's values of the options the recipe keeps under "settings" besides the generation settings."""
-    skip = {*GENERATION, "seed", "size"}  # written from GenerationSettings (seed, width, height included)
+    skip = {*GENERATION, "seed", "size", "cache"}  # written from GenerationSettings (seed, width, height, cache)
     return {o.name: getattr(req, o.name) for o in OPTIONS if o.recipe == f"settings.{o.name}" and o.name not in skip}
 
 

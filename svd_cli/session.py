@@ -157,7 +157,7 @@ class Session:
                 f"the animatelcm sampler takes 1-8 steps (4 is its default); use {ref('sampler')} euler for more.",
                 allowed=(1, 8),
             )  # fmt: skip
-        return GenerationSettings(**values, seed=seed, width=size[0], height=size[1])
+        return GenerationSettings(**values, seed=seed, width=size[0], height=size[1], cache=self.request.cache)
 
     def first_frame_from_file(self, path) -> FirstFrame:
         from .stages import first_frame

@@ -35,7 +35,11 @@ def bench(
     size: Annotated[str, typer.Option("--size", help="WIDTHxHEIGHT.")] = "1024x576",
     steps: Annotated[int, typer.Option("--steps", help="Denoising steps per run.")] = 25,
     profiles: Annotated[
-        str, typer.Option("--profiles", help="Comma-separated rows: profiles and diffusers anchors.")
+        str,
+        typer.Option(
+            "--profiles",
+            help="Comma-separated rows: profiles (high, or high+cache3 with the feature cache) and diffusers anchors.",
+        ),
     ] = "high,balanced,low,min,diffusers,diffusers-lowmem",
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, fp16, bf16 or fp32.")] = "auto",

@@ -68,7 +68,7 @@ class PlanReport:
     def flops(self, row: Simulation) -> int:
         """FLOPs of the whole video: every clip's animate pass, then the upscaler on every frame."""
         return (
-            self.chain.clips * row.flops(self.steps)
+            self.chain.clips * row.flops(self.steps, self.job.cache)
             + self.chain.upscaled_frames * self.upscale.get(row.name, (0, 0))[1]
         )
 
@@ -94,6 +94,9 @@ class PlanReport:
             )
         peaks = ", ".join(f"{g} {t:g}" for g, t in GPU_FP16_TFLOPS.items())
         cfg = "" if self.job.guided else " without CFG"
+        if self.job.cache > 1:
+            cfg += (f", feature cache {self.job.cache} (one full step in {self.job.cache}; diffusers' recipes "
+                    "without)")  # fmt: skip
         notes = [
             f"Simulated on fake tensors: peak live tensor bytes on a CUDA GPU and FLOPs for {self.job.frames} frames "
             f"{self.job.width}x{self.job.height} {self.job.dtype}, {self.steps} steps{cfg}; no weights loaded.",
@@ -111,7 +114,7 @@ class PlanReport:
         return headers, rows, notes
 
     def row_json(self, row: Simulation) -> dict:
-        data = row.as_json(self.steps)
+        data = row.as_json(self.steps, self.job.cache)
         if self.chain.plain:
             return data
         peak, flops = self.peak_bytes(row), self.flops(row)
@@ -158,6 +161,7 @@ def plan_report(
     upscale: int = 1,
     upscaler: str = "realesrgan-x2",
     interpolate: int = 1,
+    cache: int = 1,
 ) -> PlanReport:
     """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
     `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes).
@@ -172,7 +176,7 @@ def plan_report(
     steps = steps or defaults.get("steps") or 25
     max_cfg = max_cfg if max_cfg is not None else defaults.get("max_cfg", 3.0)
     size = size or (1024, 576)
-    job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0)
+    job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0, cache=cache)
     post = Request(loop=loop, loop_frames=loop_frames, upscale=upscale, upscaler=upscaler, interpolate=interpolate,
                    watermark=False)  # fmt: skip
     chain = _chain(job, extend, post)

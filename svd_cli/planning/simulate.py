@@ -183,6 +183,7 @@ class Job:
     dtype: str = "fp16"  # fp16 | bf16 | fp32
     gpu: str = "cuda"  # cuda: flash / memory-efficient SDPA; mps: the math kernel everywhere
     guided: bool = True  # classifier-free guidance (max cfg above 1): two UNet batches a step, else one
+    cache: int = 1  # the feature cache's interval (1: off); above 1 a reuse step is simulated after the full one
 
 
 @dataclass
@@ -192,25 +193,27 @@ class Simulation:
     name: str  # a profile or a diffusers recipe
     savers: list[str]
     peak_bytes: int  # of the whole video
-    stage_peak_bytes: dict[str, int]  # encode, step (one denoising step), decode
+    stage_peak_bytes: dict[str, int]  # encode, step (one full denoising step), reuse_step (with a cache), decode
     stage_flops: dict[str, int]
     weights_bytes: int  # every parameter at the run's dtype, wherever it lives
     seconds: float = 0.0  # how long the simulation took (0 when it came from the cache)
     cached: bool = False
 
-    def flops(self, steps: int) -> int:
-        """FLOPs of a whole video of `steps` denoising steps."""
+    def flops(self, steps: int, cache: int = 1) -> int:
+        """FLOPs of a whole video of `steps` denoising steps; with a feature cache every `cache`-th step is full
+        and the others are reuse steps (a row simulated without one, diffusers' recipes, has only full steps)."""
         f = self.stage_flops
-        return f["encode"] + steps * f["step"] + f["decode"]
+        full = -(-steps // cache) if "reuse_step" in f else steps
+        return f["encode"] + full * f["step"] + (steps - full) * f.get("reuse_step", 0) + f["decode"]
 
-    def as_json(self, steps: int) -> dict:
+    def as_json(self, steps: int, cache: int = 1) -> dict:
         data = asdict(self)
         data["steps"] = steps
-        data["flops"] = self.flops(steps)
-        data["tflops"] = round(self.flops(steps) / 1e12, 2)
+        data["flops"] = self.flops(steps, cache)
+        data["tflops"] = round(data["flops"] / 1e12, 2)
         data["peak_gib"] = round(self.peak_bytes / 2**30, 2)
         data["fits_gb"] = fits_cards(self.peak_bytes)
-        data["time_floor_seconds"] = time_floors(self.flops(steps))
+        data["time_floor_seconds"] = time_floors(data["flops"])
         return data
 
 
@@ -852,8 +855,10 @@ def _simulated_pipeline(arch: Architecture, dtype, math_attention: bool) -> Iter
 
 def _settings(job: Job):
     # The animate stage decides from the settings whether a step runs the UNet on one batch or on two (CFG).
-    return GenerationSettings.kind_defaults(FAMILY, frames=job.frames, steps=1, seed=0, width=job.width,
-                                            height=job.height, max_cfg=3.0 if job.guided else 1.0)  # fmt: skip
+    # With a feature cache, step 2 is a reuse step (step 1 is always full).
+    return GenerationSettings.kind_defaults(FAMILY, frames=job.frames, steps=2 if job.cache > 1 else 1, seed=0,
+                                            width=job.width, height=job.height, max_cfg=3.0 if job.guided else 1.0,
+                                            cache=job.cache)  # fmt: skip
 
 
 def _image(job: Job):
@@ -892,8 +897,14 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         animator._decode = replays.wrap(animator._decode, _SHARED_DECODES, decode_context)
         _replay_feed_forward_pieces(pipe.unet, replays)
         _replay_unet_blocks(pipe.unet, replays, job, math)
+
+        def after_step(step: int, steps: int, latents) -> None:
+            if step < steps:  # the full step is over; what follows is the cache's reuse step
+                meter.mark("reuse_step")
+
         with _replayed_tiles(replays):
-            decoded = _run_to_end(lambda: animator(_image(job), _settings(job), _progress_for(meter)), meter)
+            run = lambda: animator(_image(job), _settings(job), _progress_for(meter), on_step=after_step)  # noqa: E731
+            decoded = _run_to_end(run, meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
 
 
@@ -1062,6 +1073,7 @@ def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool =
     """The same for diffusers' `StableVideoDiffusionPipeline` with one of its documented recipes."""
     if recipe not in RECIPES:
         raise ValueError(f"recipe {recipe!r} is not one of {RECIPES}")
+    job = replace(job, cache=1)  # diffusers has no feature cache: its recipes are every row's baseline
     if not use_cache:
         return _quietly(_run_recipe, arch, recipe, job)
     return _cached(_cache_key(arch, {"recipe": recipe}, job), lambda: _quietly(_run_recipe, arch, recipe, job))
@@ -1072,14 +1084,17 @@ def cached_simulation(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulat
     return _read_cache(_cache_key(arch, {k: v for k, v in plan.describe().items() if k != "reason"}, job))
 
 
-def simulated_choice(model, free_bytes: int, frames: int, width: int, height: int, overrides: dict) -> MemoryPlan:
+def simulated_choice(
+    model, free_bytes: int, frames: int, width: int, height: int, overrides: dict, cache: int = 1
+) -> MemoryPlan:
     """The automatic memory choice from simulated peaks: the fastest profile that fits in `free_bytes`, for the
-    loaded `model` (its adapter) and the job. Profiles are simulated (or read from the cache) in order, fastest first,
-    and only until one fits. Raises if a simulation fails; the caller falls back to the analytic estimate."""
+    loaded `model` (its adapter) and the job (with the feature cache's kept features when `cache` is on). Profiles
+    are simulated (or read from the cache) in order, fastest first, and only until one fits. Raises if a simulation
+    fails; the caller falls back to the analytic estimate."""
 
     arch = architecture_of(model.pipe, model.source.name)
     gpu = "mps" if model.device.type == "mps" else "cuda"
-    job = Job(frames=frames, width=width, height=height, dtype=dtype_name(model.dtype), gpu=gpu)
+    job = Job(frames=frames, width=width, height=height, dtype=dtype_name(model.dtype), gpu=gpu, cache=cache)
     return pick_simulated(arch, job, free_bytes, overrides, simulate)
 
 

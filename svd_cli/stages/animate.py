@@ -157,12 +157,13 @@ class Animator:
         inputs = self._denoiser_inputs(conditioning, unconditional)
 
         # 6. Denoise: one denoiser call per step, two with CFG (see `_denoiser`). A consistency sampler adds fresh
-        #    noise between steps. Each step runs the video's step hooks (hooks/: the finite check, progress, the
-        #    caller's on_step) before the step, around the denoiser call and after the scheduler's update.
-        hooks = step_hooks(dtype=work, progress=progress, on_step=on_step)
+        #    noise between steps. Each step runs the video's step hooks (hooks/: the feature cache, the finite check,
+        #    progress, the caller's on_step) before the step, around the denoiser call and after the scheduler's
+        #    update; the feature cache's UNet runs only the outer layers on its reuse steps.
+        hooks = step_hooks(dtype=work, progress=progress, on_step=on_step, cache=settings.cache)
         hooks.start(len(scheduler.timesteps))
         with use("denoiser") as unet:
-            denoise = self._denoiser(unet, inputs, guidance)
+            denoise = self._denoiser(hooks.module(unet), inputs, guidance)
             for number, t in enumerate(scheduler.timesteps, start=1):
                 step = Step(number, len(scheduler.timesteps), t, latents)
                 hooks.before(step)

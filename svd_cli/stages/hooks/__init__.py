@@ -1,7 +1,8 @@
 """Step hooks: what runs on every denoising step beside the model (base.py), and the one list of them.
 
 A per-step feature is one module here and one line in `step_hooks`, which fixes the order they run in: the
-finite check first (nothing after it sees NaN latents), then progress, then the caller's callback.
+feature cache first (it decides what each denoiser call computes), the finite check (nothing after it sees NaN
+latents), then progress, then the caller's callback.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 
 from ...progress import Progress
 from .base import Denoiser, Step, StepHook, StepHooks
+from .cache import FeatureCache
 from .callback import OnStep, StepCallback
 from .finite import FiniteCheck, NonFiniteValues, finite
 from .progress import ReportProgress
@@ -17,9 +19,13 @@ from .progress import ReportProgress
 __all__ = ["Denoiser", "NonFiniteValues", "Step", "StepCallback", "StepHook", "StepHooks", "finite", "step_hooks"]
 
 
-def step_hooks(*, dtype: torch.dtype, progress: Progress, on_step: StepCallback | None = None) -> StepHooks:
-    """The hooks of one video, in the order they run; `dtype` is the denoiser's."""
-    hooks: list[StepHook] = [FiniteCheck(dtype), ReportProgress(progress)]
+def step_hooks(
+    *, dtype: torch.dtype, progress: Progress, on_step: StepCallback | None = None, cache: int = 1
+) -> StepHooks:
+    """The hooks of one video, in the order they run; `dtype` is the denoiser's, `cache` the feature cache's
+    interval (1: no cache)."""
+    hooks: list[StepHook] = [FeatureCache(cache)] if cache > 1 else []
+    hooks += [FiniteCheck(dtype), ReportProgress(progress)]
     if on_step is not None:
         hooks.append(OnStep(on_step))
     return StepHooks(hooks)

@@ -1,16 +1,18 @@
 """What a step hook is: code that runs on every denoising step beside the model, in a set order.
 
-`Animator.__call__` runs, for each step: every hook's `before`; the denoiser, wrapped by every hook's `around`
-(the first hook outermost); the scheduler's update; every hook's `after`. A hook reads the `Step` and may replace
-its `latents` (a mask blend does). The memory simulation runs the same loop on fake tensors, so a hook that makes a
-step cheaper (a feature cache's reuse step) or dearer is counted as it runs.
+`Animator.__call__` gives the denoiser module to every hook's `module` once (a hook may hand back a wrapper the
+family's denoiser call then calls instead), then runs, for each step: every hook's `before`; the denoiser,
+wrapped by every hook's `around` (the first hook outermost); the scheduler's update; every hook's `after`. A
+hook reads the `Step` and may replace its `latents` (a mask blend does). The memory simulation runs the same
+loop on fake tensors, so a hook that makes a step cheaper (a feature cache's reuse step) or dearer is counted as
+it runs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -36,6 +38,11 @@ class StepHook:
     def start(self, steps: int) -> None:
         """Before the first step of a video (`steps` steps to come)."""
 
+    def module(self, denoiser: Any) -> Any:
+        """The denoiser module the video's steps call (once, before the first step): `denoiser` itself, or an
+        object called with the same arguments (a feature cache's, which runs part of it on some steps)."""
+        return denoiser
+
     def before(self, step: Step) -> None:
         """Before the step's denoiser call."""
 
@@ -59,6 +66,11 @@ class StepHooks:
     def start(self, steps: int) -> None:
         for hook in self.hooks:
             hook.start(steps)
+
+    def module(self, denoiser: Any) -> Any:
+        for hook in reversed(self.hooks):
+            denoiser = hook.module(denoiser)
+        return denoiser
 
     def before(self, step: Step) -> None:
         for hook in self.hooks:
