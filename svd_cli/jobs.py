@@ -19,7 +19,15 @@ from .io.safety import OwnOutputs, check_outputs
 from .io.video import STYLED_MARK, output_suffix
 from .kinds import VIDEO
 from .models.sources import check_kind, peek_defaults
-from .options import Request, check_template, fill_template, random_seed, with_defaults
+from .options import (
+    MAX_VARIATIONS,
+    RANDOM_SEEDS,
+    Request,
+    check_template,
+    fill_template,
+    random_seed,
+    with_defaults,
+)
 from .session import Session
 from .stages.loop import check_loop
 
@@ -100,7 +108,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
     if prompts is not None:
         jobs = [
             Job(index=i, input=None, rel_dir=Path(), seed=seed, seed_fixed=fixed, prompt=text)
-            for i, (text, (seed, fixed)) in enumerate((t, s) for t in prompts for s in _seeds(req))
+            for i, (text, (seed, fixed)) in enumerate((t, s) for t in prompts for s in _seeds(req, t))
         ]
         name_outputs(jobs, req, defaults or {})
         return Plan(jobs=jobs)
@@ -142,7 +150,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
     for path in sorted(found, key=lambda p: str(p)):
         base = found[path]
         rel_dir = path.parent.relative_to(base) if base != path.parent else Path()
-        for seed, fixed in _seeds(req):
+        for seed, fixed in _seeds(req, path.name):
             jobs.append(Job(index=len(jobs), input=path, rel_dir=rel_dir, seed=seed, seed_fixed=fixed))
     name_outputs(jobs, req, defaults or {})
     return Plan(jobs=jobs, non_images=non_images)
@@ -246,18 +254,28 @@ def _glob_base(pattern: str) -> Path:
     return Path(*parts) if parts else Path()
 
 
-def _seeds(req: Request) -> list[tuple[int, bool]]:
-    """(seed, fixed?) per video of one image. Random seeds are drawn now (a new one for every video), so
-    names that include {seed} are known before any work starts."""
+def _seeds(req: Request, source: str) -> list[tuple[int, bool]]:
+    """(seed, fixed?) per video of one image (or prompt), named by `source` (the file's name, the prompt's text).
+    Random seeds are drawn now (a new one for every video), so names that include {seed} are known before any
+    work starts. Variations take consecutive seeds from `seed`, or from a seed derived from `source`: the same
+    command makes the same set, so running it again finishes an interrupted set instead of adding to it, and
+    a larger N adds only the variations past the last run's."""
     if req.seeds:
         return [(s, True) for s in req.seeds]
     if req.variations:
-        if req.seed is not None:
-            return [(req.seed + i, True) for i in range(req.variations)]
-        return [(random_seed(), False) for _ in range(req.variations)]
+        first = req.seed if req.seed is not None else variation_seed(source)
+        return [(first + i, True) for i in range(req.variations)]
     if req.seed is not None:
         return [(req.seed, True)]
     return [(random_seed(), False)]
+
+
+def variation_seed(source: str) -> int:
+    """The first seed of the variations of `source`: below RANDOM_SEEDS like a drawn seed, the same every run."""
+    import hashlib
+
+    digest = hashlib.sha256(f"svd variations\0{source}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % (RANDOM_SEEDS - MAX_VARIATIONS)
 
 
 def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:

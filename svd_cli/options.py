@@ -22,6 +22,7 @@ from .registry import SAMPLERS, get_entry
 
 MAX_SEED = 2**63 - 1
 RANDOM_SEEDS = 2**31  # a seed drawn for the user is below this: short to read back and to type again
+MAX_VARIATIONS = 1000
 SIZE_RANGE = (64, 4096)
 TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames", "prompt")
 # The names of the enumerated settings, written once, here at the bottom of the layers: the modules that act
@@ -287,8 +288,9 @@ OPTIONS: tuple[Option, ...] = (
            recipe="settings.seed", default_label="random", example="7"),
     Option("seeds", list, "Several seeds, one video each: 1,2,3.", parse=parse_seeds, check=check_seeds,
            default_label="", example="1,2"),
-    Option("variations", int, "N videos per image with different seeds.", range=(1, 1000), default_label="",
-           example="2"),
+    Option("variations", int, "N videos per image with consecutive seeds: from seed, else from one derived from the "
+           "image's file name (or the prompt), so the same command again finishes the set instead of adding to it.",
+           range=(1, MAX_VARIATIONS), default_label="", example="2"),
     Option("size", tuple, "WIDTHxHEIGHT, multiples of 64 [default: the model's, 1024x576; portrait inputs get "
            "576x1024].", from_model=True, parse=parse_size, check=check_size, recipe="settings.size",
            example="256x128"),
@@ -485,12 +487,17 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
             "frame (min) to the last (max).",
             option="min_cfg",
         )
-    if sum(req.given(n) is not None for n in ("seed", "seeds", "variations")) > 1:
+    if req.given("seeds") is not None and (req.given("seed") is not None or req.given("variations") is not None):
         raise UsageError(
-            f"{ref('seed')}, {ref('seeds')} and {ref('variations')} choose seeds in different ways: use only one "
-            "of them.",
-            option="seed",
+            f"{ref('seeds')} lists every seed; {ref('seed')} and {ref('variations')} choose them another way: use "
+            "only one of them.",
+            option="seeds",
         )
+    if req.seed is not None and req.variations and req.seed + req.variations - 1 > MAX_SEED:
+        raise OptionError(
+            "seed", req.seed, f"with {ref('variations')} {req.variations} the last seed would pass {MAX_SEED}.",
+            allowed=(0, MAX_SEED - req.variations + 1),
+        )  # fmt: skip
     if req.prompt is not None and req.prompts is not None:
         raise UsageError(f"{ref('prompt')} and {ref('prompts')} both give prompts: use one of them.", option="prompt")
     if req.prompts is not None and req.inputs:

@@ -194,6 +194,21 @@ def test_seeds_and_variations_make_several_videos_named_by_seed(svd, tiny_dir, t
     assert sorted(p.name for p in (tmp_path / "v").glob("*.mp4")) == ["coffee_v0.mp4", "coffee_v1.mp4"]
 
 
+def test_variations_are_a_set_the_same_command_finishes_and_a_larger_n_grows(svd, tiny_dir, tmp_path):
+    def run(*extra, out=tmp_path):
+        r = svd("animate", EXAMPLES / "coffee.png", *FAST[:-2], *extra, "--out", out)
+        assert r.code == 0, r.err
+        return {p.name: p.stat().st_mtime_ns for p in out.glob("*.mp4")}
+
+    first = run("--variations", "2")
+    seed = int(min(first).removeprefix("coffee-").removesuffix(".mp4"))
+    assert sorted(first) == [f"coffee-{seed}.mp4", f"coffee-{seed + 1}.mp4"]
+    assert run("--variations", "2") == first  # again (after a crash, from cron): nothing new, nothing redone
+    grown = run("--variations", "3")
+    assert sorted(grown) == sorted([*first, f"coffee-{seed + 2}.mp4"]) and all(grown[n] == first[n] for n in first)
+    assert sorted(run("--seed", "7", "--variations", "2", out=tmp_path / "new")) == ["coffee-7.mp4", "coffee-8.mp4"]
+
+
 def test_colliding_outputs_are_refused_before_any_work(svd, tmp_path):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()

@@ -32,7 +32,7 @@ COFFEE = str(EXAMPLES / "coffee.png")
         (["--dtype", "int8"], "--dtype int8: choose one of auto, fp16, bf16, fp32"),
         (["--background", "notacolour"], "--background 'notacolour': not a colour"),
         (["--seeds", "1,x"], "--seeds '1,x': write whole numbers separated by commas"),
-        (["--seed", "1", "--variations", "2", "--seeds", "3,4"], "use only one of them"),
+        (["--seed", "1", "--variations", "2", "--seeds", "3,4"], "--seeds lists every seed; --seed and --variations"),
         (["--fps", "abc"], "invalid value for --fps: expected a whole number"),
         (["--name", "{stem}/{seed}"], "may not contain path separators"),
         (["--name", "{colour}"], "unknown field {colour}"),
