@@ -4,12 +4,17 @@ Precedence, highest first: a flag, then its environment variable, then a config 
 svd's) default. Config files are read from the user config folder and then from `./svd.toml`; the working
 folder's file wins. Keys are option names from the schema (`motion-bucket = 90` or `motion_bucket = 90`),
 and values are checked like flags, with errors naming the file.
+
+A working folder's file is somebody else's as often as yours (a downloaded project, a shared folder): it may
+set how videos are made, but not the options the schema marks `local_config=False` (where outputs go and
+what they replace, downloads, Ray, the watermark). Those it sets are ignored and named (`Config.ignored`).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +43,30 @@ def config_files() -> list[Path]:
     return files
 
 
-def load_config() -> tuple[dict[str, Any], dict[str, Path]]:
-    """Merged, checked values from the config files and, per option, the file it came from."""
-    values: dict[str, Any] = {}
-    origin: dict[str, Path] = {}
+@dataclass
+class Config:
+    """Merged, checked values of the config files; per option, the file it came from; and the options a working
+    folder's file set that only the user's own file may (ignored), with that file."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    origin: dict[str, Path] = field(default_factory=dict)
+    ignored: dict[str, Path] = field(default_factory=dict)
+
+    def warnings(self) -> list[str]:
+        """One sentence per ignored option, naming the file and where the option may be set instead."""
+        return [
+            f"{path}: ignoring {name.replace('_', '-')}: a working folder's svd.toml may not set where outputs go, "
+            f"downloads, Ray or the watermark; set it in {user_config_dir() / CONFIG_NAME} or on the command line"
+            for name, path in self.ignored.items()
+        ]
+
+
+def load_config() -> Config:
+    """The config files' values (see `Config`); a bad file is a UsageError naming it."""
+    config = Config()
+    user_file = os.path.normcase(os.path.abspath(user_config_dir() / CONFIG_NAME))
     for path in config_files():
+        trusted = os.path.normcase(os.path.abspath(path)) == user_file
         try:
             data = check_depth(tomllib.loads(read_text(path)))
         except BoundedReadError as exc:
@@ -71,15 +95,19 @@ def load_config() -> tuple[dict[str, Any], dict[str, Path]]:
                 check(opt, parsed)
             except OptionError as exc:
                 raise UsageError(f"{path}: {key} = {value!r}: {exc.message}", path=path, key=key) from None
-            values[name] = parsed
-            origin[name] = path
-    return values, origin
+            if not opt.local_config and not trusted:
+                config.ignored[name] = path
+                continue
+            config.values[name] = parsed
+            config.origin[name] = path
+    return config
 
 
 def effective_settings() -> list[dict]:
     """Each option's value for `svd animate` before flags, and where it comes from (env, config, default);
     an environment variable `svd animate` would refuse also has its `problem` (config files are checked on load)."""
-    values, origin = load_config()
+    config = load_config()
+    values, origin = config.values, config.origin
     rows = []
     for opt in OPTIONS:
         problem = None

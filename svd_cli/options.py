@@ -219,6 +219,9 @@ class Option:
     example: str = ""  # a valid, non-default value as a user would type it
     cli_only: bool = False  # about the terminal (output mode), not the work: no config file, no library
     multiple: bool = False  # the flag may be given several times; the value is a list
+    # Whether a working folder's svd.toml may set it. Not for what sends work or data elsewhere, downloads, or
+    # decides what is written where (or unmarked): a folder you cd into must not choose those for you.
+    local_config: bool = True
 
     @property
     def flag(self) -> str:
@@ -324,18 +327,19 @@ OPTIONS: tuple[Option, ...] = (
     Option("interpolator", str, "minterpolate (ffmpeg's, built in) or a RIFE model: rife, tiny-rife or a .safetensors "
            "file.", default="minterpolate", recipe="settings.interpolator", example="tiny-rife"),
     Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check) "
-           "[default: on].", default=True, negatable=True, recipe="settings.watermark", example="false"),
+           "[default: on].", default=True, negatable=True, recipe="settings.watermark", example="false",
+           local_config=False),
     Option("out", Path, "Output file, or folder (mirrors input folders; end it with /) [default: next to each "
-           "input].", short="o", default_label="next to each input", example="videos/"),
+           "input].", short="o", default_label="next to each input", example="videos/", local_config=False),
     Option("name", str, "Name template: {stem} {seed} {index} {model} {fps} {frames} [default: {stem}; "
            "{stem}-{seed} with several seeds].", check=check_template, default_label="{stem}",
-           example="{stem}-{fps}fps"),
+           example="{stem}-{fps}fps", local_config=False),
     Option("format", str, "mp4 (H.264), gif, webm (VP9), or frames (a folder of PNGs).", default="mp4",
            choices=FORMATS, recipe="output.format", short="f", example="gif"),
     Option("recursive", bool, "Descend into sub-folders of folder inputs.", default=False, short="r",
            example="true"),
     Option("overwrite", bool, "Redo outputs that already exist (default: skip finished ones).", default=False,
-           example="true"),
+           example="true", local_config=False),
     Option("memory", str, "auto, high, balanced, low or min: how hard to save GPU memory (see README).",
            default="auto", choices=("auto", "high", "balanced", "low", "min"), recipe="runtime.memory.profile",
            example="balanced"),
@@ -350,14 +354,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("attention", str, "auto, sdpa, sliced or xformers.", default="auto",
            choices=("auto", "sdpa", "sliced", "xformers"), recipe="runtime.memory.attention", example="sliced"),
     Option("allow_download", bool, "Let a recipe download a model that is not on this machine (a terminal asks "
-           "first; other runs refuse without this).", default=False, example="true"),
+           "first; other runs refuse without this).", default=False, example="true", local_config=False),
     Option("ray", bool, "Run the batch on Ray workers (each loads the model once): a local Ray instance, started "
            "and stopped for this run, unless an address is given. Needs pip install 'svd-cli[ray]'.", default=False,
-           example="true"),
+           example="true", local_config=False),
     Option("ray_address", str, "A running Ray cluster to join: auto, HOST:PORT or ray://HOST:10001 (implies Ray).",
-           default_label="a local instance", example="auto"),
+           default_label="a local instance", example="auto", local_config=False),
     Option("workers", int, "Ray workers [default: one per GPU of the Ray instance, else one CPU worker] (implies "
-           "Ray).", range=(1, 4096), default_label="one per GPU", example="2"),
+           "Ray).", range=(1, 4096), default_label="one per GPU", example="2", local_config=False),
     Option("json", bool, "Print one JSON object per video, then a summary, on stdout.", default=False,
            example="true", cli_only=True),
     Option("quiet", bool, "Print only errors.", default=False, short="q", example="true", cli_only=True),

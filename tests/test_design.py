@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -74,13 +75,37 @@ def test_every_option_reaches_the_flag_the_variable_and_the_config_file(opt, svd
 
     value = opt.example if opt.type not in (int, float, bool) else expected
     key = opt.name.replace("_", "-")
-    (tmp_path / "svd.toml").write_text(f"{key} = {json.dumps(value)}\n")
+    # The working folder's svd.toml, or for an option only the user's own file may set, the user's.
+    user_folder = tmp_path / "user-config"
+    user_folder.mkdir()
+    monkeypatch.setenv("SVD_CONFIG_DIR", str(user_folder))
+    config = (tmp_path if opt.local_config else user_folder) / "svd.toml"
+    config.write_text(f"{key} = {json.dumps(value)}\n")
     assert getattr(_parse(*inputs), opt.name) == expected, "svd.toml"
+    if not opt.local_config:  # the same line in the working folder's file is ignored, and named
+        config.unlink()
+        (tmp_path / "svd.toml").write_text(f"{key} = {json.dumps(value)}\n")
+        assert getattr(_parse(*inputs), opt.name) != expected, "working folder's svd.toml"
+        config = tmp_path / "svd.toml"
     # ...and a value of the wrong type there is a usage error naming the file and the key.
-    (tmp_path / "svd.toml").write_text(f"{key} = [[1], 2]\n")
+    config.write_text(f"{key} = [[1], 2]\n")
     r = svd("animate", photo)
     assert r.code == 2 and len(r.lines) == 1
-    assert r.lines[0].startswith(f"svd: error: {tmp_path / 'svd.toml'}: {key} = [[1], 2]: "), r.err
+    assert r.lines[0].startswith(f"svd: error: {config}: {key} = [[1], 2]: "), r.err
+
+
+def test_a_working_folders_config_cannot_send_work_elsewhere_or_turn_off_the_watermark(svd, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(EXAMPLES / "coffee.png", tmp_path / "coffee.png")
+    (tmp_path / "svd.toml").write_text(
+        'motion-bucket = 90\nwatermark = false\nout = "/tmp/elsewhere/"\nray-address = "127.0.0.1:9"\n'
+    )
+    r = svd("animate", "coffee.png", "--model", "tiny", "--frames", "2", "--steps", "1", "--size", "256x256")
+    assert r.code == 0, r.err
+    ignored = [line for line in r.lines if line.startswith(f"svd: warning: {tmp_path / 'svd.toml'}: ignoring")]
+    assert [line.split("ignoring ")[1].split(":")[0] for line in ignored] == ["watermark", "out", "ray-address"]
+    settings = json.loads((tmp_path / "coffee.mp4.json").read_text())["settings"]
+    assert settings["motion_bucket"] == 90 and settings["watermark"] is True  # made here, locally, watermarked
 
 
 def _example_weight_files(folder: Path) -> None:

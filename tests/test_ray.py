@@ -265,13 +265,16 @@ def test_a_ray_address_where_nothing_answers_fails_at_once_naming_where_it_was_s
     photo, out = EXAMPLES / "coffee.png", tmp_path / "out"
     fix = "nothing answers there (Connection refused); start a Ray head node on that machine, or correct"
     monkeypatch.chdir(tmp_path)
+    user_config = tmp_path / "user-config"  # the user's own svd.toml: a working folder's may not set Ray
     for origin, how in [("", ["--ray-address", address]), (" (set by SVD_RAY_ADDRESS)", []),
-                        (f" (set by ray-address in {tmp_path / 'svd.toml'})", [])]:  # fmt: skip
+                        (f" (set by ray-address in {user_config / 'svd.toml'})", [])]:  # fmt: skip
         with monkeypatch.context() as env:
             if "SVD_" in origin:
                 env.setenv("SVD_RAY_ADDRESS", address)
             if "svd.toml" in origin:
-                (tmp_path / "svd.toml").write_text(f'ray-address = "{address}"\n')
+                user_config.mkdir()
+                env.setenv("SVD_CONFIG_DIR", str(user_config))
+                (user_config / "svd.toml").write_text(f'ray-address = "{address}"\n')
             started = time.monotonic()
             r = svd("animate", photo, "--model", "tiny", *how, "--out", out / "a.mp4")
         assert r.code == 1 and len(r.lines) == 1, r.err

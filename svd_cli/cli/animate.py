@@ -56,7 +56,10 @@ def request_from(ctx: typer.Context, params: dict[str, Any]):
 
     sources = {o.name: ctx.get_parameter_source(o.name).name for o in OPTIONS}
     explicit = {o.name: params[o.name] for o in OPTIONS if sources[o.name] in ("COMMANDLINE", "ENVIRONMENT")}
-    config, _ = load_config()
+    config = load_config()
+    for warning in config.warnings():
+        print(f"svd: warning: {one_line(warning)}.", file=sys.stderr)
+    config = config.values
     path = params["recipe"]
     recipe = read_recipe(path) if path is not None else None
     try:
@@ -81,7 +84,7 @@ def _origin(ctx: typer.Context, name: str) -> str | None:
         return BY_NAME[name].env_var
     if source == "COMMANDLINE":
         return None
-    _, origins = load_config()
+    origins = load_config().origin
     return f"{name.replace('_', '-')} in {origins[name]}" if name in origins else None
 
 

@@ -7,9 +7,9 @@ import sys
 
 import typer
 
-from ..config import effective_settings
+from ..config import effective_settings, load_config
 from ..errors import spell_refs
-from .common import Debug, JsonOut, spell
+from .common import Debug, JsonOut, one_line, spell
 from .terminal import out_console
 
 config_app = typer.Typer(help="Show the settings svd animate would use, and where each comes from.")
@@ -20,6 +20,8 @@ def config_show(json_out: JsonOut = False, debug: Debug = False) -> None:
     """The effective `svd animate` settings and where each comes from (flag > env > config file > default)."""
 
     rows = [{"option": spell(r.pop("name")), **r} for r in effective_settings()]
+    for warning in load_config().warnings():
+        print(f"svd: warning: {one_line(warning)}.", file=sys.stderr)
     for r in rows:
         if "problem" in r:
             r["problem"] = spell_refs(r["problem"], spell)
