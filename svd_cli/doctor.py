@@ -8,6 +8,7 @@ import sys
 
 from ._version import __version__
 from .errors import SvdError
+from .install import install_problems
 from .memory import PROFILE_ORDER, JobShape, choose_profile, plan_for
 from .memory.ram import choose_profile_in_ram
 from .models.architectures import parameter_bytes
@@ -18,7 +19,12 @@ from .registry import get_entry
 
 
 def collect() -> dict:
-    """Everything doctor reports, as plain data (works on machines with no GPU)."""
+    """Everything doctor reports, as plain data (works on machines with no GPU). With a package that does not
+    import, only that (`install_problems`): the rest of the report needs it."""
+    problems = install_problems()
+    if problems:
+        return {"svd": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+                "install_problems": problems}  # fmt: skip
     import psutil
     import torch
 

@@ -93,6 +93,10 @@ class ModelUnavailableError(SvdError):
     """The weights for a model are not on disk and cannot be downloaded right now."""
 
 
+class InstallError(SvdError):
+    """A package svd computes with does not import: the Python environment needs fixing, not the model."""
+
+
 class ModelLoadError(SvdError):
     """The model's files are there but could not be loaded: nothing in this run can proceed."""
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .device import free_memory
 from .errors import UsageError, ref
+from .install import check_install
 from .kinds import VIDEO
 from .memory import choose_image_plan
 from .models.files import file_identity
@@ -54,6 +55,7 @@ class ModelCache:
     def resolve(self, request: Request) -> None:
         """The video model `request` names (downloading it if needed), the UNet and LoRA files over it and the
         post stages' files: a missing, unknown or wrong file is found before hours of work."""
+        check_install()  # before a built-in model is built or a download starts
         self.source = resolve_model(request.model, kind=VIDEO, progress=self.progress)
         self.defaults = self.source.defaults()
         self.weights = self._weight_files(request)

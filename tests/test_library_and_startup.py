@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import EXAMPLES, ffmpeg_writer_failing_with, read_video
+from .conftest import EXAMPLES, ffmpeg_writer_failing_with, read_video, run_subprocess
 
 
 def _best_of(command: list[str], runs: int = 3) -> float:
@@ -152,3 +153,21 @@ def test_the_library_opens_a_path_as_the_cli_does_and_names_image_for_anything_e
         with pytest.raises(svd_cli.UsageError, match="image=.*: give a PIL image or the path of a picture file") as e:
             animator.animate_image(wrong)
         assert e.value.option == "image"
+
+
+def test_a_broken_install_is_named_not_blamed_on_the_model(tiny_dir, tmp_path):
+    """A torchvision that does not match torch (its compiled operators missing) fails the run in one line naming
+    the package, its own error and the fix; `svd doctor` says the same and exits 1."""
+    broken = tmp_path / "site" / "torchvision"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])}
+    out = tmp_path / "a.mp4"
+    r = run_subprocess("animate", EXAMPLES / "coffee.png", "--model", "tiny", "--out", out, env=env)
+    assert r.returncode == 1 and not out.exists(), r.stderr
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("svd: error: The installed torchvision ") and "does not import (RuntimeError: operator " \
+        "torchvision::nms does not exist): the Python environment is broken, not the model; reinstall torch and " \
+        "torchvision together" in line, line  # fmt: skip
+    doctor = run_subprocess("doctor", env=env)
+    assert doctor.returncode == 1 and "Broken install: the installed torchvision" in doctor.stdout, doctor.stderr

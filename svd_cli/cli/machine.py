@@ -25,6 +25,8 @@ def doctor(json_out: JsonOut = False, debug: Debug = False) -> None:
         print(json.dumps(report, indent=2, default=str))
     else:
         render_doctor(report)
+    if report.get("install_problems"):
+        raise typer.Exit(1)
 
 
 def bench(

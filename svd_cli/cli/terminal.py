@@ -160,6 +160,10 @@ def render_doctor(report: dict) -> None:
     console = out_console()
     p = console.print
     p(f"svd {report['svd']}   Python {report['python']}   {report['platform']}")
+    for problem in report.get("install_problems", ()):
+        p(f"Broken install: {problem}.", markup=False)
+    if report.get("install_problems"):
+        return
     cuda = report["cuda_runtime"] or "none"
     p(f"torch {report['torch']}   CUDA runtime {cuda}   diffusers {report.get('diffusers')}")
     if report["gpus"]:

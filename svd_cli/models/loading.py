@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError, OptionError, first_line
 from ..families import FAMILIES
+from ..install import check_install
 from ..options import DTYPES
 from .adapters import ADAPTERS
 from .architectures import ARCHITECTURES
@@ -87,6 +88,7 @@ def load_model(
     applied to the UNet last.
     """
 
+    check_install()  # a broken torch/torchvision pair is named as such, not blamed on the model's files
     unet = unet or source.unet
     replacement = None
     if unet is not None:
