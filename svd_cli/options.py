@@ -104,6 +104,9 @@ def parse_loras(value) -> list[tuple[str, float]]:
         try:
             loras.append((path, float(scale)) if path and "/" not in scale and "\\" not in scale else (item, 1.0))
         except ValueError:
+            if Path(path).is_file() and not Path(item).exists():  # the file is there: the scale is what is wrong
+                raise OptionError("lora", item, f"the scale {scale!r} of {path} is not a number; write PATH:SCALE, "
+                                  "e.g. style.safetensors:0.8.", shown=item) from None  # fmt: skip
             loras.append((item, 1.0))
     for path, scale in loras:
         if not -10.0 <= scale <= 10.0:
@@ -176,6 +179,9 @@ def _template_fields(template: str) -> list[tuple[str, str | None, str]]:
 
 
 def check_template(template: str) -> None:
+    if not template.strip():
+        raise OptionError("name", template, "is empty; give a name template such as {stem}-{seed}.",
+                          shown=repr(template))  # fmt: skip
     _template_fields(template)
     if "/" in template or "\\" in template or template.strip() in ("", ".", "..") or ".." in template:
         raise OptionError(

@@ -6,6 +6,7 @@ diffusers and PEFT read them.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -215,3 +216,23 @@ def test_endless_stdin_and_a_deep_config_file_are_refused(svd, tmp_path, monkeyp
     r = svd("animate", PHOTO)
     assert r.code == 2 and r.lines == [f"svd: error: {tmp_path / 'svd.toml'}: nested too deeply to be a config file; "
                                        "fix or remove it."], r.err  # fmt: skip
+
+
+def test_what_is_wrong_is_what_the_line_names(svd, tmp_path):
+    """A scale that is not a number (the file is there), a picture renamed to .safetensors, a pipe or a device
+    given as the image: each gets the line that names its own problem."""
+    photo = tmp_path / "photo.png"
+    photo.write_bytes((EXAMPLES / "coffee.png").read_bytes())
+    line = refused(svd, tmp_path, "--lora", f"{photo}:abc")
+    assert line == (f"svd: error: --lora {photo}:abc: the scale 'abc' of {photo} is not a number; write "
+                    "PATH:SCALE, e.g. style.safetensors:0.8."), line  # fmt: skip
+    renamed = tmp_path / "weights.safetensors"
+    renamed.write_bytes(photo.read_bytes())
+    line = refused(svd, tmp_path, "--unet", renamed)
+    assert line.startswith(f"svd: error: --unet {renamed}: is not a safetensors file (its first 8 bytes are not a "
+                           "header length"), line  # fmt: skip
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    for source in (Path("/dev/zero"), fifo):
+        r = svd("animate", source, *FAST, "--out", tmp_path / "out")
+        assert r.code == 1 and f"✗ {source}: not a regular file (a pipe, a device or a socket)" in r.err, r.err

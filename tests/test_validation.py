@@ -35,6 +35,7 @@ COFFEE = str(EXAMPLES / "coffee.png")
         (["--seed", "1", "--variations", "2", "--seeds", "3,4"], "--seeds lists every seed; --seed and --variations"),
         (["--fps", "abc"], "invalid value for --fps: expected a whole number"),
         (["--name", "{stem}/{seed}"], "may not contain path separators"),
+        (["--name", ""], "--name '': is empty; give a name template such as {stem}-{seed}."),
         (["--name", "{colour}"], "unknown field {colour}"),
         (["--name", "{stem:>300}"], "--name '{stem:>300}': gives a file name of 304 bytes for"),
         (["--name", "{fps:.0}"], "--name '{fps:.0}': {fps:.0}: a number field takes only a width"),

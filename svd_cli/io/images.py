@@ -61,6 +61,8 @@ def open_image(path: Path, background: tuple[int, int, int] = (255, 255, 255)) -
         raise InputImageError(f"{path}: file not found.") from None
     except PermissionError:
         raise InputImageError(f"{path}: permission denied; check the file's permissions.") from None
+    if not path.is_file():  # a pipe or a device reports size 0 and may never end: read nothing from it
+        raise InputImageError(f"{path}: not a regular file (a pipe, a device or a socket); give a picture file.")
     if size == 0:
         raise InputImageError(f"{path}: the file is empty (0 bytes).")
     try:

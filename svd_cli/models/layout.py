@@ -128,6 +128,9 @@ def check_model_folder(folder: Path, variant: str | None, kind: str) -> None:
 MAX_HEADER_BYTES = 16 * 2**20
 MAX_TENSORS = 100_000
 MAX_TENSOR_BYTES = 2**50  # 1 PiB: an offset or size beyond it is damage, not a big tensor
+# A header length at or past this (4 GiB) that is also past the file's end is another format's first 8 bytes
+# (text, an image, a pickle: little-endian they read 10**17 and more), not a header or a truncated download.
+NOT_A_LENGTH = 2**32
 # Bits per element of each safetensors dtype.
 DTYPE_BITS = {
     "BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8, "F8_E8M0": 8,
@@ -152,6 +155,26 @@ def _whole(value) -> bool:
     return type(value) is int and 0 <= value <= MAX_TENSOR_BYTES
 
 
+def _header_length(head: bytes, size: int) -> int:
+    """The header length a safetensors file's first 8 bytes give, refused when it cannot be one."""
+    length = int.from_bytes(head, "little")
+    if length > max(size, NOT_A_LENGTH):  # no header is that long: the 8 bytes were never a header's length
+        raise HeaderProblem(
+            "is not a safetensors file (its first 8 bytes are not a header length: they read "
+            f"{length:,} bytes for a file of {size:,}); it may be another format, or a file renamed"
+        )
+    if length > MAX_HEADER_BYTES:
+        raise HeaderProblem(
+            f"is not a file svd reads: its safetensors header claims {length:,} bytes, more than the "
+            f"{MAX_HEADER_BYTES // 2**20} MB svd parses"
+        )
+    if length > size - 8:
+        raise HeaderProblem(
+            f"is truncated or corrupt (its header claims {length:,} bytes; the file has {size:,})", truncated=True
+        )
+    return length
+
+
 def parse_header(path: Path) -> tuple[int, bytes, dict]:
     """(file size, header bytes, header table) of a safetensors file, checked the way safetensors checks it.
 
@@ -164,16 +187,7 @@ def parse_header(path: Path) -> tuple[int, bytes, dict]:
         head = f.read(8)
         if len(head) < 8:
             raise HeaderProblem(f"is truncated ({size:,} bytes, not even a header)", truncated=True)
-        length = int.from_bytes(head, "little")
-        if length > MAX_HEADER_BYTES:
-            raise HeaderProblem(
-                f"is not a file svd reads: its safetensors header claims {length:,} bytes, more than the "
-                f"{MAX_HEADER_BYTES // 2**20} MB svd parses"
-            )
-        if length > size - 8:
-            raise HeaderProblem(
-                f"is truncated or corrupt (its header claims {length:,} bytes; the file has {size:,})", truncated=True
-            )
+        length = _header_length(head, size)
         raw = f.read(length)
     try:
         table = json.loads(raw)
