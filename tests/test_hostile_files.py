@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -236,3 +237,15 @@ def test_what_is_wrong_is_what_the_line_names(svd, tmp_path):
     for source in (Path("/dev/zero"), fifo):
         r = svd("animate", source, *FAST, "--out", tmp_path / "out")
         assert r.code == 1 and f"✗ {source}: not a regular file (a pipe, a device or a socket)" in r.err, r.err
+
+
+def test_a_model_index_naming_a_class_outside_diffusers_and_transformers_is_refused(svd, tiny_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_dir, folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "unet": ["os", "system"]}))
+    r = svd("animate", PHOTO, "--model", folder, *FAST[2:], "--out", tmp_path / "out")
+    assert r.code == 1 and not (tmp_path / "out").exists(), r.err
+    assert r.lines[-1] == (f"svd: error: {folder / 'model_index.json'} names its unet as os.system, not a diffusers "
+                           "or transformers class (svd loads no other code); fix the file, or save the pipeline again "
+                           "with diffusers' save_pretrained."), r.err  # fmt: skip

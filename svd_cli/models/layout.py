@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import ModelUnavailableError, UsageError, ref
+from ..errors import ModelLoadError, ModelUnavailableError, UsageError, ref
 from ..families import FAMILIES
 from ..kinds import KIND_DEFAULTS, VIDEO, folder_kind
 from .files import file_sha256
@@ -89,6 +89,36 @@ def is_complete(folder: Path, variant: str | None, kind: str) -> bool:
     return all((folder / f / f"{stem}{_suffix(variant)}").is_file() for f, stem in components.items())
 
 
+# What a model_index.json may name as a component's class: diffusers' and transformers' own. diffusers would
+# import any module named there (a "library" of os, a class of system) when the pipeline loads.
+COMPONENT_LIBRARIES = ("diffusers", "transformers")
+MAX_INDEX_BYTES = 2**20  # real ones are under 1 kB
+
+
+def index_problem(path: Path) -> str | None:
+    """What makes a model_index.json one svd will not load (too big, not JSON, a class from another library)."""
+    try:
+        if path.stat().st_size > MAX_INDEX_BYTES:
+            return f"is larger than the {MAX_INDEX_BYTES // 2**20} MB a model_index.json can be"
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        return f"cannot be read as JSON ({type(exc).__name__})"
+    if not isinstance(index, dict):
+        return "is not a table of components"
+    for name, value in index.items():
+        if name.startswith("_") or not (isinstance(value, list) and len(value) == 2):
+            continue  # bookkeeping (_class_name, _diffusers_version) and plain config values
+        library, cls = value
+        if library is None and cls is None:
+            continue  # a component the pipeline leaves out (SD 1.x's safety checker)
+        if library not in COMPONENT_LIBRARIES or not (isinstance(cls, str) and cls.isidentifier()):
+            return (
+                f"names its {name!s:.40} as {library!s:.40}.{cls!s:.40}, not a diffusers or transformers class "
+                "(svd loads no other code)"
+            )
+    return None
+
+
 def check_model_folder(folder: Path, variant: str | None, kind: str) -> None:
     """Refuse a folder that is not a complete pipeline of `kind` in diffusers layout, or that holds only pickles."""
 
@@ -99,6 +129,12 @@ def check_model_folder(folder: Path, variant: str | None, kind: str) -> None:
             "(as saved by a diffusers pipeline's save_pretrained) or use a model name.",
             option=option,
             path=folder,
+        )
+    if problem := index_problem(folder / "model_index.json"):
+        raise ModelLoadError(
+            f"{folder / 'model_index.json'} {problem}; fix the file, or save the pipeline again with diffusers' "
+            "save_pretrained.",
+            path=folder / "model_index.json",
         )
     for component, stem in weight_components(folder, kind).items():
         sub = folder / component
