@@ -14,6 +14,7 @@ import json
 import sys
 
 from .models.architectures import ARCHITECTURES
+from .models.decoder import new_decoder
 
 
 def component_flops(arch: str, frames: int, size: tuple[int, int]) -> dict[str, int]:
@@ -47,6 +48,7 @@ def component_flops(arch: str, frames: int, size: tuple[int, int]) -> dict[str, 
         unet = UNetSpatioTemporalConditionModel(**unet_cfg).eval()
         vae = AutoencoderKLTemporalDecoder(**vae_cfg).eval()
         clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_cfg)).eval()
+        tiny_decoder = new_decoder().eval()
         time_ids = torch.zeros(1, 3)
 
         def unet_call(batch: int):
@@ -61,6 +63,8 @@ def component_flops(arch: str, frames: int, size: tuple[int, int]) -> dict[str, 
             "unet_batch1": count(unet_call(1)),
             "unet_batch2": count(unet_call(2)),
             "decoder": count(lambda: vae.decode(torch.zeros(frames, *latent), num_frames=frames)),
+            # TAESD's decoder (decoder = taesd): one frame at a time, so `frames` calls.
+            "tiny_decoder": frames * count(lambda: tiny_decoder(torch.zeros(1, *latent))),
         }
 
 
@@ -77,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     lcm = video_flops(parts, steps=4, guided=False)
     report = {
         "components_tflops": {k: round(v / 1e12, 2) for k, v in parts.items()},
+        "tiny_decoder_vs_decoder": round(parts["tiny_decoder"] / parts["decoder"], 4),
         "svd_xt_25_steps_cfg_tflops": round(svd / 1e12, 1),
         "animatelcm_4_steps_tflops": round(lcm / 1e12, 1),
         "ratio": round(lcm / svd, 4),

@@ -52,9 +52,20 @@ OTHER_KINDS: dict[str, dict] = {
         "methods": ("minterpolate",),
         "defaults": {},
     },
+    # A tiny decoder in place of the video model's own VAE decoder (models/decoder.py): one safetensors file of
+    # TAESD's decoder. Its method `full` is the model's own decoder.
+    "decoder": {
+        "sampler": "none",
+        "option": "decoder",
+        "builtin": "tiny-taesd",
+        "role": "a tiny decoder",
+        "places": "a .safetensors file",
+        "methods": ("full",),
+        "defaults": {},
+    },
 }
 # The kinds whose models are one safetensors file rather than a diffusers folder.
-FILE_KINDS = ("upscaler", "interpolator")
+FILE_KINDS = ("upscaler", "interpolator", "decoder")
 
 
 class _Kinds(Mapping):

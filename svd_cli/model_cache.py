@@ -18,6 +18,7 @@ from .errors import UsageError, ref
 from .install import check_install
 from .kinds import VIDEO
 from .memory import choose_image_plan
+from .models.decoder import load_tiny_decoder
 from .models.files import file_identity
 from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
 from .models.lora import check_loras_fit
@@ -57,6 +58,8 @@ class ModelCache:
         post stages' files: a missing, unknown or wrong file is found before hours of work."""
         check_install()  # before a built-in model is built or a download starts
         self.source = resolve_model(request.model, kind=VIDEO, progress=self.progress)
+        if request.decoder != "full":  # a tiny decoder: recorded (recorded_files) like a post stage's file
+            self.post_sources["decoder"] = resolve_file_model(request.decoder, "decoder", progress=self.progress)
         self.defaults = self.source.defaults()
         self.weights = self._weight_files(request)
         for stage in model_stages(request):
@@ -104,6 +107,9 @@ class ModelCache:
             f"Memory profile {plan.profile}: {plan.reason} [{', '.join(savers) if savers else 'no savers'}]"
         )
         self.animator = Animator(model, plan)
+        if "decoder" in self.post_sources:  # a few MB: it stays on the device with the model
+            self.animator.decoder = load_tiny_decoder(self.post_sources["decoder"], model.dtype)
+            self.animator.decoder.place(device)
 
     def model_record(self) -> dict:
         """The model as the recipe records it: where it came from, and any UNet and LoRAs over it."""

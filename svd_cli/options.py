@@ -228,6 +228,9 @@ class Option:
     # Whether a working folder's svd.toml may set it. Not for what sends work or data elsewhere, downloads, or
     # decides what is written where (or unmarked): a folder you cd into must not choose those for you.
     local_config: bool = True
+    # Whether the recipe records it at its default too (False: only when set otherwise, so a lever added after
+    # recipes existed leaves the recipes of runs without it as they were; a recipe without it replays the default).
+    recorded_at_default: bool = True
 
     @property
     def flag(self) -> str:
@@ -330,6 +333,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("interpolate", int, "2-4: that many times the frame rate, with motion-compensated in-between frames: "
            "(F-1)xN+1 frames, the same motion from first to last frame.", default=1, range=(1, 4),
            recipe="settings.interpolate", example="2"),
+    Option("decoder", str, "full (the model's own temporal VAE) or a tiny decoder for drafts: taesd, tiny-taesd or "
+           "a .safetensors file of TAESD's decoder (a fraction of the decoding work; softer frames that may "
+           "flicker).", default="full", recipe="settings.decoder", example="tiny-taesd", recorded_at_default=False),
     Option("interpolator", str, "minterpolate (ffmpeg's, built in) or a RIFE model: rife, tiny-rife or a .safetensors "
            "file.", default="minterpolate", recipe="settings.interpolator", example="tiny-rife"),
     Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check) "
@@ -667,7 +673,12 @@ def recipe_input(recipe: dict, where: str) -> str:
 def recorded_settings(req: Request) -> dict[str, Any]:
     """The request's values of the options the recipe keeps under "settings" besides the generation settings."""
     skip = {*GENERATION, "seed", "size", "cache"}  # written from GenerationSettings (seed, width, height, cache)
-    return {o.name: getattr(req, o.name) for o in OPTIONS if o.recipe == f"settings.{o.name}" and o.name not in skip}
+    return {
+        o.name: getattr(req, o.name)
+        for o in OPTIONS
+        if o.recipe == f"settings.{o.name}" and o.name not in skip
+        and (o.recorded_at_default or getattr(req, o.name) != o.default)
+    }  # fmt: skip
 
 
 def _dig(data: dict, path: str) -> Any:

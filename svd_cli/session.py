@@ -202,6 +202,8 @@ class Session:
             store = SegmentStore(output, self._segment_key(frame, settings), seed)
         record = {"stage": "animate", "model": self.source.name, "sampler": settings.sampler,
                   "settings": settings.as_dict(), "fps_conditioning": settings.fps - 1}  # fmt: skip
+        if (decoder := self.animator.decoder) is not None:
+            record["decoder"] = {"name": decoder.name, "sha256": decoder.sha256}
         records, clips, reference = [frame.record], [], None
         count = 1 + req.extend
         for k in range(count):
@@ -253,6 +255,7 @@ class Session:
             "size": frame.picture.size,
             "settings": settings.as_dict(),
             "color_match": self.request.color_match,
+            "decoder": self.request.decoder,
             "model": self.model_record(),
             "device": model.device.type,
             "dtype": dtype_name(model.dtype),

@@ -32,7 +32,7 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     reg = load_registry()
     assert list(reg) == [
         "svd", "svd-xt", "svd-xt-1.1", "tiny", "animatelcm-svd-xt", "svd-xt-file", "sdxl-turbo", "tiny-t2i",
-        "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife",
+        "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife", "taesd", "tiny-taesd",
     ]  # fmt: skip
     assert reg["svd"].repo == "stabilityai/stable-video-diffusion-img2vid" and reg["svd"].frames == 14
     assert reg["svd-xt"].repo == "stabilityai/stable-video-diffusion-img2vid-xt" and reg["svd-xt"].frames == 25

@@ -1,4 +1,4 @@
-"""The built-in `tiny`, `tiny-t2i`, `tiny-upscaler` and `tiny-rife` models: install checks that need no download.
+"""The built-in `tiny`, `tiny-t2i`, `tiny-upscaler`, `tiny-rife` and `tiny-taesd` models: checks with no download.
 
 `tiny` has the same component classes as Stable Video Diffusion (the spatio-temporal UNet, the temporal-decoder
 VAE with the real scale factor 8, a CLIP vision encoder with projection and SVD's own Euler scheduler
@@ -8,7 +8,9 @@ are saved in diffusers layout in the svd cache and then loaded through exactly t
 checkpoints. Their pictures are noise. `tiny-upscaler` is spandrel's ESRGAN network (Real-ESRGAN x2plus's
 layout: pixel-unshuffle input, scale 2) with one block and 8 features, saved as one safetensors file and
 loaded by models/upscaler.py like any upscaler file; `tiny-rife` is RIFE 4.13's flow network with narrow
-blocks (16/16/8/8, an 8-wide feature head), loaded by models/rife.py like the real file.
+blocks (16/16/8/8, an 8-wide feature head), loaded by models/rife.py like the real file; `tiny-taesd` is TAESD's
+decoder (its real, already tiny architecture) with random weights, saved under TAESD's own key names so that
+models/decoder.py reads it like the real file.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from pathlib import Path
 
 from ..paths import cache_dir
 from .architectures import FAMILY, build_random_pipeline, build_tiny_text_to_image
+from .decoder import new_decoder, to_taesd
 from .layout import damaged_files, safetensors_problem
 from .quiet import quiet_transformers
 from .upscaler import build_upscaler_network
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
-TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1}
+TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1, "tiny-taesd": 1}
 TINY_FOLDER_KINDS = {"tiny": FAMILY, "tiny-t2i": "text-to-image"}  # the built-in models in diffusers layout
 TINY_SEED = 20231121
 
@@ -67,18 +70,22 @@ def ensure_tiny_model(name: str = "tiny") -> Path:
     return target
 
 
-def _build_file_network(name: str):
-    """The network of a built-in single-file model, random weights from the fixed seed."""
+def _file_weights(name: str) -> dict:
+    """The weights of a built-in single-file model, random from the fixed seed, named as its real file names them."""
     if name == "tiny-rife":
         from .rife import build_rife_network
 
-        return build_rife_network("tiny", seed=TINY_SEED)
+        return build_rife_network("tiny", seed=TINY_SEED).state_dict()
+    if name == "tiny-taesd":  # TAESD's real architecture (it is tiny already), saved in TAESD's own key layout
+        import torch
 
-    return build_upscaler_network("tiny-upscaler", seed=TINY_SEED)
+        torch.manual_seed(TINY_SEED)
+        return to_taesd(new_decoder().state_dict())
+    return build_upscaler_network("tiny-upscaler", seed=TINY_SEED).state_dict()
 
 
 def tiny_file(name: str) -> Path:
-    """Where the built-in single-file model `name` (tiny-upscaler, tiny-rife) is saved."""
+    """Where the built-in single-file model `name` (tiny-upscaler, tiny-rife, tiny-taesd) is saved."""
     return cache_dir() / "models" / f"{name}-v{TINY_VERSIONS[name]}.safetensors"
 
 
@@ -90,10 +97,10 @@ def ensure_tiny_file(name: str) -> Path:
     if target.is_file() and safetensors_problem(target) is None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    network = _build_file_network(name)
+    weights = _file_weights(name)
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        save_file({k: v.contiguous() for k, v in network.state_dict().items()}, str(staging))
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(staging))
         os.replace(staging, target)  # atomic: a reader sees the old file or the whole new one
     finally:
         staging.unlink(missing_ok=True)

@@ -51,6 +51,7 @@ class Animator:
         self.plan = plan
         self.placement = apply_plan(model, plan)
         self.upcast: dict[str, str] = {}  # components the NaN guard moved to a wider dtype
+        self.decoder = None  # a tiny decoder (models/decoder.py, a PostModel on the device) in place of the VAE's
 
     def configure(self, plan: MemoryPlan) -> None:
         """Switch to another memory plan (used by the out-of-memory fallback)."""
@@ -174,9 +175,13 @@ class Animator:
         hooks.end()
 
         # 7. Decode latents to pixels, `decode_chunk` frames per VAE call (all at once by default). Non-finite
-        #    pixels from a half-precision decoder: decode again in fp32 (as A1111 does); still broken: fail.
-        latents = 1 / model.scaling_factor * latents.flatten(0, 1)
-        frames = self._decode_all(latents, settings.frames, progress)
+        #    pixels from a half-precision decoder: decode again in fp32 (as A1111 does); still broken: fail. A tiny
+        #    decoder instead decodes the latents as they are (its latent scale is 1), one frame at a time.
+        if self.decoder is not None:
+            frames = self._decode_tiny(latents.flatten(0, 1), progress)
+        else:
+            latents = 1 / model.scaling_factor * latents.flatten(0, 1)
+            frames = self._decode_all(latents, settings.frames, progress)
 
         # 8. To RGB in [0, 1], then 8 bits, rounding exactly as diffusers' image processor does.
         video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
@@ -207,6 +212,18 @@ class Animator:
                 "decoder in fp32 (kept for the rest of the run)"
             )
             self.widen("decoder", torch.float32)
+
+    def _decode_tiny(self, latents: torch.Tensor, progress: Progress) -> list[torch.Tensor]:
+        decoder = self.decoder
+        progress.start("decode", total=latents.shape[0])
+        frames = []
+        for frame in latents.split(1):
+            frames.append(decoder.network(frame.to(decoder.device, decoder.dtype)).float())
+            progress.advance(1)
+        progress.end()
+        if not all(finite(f) for f in frames):
+            raise NonFiniteValues("decoding", None, None, decoder.dtype)
+        return frames
 
     def _denoiser_inputs(self, conditioning: Conditioning, unconditional: Conditioning | None) -> DenoiserInputs:
         """The denoiser's inputs for the calls of a step: the conditional ones alone when unguided; with CFG the
