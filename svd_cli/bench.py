@@ -27,7 +27,9 @@ from .families import FAMILIES
 from .io.video import write_json
 from .memory import PROFILE_ORDER, estimate_peak_bytes, job_shape, plan_for
 from .models.architectures import FAMILY, build_random_pipeline
+from .models.decoder import new_decoder
 from .models.loading import dtype_name, resolve_device, resolve_dtype
+from .models.post import PostModel
 from .models.sources import ModelSource
 from .options import GenerationSettings
 from .paths import cache_dir
@@ -142,7 +144,7 @@ def run_bench(
     unknown = [r for r in rows if r not in ANCHORS and _lever_row(r) is None]
     if unknown:
         raise OptionError("profiles", unknown[0], f"rows are {', '.join(PROFILE_ORDER + ANCHORS)}, or a profile "
-                          "with the feature cache, e.g. high+cache3.")  # fmt: skip
+                          "with levers: the feature cache and TAESD's decoder, e.g. high+cache3+taesd.")  # fmt: skip
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else _cpu_name()
@@ -169,8 +171,8 @@ def run_bench(
         for row in rows:
             progress.note(f"Row {row}" + (f" (round {round_ + 1} of {repeat})" if repeat > 1 else "") + "...")
             if row not in ANCHORS:
-                profile, cache = _lever_row(row)
-                result = _run_ours(model, profile, image, settings.replace(cache=cache), meter, row)
+                profile, cache, taesd = _lever_row(row)
+                result = _run_ours(model, profile, image, settings.replace(cache=cache), meter, row, taesd)
             else:
                 result = _run_diffusers(model, row, image, settings, meter)
             runs[row].append(result)
@@ -205,21 +207,27 @@ def run_bench(
     return report
 
 
-def _lever_row(row: str) -> tuple[str, int] | None:
-    """(profile, cache interval) of one of our rows: a profile ("high"), or a profile with the feature cache on
-    ("high+cache3"); None for anything else."""
-    profile, _, lever = row.partition("+")
-    interval = re.fullmatch(r"cache([2-9]|10)", lever)
-    if profile not in PROFILE_ORDER or (lever and interval is None):
+def _lever_row(row: str) -> tuple[str, int, bool] | None:
+    """(profile, cache interval, TAESD's decoder?) of one of our rows: a profile ("high") with levers after a +:
+    the feature cache ("cache3"), TAESD's decoder ("taesd"), e.g. "high+cache3+taesd"; None for anything else."""
+    profile, *levers = row.split("+")
+    intervals = [int(m.group(1)) for lever in levers if (m := re.fullmatch(r"cache([2-9]|10)", lever))]
+    taesd = "taesd" in levers
+    if profile not in PROFILE_ORDER or len(levers) != len(intervals) + taesd or len(intervals) > 1:
         return None
-    return profile, int(interval.group(1)) if interval else 1
+    return profile, intervals[0] if intervals else 1, taesd
 
 
-def _run_ours(model, profile: str, image, settings, meter: PeakMemory, name: str | None = None) -> dict:
+def _run_ours(model, profile: str, image, settings, meter: PeakMemory, name: str | None = None,
+              taesd: bool = False) -> dict:  # fmt: skip
     from .stages.animate import Animator
 
     plan = plan_for(profile)
     animator = Animator(model, plan)
+    if taesd:  # TAESD's architecture with random weights: the same work as the real file
+        animator.decoder = PostModel("taesd", Path("."), new_decoder().to(model.dtype).eval(), model.device,
+                                     model.dtype)  # fmt: skip
+        animator.decoder.network.to(model.device)
     clock = _StepClock()
     meter.reset()
     started, cpu_started = time.perf_counter(), time.process_time()
@@ -234,6 +242,7 @@ def _run_ours(model, profile: str, image, settings, meter: PeakMemory, name: str
     animator.placement.release()
     estimate = estimate_peak_bytes(plan, job_shape(model, settings.frames, settings.width, settings.height))
     savers = plan.savers() + ([f"feature cache {settings.cache}"] if settings.cache > 1 else [])
+    savers += ["TAESD's decoder"] if taesd else []
     return _row(name or profile, savers, seconds, clock, settings.steps, memory, error, estimate, cpu_seconds)
 
 

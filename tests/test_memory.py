@@ -157,7 +157,7 @@ def test_doctor_works_without_a_gpu(svd):
 
 def test_bench_runs_on_cpu_at_reduced_size(svd, tiny_dir, tmp_path):
     out = tmp_path / "bench.json"
-    rows = "high,high+cache2,balanced,low,min,diffusers,diffusers-lowmem"
+    rows = "high,high+cache2+taesd,balanced,low,min,diffusers,diffusers-lowmem"
     r = svd("bench", "--arch", "tiny", "--frames", "2", "--size", "128x64", "--steps", "2", "--profiles", rows,
             "--out", out)  # fmt: skip
     assert r.code == 0, r.err
@@ -165,9 +165,9 @@ def test_bench_runs_on_cpu_at_reduced_size(svd, tiny_dir, tmp_path):
     assert report["device_type"] == "cpu" and report["diffusers"] and report["torch"]
     assert "Random weights" in report["note"]
     rows = {row["row"]: row for row in report["rows"]}
-    assert list(rows) == ["high", "high+cache2", "balanced", "low", "min", "diffusers", "diffusers-lowmem"]
-    assert rows["high+cache2"]["savers"] == ["feature cache 2"]
-    for name in ("high", "high+cache2", "balanced", "low", "min", "diffusers"):
+    assert list(rows) == ["high", "high+cache2+taesd", "balanced", "low", "min", "diffusers", "diffusers-lowmem"]
+    assert rows["high+cache2+taesd"]["savers"] == ["feature cache 2", "TAESD's decoder"]
+    for name in ("high", "high+cache2+taesd", "balanced", "low", "min", "diffusers"):
         row = rows[name]
         assert "error" not in row, row
         assert row["seconds"] > 0 and row["seconds_per_step"] > 0 and row["peak_rss_bytes"] > 0

@@ -40,7 +40,8 @@ def bench(
         str,
         typer.Option(
             "--profiles",
-            help="Comma-separated rows: profiles (high, or high+cache3 with the feature cache) and diffusers anchors.",
+            help="Comma-separated rows: profiles (high; high+cache3 with the feature cache, high+taesd with TAESD's "
+            "decoder) and diffusers anchors.",
         ),
     ] = "high,balanced,low,min,diffusers,diffusers-lowmem",
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",
