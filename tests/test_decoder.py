@@ -52,3 +52,24 @@ def test_a_tiny_decoder_decodes_the_video_and_is_recorded_and_replayed(svd, tiny
     result = svd(*args, "--decoder", not_taesd, "--out", f"{tmp_path / 'no'}/")
     assert result.code == 1 and f"--decoder {not_taesd}: not TAESD's decoder" in result.err, result.err
     assert not (tmp_path / "no" / "coffee").exists()
+
+
+def test_the_simulation_runs_the_tiny_decoder_in_place_of_the_vaes():
+    """`svd plan --decoder taesd` simulates TAESD's decoder (its real architecture) where the VAE would decode."""
+    from dataclasses import replace
+
+    from svd_cli.memory.profiles import plan_for
+    from svd_cli.planning.simulate import Job, architecture_for, simulate
+
+    job = Job(frames=2, width=128, height=64, dtype="fp32")
+    plain = simulate(architecture_for("tiny"), plan_for("high"), job, use_cache=False)
+    tiny = simulate(architecture_for("tiny"), plan_for("high"), replace(job, tiny_decoder=True), use_cache=False)
+    assert tiny.stage_flops["step"] == plain.stage_flops["step"]
+    # The decode is TAESD's decoder once per frame, as PyTorch's FLOP counter counts it on its own (TAESD is 64
+    # channels wide at every scale, the tiny VAE 32: here, unlike at full size, it is the dearer one).
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FakeTensorMode(), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        new_decoder().eval()(torch.zeros(1, 4, 64 // 8, 128 // 8))
+    assert tiny.stage_flops["decode"] == 2 * counter.get_total_flops() != plain.stage_flops["decode"]

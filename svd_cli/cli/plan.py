@@ -50,18 +50,12 @@ def plan(ctx: typer.Context, **params: Any) -> None:
         req.model, frames=req.frames, size=req.size, dtype="fp16" if req.dtype == "auto" else req.dtype,
         steps=req.steps, free_bytes=free, progress=progress, max_cfg=req.max_cfg, extend=req.extend,
         loop=req.loop, loop_frames=req.loop_frames, upscale=req.upscale, upscaler=req.upscaler,
-        interpolate=req.interpolate, cache=req.cache,
+        interpolate=req.interpolate, cache=req.cache, decoder=req.decoder,
     )  # fmt: skip
     if req.prompt is not None or req.style is not None:  # the image model runs before SVD, alone on the device
         progress.note(
             f"The image model that {spell('prompt')} and {spell('style')} use is not simulated: the numbers are "
             "the video's (the two models are never on the device together)."
-        )
-    if req.decoder != "full":
-        progress.note(
-            f"{spell('decoder')} {req.decoder} is not simulated yet: the decode numbers are the model's own decoder's "
-            "(TAESD decodes 25 frames of 1024x576 in 7.95 TFLOPs, 4.6% of SVD's temporal VAE; python -m "
-            "svd_cli.flops)."
         )
     if json_out:
         print(json.dumps(report.as_json(), indent=2))

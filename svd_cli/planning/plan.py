@@ -94,6 +94,8 @@ class PlanReport:
             )
         peaks = ", ".join(f"{g} {t:g}" for g, t in GPU_FP16_TFLOPS.items())
         cfg = "" if self.job.guided else " without CFG"
+        if self.job.tiny_decoder:
+            cfg += ", TAESD's decoder (diffusers' recipes: the VAE's)"
         if self.job.cache > 1:
             cfg += (f", feature cache {self.job.cache} (one full step in {self.job.cache}; diffusers' recipes "
                     "without)")  # fmt: skip
@@ -162,6 +164,7 @@ def plan_report(
     upscaler: str = "realesrgan-x2",
     interpolate: int = 1,
     cache: int = 1,
+    decoder: str = "full",
 ) -> PlanReport:
     """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
     `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes).
@@ -176,7 +179,8 @@ def plan_report(
     steps = steps or defaults.get("steps") or 25
     max_cfg = max_cfg if max_cfg is not None else defaults.get("max_cfg", 3.0)
     size = size or (1024, 576)
-    job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0, cache=cache)
+    job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0, cache=cache,
+              tiny_decoder=decoder != "full")  # every tiny decoder svd reads has TAESD's architecture  # fmt: skip
     post = Request(loop=loop, loop_frames=loop_frames, upscale=upscale, upscaler=upscaler, interpolate=interpolate,
                    watermark=False)  # fmt: skip
     chain = _chain(job, extend, post)

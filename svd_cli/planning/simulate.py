@@ -53,7 +53,9 @@ from ..errors import UsageError, first_line, ref
 from ..families import FAMILIES
 from ..memory.profiles import PROFILE_ORDER, MemoryPlan, gib, plan_for
 from ..models.architectures import ARCHITECTURES, FAMILY, SVD_SCHEDULER
+from ..models.decoder import new_decoder
 from ..models.loading import dtype_name
+from ..models.post import PostModel
 from ..models.quiet import quiet_transformers
 from ..models.sources import ModelSource
 from ..options import GenerationSettings
@@ -184,6 +186,7 @@ class Job:
     gpu: str = "cuda"  # cuda: flash / memory-efficient SDPA; mps: the math kernel everywhere
     guided: bool = True  # classifier-free guidance (max cfg above 1): two UNet batches a step, else one
     cache: int = 1  # the feature cache's interval (1: off); above 1 a reuse step is simulated after the full one
+    tiny_decoder: bool = False  # TAESD's decoder (decoder = taesd) in place of the model's VAE decoder
 
 
 @dataclass
@@ -762,7 +765,6 @@ def _fake_pipeline(arch: Architecture, dtype):
     """A StableVideoDiffusionPipeline of `arch` whose parameters are fake CPU tensors of `dtype` (call inside
     the fake mode)."""
     import torch
-    from torch import nn
 
     with quiet_transformers():
         from diffusers import (
@@ -780,17 +782,7 @@ def _fake_pipeline(arch: Architecture, dtype):
             clip_config = {k: v for k, v in arch.image_encoder.items() if not k.startswith("_")}
             image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(clip_config))
     for module in (unet, vae, image_encoder):
-        module.eval().requires_grad_(False)
-        for m in module.modules():
-            for name, p in list(m._parameters.items()):
-                if p is not None:
-                    t = torch.empty(p.shape, dtype=dtype if p.is_floating_point() else p.dtype, device="cpu")
-                    m._parameters[name] = nn.Parameter(t, requires_grad=False)
-            for name, b in list(m._buffers.items()):
-                if b is not None:
-                    m._buffers[name] = torch.empty(
-                        b.shape, dtype=dtype if b.is_floating_point() else b.dtype, device="cpu"
-                    )
+        _fake_weights(module, dtype)
     with quiet_transformers(), unset_fake_temporarily():
         scheduler = EulerDiscreteScheduler.from_config(arch.scheduler)
         feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
@@ -804,6 +796,34 @@ def _fake_pipeline(arch: Architecture, dtype):
     pipe.video_processor = _RealPreprocessing(pipe.video_processor)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _fake_weights(module, dtype) -> None:
+    """Give `module` (built on "meta") fake CPU parameters and buffers of `dtype` (call inside the fake mode)."""
+    import torch
+    from torch import nn
+
+    module.eval().requires_grad_(False)
+    for m in module.modules():
+        for name, p in list(m._parameters.items()):
+            if p is not None:
+                t = torch.empty(p.shape, dtype=dtype if p.is_floating_point() else p.dtype, device="cpu")
+                m._parameters[name] = nn.Parameter(t, requires_grad=False)
+        for name, b in list(m._buffers.items()):
+            if b is not None:
+                m._buffers[name] = torch.empty(b.shape, dtype=dtype if b.is_floating_point() else b.dtype, device="cpu")
+
+
+def _fake_tiny_decoder(dtype, device):
+    """TAESD's decoder with fake weights, on the simulated device, behind the Animator's decoder interface."""
+    import torch
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily(), torch.device("meta"):
+        network = new_decoder()
+    _fake_weights(network, dtype)
+    network.to(device)
+    return PostModel("taesd", Path("."), network, device, dtype)
 
 
 def _weights_bytes(pipe) -> int:
@@ -891,6 +911,8 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         meter = _StageMeter(counter)
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
         animator = Animator(model, plan)
+        if job.tiny_decoder:  # its few MB of weights go to the device with the model's
+            animator.decoder = _fake_tiny_decoder(dtype, device)
         replays = _Replays(counter)
         animator.denoise = replays.wrap(animator.denoise)
         decode_context = _decode_context(arch, job, plan, math, pipe.vae.decoder)
@@ -1073,7 +1095,7 @@ def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool =
     """The same for diffusers' `StableVideoDiffusionPipeline` with one of its documented recipes."""
     if recipe not in RECIPES:
         raise ValueError(f"recipe {recipe!r} is not one of {RECIPES}")
-    job = replace(job, cache=1)  # diffusers has no feature cache: its recipes are every row's baseline
+    job = replace(job, cache=1, tiny_decoder=False)  # diffusers' recipes, every row's baseline: no svd lever
     if not use_cache:
         return _quietly(_run_recipe, arch, recipe, job)
     return _cached(_cache_key(arch, {"recipe": recipe}, job), lambda: _quietly(_run_recipe, arch, recipe, job))
