@@ -101,7 +101,8 @@ class ModelCache:
             "vae_tiling": request.vae_tiling,
             "attention": request.attention if request.attention != "auto" else None,
         }
-        plan = choose_plan(model, request.memory, overrides, (first.frames, first.width, first.height), first.cache)
+        shape = (first.frames, first.width, first.height)
+        plan = choose_plan(model, request.memory, overrides, shape, first.cache, "decoder" in self.post_sources)
         savers = plan.savers()
         self.progress.note(
             f"Memory profile {plan.profile}: {plan.reason} [{', '.join(savers) if savers else 'no savers'}]"

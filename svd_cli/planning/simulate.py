@@ -1107,7 +1107,14 @@ def cached_simulation(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulat
 
 
 def simulated_choice(
-    model, free_bytes: int, frames: int, width: int, height: int, overrides: dict, cache: int = 1
+    model,
+    free_bytes: int,
+    frames: int,
+    width: int,
+    height: int,
+    overrides: dict,
+    cache: int = 1,
+    tiny_decoder: bool = False,
 ) -> MemoryPlan:
     """The automatic memory choice from simulated peaks: the fastest profile that fits in `free_bytes`, for the
     loaded `model` (its adapter) and the job (with the feature cache's kept features when `cache` is on). Profiles
@@ -1116,7 +1123,8 @@ def simulated_choice(
 
     arch = architecture_of(model.pipe, model.source.name)
     gpu = "mps" if model.device.type == "mps" else "cuda"
-    job = Job(frames=frames, width=width, height=height, dtype=dtype_name(model.dtype), gpu=gpu, cache=cache)
+    job = Job(frames=frames, width=width, height=height, dtype=dtype_name(model.dtype), gpu=gpu, cache=cache,
+              tiny_decoder=tiny_decoder)  # fmt: skip
     return pick_simulated(arch, job, free_bytes, overrides, simulate)
 
 
