@@ -188,7 +188,11 @@ def make_video(
     recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier)
     still = frame.picture if session.uses_image_model else None
     session.progress.start("write")
-    write_video_and_recipe(video.frames, job.output, video.fps, fmt, recipe, still=still)
+    try:
+        write_video_and_recipe(video.frames, job.output, video.fps, fmt, recipe, still=still)
+    except BaseException:
+        session.progress.abandon()  # a failed write reports no "Writing video" time, only its error
+        raise
     session.progress.end()
     discard_work(job.output)
     video.path, video.frames, video.first_frame = job.output, None, None  # on disk now: a batch keeps no pictures

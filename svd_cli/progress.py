@@ -24,6 +24,10 @@ class Progress:
     def end(self) -> None:
         """The current stage is finished."""
 
+    def abandon(self) -> None:
+        """The current stage failed: it is over, but nothing (such as its time) is reported of it."""
+        self.end()
+
     def overall(self, done: int, total: int, seconds: float) -> None:
         """A batch spread over workers: `done` of `total` videos finished after `seconds`."""
 

@@ -131,6 +131,9 @@ class PlainProgress(Progress):
         self.end()
         self.stage, self.total, self.started = stage, total, time.monotonic()
 
+    def abandon(self) -> None:
+        self.stage = None
+
     def end(self) -> None:
         if self.stage is None:
             return
