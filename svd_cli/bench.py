@@ -225,9 +225,11 @@ def _run_ours(model, profile: str, image, settings, meter: PeakMemory, name: str
     plan = plan_for(profile)
     animator = Animator(model, plan)
     if taesd:  # TAESD's architecture with random weights: the same work as the real file
-        animator.decoder = PostModel("taesd", Path("."), new_decoder().to(model.dtype).eval(), model.device,
-                                     model.dtype)  # fmt: skip
-        animator.decoder.network.to(model.device)
+        import torch
+
+        network = new_decoder().to(model.dtype).eval()
+        animator.decoder = PostModel("taesd", Path("."), network, torch.device("cpu"), model.dtype)
+        animator.decoder.place(model.device)
     clock = _StepClock()
     meter.reset()
     started, cpu_started = time.perf_counter(), time.process_time()

@@ -291,7 +291,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("cache", int, "Feature reuse (DeepCache): every Nth denoising step runs the whole UNet and the steps "
            "between reuse its deep features, running only its outer layers; 1 is off, 3 is the authors' choice "
            "for SVD's 25 Euler steps (faster, some detail lost; with animatelcm's few steps each reused step is a "
-           "bigger share).", default=1, range=(1, 10), recipe="settings.cache", example="3"),
+           "bigger share).", default=1, range=(1, 10), recipe="settings.cache", example="3", recorded_at_default=False),
     Option("min_cfg", float, "Guidance scale of the first frame [default: the model's, 1.0].", from_model=True,
            range=(0.0, 30.0), recipe="settings.min_cfg", example="1.5"),
     Option("max_cfg", float, "Guidance scale of the last frame [default: the model's, 3.0].", from_model=True,
@@ -381,6 +381,8 @@ OPTIONS: tuple[Option, ...] = (
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # The settings a model brings defaults for, which (with the seed and size) decide the frames.
 GENERATION = tuple(o.name for o in OPTIONS if o.from_model and o.name != "size")
+# The settings a recipe records only when they are not at their default (Option.recorded_at_default).
+RECORDED_WHEN_SET = {o.name: o.default for o in OPTIONS if not o.recorded_at_default}
 
 
 # --- values in, checked ----------------------------------------------------------------------------------
@@ -553,7 +555,7 @@ class GenerationSettings:
     IMPLIED = {"sampler": "euler", "cache": 1}  # SVD's own sampler, no feature cache: when a caller names none
     # Speed levers at their off value are left out of records (`as_dict`): such a video is made as before the
     # lever existed, and a recipe without it replays it off.
-    OFF = {"cache": 1}
+    OFF = RECORDED_WHEN_SET
 
     def __init__(self, **values: Any):
         values = {**self.IMPLIED, **values}

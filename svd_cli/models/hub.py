@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import ModelUnavailableError, ref
 from ..kinds import FILE_KINDS, KIND_DEFAULTS
 from ..progress import Progress, size_text
-from .layout import allow_patterns, candidate_components, is_complete, weight_components
+from .layout import allow_patterns, candidate_components, is_complete, weight_components, weight_name
 
 
 def offline_mode() -> bool:
@@ -82,8 +82,7 @@ def download_snapshot(
         why = _explain_hub_error(exc, name, repo, revision, gated, fix, instead, kind)
         raise ModelUnavailableError(why, model=name) from exc
     if not is_complete(folder, variant, kind):
-        weights = [f"{component}/{stem}{'.' + variant if variant else ''}.safetensors"
-                   for component, stem in weight_components(folder, kind).items()]  # fmt: skip
+        weights = [weight_name(component, stem, variant) for component, stem in weight_components(folder, kind).items()]
         raise ModelUnavailableError(
             f"{repo} at revision {revision} lacks the safetensors weights svd needs "
             f"({', '.join(weights)}); svd never loads pickle files.",
@@ -153,7 +152,7 @@ def _remote_variant(repo: str, revision: str, kind: str) -> str | None:
     # One request (the repo's info lists its files); the tree listing would retry for 25 s with no network.
     files = [s.rfilename for s in HfApi().model_info(repo, revision=revision).siblings or []]
     for components in candidate_components(kind):
-        wanted = [f"{folder}/{stem}.fp16.safetensors" for folder, stem in components.items()]
+        wanted = [weight_name(folder, stem, "fp16") for folder, stem in components.items()]
         if all(fnmatch.filter(files, pattern) for pattern in wanted):
             return "fp16"
     return None

@@ -33,6 +33,11 @@ def _suffix(variant: str | None) -> str:
     return f".{variant}.safetensors" if variant else ".safetensors"
 
 
+def weight_name(component: str, stem: str, variant: str | None) -> str:
+    """A component's weights file within a model folder ("unet/diffusion_pytorch_model.fp16.safetensors")."""
+    return f"{component}/{stem}{_suffix(variant)}"
+
+
 def candidate_components(kind: str) -> list[dict[str, str]]:
     """The component tables a model of `kind` may have: one, or for VIDEO (a model of any family) each family's."""
     if kind == VIDEO:
@@ -51,7 +56,7 @@ def kind_components(kind: str, folder: Path | None = None) -> dict[str, str]:
 
 def allow_patterns(variant: str | None, kind: str) -> list[str]:
     """The files svd downloads: configs, tokenizer files and one safetensors file per component."""
-    weights = [f"{folder}/{stem}{_suffix(variant)}" for folder, stem in kind_components(kind).items()]
+    weights = [weight_name(folder, stem, variant) for folder, stem in kind_components(kind).items()]
     return CONFIG_PATTERNS + EXTRA_PATTERNS.get(kind, []) + weights
 
 
@@ -77,7 +82,7 @@ def weight_components(folder: Path | None, kind: str) -> dict[str, str]:
 def detect_variant(folder: Path, kind: str) -> str | None:
     """'fp16' when every component has an fp16 safetensors file, else None (plain safetensors)."""
     components = weight_components(folder, kind)
-    if all((folder / f / f"{stem}.fp16.safetensors").is_file() for f, stem in components.items()):
+    if all((folder / weight_name(f, stem, "fp16")).is_file() for f, stem in components.items()):
         return "fp16"
     return None
 
@@ -86,7 +91,7 @@ def is_complete(folder: Path, variant: str | None, kind: str) -> bool:
     if not (folder / "model_index.json").is_file():
         return False
     components = weight_components(folder, kind)
-    return all((folder / f / f"{stem}{_suffix(variant)}").is_file() for f, stem in components.items())
+    return all((folder / weight_name(f, stem, variant)).is_file() for f, stem in components.items())
 
 
 # What a model_index.json may name as a component's class: diffusers' and transformers' own. diffusers would
@@ -138,7 +143,7 @@ def check_model_folder(folder: Path, variant: str | None, kind: str) -> None:
         )
     for component, stem in weight_components(folder, kind).items():
         sub = folder / component
-        wanted = sub / f"{stem}{_suffix(variant)}"
+        wanted = folder / weight_name(component, stem, variant)
         if wanted.is_file() or any(sub.glob("*.safetensors")):
             continue
         pickles = [p.name for p in sub.glob("*") if p.suffix in PICKLE_SUFFIXES]
@@ -284,7 +289,7 @@ def weight_files(folder: Path, variant: str | None, kind: str) -> list[Path]:
     """The safetensors file of every component that svd loads from `folder`."""
     files = []
     for component, stem in weight_components(folder, kind).items():
-        wanted = folder / component / (f"{stem}.{variant}.safetensors" if variant else f"{stem}.safetensors")
+        wanted = folder / weight_name(component, stem, variant)
         files.append(wanted if wanted.is_file() else next(iter(sorted((folder / component).glob("*.safetensors"))),
                                                           wanted))  # fmt: skip
     return files
