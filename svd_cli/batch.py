@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref
+from .io.preview import discard_preview, preview_path
 from .io.recipe import build_recipe, resume_state
 from .io.safety import Busy, claim
 from .io.segments import discard_work, unfinished_seed
@@ -180,20 +181,27 @@ def make_video(
     if frame is None:
         frame = make_first_frame(session, job)
     settings = session.settings_for(job.seed, frame.picture.size)
-    # 2. Animate it (with extend, the clips that continue it, each kept as it finishes, for a rerun), then the
-    #    post stages in the order of stages/post.py.
-    video = session.make(frame, settings, job.output)
-    # 3. Write the video, its still and its recipe; then the finished clips are no longer needed.
-    digest = sha256(job.input) if job.input is not None else None
-    recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier)
-    still = frame.picture if session.uses_image_model else None
-    session.progress.start("write")
+    # 2. Animate it (with extend, the clips that continue it, each kept as it finishes, for a rerun; with a live
+    #    preview rewritten after every step), then the post stages in the order of stages/post.py.
+    req = session.request
+    preview = preview_path(job.output, fmt) if req.preview or req.keep_preview else None
     try:
-        write_video_and_recipe(video.frames, job.output, video.fps, fmt, recipe, still=still)
-    except BaseException:
-        session.progress.abandon()  # a failed write reports no "Writing video" time, only its error
-        raise
-    session.progress.end()
+        video = session.make(frame, settings, job.output, preview=preview)
+        # 3. Write the video, its still and its recipe; then the finished clips (and the preview) are no longer
+        #    needed.
+        digest = sha256(job.input) if job.input is not None else None
+        recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier)
+        still = frame.picture if session.uses_image_model else None
+        session.progress.start("write")
+        try:
+            write_video_and_recipe(video.frames, job.output, video.fps, fmt, recipe, still=still)
+        except BaseException:
+            session.progress.abandon()  # a failed write reports no "Writing video" time, only its error
+            raise
+        session.progress.end()
+    finally:
+        if preview is not None and not req.keep_preview:
+            discard_preview(preview)
     discard_work(job.output)
     video.path, video.frames, video.first_frame = job.output, None, None  # on disk now: a batch keeps no pictures
     return JobResult(job, "ok", seconds=time.monotonic() - started + earlier, video=video)

@@ -14,7 +14,7 @@ import json
 import sys
 
 from .models.architectures import ARCHITECTURES
-from .models.decoder import new_decoder
+from .models.decoder import new_decoder, preview_latent_size
 
 
 def component_flops(arch: str, frames: int, size: tuple[int, int]) -> dict[str, int]:
@@ -65,6 +65,9 @@ def component_flops(arch: str, frames: int, size: tuple[int, int]) -> dict[str, 
             "decoder": count(lambda: vae.decode(torch.zeros(frames, *latent), num_frames=frames)),
             # TAESD's decoder (decoder = taesd): one frame at a time, so `frames` calls.
             "tiny_decoder": frames * count(lambda: tiny_decoder(torch.zeros(1, *latent))),
+            # A live preview (--preview): the same decoder on every step's prediction, pooled when it is wide.
+            "preview": frames
+            * count(lambda: tiny_decoder(torch.zeros(1, latent[0], *preview_latent_size(*latent[1:])))),
         }
 
 
@@ -82,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "components_tflops": {k: round(v / 1e12, 2) for k, v in parts.items()},
         "tiny_decoder_vs_decoder": round(parts["tiny_decoder"] / parts["decoder"], 4),
+        "preview_vs_guided_step": round(parts["preview"] / parts["unet_batch2"], 4),
         "svd_xt_25_steps_cfg_tflops": round(svd / 1e12, 1),
         "animatelcm_4_steps_tflops": round(lcm / 1e12, 1),
         "ratio": round(lcm / svd, 4),

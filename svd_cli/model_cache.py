@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .device import free_memory
-from .errors import UsageError, ref
+from .errors import ModelUnavailableError, UsageError, ref
 from .install import check_install
 from .kinds import VIDEO
 from .memory import choose_image_plan
-from .models.decoder import load_tiny_decoder
+from .models.decoder import PREVIEW_DECODER, load_tiny_decoder
 from .models.files import file_identity
 from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
 from .models.lora import check_loras_fit
@@ -50,6 +50,10 @@ class ModelCache:
         # The weights files of post stages (stages/post.py), by model kind: resolved with the model, read once.
         self.post_sources: dict[str, ModelSource] = {}
         self.post_models: dict[str, Any] = {}
+        # The live preview's tiny decoder when the video decodes with the full VAE (not recorded: no frame of the
+        # video depends on it).
+        self.preview_source: ModelSource | None = None
+        self.preview_decoder = None
 
     # --- the video model: resolved now, loaded on the first video -----------------------------------------
 
@@ -60,10 +64,24 @@ class ModelCache:
         self.source = resolve_model(request.model, kind=VIDEO, progress=self.progress)
         if request.decoder != "full":  # a tiny decoder: recorded (recorded_files) like a post stage's file
             self.post_sources["decoder"] = resolve_file_model(request.decoder, "decoder", progress=self.progress)
+        elif request.preview or request.keep_preview:
+            self.preview_source = self._preview_source()
         self.defaults = self.source.defaults()
         self.weights = self._weight_files(request)
         for stage in model_stages(request):
             self.post_model(stage, request)
+
+    def _preview_source(self) -> ModelSource | None:
+        """The preview's decoder beside the full VAE: taesd if it is on this machine (never downloaded for a
+        preview), else a note that there will be none."""
+        try:
+            return resolve_file_model(PREVIEW_DECODER, "decoder", download=False, progress=self.progress)
+        except ModelUnavailableError:
+            self.progress.note(
+                f"No live preview: it decodes with {PREVIEW_DECODER}, which is not downloaded yet (run `svd weights "
+                f"pull {PREVIEW_DECODER}`, about 5 MB, or draft with {ref('decoder')} {PREVIEW_DECODER})"
+            )
+            return None
 
     def _weight_files(self, request: Request) -> dict[str, Any]:
         """The UNet and LoRA files asked for: checked to exist now, identified (size, SHA-256) for the recipe."""
@@ -111,6 +129,16 @@ class ModelCache:
         if "decoder" in self.post_sources:  # a few MB: it stays on the device with the model
             self.animator.decoder = load_tiny_decoder(self.post_sources["decoder"], model.dtype)
             self.animator.decoder.place(device)
+        elif self.preview_source is not None and self.preview_decoder is None:
+            self.preview_decoder = load_tiny_decoder(self.preview_source, model.dtype)
+            self.preview_decoder.place(device)
+
+    @property
+    def previewer(self):
+        """The tiny decoder a live preview decodes with (the video's own, if it has one), or None."""
+        if self.animator is not None and self.animator.decoder is not None:
+            return self.animator.decoder
+        return self.preview_decoder
 
     def model_record(self) -> dict:
         """The model as the recipe records it: where it came from, and any UNet and LoRAs over it."""

@@ -336,6 +336,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("decoder", str, "full (the model's own temporal VAE) or a tiny decoder for drafts: taesd, tiny-taesd or "
            "a .safetensors file of TAESD's decoder (a fraction of the decoding work; softer frames that may "
            "flicker).", default="full", recipe="settings.decoder", example="tiny-taesd", recorded_at_default=False),
+    Option("preview", bool, "Write NAME.preview.webp beside the output after every denoising step: the video so "
+           "far, small, decoded with the tiny decoder (decoder's, else taesd if downloaded); removed once the video is "
+           "written.", default=False, example="true"),
+    Option("keep_preview", bool, "Keep the preview after the video is written (implies preview).", default=False,
+           example="true"),
     Option("interpolator", str, "minterpolate (ffmpeg's, built in) or a RIFE model: rife, tiny-rife or a .safetensors "
            "file.", default="minterpolate", recipe="settings.interpolator", example="tiny-rife"),
     Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check) "

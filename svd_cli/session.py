@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import OptionError, ref
+from .io.preview import preview_blocked
 from .io.segments import SegmentStore
 from .model_cache import ModelCache
 from .models.loading import dtype_name
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from .stages.first_frame import FirstFrame
-    from .stages.hooks import StepCallback
+    from .stages.hooks import LivePreview, StepCallback
 
 
 class Session:
@@ -181,12 +182,14 @@ class Session:
         settings: GenerationSettings,
         output: Path | None = None,
         on_step: StepCallback | None = None,
+        preview: Path | None = None,
     ) -> Clip:
         """The animate stage on one first frame; with `extend`, the clips that continue it, chained into one.
 
         With an `output`, each finished clip is kept in a work folder beside it (io/segments.py) and reused by a
         rerun of the same work, so an interrupted long video continues where it stopped. `on_step(step, steps,
-        latents)` is called after every denoising step of every clip made (not of those reused).
+        latents)` is called after every denoising step of every clip made (not of those reused); a live preview
+        is written at `preview` after every step, when the run has a decoder for it.
         """
         import numpy as np
         from PIL import Image
@@ -205,6 +208,7 @@ class Session:
         if (decoder := self.animator.decoder) is not None:
             record["decoder"] = {"name": decoder.name, "sha256": decoder.sha256}
         records, clips, reference = [frame.record], [], None
+        live = self._live_preview(preview, settings.fps)
         count = 1 + req.extend
         for k in range(count):
             # 2. Clip k: from the first frame, or from the last frame of clip k - 1, with seed + k.
@@ -218,7 +222,7 @@ class Session:
                     self.progress.note(f"Segment {k + 1}/{count} (seed {segment['seed']})")
                 start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
                 frames = self.animator.animate(
-                    start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step
+                    start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step, preview=live
                 )
                 # 3. Later clips take the first clip's colours back (their drift adds up clip after clip): the
                 #    frames the video keeps, all but the first (the frame the clips share).
@@ -231,6 +235,8 @@ class Session:
                 reference = color_stats(frames)
             clips.append(frames if k == 0 else frames[1:])  # the frame two clips share appears once
             records.append(record | segment)
+        if live is not None and live.writes:
+            self.progress.note(live.cost())
         # 4. One clip of them all; frames of a single flat colour are worth a warning.
         if self.animator.upcast:
             records[1]["upcast"] = dict(self.animator.upcast)  # the NaN guard widened these components
@@ -243,6 +249,18 @@ class Session:
         for warning in warnings:
             self.progress.note(f"Warning: {warning}")
         return Clip(frames=frames, fps=settings.fps, stages=records, warnings=warnings)
+
+    def _live_preview(self, path: Path | None, fps: int) -> LivePreview | None:
+        """The live preview at `path`, if asked for and the run has a tiny decoder for it; a file svd did not make
+        at that name is left alone (with a note)."""
+        from .stages.hooks import LivePreview
+
+        if path is None or self.models.previewer is None:
+            return None
+        if preview_blocked(path):
+            self.progress.note(f"No live preview: {path} is a file svd did not make, and svd never replaces one")
+            return None
+        return LivePreview(path, self.models.previewer, fps, self.progress)
 
     def _segment_key(self, frame: FirstFrame, settings: GenerationSettings) -> str:
         """What decides a segment's frames: the first frame, the settings, the model, device and precision."""
@@ -268,10 +286,11 @@ class Session:
         settings: GenerationSettings,
         output: Path | None = None,
         on_step: StepCallback | None = None,
+        preview: Path | None = None,
     ) -> Animation:
         """One video from its first frame, in memory: the animate stage (with extend's clips), then the post
         stages; what every caller (a batch's job, the library) runs after the first frame and before writing."""
-        clip = self.finish(self.animate(frame, settings, output, on_step))
+        clip = self.finish(self.animate(frame, settings, output, on_step, preview))
         return Animation.of(clip, settings.seed, self.source.name, settings.as_dict(), self.animator.plan.profile,
                             frame.picture)  # fmt: skip
 

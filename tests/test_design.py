@@ -26,6 +26,7 @@ NOT_RECORDED = {
     "seeds", "variations", "out", "name", "recursive", "overwrite", "allow_download", "json", "quiet", "prompts",
 }  # fmt: skip
 NOT_RECORDED |= {"ray", "ray_address", "workers"}  # where the videos are made, not what they are
+NOT_RECORDED |= {"preview", "keep_preview"}  # a file watched while the video is made, not part of it
 # Options that replace the input image: a run that sets them has none.
 INSTEAD_OF_IMAGES = {"prompt", "prompts"}
 

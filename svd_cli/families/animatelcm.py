@@ -24,6 +24,7 @@ import torch
 @dataclass
 class _StepOutput:
     prev_sample: torch.Tensor
+    pred_original_sample: torch.Tensor  # the step's prediction of the clean latents (as diffusers' schedulers name it)
 
 
 class AnimateLCMSampler:
@@ -63,8 +64,9 @@ class AnimateLCMSampler:
         c_skip = self.sigma_data**2 / scale
         c_out = -sigma * self.sigma_data / scale**0.5
         denoised = c_out * model_output + c_skip * sample
+        following_sample = denoised
         if following > 0:
             noise = randn_tensor(sample.shape, generator=generator, device=sample.device, dtype=sample.dtype)
-            denoised = denoised + following * noise
+            following_sample = denoised + following * noise
         self._index += 1
-        return _StepOutput(prev_sample=denoised)
+        return _StepOutput(prev_sample=following_sample, pred_original_sample=denoised)

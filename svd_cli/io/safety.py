@@ -10,6 +10,8 @@ it, and never deletes or replaces anything else.
 - `occupant` says whether an existing output is svd's own (and may be resumed or redone) or someone else's
   (never touched). The writer asks it again right before renaming into place.
 - `is_svd_output` lets folder scans skip svd's own outputs, so a rerun of any command only resumes.
+- A live preview (`NAME.preview.webp`, io/preview.py) carries a mark in its EXIF description: svd replaces or
+  removes only a preview with that mark (`is_own_preview`).
 - `claim` takes an output for this process with an exclusive create of a lock file holding its pid; a second
   run skips outputs a live process holds, and temporary files are removed only when their owner is dead.
 """
@@ -29,6 +31,8 @@ from .bounded import BoundedReadError, load_json, read_text
 TEMP_MARK = ".svd-partial-"
 LOCK_MARK = ".svd-lock"
 FRAME_PREFIX = "frame_"
+PREVIEW_SUFFIX = ".preview.webp"
+PREVIEW_MARK = "svd live preview"  # the EXIF ImageDescription of every preview svd writes
 LOCK_GRACE_SECONDS = 10.0  # a lock file still empty this long after its creation is a crashed writer's
 
 
@@ -154,6 +158,8 @@ class OwnOutputs:
         self._frames_dirs: dict[Path, bool] = {}
 
     def __contains__(self, path: Path) -> bool:
+        if path.name.endswith(PREVIEW_SUFFIX) and is_own_preview(path):
+            return True
         fmt = path.suffix.lower().lstrip(".")
         if fmt == "json":  # a recipe sidecar itself
             data = _load(path)
@@ -170,6 +176,20 @@ class OwnOutputs:
 
 def is_svd_output(path: Path) -> bool:
     return path in OwnOutputs()
+
+
+def is_own_preview(path: Path) -> bool:
+    """Whether `path` is a live preview svd wrote (its EXIF description is svd's mark)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as picture:
+            return picture.format == "WEBP" and picture.getexif().get(EXIF_DESCRIPTION) == PREVIEW_MARK
+    except (OSError, UnidentifiedImageError, ValueError):
+        return False
+
+
+EXIF_DESCRIPTION = 0x010E  # the EXIF tag ImageDescription
 
 
 # --- claims: one process per output ------------------------------------------------------------------------

@@ -10,6 +10,7 @@ applies. TAESD's latent scale is 1: it decodes the UNet's latents as they are, e
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, first_line, ref
@@ -18,6 +19,15 @@ from .post import PostModel, check_loadable
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+PREVIEW_DECODER = "taesd"  # what a live preview decodes with when the video itself uses the full VAE
+PREVIEW_HALF_FROM = 64  # latent width (512 pixels) from which a preview decodes its latents pooled to half size
+
+
+def preview_latent_size(height: int, width: int) -> tuple[int, int]:
+    """The latent size a live preview decodes for latents of `height` x `width`: half from PREVIEW_HALF_FROM on
+    (a quarter of the decoding work; the preview is shown small anyway)."""
+    return (height // 2, width // 2) if width >= PREVIEW_HALF_FROM else (height, width)
 
 
 def to_diffusers(state: dict) -> dict:
@@ -41,6 +51,13 @@ def new_decoder() -> nn.Module:
     from diffusers import AutoencoderTiny
 
     return AutoencoderTiny().decoder
+
+
+def decode_each(decoder: PostModel, latents: torch.Tensor) -> Iterator[torch.Tensor]:
+    """The pixels ([-1, 1], float32) of each frame of `latents` (frames, channels, h, w), one decoder call each, as
+    TAESD decodes: one frame has no neighbours to look at, and its activations stay small."""
+    for frame in latents.split(1):
+        yield decoder.network(frame.to(decoder.device, decoder.dtype)).float()
 
 
 def load_tiny_decoder(source, dtype: torch.dtype) -> PostModel:

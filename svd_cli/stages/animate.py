@@ -22,11 +22,12 @@ from ..errors import OutOfMemoryError, ref
 from ..families import Conditioning, family_of
 from ..memory import MemoryPlan, apply_plan, plan_for, step_down
 from ..memory.vae_tiling import decode_tiled, encode_tiled, is_per_frame
+from ..models.decoder import decode_each
 from ..models.loading import dtype_name
 from ..models.quiet import quiet_transformers
 from ..options import GenerationSettings
 from ..progress import NullProgress, Progress
-from .hooks import Denoiser, NonFiniteValues, Step, StepCallback, finite, step_hooks
+from .hooks import Denoiser, LivePreview, NonFiniteValues, Step, StepCallback, finite, step_hooks
 
 __all__ = ["Animator", "GenerationSettings"]
 
@@ -75,12 +76,13 @@ class Animator:
         settings: GenerationSettings,
         progress: Progress | None = None,
         on_step: StepCallback | None = None,
+        preview: LivePreview | None = None,
     ):
         """`self(image, settings)`, stepping down one memory profile and retrying after an out-of-memory."""
         progress = progress or NullProgress()
         while True:
             try:
-                return self(image, settings, progress, on_step=on_step)
+                return self(image, settings, progress, on_step=on_step, preview=preview)
             except NonFiniteValues as bad:
                 wider = wider_dtype(self.model.unet.dtype, self.model.device) if bad.stage == "denoising" else None
                 if wider is None:
@@ -120,11 +122,13 @@ class Animator:
         progress: Progress | None = None,
         output: str = "uint8",
         on_step: StepCallback | None = None,
+        preview: LivePreview | None = None,
     ) -> np.ndarray:
         """Frames (F, H, W, 3) for `image`, which must already be settings.width x settings.height.
 
         `output="uint8"` gives 8-bit RGB; `"float"` gives the float32 values in [0, 1] before rounding.
-        `on_step(step, steps, latents)` is called after every denoising step.
+        `on_step(step, steps, latents)` is called after every denoising step; a `preview` is rewritten after
+        every step from the step's predicted clean latents.
         """
         progress = progress or NullProgress()
         use = self.placement.use
@@ -159,9 +163,9 @@ class Animator:
 
         # 6. Denoise: one denoiser call per step, two with CFG (see `_denoiser`). A consistency sampler adds fresh
         #    noise between steps. Each step runs the video's step hooks (hooks/: the feature cache, the finite check,
-        #    progress, the caller's on_step) before the step, around the denoiser call and after the scheduler's
-        #    update; the feature cache's UNet runs only the outer layers on its reuse steps.
-        hooks = step_hooks(dtype=work, progress=progress, on_step=on_step, cache=settings.cache)
+        #    progress, the live preview, the caller's on_step) before the step, around the denoiser call and after
+        #    the scheduler's update; the feature cache's UNet runs only the outer layers on its reuse steps.
+        hooks = step_hooks(dtype=work, progress=progress, on_step=on_step, cache=settings.cache, preview=preview)
         hooks.start(len(scheduler.timesteps))
         with use("denoiser") as unet:
             denoise = self._denoiser(hooks.module(unet), inputs, guidance)
@@ -169,7 +173,8 @@ class Animator:
                 step = Step(number, len(scheduler.timesteps), t, latents)
                 hooks.before(step)
                 noise_pred = hooks.around(step, denoise)(scheduler.scale_model_input(step.latents, t), t)
-                step.latents = scheduler.step(noise_pred, t, step.latents, generator=generator).prev_sample
+                update = scheduler.step(noise_pred, t, step.latents, generator=generator)
+                step.latents, step.denoised = update.prev_sample, getattr(update, "pred_original_sample", None)
                 hooks.after(step)
                 latents = step.latents
         hooks.end()
@@ -214,15 +219,14 @@ class Animator:
             self.widen("decoder", torch.float32)
 
     def _decode_tiny(self, latents: torch.Tensor, progress: Progress) -> list[torch.Tensor]:
-        decoder = self.decoder
         progress.start("decode", total=latents.shape[0])
         frames = []
-        for frame in latents.split(1):
-            frames.append(decoder.network(frame.to(decoder.device, decoder.dtype)).float())
+        for frame in decode_each(self.decoder, latents):
+            frames.append(frame)
             progress.advance(1)
         progress.end()
         if not all(finite(f) for f in frames):
-            raise NonFiniteValues("decoding", None, None, decoder.dtype)
+            raise NonFiniteValues("decoding", None, None, self.decoder.dtype)
         return frames
 
     def _denoiser_inputs(self, conditioning: Conditioning, unconditional: Conditioning | None) -> DenoiserInputs:

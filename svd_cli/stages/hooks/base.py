@@ -24,12 +24,14 @@ Denoiser = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 @dataclass
 class Step:
     """Where the loop is: step `number` (1-based) of `count`, at `timestep`. `latents` are the step's input in
-    `before` and `around`, and the scheduler's output in `after`."""
+    `before` and `around`, and the scheduler's output in `after`; `denoised` is then the step's prediction of the
+    clean latents (what the video would be if it stopped here)."""
 
     number: int
     count: int
     timestep: torch.Tensor
     latents: torch.Tensor
+    denoised: torch.Tensor | None = None
 
 
 class StepHook:
