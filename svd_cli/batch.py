@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref
+from .io.latents import discard_latents, is_own_latents, latents_path, work_key, write_latents
 from .io.preview import discard_preview, preview_path
 from .io.recipe import build_recipe, resume_state
 from .io.safety import Busy, claim
@@ -183,17 +184,25 @@ def make_video(
     settings = session.settings_for(job.seed, frame.picture.size)
     # 2. Animate it (with extend, the clips that continue it, each kept as it finishes, for a rerun; with a live
     #    preview rewritten after every step), then the post stages in the order of stages/post.py.
+    #    A draft being finished (svd finish) has its latents kept: they are decoded instead.
     req = session.request
     preview = preview_path(job.output, fmt) if req.preview or req.keep_preview else None
+    keep = latents_path(job.output, fmt) if req.keep_latents else None
+    if keep is not None and keep.exists() and not is_own_latents(keep):
+        raise SvdError(f"{keep} exists and svd did not make it; svd never replaces it: move it away, or drop "
+                       f"{ref('keep_latents')}.", path=keep)  # fmt: skip
+    kept = job.finish.read(job.output) if job.finish is not None else None
     try:
-        video = session.make(frame, settings, job.output, preview=preview)
-        # 3. Write the video, its still and its recipe; then the finished clips (and the preview) are no longer
-        #    needed.
+        video = session.make(frame, settings, job.output, preview=preview, latents=kept)
+        # 3. Write the kept latents, then the video, its still and its recipe; then the finished clips (the
+        #    preview, a finished draft's latents) are no longer needed.
         digest = sha256(job.input) if job.input is not None else None
         recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier)
         still = frame.picture if session.uses_image_model else None
         session.progress.start("write")
         try:
+            if keep is not None:
+                write_latents(video.latents, keep, work_key(recipe))
             write_video_and_recipe(video.frames, job.output, video.fps, fmt, recipe, still=still)
         except BaseException:
             session.progress.abandon()  # a failed write reports no "Writing video" time, only its error
@@ -202,8 +211,11 @@ def make_video(
     finally:
         if preview is not None and not req.keep_preview:
             discard_preview(preview)
+    if job.finish is not None:
+        discard_latents(job.finish.path)
     discard_work(job.output)
-    video.path, video.frames, video.first_frame = job.output, None, None  # on disk now: a batch keeps no pictures
+    # On disk now: a batch keeps no pictures (nor latents).
+    video.path, video.frames, video.first_frame, video.latents = job.output, None, None, None
     return JobResult(job, "ok", seconds=time.monotonic() - started + earlier, video=video)
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from .errors import UsageError, ref
 from .io.bounded import LIST_LIMIT, BoundedReadError, load_json, read_text, stdin_lines
-from .io.safety import OwnOutputs, check_outputs
+from .io.latents import KeptLatents
+from .io.safety import OwnOutputs, check_outputs, recipe_for
 from .io.video import STYLED_MARK, output_suffix
 from .kinds import VIDEO
 from .models.sources import check_kind, peek_defaults
@@ -46,6 +47,7 @@ class Job:
     seed_fixed: bool
     output: Path = Path()
     prompt: str | None = None  # the text its first frame is drawn from (no input image)
+    finish: KeptLatents | None = None  # a draft's kept latents, decoded instead of denoising (svd finish)
 
     @property
     def label(self) -> str:
@@ -288,13 +290,14 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
     values = with_defaults(req, defaults) if defaults else {"fps": req.fps, "frames": req.frames}
 
     out = req.out
+    # A frames folder svd made earlier is that one output again (a rerun, a finish), not a folder to put one in.
+    own_frames = fmt == "frames" and out is not None and out.is_dir() and recipe_for(out, fmt) is not None
     single_file = (
         out is not None
         and len(jobs) == 1
         and req.name is None
-        and not out.is_dir()
         and not req.out_is_folder
-        and (out.suffix.lower() == suffix if suffix else not out.exists())
+        and (own_frames or (not out.is_dir() and (out.suffix.lower() == suffix if suffix else not out.exists())))
     )
     if out is not None and not single_file and out.suffix and out.suffix.lower() in (".mp4", ".gif", ".webm"):
         if len(jobs) > 1:

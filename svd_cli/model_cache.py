@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 from .device import free_memory
 from .errors import ModelUnavailableError, UsageError, ref
 from .install import check_install
-from .kinds import VIDEO
+from .kinds import DRAFT_DECODER, VIDEO
 from .memory import choose_image_plan
-from .models.decoder import PREVIEW_DECODER, load_tiny_decoder
+from .models.decoder import load_tiny_decoder
 from .models.files import file_identity
 from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
 from .models.lora import check_loras_fit
@@ -75,11 +75,11 @@ class ModelCache:
         """The preview's decoder beside the full VAE: taesd if it is on this machine (never downloaded for a
         preview), else a note that there will be none."""
         try:
-            return resolve_file_model(PREVIEW_DECODER, "decoder", download=False, progress=self.progress)
+            return resolve_file_model(DRAFT_DECODER, "decoder", download=False, progress=self.progress)
         except ModelUnavailableError:
             self.progress.note(
-                f"No live preview: it decodes with {PREVIEW_DECODER}, which is not downloaded yet (run `svd weights "
-                f"pull {PREVIEW_DECODER}`, about 5 MB, or draft with {ref('decoder')} {PREVIEW_DECODER})"
+                f"No live preview: it decodes with {DRAFT_DECODER}, which is not downloaded yet (run `svd weights "
+                f"pull {DRAFT_DECODER}`, about 5 MB, or draft with {ref('decoder')} {DRAFT_DECODER})"
             )
             return None
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionError, UsageError, ref
-from .kinds import kind_defaults
+from .kinds import DRAFT_DECODER, kind_defaults
 from .registry import SAMPLERS, get_entry
 
 MAX_SEED = 2**63 - 1
@@ -336,6 +336,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("decoder", str, "full (the model's own temporal VAE) or a tiny decoder for drafts: taesd, tiny-taesd or "
            "a .safetensors file of TAESD's decoder (a fraction of the decoding work; softer frames that may "
            "flicker).", default="full", recipe="settings.decoder", example="tiny-taesd", recorded_at_default=False),
+    Option("keep_latents", bool, "Keep the final denoised latents beside the video (NAME.latents.safetensors), so "
+           "svd finish can decode them with the full decoder later.", default=False, recipe="settings.keep_latents",
+           example="true", recorded_at_default=False),
+    Option("draft", bool, f"The cheap first pass of an overnight batch: decoder {DRAFT_DECODER} (unless decoder names "
+           "another tiny one) and keep_latents; nothing else changes, so svd finish on its videos gives the frames "
+           "of a full run.", default=False, example="true"),
     Option("preview", bool, "Write NAME.preview.webp beside the output after every denoising step: the video so "
            "far, small, decoded with the tiny decoder (decoder's, else taesd if downloaded); removed once the video is "
            "written.", default=False, example="true"),
@@ -481,6 +487,15 @@ class Request:
             value = coerce(opt, values.get(opt.name))
             check(opt, value)
             self._values[opt.name] = value
+        if self._values["draft"]:  # a preset of two settings, which the recipe records in its place
+            if self._values["decoder"] == "full":
+                raise UsageError(
+                    f"{ref('draft')} decodes with a tiny decoder and {ref('decoder')} full asks for the model's own: "
+                    f"drop one of them (svd finish decodes a draft with the full decoder later).",
+                    option="draft",
+                )
+            self._values["decoder"] = self._values["decoder"] or DRAFT_DECODER
+            self._values["keep_latents"] = True
 
     def __getattr__(self, name: str) -> Any:
         values = self.__dict__.get("_values")
@@ -540,6 +555,12 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
             f"{ref('style')} restyles input photos: give one (or put the style into {ref('prompt')} for a first "
             "frame from text).",
             option="style",
+        )
+    if req.keep_latents and req.extend:
+        raise UsageError(
+            f"{ref('keep_latents')} keeps one clip's latents, and {ref('extend')} starts each clip from the frames "
+            "decoded before it, which svd finish could not redo: drop one of them.",
+            option="keep_latents",
         )
     if need_inputs and not req.inputs and req.prompt is None and req.prompts is None:
         raise UsageError(

@@ -39,13 +39,16 @@ class Animation:
     path: Path | None = None  # where it was written (None: in memory only)
     frames: np.ndarray | None = None  # (F, H, W, 3) uint8; None once a batch has written them
     first_frame: Image.Image | None = None  # the picture the video starts from (fitted, or drawn from a prompt)
+    latents: Any = None  # with keep_latents: the final denoised latents (a CPU tensor) the frames were decoded from
 
     @classmethod
-    def of(cls, clip: Clip, seed: int, model: str, settings: dict, memory_profile: str | None, first_frame=None):
-        """The result for a finished `clip` (after the post stages)."""
+    def of(cls, clip: Clip, seed: int, model: str, settings: dict, memory_profile: str | None, first_frame=None,
+           latents=None):  # fmt: skip
+        """The result for a finished `clip` (after the post stages), with the animate stage's kept `latents`."""
         return cls(seed=seed, model=model, fps=clip.fps, frame_count=len(clip.frames), width=clip.width,
                    height=clip.height, settings=settings, stages=list(clip.stages), warnings=list(clip.warnings),
-                   memory_profile=memory_profile, frames=clip.frames, first_frame=first_frame)  # fmt: skip
+                   memory_profile=memory_profile, frames=clip.frames, first_frame=first_frame,
+                   latents=latents)  # fmt: skip
 
     @classmethod
     def from_recipe(cls, recipe: dict) -> Animation:

@@ -30,6 +30,7 @@ from .stages.extend import color_drift, color_stats, match_colors, segment_seed
 from .stages.post import wanted_stages
 
 if TYPE_CHECKING:
+    import torch
     from PIL import Image
 
     from .stages.first_frame import FirstFrame
@@ -183,18 +184,21 @@ class Session:
         output: Path | None = None,
         on_step: StepCallback | None = None,
         preview: Path | None = None,
+        latents: torch.Tensor | None = None,
     ) -> Clip:
         """The animate stage on one first frame; with `extend`, the clips that continue it, chained into one.
 
         With an `output`, each finished clip is kept in a work folder beside it (io/segments.py) and reused by a
         rerun of the same work, so an interrupted long video continues where it stopped. `on_step(step, steps,
         latents)` is called after every denoising step of every clip made (not of those reused); a live preview
-        is written at `preview` after every step, when the run has a decoder for it.
+        is written at `preview` after every step, when the run has a decoder for it. With keep_latents the clip
+        carries its final latents; given kept `latents` (svd finish), they are decoded instead of denoising.
         """
         import numpy as np
         from PIL import Image
 
         from .stages.animate import degenerate_frames
+        from .stages.hooks import KeepLatents
 
         req, seed = self.request, settings.seed
         # 1. The model, loaded for these settings on the first video.
@@ -207,6 +211,9 @@ class Session:
                   "settings": settings.as_dict(), "fps_conditioning": settings.fps - 1}  # fmt: skip
         if (decoder := self.animator.decoder) is not None:
             record["decoder"] = {"name": decoder.name, "sha256": decoder.sha256}
+        if latents is not None:
+            record["from_kept_latents"] = True  # denoised by an earlier run (a draft), decoded by this one
+        keep = KeepLatents() if req.keep_latents else None
         records, clips, reference = [frame.record], [], None
         live = self._live_preview(preview, settings.fps)
         count = 1 + req.extend
@@ -222,8 +229,9 @@ class Session:
                     self.progress.note(f"Segment {k + 1}/{count} (seed {segment['seed']})")
                 start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
                 frames = self.animator.animate(
-                    start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step, preview=live
-                )
+                    start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step, preview=live,
+                    keep=keep, latents=latents,
+                )  # fmt: skip
                 # 3. Later clips take the first clip's colours back (their drift adds up clip after clip): the
                 #    frames the video keeps, all but the first (the frame the clips share).
                 if k > 0 and req.color_match:
@@ -248,7 +256,8 @@ class Session:
             warnings.append(f"{which} a single flat colour: the model may have failed (check the video)")
         for warning in warnings:
             self.progress.note(f"Warning: {warning}")
-        return Clip(frames=frames, fps=settings.fps, stages=records, warnings=warnings)
+        return Clip(frames=frames, fps=settings.fps, stages=records, warnings=warnings,
+                    latents=keep.latents if keep is not None else None)  # fmt: skip
 
     def _live_preview(self, path: Path | None, fps: int) -> LivePreview | None:
         """The live preview at `path`, if asked for and the run has a tiny decoder for it; a file svd did not make
@@ -287,12 +296,14 @@ class Session:
         output: Path | None = None,
         on_step: StepCallback | None = None,
         preview: Path | None = None,
+        latents: torch.Tensor | None = None,
     ) -> Animation:
         """One video from its first frame, in memory: the animate stage (with extend's clips), then the post
         stages; what every caller (a batch's job, the library) runs after the first frame and before writing."""
-        clip = self.finish(self.animate(frame, settings, output, on_step, preview))
+        animated = self.animate(frame, settings, output, on_step, preview, latents)
+        clip = self.finish(animated)
         return Animation.of(clip, settings.seed, self.source.name, settings.as_dict(), self.animator.plan.profile,
-                            frame.picture)  # fmt: skip
+                            frame.picture, animated.latents)  # fmt: skip
 
     def finish(self, clip: Clip) -> Clip:
         """The post stages the request asks for, in the order of stages/post.py (each records itself)."""

@@ -5,7 +5,8 @@ start instantly. The library's errors carry fields and refer to settings by name
 flags (`--motion-bucket`) and prints one line. Tracebacks need `--debug`. Exit codes: 0 success (or
 everything skipped), 1 a runtime failure or a failed input, 2 a usage error, 130 interrupted.
 
-One module per command group: animate.py (generated from the option schema), weights.py, config.py,
+One module per command group: animate.py (generated from the option schema), finish.py (drafts made final),
+weights.py, config.py,
 machine.py (doctor, bench), plan.py (the GPU simulation), watermark.py (does a video carry the provenance mark);
 common.py holds the shared option declarations and the wording.
 """
@@ -48,9 +49,10 @@ def _root(
     """svd: Stable Video Diffusion image-to-video."""
 
 
-from . import animate, config, machine, plan, watermark, weights  # noqa: E402  (each registers its commands on `app`)
+from . import animate, config, finish, machine, plan, watermark, weights  # noqa: E402  (each registers on `app`)
 
 animate.register(app)
+finish.register(app)
 weights.register(app)
 config.register(app)
 machine.register(app)

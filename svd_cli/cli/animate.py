@@ -11,7 +11,7 @@ import inspect
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -131,6 +131,23 @@ def animate(ctx: typer.Context, **params: Any) -> None:
         executor = RayExecutor(req.ray_address, req.workers, debug=params["debug"],
                                address_origin=_origin(ctx, "ray_address"))  # fmt: skip
     plan = jobs.plan_for_request(session)
+    report = reporter(console, quiet, json_lines, stdout)
+    interrupted = False
+    try:
+        with sigterm_as_interrupt():
+            batch.run_jobs(session, plan, summary, report, reraise_unexpected=params["debug"], executor=executor)
+    except KeyboardInterrupt:
+        interrupted = True
+        summary.interrupted = True
+        progress.end()
+    print_summary(summary, console, json_lines, quiet, stdout)
+    if interrupted:
+        console.print("Interrupted: nothing was left half-written; run the same command to resume.")
+    raise typer.Exit(summary.exit_code)
+
+
+def reporter(console, quiet: bool, json_lines: bool, stdout) -> Callable[[batch.JobResult], None]:
+    """How each video's result is shown as it comes (`svd animate`, `svd finish`): a line, and JSON on stdout."""
 
     def report(result: batch.JobResult) -> None:
         data = result.as_json()
@@ -156,18 +173,7 @@ def animate(ctx: typer.Context, **params: Any) -> None:
                 markup=False,
             )
 
-    interrupted = False
-    try:
-        with _sigterm_as_interrupt():
-            batch.run_jobs(session, plan, summary, report, reraise_unexpected=params["debug"], executor=executor)
-    except KeyboardInterrupt:
-        interrupted = True
-        summary.interrupted = True
-        progress.end()
-    _print_summary(summary, console, json_lines, quiet, stdout)
-    if interrupted:
-        console.print("Interrupted: nothing was left half-written; run the same command to resume.")
-    raise typer.Exit(summary.exit_code)
+    return report
 
 
 animate.__signature__ = _signature()
@@ -177,7 +183,7 @@ def register(app: typer.Typer) -> None:
     app.command(no_args_is_help=True)(animate)
 
 
-def _print_summary(summary, console, json_lines: bool, quiet: bool, stdout) -> None:
+def print_summary(summary, console, json_lines: bool, quiet: bool, stdout) -> None:
     data = summary.as_json()
     if json_lines:
         print(json.dumps(data), file=stdout, flush=True)
@@ -200,7 +206,7 @@ def _print_summary(summary, console, json_lines: bool, quiet: bool, stdout) -> N
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C, so `kill` also removes the temporary file in progress."""
     import signal
 

@@ -21,7 +21,8 @@ PIPED_WIDTH = 80
 
 # `svd animate`'s options that are about files, a batch or the terminal: they cost no device time.
 NOT_PLANNED = {"prompts", "seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet",
-               "allow_download", "ray", "ray_address", "workers"}  # fmt: skip
+               "allow_download", "ray", "ray_address", "workers", "preview", "keep_preview",
+               "keep_latents"}  # fmt: skip
 PLANNED = [o for o in OPTIONS if o.name not in NOT_PLANNED]
 # The largest --vram taken: no card has more memory (the largest in 2026 have under 300 GB).
 MAX_VRAM_GB = 1024

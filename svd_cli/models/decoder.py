@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-PREVIEW_DECODER = "taesd"  # what a live preview decodes with when the video itself uses the full VAE
 PREVIEW_HALF_FROM = 64  # latent width (512 pixels) from which a preview decodes its latents pooled to half size
 
 

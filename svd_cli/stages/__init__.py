@@ -33,6 +33,7 @@ class Clip:
     fps: int  # the output video's frame rate
     stages: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # worth telling the user, e.g. frames of one colour
+    latents: Any = None  # the animate stage's final latents (keep_latents), a tensor on the CPU
 
     @property
     def width(self) -> int:

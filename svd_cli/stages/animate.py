@@ -27,7 +27,7 @@ from ..models.loading import dtype_name
 from ..models.quiet import quiet_transformers
 from ..options import GenerationSettings
 from ..progress import NullProgress, Progress
-from .hooks import Denoiser, LivePreview, NonFiniteValues, Step, StepCallback, finite, step_hooks
+from .hooks import Denoiser, KeepLatents, LivePreview, NonFiniteValues, Step, StepCallback, finite, step_hooks
 
 __all__ = ["Animator", "GenerationSettings"]
 
@@ -77,12 +77,17 @@ class Animator:
         progress: Progress | None = None,
         on_step: StepCallback | None = None,
         preview: LivePreview | None = None,
+        keep: KeepLatents | None = None,
+        latents: torch.Tensor | None = None,
     ):
-        """`self(image, settings)`, stepping down one memory profile and retrying after an out-of-memory."""
+        """`self(image, settings)`, stepping down one memory profile and retrying after an out-of-memory; given
+        kept `latents` (svd finish), only their decode (`self.decode`)."""
         progress = progress or NullProgress()
         while True:
             try:
-                return self(image, settings, progress, on_step=on_step, preview=preview)
+                if latents is not None:
+                    return self.decode(latents.to(self.model.device), progress)
+                return self(image, settings, progress, on_step=on_step, preview=preview, keep=keep)
             except NonFiniteValues as bad:
                 wider = wider_dtype(self.model.unet.dtype, self.model.device) if bad.stage == "denoising" else None
                 if wider is None:
@@ -123,12 +128,13 @@ class Animator:
         output: str = "uint8",
         on_step: StepCallback | None = None,
         preview: LivePreview | None = None,
+        keep: KeepLatents | None = None,
     ) -> np.ndarray:
         """Frames (F, H, W, 3) for `image`, which must already be settings.width x settings.height.
 
         `output="uint8"` gives 8-bit RGB; `"float"` gives the float32 values in [0, 1] before rounding.
         `on_step(step, steps, latents)` is called after every denoising step; a `preview` is rewritten after
-        every step from the step's predicted clean latents.
+        every step from the step's predicted clean latents; `keep` holds the final latents afterwards.
         """
         progress = progress or NullProgress()
         use = self.placement.use
@@ -165,7 +171,8 @@ class Animator:
         #    noise between steps. Each step runs the video's step hooks (hooks/: the feature cache, the finite check,
         #    progress, the live preview, the caller's on_step) before the step, around the denoiser call and after
         #    the scheduler's update; the feature cache's UNet runs only the outer layers on its reuse steps.
-        hooks = step_hooks(dtype=work, progress=progress, on_step=on_step, cache=settings.cache, preview=preview)
+        hooks = step_hooks(dtype=work, progress=progress, on_step=on_step, cache=settings.cache, preview=preview,
+                           keep=keep)  # fmt: skip
         hooks.start(len(scheduler.timesteps))
         with use("denoiser") as unet:
             denoise = self._denoiser(hooks.module(unet), inputs, guidance)
@@ -179,14 +186,20 @@ class Animator:
                 latents = step.latents
         hooks.end()
 
+        # 7-8. Decode the latents to frames (`decode`, which svd finish also runs alone, on kept latents).
+        return self.decode(latents, progress, output)
+
+    def decode(self, latents: torch.Tensor, progress: Progress, output: str = "uint8") -> np.ndarray:
+        """Frames (F, H, W, 3) of denoised latents (batch, frames, channels, h, w) on the model's device."""
+
         # 7. Decode latents to pixels, `decode_chunk` frames per VAE call (all at once by default). Non-finite
         #    pixels from a half-precision decoder: decode again in fp32 (as A1111 does); still broken: fail. A tiny
         #    decoder instead decodes the latents as they are (its latent scale is 1), one frame at a time.
         if self.decoder is not None:
             frames = self._decode_tiny(latents.flatten(0, 1), progress)
         else:
-            latents = 1 / model.scaling_factor * latents.flatten(0, 1)
-            frames = self._decode_all(latents, settings.frames, progress)
+            latents = 1 / self.model.scaling_factor * latents.flatten(0, 1)
+            frames = self._decode_all(latents, latents.shape[0], progress)
 
         # 8. To RGB in [0, 1], then 8 bits, rounding exactly as diffusers' image processor does.
         video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()

@@ -2,7 +2,8 @@
 
 A per-step feature is one module here and one line in `step_hooks`, which fixes the order they run in: the
 feature cache first (it decides what each denoiser call computes), the finite check (nothing after it sees NaN
-latents), then progress, the live preview, then the caller's callback.
+latents), then progress, the live preview, the caller's callback, and last the keeper of the final latents
+(it keeps what the decoder gets).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ from .base import Denoiser, Step, StepHook, StepHooks
 from .cache import FeatureCache
 from .callback import OnStep, StepCallback
 from .finite import FiniteCheck, NonFiniteValues, finite
+from .latents import KeepLatents
 from .preview import LivePreview
 from .progress import ReportProgress
 
-__all__ = ["Denoiser", "LivePreview", "NonFiniteValues", "Step", "StepCallback", "StepHook", "StepHooks", "finite",
-           "step_hooks"]  # fmt: skip
+__all__ = ["Denoiser", "KeepLatents", "LivePreview", "NonFiniteValues", "Step", "StepCallback", "StepHook",
+           "StepHooks", "finite", "step_hooks"]  # fmt: skip
 
 
 def step_hooks(
@@ -28,13 +30,17 @@ def step_hooks(
     on_step: StepCallback | None = None,
     cache: int = 1,
     preview: LivePreview | None = None,
+    keep: KeepLatents | None = None,
 ) -> StepHooks:
     """The hooks of one video, in the order they run; `dtype` is the denoiser's, `cache` the feature cache's
-    interval (1: no cache), `preview` the run's live preview (None: none)."""
+    interval (1: no cache), `preview` the run's live preview and `keep` the keeper of its final latents (None:
+    none)."""
     hooks: list[StepHook] = [FeatureCache(cache)] if cache > 1 else []
     hooks += [FiniteCheck(dtype), ReportProgress(progress)]
     if preview is not None:
         hooks.append(preview)
     if on_step is not None:
         hooks.append(OnStep(on_step))
+    if keep is not None:
+        hooks.append(keep)
     return StepHooks(hooks)
