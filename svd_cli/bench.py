@@ -3,7 +3,10 @@
 The model is the full-size SVD architecture (or the tiny one for a quick check) with random weights: the
 same layers and shapes as the real checkpoints, so the same FLOPs and memory traffic; only the pictures are
 noise. Rows:
-- high / balanced / low / min: `svd animate` with that memory profile, on the same image and seed.
+- high / balanced / low / min: `svd animate` with that memory profile, on the same image and seed; with levers
+  after a `+`: the feature cache (`cache3`), TAESD's decoder (`taesd`), the live preview (`preview`, written to
+  a temporary folder), or AnimateLCM's sampler at its registry entry's steps without CFG (`lcm`; the UNet is the
+  same architecture, so the same work), e.g. `high+cache3+taesd`.
 - diffusers: `StableVideoDiffusionPipeline` as its docs show it, `.to(device)` and `decode_chunk_size=8`.
 - diffusers-lowmem: its low-memory recipe, `enable_model_cpu_offload()`, `unet.enable_forward_chunking()`,
   `decode_chunk_size=2` (needs a GPU).
@@ -19,6 +22,7 @@ import datetime
 import gc
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ._version import __version__
@@ -34,12 +38,14 @@ from .models.sources import ModelSource
 from .options import GenerationSettings
 from .paths import cache_dir
 from .progress import NullProgress, Progress
+from .registry import get_entry
 
 RANDOM_WEIGHTS_NOTE = (
     "Random weights with the real architecture: same FLOPs and memory traffic as the released checkpoints; "
     "the frames are noise."
 )
 ANCHORS = ("diffusers", "diffusers-lowmem")
+ANIMATELCM_ENTRY = "animatelcm-svd-xt"  # the registry entry whose sampler, steps and guidance the lcm lever uses
 
 
 class _StepClock(Progress):
@@ -141,10 +147,10 @@ def run_bench(
     from .io.images import fit_image
 
     rows = [r.strip() for r in rows if r.strip()]
-    unknown = [r for r in rows if r not in ANCHORS and _lever_row(r) is None]
+    unknown = [r for r in rows if r not in ANCHORS and Levers.of(r) is None]
     if unknown:
         raise OptionError("profiles", unknown[0], f"rows are {', '.join(PROFILE_ORDER + ANCHORS)}, or a profile "
-                          "with levers: the feature cache and TAESD's decoder, e.g. high+cache3+taesd.")  # fmt: skip
+                          f"with levers ({', '.join(LEVERS)}), e.g. high+cache3+taesd.")  # fmt: skip
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     device_name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else _cpu_name()
@@ -164,15 +170,14 @@ def run_bench(
     results: list[dict] = []
     # Kernels, allocator and caches warm up once, outside every row.
     progress.note("Warm-up run (1 step, not measured)...")
-    _run_ours(model, "high", image, settings.replace(steps=1), meter)
+    _run_ours(model, Levers("high"), image, settings.replace(steps=1), meter)
 
     runs: dict[str, list[dict]] = {row: [] for row in rows}
     for round_ in range(repeat):
         for row in rows:
             progress.note(f"Row {row}" + (f" (round {round_ + 1} of {repeat})" if repeat > 1 else "") + "...")
             if row not in ANCHORS:
-                profile, cache, taesd = _lever_row(row)
-                result = _run_ours(model, profile, image, settings.replace(cache=cache), meter, row, taesd)
+                result = _run_ours(model, Levers.of(row), image, settings, meter, row)
             else:
                 result = _run_diffusers(model, row, image, settings, meter)
             runs[row].append(result)
@@ -207,45 +212,84 @@ def run_bench(
     return report
 
 
-def _lever_row(row: str) -> tuple[str, int, bool] | None:
-    """(profile, cache interval, TAESD's decoder?) of one of our rows: a profile ("high") with levers after a +:
-    the feature cache ("cache3"), TAESD's decoder ("taesd"), e.g. "high+cache3+taesd"; None for anything else."""
-    profile, *levers = row.split("+")
-    intervals = [int(m.group(1)) for lever in levers if (m := re.fullmatch(r"cache([2-9]|10)", lever))]
-    taesd = "taesd" in levers
-    if profile not in PROFILE_ORDER or len(levers) != len(intervals) + taesd or len(intervals) > 1:
-        return None
-    return profile, intervals[0] if intervals else 1, taesd
+# The levers a row of ours may add to its profile, after a "+" (cache takes its interval: cache2 ... cache10).
+LEVERS = ("cacheN", "taesd", "preview", "lcm")
 
 
-def _run_ours(model, profile: str, image, settings, meter: PeakMemory, name: str | None = None,
-              taesd: bool = False) -> dict:  # fmt: skip
+@dataclass(frozen=True)
+class Levers:
+    """One of our rows: a memory profile, and the speed levers on it."""
+
+    profile: str
+    cache: int = 1
+    taesd: bool = False
+    preview: bool = False
+    animatelcm: bool = False
+
+    @classmethod
+    def of(cls, row: str) -> Levers | None:
+        """The levers of a row ("high+cache3+taesd"); None for anything that is not one."""
+        profile, *levers = row.split("+")
+        intervals = [int(m.group(1)) for lever in levers if (m := re.fullmatch(r"cache([2-9]|10)", lever))]
+        flags = {name: name in levers for name in ("taesd", "preview", "lcm")}
+        if profile not in PROFILE_ORDER or len(levers) != len(intervals) + sum(flags.values()) or len(intervals) > 1:
+            return None
+        return cls(profile, intervals[0] if intervals else 1, flags["taesd"], flags["preview"], flags["lcm"])
+
+    def settings(self, settings: GenerationSettings) -> GenerationSettings:
+        """The row's generation settings: AnimateLCM's steps and guidance from its registry entry."""
+        if self.animatelcm:
+            lcm = get_entry(ANIMATELCM_ENTRY).defaults
+            settings = settings.replace(sampler=lcm["sampler"], steps=lcm["steps"], min_cfg=lcm["min_cfg"],
+                                        max_cfg=lcm["max_cfg"])  # fmt: skip
+        return settings.replace(cache=self.cache)
+
+    def savers(self) -> list[str]:
+        names = [f"feature cache {self.cache}"] if self.cache > 1 else []
+        names += ["TAESD's decoder"] if self.taesd else []
+        names += ["live preview"] if self.preview else []
+        return names + (["AnimateLCM sampler"] if self.animatelcm else [])
+
+
+def _tiny_decoder(model) -> PostModel:
+    """TAESD's architecture with random weights, on the model's device: the same work as the real file."""
+    import torch
+
+    decoder = PostModel("taesd", Path("."), new_decoder().to(model.dtype).eval(), torch.device("cpu"), model.dtype)
+    decoder.place(model.device)
+    return decoder
+
+
+def _run_ours(model, levers: Levers, image, settings, meter: PeakMemory, name: str | None = None) -> dict:
+    import tempfile
+
     from .stages.animate import Animator
+    from .stages.hooks import LivePreview
 
-    plan = plan_for(profile)
+    plan = plan_for(levers.profile)
     animator = Animator(model, plan)
-    if taesd:  # TAESD's architecture with random weights: the same work as the real file
-        import torch
-
-        network = new_decoder().to(model.dtype).eval()
-        animator.decoder = PostModel("taesd", Path("."), network, torch.device("cpu"), model.dtype)
-        animator.decoder.place(model.device)
+    settings = levers.settings(settings)
+    if levers.taesd:
+        animator.decoder = _tiny_decoder(model)
     clock = _StepClock()
     meter.reset()
-    started, cpu_started = time.perf_counter(), time.process_time()
     error = None
-    try:
-        animator(image, settings, clock)
-    except Exception as exc:  # an OOM in one row must not lose the other rows
-        error = f"{type(exc).__name__}: {first_line(exc)}"
-    _sync(model.device)
-    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    with tempfile.TemporaryDirectory(prefix="svd-bench-") as folder:
+        preview = None
+        if levers.preview:
+            preview = LivePreview(Path(folder) / "bench.preview.webp", _tiny_decoder(model), settings.fps, clock)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        try:
+            animator(image, settings, clock, preview=preview)
+        except Exception as exc:  # an OOM in one row must not lose the other rows
+            error = f"{type(exc).__name__}: {first_line(exc)}"
+        _sync(model.device)
+        seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     memory = meter.read()
     animator.placement.release()
     estimate = estimate_peak_bytes(plan, job_shape(model, settings.frames, settings.width, settings.height))
-    savers = plan.savers() + ([f"feature cache {settings.cache}"] if settings.cache > 1 else [])
-    savers += ["TAESD's decoder"] if taesd else []
-    return _row(name or profile, savers, seconds, clock, settings.steps, memory, error, estimate, cpu_seconds)
+    savers = plan.savers() + levers.savers()
+    return _row(name or levers.profile, savers, seconds, clock, settings.steps, memory, error, estimate, cpu_seconds)
 
 
 def _run_diffusers(model, row: str, image, settings, meter: PeakMemory) -> dict:

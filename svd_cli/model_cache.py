@@ -18,6 +18,7 @@ from .errors import ModelUnavailableError, UsageError, ref
 from .install import check_install
 from .kinds import DRAFT_DECODER, VIDEO
 from .memory import choose_image_plan
+from .memory.storage import store_weights
 from .models.decoder import load_tiny_decoder
 from .models.files import file_identity
 from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
@@ -106,6 +107,11 @@ class ModelCache:
 
         device = resolve_device(request.device)
         dtype = resolve_dtype(request.dtype, device)
+        if device.type == "mps" and request.weights == "fp8":
+            raise UsageError(
+                f"{ref('weights')} fp8: Apple's GPUs (mps) have no float8 type; use {ref('weights')} full there.",
+                option="weights",
+            )
         if device.type == "cpu" and request.dtype == "fp16":
             self.progress.note(f"fp16 on the CPU is much slower than fp32 ({ref('dtype')} auto); it is meant for GPUs")
         self.release_image_model()  # never on the device together
@@ -113,6 +119,7 @@ class ModelCache:
         loras = [(Path(item["path"]), item["scale"]) for item in self.weights.get("lora", [])]
         unet = Path(self.weights["unet"]["path"]) if "unet" in self.weights else None
         model = load_model(self.source, device, dtype, unet=unet, loras=loras)
+        store_weights(model.unet, request.weights, model.dtype)
         self.progress.end()
         overrides = {
             "decode_chunk": request.decode_chunk,
@@ -120,7 +127,8 @@ class ModelCache:
             "attention": request.attention if request.attention != "auto" else None,
         }
         shape = (first.frames, first.width, first.height)
-        plan = choose_plan(model, request.memory, overrides, shape, first.cache, "decoder" in self.post_sources)
+        plan = choose_plan(model, request.memory, overrides, shape, first.cache, "decoder" in self.post_sources,
+                           request.weights)  # fmt: skip
         savers = plan.savers()
         self.progress.note(
             f"Memory profile {plan.profile}: {plan.reason} [{', '.join(savers) if savers else 'no savers'}]"

@@ -31,6 +31,7 @@ TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames", "prompt")
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 FORMATS = ("mp4", "gif", "webm", "frames")
 LOOPS = ("bounce", "crossfade")  # the loop modes; "off" is the option's default
+WEIGHT_STORAGE = ("full", "fp8")  # how the UNet's weights are kept (memory/storage.py applies it)
 
 
 # --- value forms that need more than int()/float() -------------------------------------------------------
@@ -370,6 +371,10 @@ OPTIONS: tuple[Option, ...] = (
            recipe="runtime.device", example="cpu"),
     Option("dtype", str, "auto (fp16 on GPUs, fp32 on the CPU), fp16, bf16 or fp32.", default="auto",
            choices=DTYPES, recipe="runtime.dtype", example="fp32"),
+    Option("weights", str, "full (the UNet's weights in the run's dtype) or fp8: stored as float8, each layer cast "
+           "to the run's dtype as it runs; half the memory of fp16 weights, the frames change slightly.",
+           default="full", choices=WEIGHT_STORAGE, recipe="settings.weights", example="fp8",
+           recorded_at_default=False),
     Option("decode_chunk", int, "Frames per VAE decode call [default: from the memory profile].", range=(1, 128),
            recipe="runtime.memory.decode_chunk", default_label="from the memory profile", example="2"),
     Option("vae_tiling", bool, "Seam-free tiled VAE [default: from the memory profile].", negatable=True,

@@ -283,6 +283,7 @@ class Session:
             "settings": settings.as_dict(),
             "color_match": self.request.color_match,
             "decoder": self.request.decoder,
+            **({"weights": self.request.weights} if self.request.weights != "full" else {}),  # keys before fp8 hold
             "model": self.model_record(),
             "device": model.device.type,
             "dtype": dtype_name(model.dtype),

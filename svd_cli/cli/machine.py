@@ -40,8 +40,9 @@ def bench(
         str,
         typer.Option(
             "--profiles",
-            help="Comma-separated rows: profiles (high; high+cache3 with the feature cache, high+taesd with TAESD's "
-            "decoder) and diffusers anchors.",
+            help="Comma-separated rows: profiles (high), profiles with levers after a + (cache3: the feature cache, "
+            "taesd: TAESD's decoder, preview: the live preview, lcm: AnimateLCM's sampler; e.g. high+cache3+taesd) "
+            "and diffusers anchors.",
         ),
     ] = "high,balanced,low,min,diffusers,diffusers-lowmem",
     device: Annotated[str, typer.Option("--device", help="auto, cuda, cpu or mps.")] = "auto",

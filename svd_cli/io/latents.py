@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
 LATENTS_SUFFIX = ".latents.safetensors"
 LATENTS_MARK = "svd kept latents"
-# Besides the generation settings, what decides a video's latents: how the photo is fitted into the first frame.
-FIRST_FRAME_SETTINGS = ("fit", "background")
+# Besides the generation settings, what decides a video's latents: how the photo is fitted into the first frame,
+# and how the UNet's weights are stored.
+ALSO_DECIDING = ("fit", "background", "weights")
 
 
 class LatentsError(SvdError):
@@ -53,10 +54,10 @@ def latents_path(output: Path, fmt: str) -> Path:
 
 def work_key(recipe: dict) -> str:
     """What decides the latents of a recipe's video, hashed: its input (photo or prompt), model, UNet and LoRAs,
-    the generation settings and the first frame's fitting, with its seed. Not the decoder, nor the post stages,
-    nor the format: a finish changes those."""
+    the generation settings, the first frame's fitting and the weights' storage, with its seed. Not the decoder,
+    nor the post stages, nor the format: a finish changes those."""
     work = comparable(recipe, seed_fixed=True)
-    decides = (*GenerationSettings.FIELDS, *FIRST_FRAME_SETTINGS)
+    decides = (*GenerationSettings.FIELDS, *ALSO_DECIDING)
     work["settings"] = {name: value for name, value in work["settings"].items() if name in decides}
     work.pop("format")
     return hashlib.sha256(json.dumps(work, sort_keys=True, default=str).encode()).hexdigest()

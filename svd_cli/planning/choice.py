@@ -18,10 +18,16 @@ from . import simulate
 
 
 def choose_plan(
-    model, memory: str, overrides: dict, shape: tuple[int, int, int], cache: int = 1, tiny_decoder: bool = False
+    model,
+    memory: str,
+    overrides: dict,
+    shape: tuple[int, int, int],
+    cache: int = 1,
+    tiny_decoder: bool = False,
+    weights: str = "full",
 ) -> MemoryPlan:
     """The plan for a run: the profile asked for, or auto's pick for (frames, width, height), the feature cache's
-    interval and whether a tiny decoder replaces the VAE's."""
+    interval, whether a tiny decoder replaces the VAE's and how the UNet's weights are stored."""
     if memory != "auto":
         return replace(plan_for(memory, **overrides), reason="chosen by the memory setting")
     frames, width, height = shape
@@ -30,7 +36,7 @@ def choose_plan(
         return ram.choose_profile_in_ram(ram.available_ram(), job_shape(model, frames, width, height), overrides)[0]
     # Simulated peaks (planning/simulate.py, cached on disk); the analytic estimate only if that fails.
     try:
-        return simulate.simulated_choice(model, free, frames, width, height, overrides, cache, tiny_decoder)
+        return simulate.simulated_choice(model, free, frames, width, height, overrides, cache, tiny_decoder, weights)
     except Exception as exc:  # any failure of the simulation falls back to the estimate
         failure = f"{type(exc).__name__}: {first_line(exc)}"
     plan, _ = choose_profile(free, job_shape(model, frames, width, height), overrides)

@@ -99,6 +99,8 @@ class PlanReport:
         if self.job.cache > 1:
             cfg += (f", feature cache {self.job.cache} (one full step in {self.job.cache}; diffusers' recipes "
                     "without)")  # fmt: skip
+        if self.job.weights != "full":
+            cfg += f", the UNet's weights stored in {self.job.weights} (diffusers' recipes: in {self.job.dtype})"
         notes = [
             f"Simulated on fake tensors: peak live tensor bytes on a CUDA GPU and FLOPs for {self.job.frames} frames "
             f"{self.job.width}x{self.job.height} {self.job.dtype}, {self.steps} steps{cfg}; no weights loaded.",
@@ -165,6 +167,7 @@ def plan_report(
     interpolate: int = 1,
     cache: int = 1,
     decoder: str = "full",
+    weights: str = "full",
 ) -> PlanReport:
     """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
     `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes).
@@ -180,7 +183,7 @@ def plan_report(
     max_cfg = max_cfg if max_cfg is not None else defaults.get("max_cfg", 3.0)
     size = size or (1024, 576)
     job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0, cache=cache,
-              tiny_decoder=decoder != "full")  # every tiny decoder svd reads has TAESD's architecture  # fmt: skip
+              tiny_decoder=decoder != "full", weights=weights)  # every tiny decoder svd reads is TAESD's  # fmt: skip
     post = Request(loop=loop, loop_frames=loop_frames, upscale=upscale, upscaler=upscaler, interpolate=interpolate,
                    watermark=False)  # fmt: skip
     chain = _chain(job, extend, post)

@@ -52,6 +52,7 @@ from .._version import __version__
 from ..errors import UsageError, first_line, ref
 from ..families import FAMILIES
 from ..memory.profiles import PROFILE_ORDER, MemoryPlan, gib, plan_for
+from ..memory.storage import store_weights
 from ..models.architectures import ARCHITECTURES, FAMILY, SVD_SCHEDULER
 from ..models.decoder import new_decoder
 from ..models.loading import dtype_name
@@ -187,6 +188,7 @@ class Job:
     guided: bool = True  # classifier-free guidance (max cfg above 1): two UNet batches a step, else one
     cache: int = 1  # the feature cache's interval (1: off); above 1 a reuse step is simulated after the full one
     tiny_decoder: bool = False  # TAESD's decoder (decoder = taesd) in place of the model's VAE decoder
+    weights: str = "full"  # how the UNet's weights are stored (fp8: memory/storage.py)
 
 
 @dataclass
@@ -908,6 +910,7 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     math = job.gpu != "cuda" or plan.attention == "sliced"
     with _simulated_pipeline(arch, dtype, math) as (counter, pipe):
         model = FAMILIES[FAMILY].adapter(ModelSource(name=arch.name, path=Path("."), kind=FAMILY), pipe, device, dtype)
+        store_weights(pipe.unet, job.weights, dtype)
         meter = _StageMeter(counter)
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
         animator = Animator(model, plan)
@@ -1095,7 +1098,7 @@ def simulate_recipe(arch: Architecture, recipe: str, job: Job, use_cache: bool =
     """The same for diffusers' `StableVideoDiffusionPipeline` with one of its documented recipes."""
     if recipe not in RECIPES:
         raise ValueError(f"recipe {recipe!r} is not one of {RECIPES}")
-    job = replace(job, cache=1, tiny_decoder=False)  # diffusers' recipes, every row's baseline: no svd lever
+    job = replace(job, cache=1, tiny_decoder=False, weights="full")  # diffusers' recipes: no svd lever
     if not use_cache:
         return _quietly(_run_recipe, arch, recipe, job)
     return _cached(_cache_key(arch, {"recipe": recipe}, job), lambda: _quietly(_run_recipe, arch, recipe, job))
@@ -1115,16 +1118,18 @@ def simulated_choice(
     overrides: dict,
     cache: int = 1,
     tiny_decoder: bool = False,
+    weights: str = "full",
 ) -> MemoryPlan:
     """The automatic memory choice from simulated peaks: the fastest profile that fits in `free_bytes`, for the
-    loaded `model` (its adapter) and the job (with the feature cache's kept features when `cache` is on). Profiles
+    loaded `model` (its adapter) and the job (with the feature cache's kept features when `cache` is on, its
+    weights stored as `weights` says). Profiles
     are simulated (or read from the cache) in order, fastest first, and only until one fits. Raises if a simulation
     fails; the caller falls back to the analytic estimate."""
 
     arch = architecture_of(model.pipe, model.source.name)
     gpu = "mps" if model.device.type == "mps" else "cuda"
     job = Job(frames=frames, width=width, height=height, dtype=dtype_name(model.dtype), gpu=gpu, cache=cache,
-              tiny_decoder=tiny_decoder)  # fmt: skip
+              tiny_decoder=tiny_decoder, weights=weights)  # fmt: skip
     return pick_simulated(arch, job, free_bytes, overrides, simulate)
 
 

@@ -21,6 +21,7 @@ from ..device import free_memory
 from ..errors import OutOfMemoryError, ref
 from ..families import Conditioning, family_of
 from ..memory import MemoryPlan, apply_plan, plan_for, step_down
+from ..memory.storage import stored_in_fp8
 from ..memory.vae_tiling import decode_tiled, encode_tiled, is_per_frame
 from ..models.decoder import decode_each
 from ..models.loading import dtype_name
@@ -89,7 +90,9 @@ class Animator:
                     return self.decode(latents.to(self.model.device), progress)
                 return self(image, settings, progress, on_step=on_step, preview=preview, keep=keep)
             except NonFiniteValues as bad:
-                wider = wider_dtype(self.model.unet.dtype, self.model.device) if bad.stage == "denoising" else None
+                # A UNet stored in fp8 computes in the dtype its casting hooks were given: it cannot be widened.
+                widen = bad.stage == "denoising" and not stored_in_fp8(self.model.unet)
+                wider = wider_dtype(self.model.unet.dtype, self.model.device) if widen else None
                 if wider is None:
                     raise bad.error() from None
                 progress.end()
