@@ -18,7 +18,7 @@ def _frames(folder) -> np.ndarray:
     return np.stack([np.asarray(Image.open(p)).astype(np.int16) for p in sorted(folder.glob("frame_*.png"))])
 
 
-def test_fp8_weights_change_the_frames_a_little_and_replay_exactly(svd, tiny_dir, tmp_path):
+def test_fp8_weights_change_the_frames_a_little_and_every_profile_alike(svd, tiny_dir, tmp_path):
     runs = {"full": (), "fp8": ("--weights", "fp8"), "fp8-min": ("--weights", "fp8", "--memory", "min")}
     for name, extra in runs.items():
         result = svd(*ARGS, *extra, "--out", tmp_path / name)
@@ -30,12 +30,10 @@ def test_fp8_weights_change_the_frames_a_little_and_replay_exactly(svd, tiny_dir
     # The memory savers schedule the same work (sequential offload moves the fp8 weights): the frames stay within
     # one level, as with full weights (test_fidelity.py).
     assert np.abs(_frames(tmp_path / "fp8-min") - fp8).max() <= 1
+    # Recorded when set (test_design.py replays every recorded option), and nothing new in other recipes.
     recipe = json.loads((tmp_path / "fp8.frames.json").read_text())
     assert recipe["settings"]["weights"] == "fp8"
     assert "weights" not in json.loads((tmp_path / "full.frames.json").read_text())["settings"]
-    result = svd("animate", "--recipe", tmp_path / "fp8.frames.json", "--out", tmp_path / "again")
-    assert result.code == 0, result.err
-    assert np.array_equal(_frames(tmp_path / "again"), fp8)
 
 
 def test_the_simulation_counts_fp8_weights_as_a_real_unet_stores_them():
