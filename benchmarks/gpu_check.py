@@ -1,5 +1,6 @@
-"""The GPU check: every memory profile and diffusers' two recipes run for real on random full-size weights
-(nothing to download), their measured peak device memory and times beside the peaks `svd plan` simulates.
+"""The GPU check: every memory profile, the speed and memory levers (fp8 weights, the feature cache, TAESD's
+decoder) and diffusers' two recipes run for real on random full-size weights (nothing to download), their
+measured peak device memory and times beside the peaks `svd plan` simulates.
 
     python benchmarks/gpu_check.py                  # CUDA, SVD-XT 25 frames 1024x576, 2 steps a row
     python benchmarks/gpu_check.py --device cpu --model tiny --frames 2 --size 128x64 --steps 1
@@ -19,14 +20,19 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Beside the profiles: the levers that change peaks or time (the fp8 weights on the profile that keeps everything
+# on an 8 GB card, the feature cache, TAESD's decoder), each measured next to its simulation.
+LEVER_ROWS = ("balanced+fp8", "high+cache3", "high+taesd")
 
 
 def main(argv: list[str]) -> Path:
-    from svd_cli.bench import ANCHORS, run_bench
+    from dataclasses import replace
+
+    from svd_cli.bench import ANCHORS, Levers, run_bench
     from svd_cli.io.video import write_json
     from svd_cli.memory import PROFILE_ORDER, plan_for
     from svd_cli.options import parse_size
-    from svd_cli.planning.simulate import RECIPES, Job, architecture_for, simulate, simulate_recipe
+    from svd_cli.planning.simulate import Job, architecture_for, simulate, simulate_recipe
     from svd_cli.progress import Progress
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,18 +53,23 @@ def main(argv: list[str]) -> Path:
     started = time.perf_counter()
     out = args.out or HERE / "results" / f"gpu-check-{args.device}.json"  # the device's name is inside
     report = run_bench(arch=args.model, frames=args.frames, width=width, height=height, steps=args.steps,
-                       rows=[*PROFILE_ORDER, *ANCHORS], device=args.device, dtype=args.dtype, out=out,
+                       rows=[*PROFILE_ORDER, *LEVER_ROWS, *ANCHORS], device=args.device, dtype=args.dtype, out=out,
                        progress=Notes())  # fmt: skip
     # The simulation of the same job, row by row: what `svd plan` and `--memory auto` believe.
     arch = architecture_for(args.model)
     job = Job(frames=args.frames, width=width, height=height, dtype=report["dtype"])
     for row in report["rows"]:
         name = row["row"]
-        simulated = simulate(arch, plan_for(name), job) if name in PROFILE_ORDER else None
-        if name in RECIPES:
+        levers = Levers.of(name)
+        if levers is not None:
+            lever_job = replace(job, cache=levers.cache, tiny_decoder=levers.taesd,
+                                weights="fp8" if levers.fp8 else "full")  # fmt: skip
+            simulated = simulate(arch, plan_for(levers.profile), lever_job)
+        else:
             simulated = simulate_recipe(arch, name, job)
         row["simulated_peak_bytes"] = simulated.peak_bytes
-        row["simulated_tflops"] = round(simulated.flops(args.steps) / 1e12, 3)
+        row["simulated_flops"] = simulated.flops(args.steps, levers.cache if levers else 1)
+        row["simulated_tflops"] = round(row["simulated_flops"] / 1e12, 3)
         measured = row.get("peak_allocated_bytes")
         if measured:
             row["measured_vs_simulated"] = round(measured / simulated.peak_bytes, 3)

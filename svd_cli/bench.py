@@ -5,8 +5,9 @@ same layers and shapes as the real checkpoints, so the same FLOPs and memory tra
 noise. Rows:
 - high / balanced / low / min: `svd animate` with that memory profile, on the same image and seed; with levers
   after a `+`: the feature cache (`cache3`), TAESD's decoder (`taesd`), the live preview (`preview`, written to
-  a temporary folder), or AnimateLCM's sampler at its registry entry's steps without CFG (`lcm`; the UNet is the
-  same architecture, so the same work), e.g. `high+cache3+taesd`.
+  a temporary folder), AnimateLCM's sampler at its registry entry's steps without CFG (`lcm`; the UNet is the
+  same architecture, so the same work), or the UNet's weights stored in fp8 (`fp8`, on a copy of the UNet),
+  e.g. `high+cache3+taesd`.
 - diffusers: `StableVideoDiffusionPipeline` as its docs show it, `.to(device)` and `decode_chunk_size=8`.
 - diffusers-lowmem: its low-memory recipe, `enable_model_cpu_offload()`, `unet.enable_forward_chunking()`,
   `decode_chunk_size=2` (needs a GPU).
@@ -30,6 +31,7 @@ from .errors import OptionError, first_line
 from .families import FAMILIES
 from .io.video import write_json
 from .memory import PROFILE_ORDER, estimate_peak_bytes, job_shape, plan_for
+from .memory.storage import store_weights
 from .models.architectures import FAMILY, build_random_pipeline
 from .models.decoder import new_decoder
 from .models.loading import dtype_name, resolve_device, resolve_dtype
@@ -213,7 +215,7 @@ def run_bench(
 
 
 # The levers a row of ours may add to its profile, after a "+" (cache takes its interval: cache2 ... cache10).
-LEVERS = ("cacheN", "taesd", "preview", "lcm")
+LEVERS = ("cacheN", "taesd", "preview", "lcm", "fp8")
 
 
 @dataclass(frozen=True)
@@ -225,16 +227,18 @@ class Levers:
     taesd: bool = False
     preview: bool = False
     animatelcm: bool = False
+    fp8: bool = False
 
     @classmethod
     def of(cls, row: str) -> Levers | None:
         """The levers of a row ("high+cache3+taesd"); None for anything that is not one."""
         profile, *levers = row.split("+")
         intervals = [int(m.group(1)) for lever in levers if (m := re.fullmatch(r"cache([2-9]|10)", lever))]
-        flags = {name: name in levers for name in ("taesd", "preview", "lcm")}
+        flags = {name: name in levers for name in ("taesd", "preview", "lcm", "fp8")}
         if profile not in PROFILE_ORDER or len(levers) != len(intervals) + sum(flags.values()) or len(intervals) > 1:
             return None
-        return cls(profile, intervals[0] if intervals else 1, flags["taesd"], flags["preview"], flags["lcm"])
+        return cls(profile, intervals[0] if intervals else 1, flags["taesd"], flags["preview"], flags["lcm"],
+                   flags["fp8"])  # fmt: skip
 
     def settings(self, settings: GenerationSettings) -> GenerationSettings:
         """The row's generation settings: AnimateLCM's steps and guidance from its registry entry."""
@@ -248,6 +252,7 @@ class Levers:
         names = [f"feature cache {self.cache}"] if self.cache > 1 else []
         names += ["TAESD's decoder"] if self.taesd else []
         names += ["live preview"] if self.preview else []
+        names += ["fp8 weights"] if self.fp8 else []
         return names + (["AnimateLCM sampler"] if self.animatelcm else [])
 
 
@@ -260,6 +265,18 @@ def _tiny_decoder(model) -> PostModel:
     return decoder
 
 
+def _with_fp8_unet(model):
+    """The model with a copy of its UNet stored in fp8: layerwise casting cannot be undone, and the other rows
+    must keep the weights as they are."""
+    import copy
+
+    pipe = model.pipe
+    unet = copy.deepcopy(pipe.unet).to("cpu")
+    store_weights(unet, "fp8", model.dtype)
+    fp8_pipe = type(pipe)(**{**pipe.components, "unet": unet})
+    return FAMILIES[FAMILY].adapter(model.source, fp8_pipe, model.device, model.dtype)
+
+
 def _run_ours(model, levers: Levers, image, settings, meter: PeakMemory, name: str | None = None) -> dict:
     import tempfile
 
@@ -267,6 +284,8 @@ def _run_ours(model, levers: Levers, image, settings, meter: PeakMemory, name: s
     from .stages.hooks import LivePreview
 
     plan = plan_for(levers.profile)
+    if levers.fp8:
+        model = _with_fp8_unet(model)
     animator = Animator(model, plan)
     settings = levers.settings(settings)
     if levers.taesd:

@@ -23,15 +23,19 @@ def test_the_gpu_check_runs_on_the_cpu_and_its_table_reads_the_json(tiny_dir, tm
     assert check.returncode == 0, check.stderr
     report = json.loads(out.read_text())
     rows = {row["row"]: row for row in report["rows"]}
-    assert list(rows) == [*PROFILE_ORDER, "diffusers", "diffusers-lowmem"]
+    assert list(rows) == [*PROFILE_ORDER, "balanced+fp8", "high+cache3", "high+taesd", "diffusers", "diffusers-lowmem"]
     assert report["device_type"] == "cpu" and report["check_seconds"] > 0
     for row in rows.values():
         assert row["simulated_peak_bytes"] > 0 and row["simulated_tflops"] > 0, row
     for name in PROFILE_ORDER:  # ours: timed per step and for the decode
         assert rows[name]["seconds_per_step"] > 0 and rows[name]["decode_seconds"] > 0, rows[name]
     assert rows["diffusers"]["seconds_per_step"] > 0 and "needs a GPU" in rows["diffusers-lowmem"]["error"]
-    # Leaner profiles are simulated to hold less, as svd plan says.
+    # Leaner profiles are simulated to hold less, as svd plan says; fp8 weights hold less than the same profile's,
+    # and the feature cache's reuse step (2 steps: one full, one reused) does less work.
     assert rows["min"]["simulated_peak_bytes"] < rows["high"]["simulated_peak_bytes"]
+    assert rows["balanced+fp8"]["simulated_peak_bytes"] < rows["balanced"]["simulated_peak_bytes"]
+    assert rows["balanced+fp8"]["savers"][-1] == "fp8 weights"
+    assert rows["high+cache3"]["simulated_flops"] < rows["high"]["simulated_flops"]
 
     table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "--gpu-check", str(out)],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
