@@ -256,3 +256,28 @@ def test_doctor_and_auto_pick_through_one_function():
         pick_simulated(TINY, job, 2**40, {}, cached_simulation)
     chosen = pick_simulated(TINY, job, 2**40, {}, simulate)
     assert chosen.profile == "high" and pick_simulated(TINY, job, 2**40, {}, cached_simulation) == chosen
+
+
+def test_transfers_count_offloaded_weights_once_or_every_call_as_the_hooks_move_them():
+    """Host <-> device copies: resident weights move once a video; model offload moves the UNet in once (not per
+    step); sequential offload moves every UNet weight in for each of a step's two CFG halves."""
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    from svd_cli.models.architectures import ARCHITECTURES
+    from svd_cli.planning.simulate import Job, architecture_for, simulate, time_floors
+
+    unet = UNetSpatioTemporalConditionModel(**ARCHITECTURES["tiny"][0])
+    unet_bytes = sum(p.numel() for p in unet.parameters()) * 2  # fp16
+    job = Job(frames=2, width=128, height=64, dtype="fp16")
+    rows = {name: simulate(architecture_for("tiny"), plan_for(name), job, use_cache=False) for name in PROFILE_ORDER}
+    high, low, low_min = rows["high"], rows["low"], rows["min"]
+    frames_bytes = 2 * 3 * 64 * 128 * 4  # the finished frames (fp32) back to the host
+    assert high.weights_bytes + frames_bytes <= high.placement_transfer_bytes  # and a few buffers:
+    assert high.placement_transfer_bytes < high.weights_bytes + frames_bytes + 64 * 1024
+    assert high.stage_transfer_bytes["step"] < 1024 and not high.offload
+    assert low.offload and low.placement_transfer_bytes >= unet_bytes and low.stage_transfer_bytes["step"] < unet_bytes
+    assert 2 * unet_bytes <= low_min.stage_transfer_bytes["step"] < 2 * unet_bytes + 64 * 1024
+    video = low_min.transfer_bytes(25)
+    assert video > 25 * 2 * unet_bytes and low_min.as_json(25)["transfer_bytes"] == video
+    floor = time_floors(low_min.flops(25))["RTX 3060"] + video / 25e9
+    assert low_min.as_json(25)["time_floor_seconds"]["RTX 3060"] == pytest.approx(floor, abs=0.01)

@@ -16,7 +16,9 @@ from .simulate import (
     ALLOCATOR_FACTOR,
     CARD_SIZES_GB,
     CUDA_CONTEXT_BYTES,
+    FLOOR_LINK,
     GPU_FP16_TFLOPS,
+    PCIE_BYTES_PER_SECOND,
     RECIPES,
     WORKSPACE_BYTES,
     Job,
@@ -27,6 +29,7 @@ from .simulate import (
     simulate,
     simulate_recipe,
     time_floors,
+    transfer_fields,
 )
 from .upscale import upscale_cost
 
@@ -72,6 +75,10 @@ class PlanReport:
             + self.chain.upscaled_frames * self.upscale.get(row.name, (0, 0))[1]
         )
 
+    def transfer_bytes(self, row: Simulation) -> int:
+        """Host <-> device bytes of the whole video: every clip's animate pass (the upscaler's few MB aside)."""
+        return self.chain.clips * row.transfer_bytes(self.steps, self.job.cache)
+
     def table(self) -> tuple[list[str], list[list[str]], list[str]]:
         """Headers, rows and notes for a terminal table."""
 
@@ -81,7 +88,7 @@ class PlanReport:
         rows = []
         for r in self.rows:
             cards = fits_cards(self.peak_bytes(r))
-            floors = time_floors(self.flops(r))
+            floors = time_floors(self.flops(r), self.transfer_bytes(r))
             rows.append(
                 [
                     r.name + (" (auto)" if r.name == self.auto else ""),
@@ -106,7 +113,8 @@ class PlanReport:
             f"{self.job.width}x{self.job.height} {self.job.dtype}, {self.steps} steps{cfg}; no weights loaded.",
             f"fits: the smallest card with peak x {ALLOCATOR_FACTOR:.2f} (allocator) + {gib(WORKSPACE_BYTES)} "
             f"(workspaces) + {gib(CUDA_CONTEXT_BYTES)} (CUDA context).",
-            f"GPU seconds: a floor, FLOPs / dense fp16 tensor peak ({peaks} TFLOPS); real runs are slower.",
+            f"GPU seconds: a floor, FLOPs / dense fp16 tensor peak ({peaks} TFLOPS), plus host-device copies at "
+            f"{PCIE_BYTES_PER_SECOND[FLOOR_LINK] / 1e9:g} GB/s ({FLOOR_LINK}), not overlapped; real runs are slower.",
         ]
         if not self.chain.plain:
             parts = [f"{self.chain.clips} clips" if self.chain.clips > 1 else "",
@@ -121,12 +129,14 @@ class PlanReport:
         data = row.as_json(self.steps, self.job.cache)
         if self.chain.plain:
             return data
-        peak, flops = self.peak_bytes(row), self.flops(row)
+        peak, flops, moved = self.peak_bytes(row), self.flops(row), self.transfer_bytes(row)
         data["animate_flops"] = data["flops"]  # one clip's animate pass
         if row.name in self.upscale:
             data["stage_peak_bytes"]["upscale"], data["stage_flops"]["upscale"] = self.upscale[row.name]
-        data.update(peak_bytes=peak, peak_gib=round(peak / 2**30, 2), fits_gb=fits_cards(peak), flops=flops,
-                    tflops=round(flops / 1e12, 2), time_floor_seconds=time_floors(flops))  # fmt: skip
+        cards = fits_cards(peak)
+        data.update(peak_bytes=peak, peak_gib=round(peak / 2**30, 2), fits_gb=cards, flops=flops,
+                    smallest_card_gib=cards[0] if cards else None, tflops=round(flops / 1e12, 2),
+                    **transfer_fields(moved), time_floor_seconds=time_floors(flops, moved))  # fmt: skip
         return data
 
     def as_json(self) -> dict:
@@ -141,6 +151,9 @@ class PlanReport:
             "rows": [self.row_json(r) for r in self.rows],
             "assumptions": {
                 "gpu_fp16_dense_tflops": GPU_FP16_TFLOPS,
+                "pcie_bytes_per_second": PCIE_BYTES_PER_SECOND,
+                "floor_link": FLOOR_LINK,
+                "transfers_overlap_compute": False,
                 "cuda_context_bytes": CUDA_CONTEXT_BYTES,
                 "workspace_bytes": WORKSPACE_BYTES,
                 "allocator_factor": ALLOCATOR_FACTOR,

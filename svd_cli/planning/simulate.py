@@ -45,7 +45,7 @@ import json
 import time
 import weakref
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .._version import __version__
@@ -64,7 +64,7 @@ from ..paths import cache_dir
 from ..progress import Progress
 from ..registry import get_entry, load_registry
 
-SIM_VERSION = 1  # bump when what is counted changes, so cached results are recomputed
+SIM_VERSION = 3  # bump when what is counted changes, so cached results are recomputed (3: transfers)
 RECIPES = ("diffusers", "diffusers-lowmem")
 RECIPE_DESCRIPTIONS = {
     "diffusers": [".to(device)", "decode_chunk_size=8"],
@@ -76,6 +76,10 @@ RECIPE_DESCRIPTIONS = {
 # Ampere architecture whitepapers, "Peak FP16 Tensor TFLOPS with FP32 Accumulate", dense (RTX 4090 165.2;
 # RTX 3060 25.6, half its 51.2 with FP16 accumulation).
 GPU_FP16_TFLOPS = {"H100": 989.4, "A100": 312.0, "RTX 4090": 165.2, "RTX 3060": 25.6}
+# Host <-> device copies, effective bytes per second of a x16 link (about 80% of the raw 31.5 and 15.8 GB/s). The
+# floors use PCIe 4.0, which every GPU above has at least; a card in a PCIe 3.0 slot gets the slower figure.
+PCIE_BYTES_PER_SECOND = {"PCIe 4.0 x16": 25e9, "PCIe 3.0 x16": 12e9}
+FLOOR_LINK = "PCIe 4.0 x16"
 # Memory on the card beyond the simulated tensors.
 CUDA_CONTEXT_BYTES = 512 * 2**20  # CUDA context + cuBLAS/cuDNN handles, before the first tensor
 WORKSPACE_BYTES = 256 * 2**20  # cuBLAS / cuDNN / attention workspaces
@@ -203,13 +207,25 @@ class Simulation:
     weights_bytes: int  # every parameter at the run's dtype, wherever it lives
     seconds: float = 0.0  # how long the simulation took (0 when it came from the cache)
     cached: bool = False
+    # Bytes copied between host and device: per stage, what each repeat of the stage copies (a sequential
+    # offload's weights, moved in for every call; inputs; outputs), and once a video, the weights a placement or
+    # an offload hook moves onto the device and leaves there until another component needs the room.
+    stage_transfer_bytes: dict[str, int] = field(default_factory=dict)
+    placement_transfer_bytes: int = 0
 
     def flops(self, steps: int, cache: int = 1) -> int:
         """FLOPs of a whole video of `steps` denoising steps; with a feature cache every `cache`-th step is full
         and the others are reuse steps (a row simulated without one, diffusers' recipes, has only full steps)."""
-        f = self.stage_flops
-        full = -(-steps // cache) if "reuse_step" in f else steps
-        return f["encode"] + full * f["step"] + (steps - full) * f.get("reuse_step", 0) + f["decode"]
+        return _per_video(self.stage_flops, steps, cache)
+
+    def transfer_bytes(self, steps: int, cache: int = 1) -> int:
+        """Host <-> device bytes of a whole video: the placement's once, each stage's as often as it runs."""
+        return self.placement_transfer_bytes + _per_video(self.stage_transfer_bytes, steps, cache)
+
+    @property
+    def offload(self) -> bool:
+        """Whether the weights wait in host memory and move to the device on use (model or sequential offload)."""
+        return any("offload" in saver for saver in self.savers)
 
     def as_json(self, steps: int, cache: int = 1) -> dict:
         data = asdict(self)
@@ -218,8 +234,28 @@ class Simulation:
         data["tflops"] = round(data["flops"] / 1e12, 2)
         data["peak_gib"] = round(self.peak_bytes / 2**30, 2)
         data["fits_gb"] = fits_cards(self.peak_bytes)
-        data["time_floor_seconds"] = time_floors(data["flops"])
+        data["smallest_card_gib"] = data["fits_gb"][0] if data["fits_gb"] else None
+        data["offload"] = self.offload
+        data.update(transfer_fields(self.transfer_bytes(steps, cache)))
+        data["time_floor_seconds"] = time_floors(data["flops"], data["transfer_bytes"])
         return data
+
+
+def _per_video(per_stage: dict[str, int], steps: int, cache: int) -> int:
+    """A video's total of a per-stage count: encode, `steps` denoising steps (every `cache`-th one full, the
+    others reuse steps, where the row simulated one) and decode."""
+    full = -(-steps // cache) if "reuse_step" in per_stage else steps
+    step, reuse = per_stage.get("step", 0), per_stage.get("reuse_step", 0)
+    return per_stage.get("encode", 0) + full * step + (steps - full) * reuse + per_stage.get("decode", 0)
+
+
+def transfer_fields(transfer_bytes: int) -> dict:
+    """A row's host <-> device copies as `--json` gives them: bytes, GiB and seconds on each link."""
+    return {
+        "transfer_bytes": transfer_bytes,
+        "transfer_gib": round(transfer_bytes / 2**30, 2),
+        "transfer_seconds": {link: round(transfer_bytes / rate, 2) for link, rate in PCIE_BYTES_PER_SECOND.items()},
+    }
 
 
 def card_bytes_needed(peak_bytes: int) -> int:
@@ -236,9 +272,12 @@ def fits_cards(peak_bytes: int) -> list[int]:
     return [gb for gb in CARD_SIZES_GB if card_bytes_needed(peak_bytes) <= gb * 2**30]
 
 
-def time_floors(flops: int) -> dict[str, float]:
-    """Seconds per video if every FLOP ran at the GPU's dense fp16 tensor peak (no real run is this fast)."""
-    return {gpu: round(flops / (tflops * 1e12), 2) for gpu, tflops in GPU_FP16_TFLOPS.items()}
+def time_floors(flops: int, transfer_bytes: int = 0) -> dict[str, float]:
+    """Seconds per video if every FLOP ran at the GPU's dense fp16 tensor peak, plus the host <-> device copies
+    at FLOOR_LINK's rate, not overlapped with compute (accelerate's offload hooks copy a module's weights before
+    it runs, on the compute stream). No real run is this fast."""
+    copies = transfer_bytes / PCIE_BYTES_PER_SECOND[FLOOR_LINK]
+    return {gpu: round(flops / (tflops * 1e12) + copies, 2) for gpu, tflops in GPU_FP16_TFLOPS.items()}
 
 
 # --- counters --------------------------------------------------------------------------------------------
@@ -260,6 +299,10 @@ class _DeviceBytes:
         self.sizes: dict[int, int] = {}
         self.ignoring = 0  # > 0 while creating placeholders that hold no device memory
         self.flops = 0
+        self.transfers = 0  # bytes copied between host ("cpu") and device ("meta")
+        self.uploads: dict[int, int] = {}  # storages a host-to-device copy made, while they live: their bytes
+        self.stage_uploads: list[int] = []  # those made in the stage in progress
+        self.stage_downloads = 0  # device-to-host bytes in the stage in progress
 
     def track(self, tensor) -> None:
         if tensor.device.type != "meta":
@@ -278,6 +321,24 @@ class _DeviceBytes:
 
     def _free(self, key: int) -> None:
         self.live -= self.sizes.pop(key, 0)
+        self.uploads.pop(key, None)
+
+    def upload(self, tensor) -> None:
+        """`tensor` (already tracked) was copied from the host: remember its storage while it lives."""
+        key = tensor.untyped_storage()._cdata
+        if key in self.sizes:
+            self.uploads[key] = tensor.numel() * tensor.element_size()
+            self.stage_uploads.append(key)
+
+    def moved_once(self) -> int:
+        """Bytes of the stage in progress's copies that a repeat of the stage would not make again: those copied
+        onto the device and still there (weights an offload hook moved in and left, however many steps follow),
+        and every copy back to the host (an offload hook moving a component out to make room, or the finished
+        frames; sequential offload drops its device copies without copying them back). The rest is copied again
+        each time the stage repeats."""
+        once = sum(self.uploads.get(key, 0) for key in set(self.stage_uploads)) + self.stage_downloads
+        self.stage_uploads, self.stage_downloads = [], 0
+        return once
 
     @contextlib.contextmanager
     def ignore(self) -> Iterator[None]:
@@ -298,6 +359,7 @@ def _counting_mode(counter: _DeviceBytes):
     from torch.utils.flop_counter import flop_registry
 
     device_op = torch.ops.prim.device.default
+    to_copy, copy_ = torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default
 
     class CountDeviceBytesAndFlops(_dispatch_mode_base()):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -316,9 +378,19 @@ def _counting_mode(counter: _DeviceBytes):
             out = func(*args, **kwargs)
             if counted:
                 counter.flops += flop_registry[packet](*args, **kwargs, out_val=out)
+            moved = None
+            if func is to_copy or func is copy_:  # a copy between host and device is a transfer
+                source, target = (args[0], out) if func is to_copy else (args[1], args[0])
+                if isinstance(source, torch.Tensor) and {source.device.type, target.device.type} == {"cpu", "meta"}:
+                    counter.transfers += target.numel() * target.element_size()
+                    if target.device.type == "cpu":
+                        counter.stage_downloads += target.numel() * target.element_size()
+                    moved = target if func is to_copy and target.device.type == "meta" else None
             for t in tree_flatten(out)[0]:
                 if isinstance(t, torch.Tensor):
                     counter.track(t)
+            if moved is not None:
+                counter.upload(moved)
             return out
 
     return CountDeviceBytesAndFlops()
@@ -333,16 +405,22 @@ class _StageMeter:
         self.flops0 = 0
         self.peaks: dict[str, int] = {}
         self.flops: dict[str, int] = {}
+        self.transfers0 = 0
+        self.transfers: dict[str, int] = {}  # per stage: the copies a repeat of the stage makes again
+        self.placement = 0  # copies made once a video: weights moved onto the device and left there
 
     def mark(self, stage: str | None) -> None:
         """Close the stage in progress (if any) and open `stage` (None: just close)."""
-        total = self.counter.flops
+        total, moved = self.counter.flops, self.counter.transfers
         if self.current is not None:
             name = self.current
             self.peaks[name] = max(self.peaks.get(name, 0), self.counter.stage_peak)
             self.flops[name] = self.flops.get(name, 0) + total - self.flops0
+            once = self.counter.moved_once()
+            self.placement += once
+            self.transfers[name] = self.transfers.get(name, 0) + moved - self.transfers0 - once
         self.current = stage
-        self.flops0 = total
+        self.flops0, self.transfers0 = total, moved
         self.counter.stage_peak = self.counter.live
 
 
@@ -382,7 +460,7 @@ class _Replays:
         if key in records:
             return self._replay(*records[key])
         c = self.counter
-        live, peak, flops = c.live, c.peak, c.flops
+        live, peak, flops, moved = c.live, c.peak, c.flops, c.transfers
         c.peak = live  # the call's own peak, from where it starts
         try:
             out = run()
@@ -390,19 +468,20 @@ class _Replays:
             call_peak, c.peak = c.peak, max(peak, c.peak)
         tensor, boxed = (out[0], True) if isinstance(out, tuple) and len(out) == 1 else (out, False)
         if out is None and c.live == live:
-            records[key] = (call_peak - live, c.flops - flops, None)
+            records[key] = (call_peak - live, c.flops - flops, c.transfers - moved, None)
         elif _sole_storage(tensor) and c.live - live == tensor.untyped_storage().nbytes():
             layout = (tensor.shape, tensor.stride(), tensor.dtype, tensor.device, boxed)
-            records[key] = (call_peak - live, c.flops - flops, layout)
+            records[key] = (call_peak - live, c.flops - flops, c.transfers - moved, layout)
         return out
 
-    def _replay(self, rise: int, flops: int, layout: tuple | None):
+    def _replay(self, rise: int, flops: int, transfers: int, layout: tuple | None):
         import torch
 
         c = self.counter
         c.peak = max(c.peak, c.live + rise)
         c.stage_peak = max(c.stage_peak, c.live + rise)
         c.flops += flops
+        c.transfers += transfers  # a sequential offload's weight copies inside the call
         if layout is None:
             return None
         shape, stride, dtype, device, boxed = layout
@@ -946,6 +1025,8 @@ def _result(name: str, savers: list[str], decoded: bool, counter, meter: _StageM
         stage_flops=meter.flops,
         weights_bytes=_weights_bytes(pipe),
         seconds=round(time.perf_counter() - started, 2),
+        stage_transfer_bytes=meter.transfers,
+        placement_transfer_bytes=meter.placement,
     )
 
 
