@@ -33,9 +33,7 @@ def simulated_table() -> str:
         "25 frames, 1024x576, fp16, 25 steps, on a CUDA GPU with flash / memory-efficient attention.",
         "",
         "| row | savers | peak (GiB) | encode / step / decode peak (GiB) | smallest card | TFLOPs | vs high | "
-        "host-device copies (GiB) | "
-        + " | ".join(f"{g} floor (s)" for g in gpus)
-        + " |",
+        "host-device copies (GiB) | " + " | ".join(f"{g} floor (s)" for g in gpus) + " |",
         "|---|---|---|---|---|---|---|---|" + "---|" * len(gpus),
     ]
     for r in report.rows:
@@ -46,9 +44,7 @@ def simulated_table() -> str:
         lines.append(
             f"| `{r.name}` | {', '.join(r.savers) or 'none'} | {r.peak_bytes / 2**30:.2f} | {stages} | "
             f"{cards[0] if cards else '> 80'} GB | {r.flops(25) / 1e12:,.0f} | {r.flops(25) / high.flops(25):.3f}x | "
-            f"{moved / 2**30:.2f} | "
-            + " | ".join(f"{floors[g]:.1f}" for g in gpus)
-            + " |"
+            f"{moved / 2**30:.2f} | " + " | ".join(f"{floors[g]:.1f}" for g in gpus) + " |"
         )
     return "\n".join(lines)
 
