@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref
-from .io.latents import discard_latents, is_own_latents, latents_path, work_key, write_latents
+from .io.latents import discard_latents, latents_blocked, latents_path, work_key, write_latents
 from .io.preview import discard_preview, preview_path
 from .io.recipe import build_recipe, resume_state
 from .io.safety import Busy, claim
@@ -188,7 +188,7 @@ def make_video(
     req = session.request
     preview = preview_path(job.output, fmt) if req.preview or req.keep_preview else None
     keep = latents_path(job.output, fmt) if req.keep_latents else None
-    if keep is not None and keep.exists() and not is_own_latents(keep):
+    if keep is not None and latents_blocked(keep):
         raise SvdError(f"{keep} exists and svd did not make it; svd never replaces it: move it away, or drop "
                        f"{ref('keep_latents')}.", path=keep)  # fmt: skip
     kept = job.finish.read(job.output) if job.finish is not None else None

@@ -122,8 +122,9 @@ def _kept_latents(draft: Draft) -> KeptLatents:
             f"{draft.video}: not a draft (made without {ref('draft')} or {ref('keep_latents')}), so there are no "
             "latents to finish it from."
         )
-    check_latents(path, work_key(draft.recipe), draft.video)
-    return KeptLatents(path, work_key(draft.recipe))
+    kept = KeptLatents(path, work_key(draft.recipe))
+    check_latents(kept.path, kept.key, draft.video)
+    return kept
 
 
 def _report(summary: Summary, on_result: Callable[[JobResult], None], result: JobResult) -> None:

@@ -65,7 +65,7 @@ def component_flops(arch: str, frames: int, size: tuple[int, int]) -> dict[str, 
             "decoder": count(lambda: vae.decode(torch.zeros(frames, *latent), num_frames=frames)),
             # TAESD's decoder (decoder = taesd): one frame at a time, so `frames` calls.
             "tiny_decoder": frames * count(lambda: tiny_decoder(torch.zeros(1, *latent))),
-            # A live preview (--preview): the same decoder on every step's prediction, pooled when it is wide.
+            # A live preview (the preview option): the same decoder on every step's prediction, pooled when it is wide.
             "preview": frames
             * count(lambda: tiny_decoder(torch.zeros(1, latent[0], *preview_latent_size(*latent[1:])))),
         }

@@ -66,7 +66,7 @@ OTHER_KINDS: dict[str, dict] = {
 }
 # The kinds whose models are one safetensors file rather than a diffusers folder.
 FILE_KINDS = ("upscaler", "interpolator", "decoder")
-# The tiny decoder a draft (--draft) decodes with, and a live preview beside the full VAE.
+# The tiny decoder a draft (the draft option) decodes with, and a live preview beside the full VAE.
 DRAFT_DECODER = "taesd"
 
 

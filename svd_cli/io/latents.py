@@ -118,6 +118,11 @@ def is_own_latents(path: Path) -> bool:
         return False
 
 
+def latents_blocked(path: Path) -> bool:
+    """Whether a file svd did not make holds the kept latents' name (svd then never writes there)."""
+    return path.exists() and not is_own_latents(path)
+
+
 def discard_latents(path: Path) -> None:
     """Remove kept latents svd wrote (once finished); anything else at `path` is left alone."""
     if is_own_latents(path):

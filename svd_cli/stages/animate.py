@@ -202,7 +202,7 @@ class Animator:
             frames = self._decode_tiny(latents.flatten(0, 1), progress)
         else:
             latents = 1 / self.model.scaling_factor * latents.flatten(0, 1)
-            frames = self._decode_all(latents, latents.shape[0], progress)
+            frames = self._decode_all(latents, progress)
 
         # 8. To RGB in [0, 1], then 8 bits, rounding exactly as diffusers' image processor does.
         video = (torch.cat(frames) * 0.5 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).cpu()
@@ -212,7 +212,8 @@ class Animator:
 
     # --- steps' details -----------------------------------------------------------------------------------
 
-    def _decode_all(self, latents: torch.Tensor, count: int, progress: Progress) -> list[torch.Tensor]:
+    def _decode_all(self, latents: torch.Tensor, progress: Progress) -> list[torch.Tensor]:
+        count = latents.shape[0]
         chunk = self.plan.decode_chunk or count
         while True:
             decoder_dtype = self.model.vae.decoder.conv_in.weight.dtype
