@@ -118,18 +118,28 @@ def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path
     from .io.images import upright_size
 
     if job.input is None:
-        return _recipe(session, job, fmt, None, session.settings_for(job.seed, session.video_size()))
+        return _recipe(session, job, fmt, None, session.settings_for(job.seed, session.video_size()))  # no mask
     image_size = upright_size(job.input)
     if image_size is None:
         return None
     size = session.video_size(image_size)
-    return _recipe(session, job, fmt, sha256(job.input), session.settings_for(job.seed, size))
+    return _recipe(
+        session, job, fmt, sha256(job.input), session.settings_for(job.seed, size), mask=_mask(session, sha256)
+    )
 
 
 def _recipe(
-    session: Session, job: Job, fmt: str, sha256: str | None, settings, video: Animation | None = None, seconds=None
+    session: Session,
+    job: Job,
+    fmt: str,
+    sha256: str | None,
+    settings,
+    video: Animation | None = None,
+    seconds=None,
+    mask: dict | None = None,
 ) -> dict:
-    """The recipe of `job`: the one a finished `video` is written with, or (without one) what it would be."""
+    """The recipe of `job`: the one a finished `video` is written with, or (without one) what it would be; `mask`
+    is its mask's record (`_mask`)."""
     image = None
     if session.uses_image_model:
         image = session.image_settings(job.prompt) | {"model": session.image_source.describe()}
@@ -149,7 +159,14 @@ def _recipe(
         stages=video.stages + [{"stage": "write", "format": fmt, "fps": video.fps}] if video is not None else None,
         runtime=session.runtime() if video is not None else None,
         seconds=seconds,
+        mask=mask,
     )
+
+
+def _mask(session: Session, sha256: Callable[[Path], str]) -> dict | None:
+    """A cinemagraph's mask as the recipe records it (with the input): where it is and what it holds."""
+    mask = session.request.mask
+    return {"path": str(mask.resolve()), "sha256": sha256(mask)} if mask is not None else None
 
 
 def _still(session: Session, job: Job, fmt: str) -> Path | None:
@@ -197,7 +214,8 @@ def make_video(
         # 3. Write the kept latents, then the video, its still and its recipe; then the finished clips (the
         #    preview, a finished draft's latents) are no longer needed.
         digest = sha256(job.input) if job.input is not None else None
-        recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier)
+        recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier,
+                         _mask(session, sha256))  # fmt: skip
         still = frame.picture if session.uses_image_model else None
         session.progress.start("write")
         try:

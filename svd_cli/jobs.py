@@ -291,7 +291,10 @@ def name_outputs(jobs: list[Job], req: Request, defaults: dict) -> None:
 
     out = req.out
     # A frames folder svd made earlier is that one output again (a rerun, a finish), not a folder to put one in.
-    own_frames = fmt == "frames" and out is not None and out.is_dir() and recipe_for(out, fmt) is not None
+    own_frames = (
+        fmt == "frames" and out is not None and out.name not in ("", "..") and not req.out_is_folder and out.is_dir()
+        and recipe_for(out, fmt) is not None
+    )  # fmt: skip
     single_file = (
         out is not None
         and len(jobs) == 1

@@ -316,6 +316,11 @@ OPTIONS: tuple[Option, ...] = (
            choices=("crop", "pad", "stretch"), recipe="settings.fit", example="pad"),
     Option("background", str, "Colour behind transparent pixels and pad borders.", default="white",
            check=check_background, recipe="settings.background", example="black"),
+    Option("mask", Path, "A cinemagraph: a picture of the photo's shape, white where it may move, black where it stays "
+           "still (grey: partly; an alpha channel works too); every pixel outside it stays the photo's.",
+           recipe="input.mask.path", default_label="", example="mask.png", local_config=False),
+    Option("mask_feather", int, "Pixels over which the mask's edge blends the moving region into the still photo.",
+           default=4, range=(0, 64), recipe="settings.mask_feather", example="8", recorded_at_default=False),
     Option("extend", int, "Make N more clips, each animated from the last frame of the one before, into one longer "
            "video (frames + N x (frames - 1)); finished clips are kept, so a rerun after an interruption continues.",
            default=0, range=(0, 100), recipe="settings.extend", example="1"),
@@ -560,6 +565,12 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
             f"{ref('style')} restyles input photos: give one (or put the style into {ref('prompt')} for a first "
             "frame from text).",
             option="style",
+        )
+    if req.mask is not None and not req.inputs and need_inputs:
+        raise UsageError(
+            f"{ref('mask')} marks the region of an input photo that may move: give the photo (a first frame drawn "
+            f"from {ref('prompt')} has no layout to mark in advance).",
+            option="mask",
         )
     if req.keep_latents and req.extend:
         raise UsageError(

@@ -57,6 +57,10 @@ class Session:
     # --- 1. the models: resolved now, loaded on the first video -------------------------------------------
 
     def resolve(self) -> None:
+        mask = self.request.mask
+        if mask is not None and not mask.is_file():  # every video needs it: one line before any work
+            problem = "not a file; give a picture" if mask.exists() else "file not found"
+            raise OptionError("mask", mask, f"{problem} (white where the photo may move, black where it stays).")
         self.models.resolve(self.request)
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
@@ -130,6 +134,11 @@ class Session:
         from .stages import first_frame
 
         req = self.request
+        if req.mask is not None:
+            raise OptionError(
+                "mask", req.mask, f"a first frame drawn from {ref('prompt')} has no layout to mark in advance: give a "
+                "photo to mask (drawn frames are kept as stills beside their videos)."
+            )  # fmt: skip
         size = self.video_size()
         return first_frame.from_prompt(
             self._image_model(size),
@@ -165,7 +174,8 @@ class Session:
         from .stages import first_frame
 
         req = self.request
-        frame = first_frame.from_file(path, req.size, self.defaults["size"], req.fit, req.background)
+        frame = first_frame.from_file(path, req.size, self.defaults["size"], req.fit, req.background, req.mask,
+                                      req.mask_feather)  # fmt: skip
         for note in frame.notes:
             self.progress.note(note)
         return frame
@@ -175,7 +185,11 @@ class Session:
 
         req = self.request
         size = first_frame.target_size(req.size, self.defaults["size"], image.size)
-        return first_frame.from_image(image, size, req.fit, req.background, {"source": "image"})
+        frame = first_frame.from_image(image, size, req.fit, req.background, {"source": "image"})
+        frame = frame.masked(req.mask, "the image", image.size, req.fit, req.mask_feather)
+        for note in frame.notes:
+            self.progress.note(note)
+        return frame
 
     def animate(
         self,
@@ -230,13 +244,12 @@ class Session:
                 start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
                 frames = self.animator.animate(
                     start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step, preview=live,
-                    keep=keep, latents=latents,
+                    keep=keep, latents=latents, mask=frame.mask,
                 )  # fmt: skip
                 # 3. Later clips take the first clip's colours back (their drift adds up clip after clip): the
                 #    frames the video keeps, all but the first (the frame the clips share).
                 if k > 0 and req.color_match:
-                    segment["drift_before"] = _rounded(color_drift(frames[1:], reference))
-                    frames = np.concatenate([frames[:1], match_colors(frames[1:], reference)])
+                    frames = _match_colors(frames, reference, segment, frame)
                 if store is not None:
                     store.save(k, frames)
             if k == 0:
@@ -284,6 +297,7 @@ class Session:
             "color_match": self.request.color_match,
             "decoder": self.request.decoder,
             **({"weights": self.request.weights} if self.request.weights != "full" else {}),  # keys before fp8 hold
+            **({"mask": hashlib.sha256(frame.mask.tobytes()).hexdigest()} if frame.mask is not None else {}),
             "model": self.model_record(),
             "device": model.device.type,
             "dtype": dtype_name(model.dtype),
@@ -316,6 +330,19 @@ class Session:
             with self.models.on_device(stage, self.request) as model:
                 clip = stage.run(clip, replace(context, model=model))
         return clip
+
+
+def _match_colors(frames, reference: dict, segment: dict, first: FirstFrame):
+    """A later clip's frames with the first clip's colours back (all but its first frame, the one the clips
+    share), its drift before recorded in `segment`; with a mask, only inside it: outside, every frame stays the
+    photo's."""
+    import numpy as np
+
+    from .stages.hooks.mask import composite
+
+    segment["drift_before"] = _rounded(color_drift(frames[1:], reference))
+    frames = np.concatenate([frames[:1], match_colors(frames[1:], reference)])
+    return frames if first.mask is None else composite(frames, np.asarray(first.picture), first.mask)
 
 
 def _rounded(values: dict[str, float]) -> dict[str, float]:

@@ -113,9 +113,15 @@ def test_a_working_folders_config_cannot_send_work_elsewhere_or_turn_off_the_wat
 
 
 def _example_weight_files(folder: Path) -> None:
-    """The files the --unet and --lora examples name (relative paths), made for the tiny architecture."""
+    """The files the --unet, --lora and --mask examples name (relative paths): weights made for the tiny
+    architecture, and a mask of coffee.png's shape (its left half moves)."""
     from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+    from PIL import Image
     from safetensors.torch import save_file
+
+    mask = Image.new("L", (60, 40))
+    mask.paste(255, (0, 0, 30, 40))
+    mask.save(folder / "mask.png")
 
     from svd_cli.models.architectures import build_random_pipeline
 

@@ -3,8 +3,9 @@
 The loaders (models/) ask a family which diffusers pipeline classes it reads, which weight files a folder of it
 holds, the defaults of its settings and the adapter that shows its components by role. `Animator.__call__`
 (stages/animate.py) names no family: it asks the model's family for the conditioning of a picture, the shape of
-the latents, the guidance per frame, the unconditional inputs and one denoiser call, and runs the rest
-(timesteps, noise, CFG batching or splitting, step hooks, decoding) the same way for every family.
+the latents (and a still picture's, for a mask), the guidance per frame, the unconditional inputs and one
+denoiser call, and runs the rest (timesteps, noise, CFG batching or splitting, step hooks, decoding) the same way
+for every family.
 A family is one module here and one entry in `FAMILIES` (__init__.py); it imports nothing else of svd_cli, so
 every layer (the option schema included) may ask it.
 """
@@ -92,6 +93,19 @@ class Family(Protocol):
 
     def latent_shape(self, model: Any, settings: GenerationSettings) -> tuple[int, ...]:
         """The shape of the latents the loop denoises."""
+        ...
+
+    def still_latents(
+        self,
+        model: Any,
+        image: Image.Image,
+        settings: GenerationSettings,
+        *,
+        use: UseComponent,
+        encode_latents: EncodeLatents,
+    ) -> torch.Tensor:
+        """The clean latents of a video in which every frame is `image`, broadcastable to the latents (what a
+        mask keeps outside its region); deterministic: it draws no noise."""
         ...
 
     def guidance(self, settings: GenerationSettings, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

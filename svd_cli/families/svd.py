@@ -95,6 +95,21 @@ class SVD:
         factor = model.spatial_factor
         return (1, settings.frames, model.latent_channels, settings.height // factor, settings.width // factor)
 
+    def still_latents(
+        self,
+        model: Any,
+        image: Image.Image,
+        settings: GenerationSettings,
+        *,
+        use: UseComponent,
+        encode_latents: EncodeLatents,
+    ) -> torch.Tensor:
+        # The picture's VAE latents without noise augmentation, in the scaled space the UNet denoises.
+        pixels = model.preprocess(image, height=settings.height, width=settings.width).to(model.device)
+        with use("vae_encoder"):
+            latents = encode_latents(pixels)
+        return (latents * model.scaling_factor).to(model.unet.dtype).unsqueeze(1)
+
     def guidance(self, settings: GenerationSettings, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         import torch
 

@@ -53,6 +53,29 @@ def parse_color(value: str) -> tuple[int, int, int]:
 
 def open_image(path: Path, background: tuple[int, int, int] = (255, 255, 255)) -> tuple[Image.Image, list[str]]:
     """Decode `path` to an upright 8-bit RGB image; also return notes worth telling the user."""
+    image, notes = _read_upright(path)
+    try:
+        return _to_rgb(image, background), notes
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputImageError(f"{path}: the image data is truncated or corrupt ({exc}).") from None
+
+
+def open_mask(path: Path) -> Image.Image:
+    """Decode a mask picture to upright 8-bit greyscale (white: may move): its alpha channel when it has a
+    transparent pixel, else its brightness."""
+    image, _ = _read_upright(path)
+    try:
+        if image.mode == "P" and "transparency" in image.info or image.mode in ("LA", "La", "PA"):
+            image = image.convert("RGBA")
+        if image.mode in ("RGBA", "RGBa") and image.getchannel("A").getextrema()[0] < 255:
+            return image.getchannel("A")
+        return _to_rgb(image, (0, 0, 0)).convert("L")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InputImageError(f"{path}: the image data is truncated or corrupt ({exc}).") from None
+
+
+def _read_upright(path: Path) -> tuple[Image.Image, list[str]]:
+    """Decode `path` as it is shown (EXIF rotation applied, first frame of an animation), in its own mode."""
     register_optional_formats()
     notes: list[str] = []
     try:
@@ -87,11 +110,10 @@ def open_image(path: Path, background: tuple[int, int, int] = (255, 255, 255)) -
             im.seek(0)
         try:
             im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = _to_rgb(im, background)
+            upright = ImageOps.exif_transpose(im)
         except (OSError, SyntaxError, ValueError) as exc:
             raise InputImageError(f"{path}: the image data is truncated or corrupt ({exc}).") from None
-    return rgb, notes
+    return upright, notes
 
 
 def _too_large(path: Path, what: str) -> str:
@@ -123,8 +145,11 @@ def _to_rgb(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     return im.convert("RGB")
 
 
-def fit_image(image: Image.Image, width: int, height: int, fit: str, background: tuple[int, int, int]) -> Image.Image:
-    """Bring `image` to exactly width x height: centre-crop, letterbox-pad or stretch."""
+def fit_image(
+    image: Image.Image, width: int, height: int, fit: str, background: tuple[int, int, int] | int
+) -> Image.Image:
+    """Bring `image` to exactly width x height: centre-crop, letterbox-pad (with `background`, a grey level for
+    a greyscale image) or stretch."""
     if fit not in FITS:
         raise OptionError("fit", fit, f"choose one of {', '.join(FITS)}.", allowed=FITS)
     if image.size == (width, height):

@@ -53,11 +53,11 @@ def latents_path(output: Path, fmt: str) -> Path:
 
 
 def work_key(recipe: dict) -> str:
-    """What decides the latents of a recipe's video, hashed: its input (photo or prompt), model, UNet and LoRAs,
-    the generation settings, the first frame's fitting and the weights' storage, with its seed. Not the decoder,
+    """What decides the latents of a recipe's video, hashed: its input (photo or prompt, and mask), model, UNet and
+    LoRAs, the generation settings, the first frame's fitting and the weights' storage, with its seed. Not the decoder,
     nor the post stages, nor the format: a finish changes those."""
     work = comparable(recipe, seed_fixed=True)
-    decides = (*GenerationSettings.FIELDS, *ALSO_DECIDING)
+    decides = (*GenerationSettings.FIELDS, *ALSO_DECIDING, *(("mask_feather",) if "mask_sha256" in work else ()))
     work["settings"] = {name: value for name, value in work["settings"].items() if name in decides}
     work.pop("format")
     return hashlib.sha256(json.dumps(work, sort_keys=True, default=str).encode()).hexdigest()

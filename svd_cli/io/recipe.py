@@ -37,6 +37,7 @@ def build_recipe(
     stages: list[dict] | None = None,
     runtime: dict | None = None,
     seconds: float | None = None,
+    mask: dict | None = None,
 ) -> dict:
     """Everything needed to make the same video again.
 
@@ -44,12 +45,17 @@ def build_recipe(
     (options.recorded_settings); `fps` and `shape` (frames, width, height) are the written video's, after the
     post stages (the conditioning fps is settings.fps - 1); `stages` is the ordered chain that made the clip,
     each with its own settings. `image` is the text-to-image model's part (prompt, style, model, steps...) when it
-    made the first frame, and `still` where that first frame is saved. A video from a prompt has no input image.
+    made the first frame, and `still` where that first frame is saved. A video from a prompt has no input image;
+    a cinemagraph's `mask` (path and SHA-256) is recorded with its input.
     """
     data = {
         "svd_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "input": {"path": str(input_path.resolve()) if input_path else None, "sha256": input_sha256},
+        "input": {
+            "path": str(input_path.resolve()) if input_path else None,
+            "sha256": input_sha256,
+            **({"mask": mask} if mask is not None else {}),
+        },  # fmt: skip
         "output": {
             "path": str(output),
             "format": fmt,
@@ -89,8 +95,10 @@ def comparable(recipe: dict, seed_fixed: bool) -> dict:
     if image:
         image["model"] = (image.get("model") or {}).get("name")
     model = recipe.get("model", {})
+    mask = recipe.get("input", {}).get("mask")
     return {
         "input_sha256": recipe.get("input", {}).get("sha256"),
+        **({"mask_sha256": mask.get("sha256")} if isinstance(mask, dict) else {}),
         "model": model.get("name"),
         "unet": (model.get("unet") or {}).get("sha256"),
         "lora": [(item.get("sha256"), item.get("scale")) for item in model.get("lora") or []],
@@ -118,7 +126,8 @@ def describe_changes(old: dict, new: dict) -> str:
             a, b = old.get(key, {}), new.get(key, {})
             parts += [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif old.get(key) != new.get(key):
-            parts.append("input image changed" if key == "input_sha256" else f"{key} {old.get(key)} -> {new.get(key)}")
+            changed = {"input_sha256": "input image changed", "mask_sha256": "mask changed"}
+            parts.append(changed.get(key) or f"{key} {old.get(key)} -> {new.get(key)}")
     return ", ".join(parts) or "unknown difference"
 
 

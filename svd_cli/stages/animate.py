@@ -29,6 +29,7 @@ from ..models.quiet import quiet_transformers
 from ..options import GenerationSettings
 from ..progress import NullProgress, Progress
 from .hooks import Denoiser, KeepLatents, LivePreview, NonFiniteValues, Step, StepCallback, finite, step_hooks
+from .hooks.mask import MaskBlend, composite, latent_region
 
 __all__ = ["Animator", "GenerationSettings"]
 
@@ -80,15 +81,17 @@ class Animator:
         preview: LivePreview | None = None,
         keep: KeepLatents | None = None,
         latents: torch.Tensor | None = None,
+        mask: np.ndarray | None = None,
     ):
         """`self(image, settings)`, stepping down one memory profile and retrying after an out-of-memory; given
-        kept `latents` (svd finish), only their decode (`self.decode`)."""
+        kept `latents` (svd finish), only their decode (`self.decode`), composited into `image` by the `mask`."""
         progress = progress or NullProgress()
         while True:
             try:
                 if latents is not None:
-                    return self.decode(latents.to(self.model.device), progress)
-                return self(image, settings, progress, on_step=on_step, preview=preview, keep=keep)
+                    frames = self.decode(latents.to(self.model.device), progress)
+                    return frames if mask is None else composite(frames, np.asarray(image), mask)
+                return self(image, settings, progress, on_step=on_step, preview=preview, keep=keep, mask=mask)
             except NonFiniteValues as bad:
                 # A UNet stored in fp8 computes in the dtype its casting hooks were given: it cannot be widened.
                 widen = bad.stage == "denoising" and not stored_in_fp8(self.model.unet)
@@ -132,12 +135,14 @@ class Animator:
         on_step: StepCallback | None = None,
         preview: LivePreview | None = None,
         keep: KeepLatents | None = None,
+        mask: np.ndarray | None = None,
     ) -> np.ndarray:
         """Frames (F, H, W, 3) for `image`, which must already be settings.width x settings.height.
 
         `output="uint8"` gives 8-bit RGB; `"float"` gives the float32 values in [0, 1] before rounding.
         `on_step(step, steps, latents)` is called after every denoising step; a `preview` is rewritten after
-        every step from the step's predicted clean latents; `keep` holds the final latents afterwards.
+        every step from the step's predicted clean latents; `keep` holds the final latents afterwards. With a
+        `mask` (a first frame's weights, stages/first_frame.py) only the region it marks moves.
         """
         progress = progress or NullProgress()
         use = self.placement.use
@@ -153,6 +158,8 @@ class Animator:
         #    the micro-conditioning ids), in the denoiser's dtype.
         progress.start("encode")
         conditioning = family.condition(model, image, settings, generator, use=use, encode_latents=self._encode_latents)
+        if mask is not None:  # a cinemagraph: also the latents of the picture held still (no noise drawn)
+            still = family.still_latents(model, image, settings, use=use, encode_latents=self._encode_latents)
         progress.end()
         work = model.unet.dtype
 
@@ -161,8 +168,8 @@ class Animator:
         scheduler.set_timesteps(settings.steps, device=device)
 
         # 4. Initial noise, scaled for the scheduler's first sigma.
-        latents = randn_tensor(family.latent_shape(model, settings), generator=generator, device=device, dtype=work)
-        latents = latents * scheduler.init_noise_sigma
+        noise = randn_tensor(family.latent_shape(model, settings), generator=generator, device=device, dtype=work)
+        latents = noise * scheduler.init_noise_sigma
 
         # 5. The family's guidance scale per frame (SVD: rising linearly from min_cfg to max_cfg) and the inputs of
         #    the unconditional half (none when unguided).
@@ -172,10 +179,15 @@ class Animator:
 
         # 6. Denoise: one denoiser call per step, two with CFG (see `_denoiser`). A consistency sampler adds fresh
         #    noise between steps. Each step runs the video's step hooks (hooks/: the feature cache, the finite check,
-        #    progress, the live preview, the caller's on_step) before the step, around the denoiser call and after
-        #    the scheduler's update; the feature cache's UNet runs only the outer layers on its reuse steps.
+        #    a mask's blend, progress, the live preview, the caller's on_step) before the step, around the denoiser
+        #    call and after the scheduler's update; the feature cache's UNet runs only the outer layers on its reuse
+        #    steps; a mask keeps the latents outside it on the still picture's path, noised with the video's noise.
+        blend = None
+        if mask is not None:
+            region = latent_region(mask, model.spatial_factor, device)
+            blend = MaskBlend(region, still, noise, scheduler.sigmas)
         hooks = step_hooks(dtype=work, progress=progress, on_step=on_step, cache=settings.cache, preview=preview,
-                           keep=keep)  # fmt: skip
+                           keep=keep, mask=blend)  # fmt: skip
         hooks.start(len(scheduler.timesteps))
         with use("denoiser") as unet:
             denoise = self._denoiser(hooks.module(unet), inputs, guidance)
@@ -190,7 +202,10 @@ class Animator:
         hooks.end()
 
         # 7-8. Decode the latents to frames (`decode`, which svd finish also runs alone, on kept latents).
-        return self.decode(latents, progress, output)
+        frames = self.decode(latents, progress, output)
+
+        # 9. With a mask, every pixel outside it is the picture's own (feathered at the mask's edge).
+        return frames if mask is None else composite(frames, np.asarray(image), mask)
 
     def decode(self, latents: torch.Tensor, progress: Progress, output: str = "uint8") -> np.ndarray:
         """Frames (F, H, W, 3) of denoised latents (batch, frames, channels, h, w) on the model's device."""

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
-from ..io.images import fit_image, is_portrait, open_image, parse_color
+from ..errors import InputImageError, OptionError, ref
+from ..io.images import fit_image, is_portrait, open_image, open_mask, parse_color
 
 
 @dataclass
@@ -22,17 +24,28 @@ class FirstFrame:
     notes: list[str]
     seconds: float = 0.0  # time it took to make
     path: Path | None = None  # where it waits between a batch's first-frame and animate phases
+    # With a mask (a cinemagraph): per pixel of the picture, how much of the animation it shows (1: all of it,
+    # 0: the picture's own pixel, exactly), float32 (height, width); see `fitted_mask`.
+    mask: np.ndarray | None = None
 
     def staged(self, path: Path) -> FirstFrame:
         """This frame written to `path` (lossless PNG) and let go of in memory, for a batch of many."""
         self.picture.save(path, format="PNG", compress_level=1)
-        return FirstFrame(None, self.record, self.notes, self.seconds, path)
+        return FirstFrame(None, self.record, self.notes, self.seconds, path, self.mask)
 
     def restored(self) -> FirstFrame:
         """The staged frame read back: the very pixels that were made."""
         with Image.open(self.path) as image:
             picture = image.convert("RGB")
-        return FirstFrame(picture, self.record, self.notes, self.seconds)
+        return FirstFrame(picture, self.record, self.notes, self.seconds, mask=self.mask)
+
+    def masked(
+        self, mask: Path | None, source: str, source_size: tuple[int, int], fit: str, feather: int
+    ) -> FirstFrame:
+        """This frame with the weights of `mask` (a picture of `source`'s shape, `source_size`) fitted to it."""
+        if mask is not None:
+            self.mask = fitted_mask(mask, source, source_size, self.picture.size, fit, feather, self.notes)
+        return self
 
 
 def target_size(asked: tuple[int, int] | None, model_size: tuple[int, int], image_size: tuple[int, int]):
@@ -90,7 +103,7 @@ def restyled(model, frame: FirstFrame, image: dict, seed: int, progress) -> Firs
     if picture.size != frame.picture.size:  # the model rounds sizes to its latent grid
         picture = fit_image(picture, *frame.picture.size, "stretch", (0, 0, 0))
     record = {**frame.record, "source": "restyled_image_file", **_described(image, prompt), "seed": seed}
-    return FirstFrame(picture.convert("RGB"), record, frame.notes)
+    return FirstFrame(picture.convert("RGB"), record, frame.notes, mask=frame.mask)
 
 
 def _described(image: dict, prompt: str) -> dict:
@@ -98,10 +111,59 @@ def _described(image: dict, prompt: str) -> dict:
     return {"prompt": prompt, **{k: image[k] for k in keys if image.get(k) is not None}}
 
 
-def from_file(path: Path, asked_size, model_size, fit: str, background: str) -> FirstFrame:
-    """Decode an image file (EXIF-upright, alpha on `background`) and fit it."""
+def from_file(
+    path: Path, asked_size, model_size, fit: str, background: str, mask: Path | None = None, feather: int = 0
+) -> FirstFrame:
+    """Decode an image file (EXIF-upright, alpha on `background`) and fit it (and its `mask`, if any)."""
     image, notes = open_image(path, parse_color(background))
     size = target_size(asked_size, model_size, image.size)
     frame = from_image(image, size, fit, background, {"source": "image_file", "path": str(path)})
     frame.notes = notes
-    return frame
+    return frame.masked(mask, str(path), image.size, fit, feather)
+
+
+def fitted_mask(
+    path: Path,
+    source: str,
+    source_size: tuple[int, int],
+    size: tuple[int, int],
+    fit: str,
+    feather: int,
+    notes: list[str],
+) -> np.ndarray | None:
+    """The weights of the mask picture at `path` for a video of `size` made from `source` (`source_size`): fitted
+    as the photo is (pad borders stay still), its edge feathered over `feather` pixels. A pixel `feather` or more
+    away from every white one weighs exactly 0: the video shows the photo's own pixel there. None (with a note)
+    for a mask that is white everywhere: the video is then plain animation."""
+    try:
+        mask = open_mask(Path(path))
+    except InputImageError as exc:  # the same mask for every photo: one line ends the run
+        raise OptionError("mask", path, str(exc).removeprefix(f"{path}: ")) from None
+    (mask_width, mask_height), (width, height) = mask.size, source_size
+    if abs(mask_width * height - mask_height * width) > 0.01 * mask_height * width:  # aspects differ by over 1 %
+        raise InputImageError(
+            f"{ref('mask')} {path} is {mask_width}x{mask_height} and {source} is {width}x{height}: a mask needs its "
+            f"photo's shape (any size of it); paint it over the photo, or scale it to {width}x{height}."
+        )
+    levels = np.asarray(fit_image(mask, *size, fit, 0), dtype=np.int64)
+    weights = box_blurred(levels, feather) / 255.0
+    if weights.max() == 0:
+        raise InputImageError(
+            f"{ref('mask')} {path} is black everywhere on {source}'s video (after fitting): nothing would move; "
+            "paint white where the picture should move."
+        )
+    if weights.min() == 1:
+        notes.append(f"{path} is white everywhere: every pixel may move, as without a mask")
+        return None
+    return weights.astype(np.float32)
+
+
+def box_blurred(levels: np.ndarray, radius: int) -> np.ndarray:
+    """Every value the mean of the (2 radius + 1)^2 values around it (borders repeated), in exact integer sums,
+    so a window of equal values keeps its value exactly (no pixel far from the mask's edge moves off 0 or 1)."""
+    if radius == 0:
+        return levels.astype(np.float64)
+    side = 2 * radius + 1
+    sums = np.pad(np.pad(levels, radius, mode="edge").cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    window = sums[side:, side:] - sums[:-side, side:] - sums[side:, :-side] + sums[:-side, :-side]
+    return window / float(side * side)

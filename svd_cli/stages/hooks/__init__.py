@@ -2,8 +2,8 @@
 
 A per-step feature is one module here and one line in `step_hooks`, which fixes the order they run in: the
 feature cache first (it decides what each denoiser call computes), the finite check (nothing after it sees NaN
-latents), then progress, the live preview, the caller's callback, and last the keeper of the final latents
-(it keeps what the decoder gets).
+latents), the mask blend (what follows sees the blended latents), then progress, the live preview, the caller's
+callback, and last the keeper of the final latents (it keeps what the decoder gets).
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from .cache import FeatureCache
 from .callback import OnStep, StepCallback
 from .finite import FiniteCheck, NonFiniteValues, finite
 from .latents import KeepLatents
+from .mask import MaskBlend
 from .preview import LivePreview
 from .progress import ReportProgress
 
-__all__ = ["Denoiser", "KeepLatents", "LivePreview", "NonFiniteValues", "Step", "StepCallback", "StepHook",
-           "StepHooks", "finite", "step_hooks"]  # fmt: skip
+__all__ = ["Denoiser", "KeepLatents", "LivePreview", "MaskBlend", "NonFiniteValues", "Step", "StepCallback",
+           "StepHook", "StepHooks", "finite", "step_hooks"]  # fmt: skip
 
 
 def step_hooks(
@@ -31,12 +32,16 @@ def step_hooks(
     cache: int = 1,
     preview: LivePreview | None = None,
     keep: KeepLatents | None = None,
+    mask: MaskBlend | None = None,
 ) -> StepHooks:
     """The hooks of one video, in the order they run; `dtype` is the denoiser's, `cache` the feature cache's
-    interval (1: no cache), `preview` the run's live preview and `keep` the keeper of its final latents (None:
-    none)."""
+    interval (1: no cache), `preview` the run's live preview, `keep` the keeper of its final latents and `mask`
+    the cinemagraph's blend (None: none)."""
     hooks: list[StepHook] = [FeatureCache(cache)] if cache > 1 else []
-    hooks += [FiniteCheck(dtype), ReportProgress(progress)]
+    hooks.append(FiniteCheck(dtype))
+    if mask is not None:
+        hooks.append(mask)
+    hooks.append(ReportProgress(progress))
     if preview is not None:
         hooks.append(preview)
     if on_step is not None:
