@@ -297,7 +297,7 @@ def run_one(
     failed result; one that dooms every job (the model cannot be loaded, a bad request) is raised.
     """
     work = lambda: claim_and_make(session, job, session.request.format, sha256, frame)  # noqa: E731
-    return _attempt(job, work, reraise_unexpected)
+    return attempt(job, work, reraise_unexpected)
 
 
 def decide_jobs(
@@ -404,7 +404,7 @@ def run_jobs(
         frames: dict[int, FirstFrame] = {}
         for job in list(todo):
             progress.note(f"[{job.index + 1}/{len(plan.jobs)}] first frame of {job.label} (seed {job.seed})")
-            made = _attempt(job, lambda j=job: make_first_frame(session, j), reraise_unexpected)
+            made = attempt(job, lambda j=job: make_first_frame(session, j), reraise_unexpected)
             progress.end()
             if isinstance(made, JobResult):
                 todo.remove(job)
@@ -418,7 +418,7 @@ def run_jobs(
     return summary
 
 
-def _attempt(job: Job, work: Callable[[], object], reraise_unexpected: bool):
+def attempt(job: Job, work: Callable[[], object], reraise_unexpected: bool):
     """`work()` for one job, or the job's failure: a failure that dooms every job (the model cannot be
     loaded, a usage error) ends the run; any other ends only this job."""
     try:

@@ -319,7 +319,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("mask", Path, "A cinemagraph: a picture of the photo's shape, white where it may move, black where it stays "
            "still (grey: partly; an alpha channel works too); every pixel outside it stays the photo's.",
            recipe="input.mask.path", default_label="", example="mask.png", local_config=False),
-    Option("mask_feather", int, "Pixels over which the mask's edge blends the moving region into the still photo.",
+    Option("mask_feather", int, "Pixels over which the mask's edge blends the region it marks into the pixels kept.",
            default=4, range=(0, 64), recipe="settings.mask_feather", example="8", recorded_at_default=False),
     Option("extend", int, "Make N more clips, each animated from the last frame of the one before, into one longer "
            "video (frames + N x (frames - 1)); finished clips are kept, so a rerun after an interruption continues.",

@@ -98,10 +98,11 @@ class Toy:
     def latent_shape(self, model, settings) -> tuple[int, ...]:
         return (1, settings.frames, model.latent_channels, settings.height // 8, settings.width // 8)
 
-    def still_latents(self, model, image, settings, *, use, encode_latents) -> torch.Tensor:
-        pixels = model.preprocess(image, height=settings.height, width=settings.width).to(model.device)
+    def clean_latents(self, model, pictures, settings, *, use, encode_latents) -> torch.Tensor:
         with use("vae_encoder"):
-            return (encode_latents(pixels) * model.scaling_factor).to(model.unet.dtype).unsqueeze(1)
+            latents = [encode_latents(model.preprocess(p, height=settings.height, width=settings.width))
+                       for p in pictures]  # fmt: skip
+        return (torch.stack(latents, dim=1) * model.scaling_factor).to(model.unet.dtype)
 
     def guidance(self, settings, device, dtype) -> torch.Tensor:
         return torch.full((1, settings.frames, 1, 1, 1), settings.max_cfg, device=device, dtype=dtype)

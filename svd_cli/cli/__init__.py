@@ -49,10 +49,11 @@ def _root(
     """svd: Stable Video Diffusion image-to-video."""
 
 
-from . import animate, config, finish, machine, plan, watermark, weights  # noqa: E402  (each registers on `app`)
+from . import animate, config, finish, inpaint, machine, plan, watermark, weights  # noqa: E402  (each registers on `app`)
 
 animate.register(app)
 finish.register(app)
+inpaint.register(app)
 weights.register(app)
 config.register(app)
 machine.register(app)

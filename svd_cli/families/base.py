@@ -95,17 +95,17 @@ class Family(Protocol):
         """The shape of the latents the loop denoises."""
         ...
 
-    def still_latents(
+    def clean_latents(
         self,
         model: Any,
-        image: Image.Image,
+        pictures: list[Image.Image],
         settings: GenerationSettings,
         *,
         use: UseComponent,
         encode_latents: EncodeLatents,
     ) -> torch.Tensor:
-        """The clean latents of a video in which every frame is `image`, broadcastable to the latents (what a
-        mask keeps outside its region); deterministic: it draws no noise."""
+        """The clean latents of a video whose frames are `pictures` (one picture: every frame), (1, frames or 1,
+        ...), broadcastable to the latents: what a mask keeps outside its region. It draws no noise."""
         ...
 
     def guidance(self, settings: GenerationSettings, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

@@ -95,20 +95,25 @@ class SVD:
         factor = model.spatial_factor
         return (1, settings.frames, model.latent_channels, settings.height // factor, settings.width // factor)
 
-    def still_latents(
+    def clean_latents(
         self,
         model: Any,
-        image: Image.Image,
+        pictures: list[Image.Image],
         settings: GenerationSettings,
         *,
         use: UseComponent,
         encode_latents: EncodeLatents,
     ) -> torch.Tensor:
-        # The picture's VAE latents without noise augmentation, in the scaled space the UNet denoises.
-        pixels = model.preprocess(image, height=settings.height, width=settings.width).to(model.device)
+        import torch
+
+        # Each picture's VAE latents (one at a time: a long window never holds every frame's activations), without
+        # noise augmentation, in the scaled space the UNet denoises.
+        latents = []
         with use("vae_encoder"):
-            latents = encode_latents(pixels)
-        return (latents * model.scaling_factor).to(model.unet.dtype).unsqueeze(1)
+            for picture in pictures:
+                pixels = model.preprocess(picture, height=settings.height, width=settings.width).to(model.device)
+                latents.append(encode_latents(pixels) * model.scaling_factor)
+        return torch.stack(latents, dim=1).to(model.unet.dtype)
 
     def guidance(self, settings: GenerationSettings, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         import torch

@@ -175,4 +175,11 @@ def read_recipe(path: Path) -> dict:
             option="recipe",
             path=path,
         )
+    if data.get("command") == "inpaint":
+        raise UsageError(
+            f"{ref('recipe')} {path}: the recipe of an inpainted video; run svd inpaint again on its video and mask "
+            "(both recorded in it).",
+            option="recipe",
+            path=path,
+        )
     return data

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import SvdError, first_line, ref
+from ..errors import SvdError, UsageError, first_line, ref
 from ..options import FORMATS
 from .safety import TEMP_MARK, occupant, refusal, remove, sidecar_path, temp_path_for
 
@@ -130,6 +130,69 @@ def write_video_and_recipe(
 def explain_write_error(final: Path, exc: Exception) -> SvdError:
     """One line naming `final` and the fix, for an OSError met while writing there."""
     return SvdError(_explain_write_error(final, exc), path=final)
+
+
+def read_frames(path: Path) -> Iterator[np.ndarray]:
+    """The frames of a video file or PNG folder as uint8 RGB, one at a time (a long video never sits in memory);
+    a `UsageError` naming the path if it is neither."""
+    import numpy as np
+
+    if path.is_dir():
+        yield from _png_frames(path)
+        return
+    if not path.is_file():
+        problem = "not a regular file (a device, a pipe or a socket)" if path.exists() else "no such file or folder"
+        raise UsageError(f"{path}: {problem}; give the path of a video.", path=path)
+    import imageio_ffmpeg
+
+    try:
+        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+        width, height = next(reader)["size"]
+        count = 0
+        for raw in reader:
+            count += 1
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
+    except (OSError, RuntimeError, StopIteration, KeyError) as exc:
+        raise _unreadable(path) from exc
+    if count == 0:
+        raise _unreadable(path)
+
+
+def _png_frames(folder: Path) -> Iterator[np.ndarray]:
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    pngs = sorted(folder.glob("*.png"))
+    if not pngs:
+        raise UsageError(f"{folder} holds no PNG frames; give a video file or a folder svd wrote with "
+                         f"{ref('format')} frames.", path=folder)  # fmt: skip
+    for png in pngs:
+        try:
+            with Image.open(png) as image:
+                yield np.asarray(image.convert("RGB"))
+        except (OSError, UnidentifiedImageError) as exc:
+            raise _unreadable(png) from exc
+
+
+def _unreadable(path: Path) -> UsageError:
+    return UsageError(f"Could not read {path}: it is not a picture or video ffmpeg can decode; give an MP4, WebM or "
+                      "GIF, or a folder of PNG frames.", path=path)  # fmt: skip
+
+
+def frame_rate(path: Path) -> float | None:
+    """The frame rate a video file declares (None for a folder of frames, or a file that declares none)."""
+    if path.is_dir():
+        return None
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
+    try:
+        fps = next(reader).get("fps")
+    except (OSError, RuntimeError, StopIteration) as exc:
+        raise _unreadable(path) from exc
+    finally:
+        reader.close()
+    return float(fps) if fps else None
 
 
 def _check_format(fmt: str) -> None:

@@ -82,16 +82,18 @@ class Animator:
         keep: KeepLatents | None = None,
         latents: torch.Tensor | None = None,
         mask: np.ndarray | None = None,
+        known: np.ndarray | None = None,
     ):
         """`self(image, settings)`, stepping down one memory profile and retrying after an out-of-memory; given
-        kept `latents` (svd finish), only their decode (`self.decode`), composited into `image` by the `mask`."""
+        kept `latents` (svd finish), only their decode (`self.decode`), composited by the `mask`."""
         progress = progress or NullProgress()
         while True:
             try:
                 if latents is not None:
                     frames = self.decode(latents.to(self.model.device), progress)
-                    return frames if mask is None else composite(frames, np.asarray(image), mask)
-                return self(image, settings, progress, on_step=on_step, preview=preview, keep=keep, mask=mask)
+                    return frames if mask is None else composite(frames, _known(image, known), mask)
+                return self(image, settings, progress, on_step=on_step, preview=preview, keep=keep, mask=mask,
+                            known=known)  # fmt: skip
             except NonFiniteValues as bad:
                 # A UNet stored in fp8 computes in the dtype its casting hooks were given: it cannot be widened.
                 widen = bad.stage == "denoising" and not stored_in_fp8(self.model.unet)
@@ -136,13 +138,15 @@ class Animator:
         preview: LivePreview | None = None,
         keep: KeepLatents | None = None,
         mask: np.ndarray | None = None,
+        known: np.ndarray | None = None,
     ) -> np.ndarray:
         """Frames (F, H, W, 3) for `image`, which must already be settings.width x settings.height.
 
         `output="uint8"` gives 8-bit RGB; `"float"` gives the float32 values in [0, 1] before rounding.
         `on_step(step, steps, latents)` is called after every denoising step; a `preview` is rewritten after
         every step from the step's predicted clean latents; `keep` holds the final latents afterwards. With a
-        `mask` (a first frame's weights, stages/first_frame.py) only the region it marks moves.
+        `mask` (weights (H, W), or (F, H, W): stages/first_frame.py, stages/inpaint.py) only the region it marks is
+        made; outside it every frame is `image` (a cinemagraph), or the `known` frame (F, H, W, 3) (inpainting).
         """
         progress = progress or NullProgress()
         use = self.placement.use
@@ -158,8 +162,9 @@ class Animator:
         #    the micro-conditioning ids), in the denoiser's dtype.
         progress.start("encode")
         conditioning = family.condition(model, image, settings, generator, use=use, encode_latents=self._encode_latents)
-        if mask is not None:  # a cinemagraph: also the latents of the picture held still (no noise drawn)
-            still = family.still_latents(model, image, settings, use=use, encode_latents=self._encode_latents)
+        if mask is not None:  # also the clean latents of the known content (no noise drawn)
+            pictures = [image] if known is None else [Image.fromarray(frame) for frame in known]
+            clean = family.clean_latents(model, pictures, settings, use=use, encode_latents=self._encode_latents)
         progress.end()
         work = model.unet.dtype
 
@@ -181,11 +186,11 @@ class Animator:
         #    noise between steps. Each step runs the video's step hooks (hooks/: the feature cache, the finite check,
         #    a mask's blend, progress, the live preview, the caller's on_step) before the step, around the denoiser
         #    call and after the scheduler's update; the feature cache's UNet runs only the outer layers on its reuse
-        #    steps; a mask keeps the latents outside it on the still picture's path, noised with the video's noise.
+        #    steps; a mask keeps the latents outside it on the known content's path, noised with the video's noise.
         blend = None
         if mask is not None:
             region = latent_region(mask, model.spatial_factor, device)
-            blend = MaskBlend(region, still, noise, scheduler.sigmas)
+            blend = MaskBlend(region, clean, noise, scheduler.sigmas)
         hooks = step_hooks(dtype=work, progress=progress, on_step=on_step, cache=settings.cache, preview=preview,
                            keep=keep, mask=blend)  # fmt: skip
         hooks.start(len(scheduler.timesteps))
@@ -204,8 +209,8 @@ class Animator:
         # 7-8. Decode the latents to frames (`decode`, which svd finish also runs alone, on kept latents).
         frames = self.decode(latents, progress, output)
 
-        # 9. With a mask, every pixel outside it is the picture's own (feathered at the mask's edge).
-        return frames if mask is None else composite(frames, np.asarray(image), mask)
+        # 9. With a mask, every pixel outside it is the known content's own (feathered at the mask's edge).
+        return frames if mask is None else composite(frames, _known(image, known), mask)
 
     def decode(self, latents: torch.Tensor, progress: Progress, output: str = "uint8") -> np.ndarray:
         """Frames (F, H, W, 3) of denoised latents (batch, frames, channels, h, w) on the model's device."""
@@ -313,6 +318,11 @@ class Animator:
         if is_per_frame(vae):
             return vae.decode(latents).sample
         return vae.decode(latents, num_frames=latents.shape[0]).sample
+
+
+def _known(image: Image.Image, known: np.ndarray | None) -> np.ndarray:
+    """What a mask keeps: the known frames, else the picture (every frame)."""
+    return np.asarray(image) if known is None else known
 
 
 def wider_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype | None:

@@ -27,13 +27,13 @@ weakest surviving mark; 37 or more of 48 random bits match by chance once in 9,0
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UsageError, ref
+from ..errors import UsageError
+from ..io.video import read_frames
 from ..progress import NullProgress, Progress
 from . import Clip, PostStage, StageContext
 
@@ -131,7 +131,7 @@ def read_watermark(path: Path | str) -> WatermarkReport:
     expected = np.asarray(BITS, dtype=bool)
     count, marked, matched, votes = 0, 0, 0, np.zeros(len(BITS))
     size = None
-    for frame in _frames(path):
+    for frame in read_frames(path):
         if size is None:
             size = frame.shape[:2]
             if (reason := too_small(frame.shape[1], frame.shape[0])) is not None:
@@ -147,50 +147,7 @@ def read_watermark(path: Path | str) -> WatermarkReport:
 
 
 def _count_rest(path: Path) -> int:
-    return sum(1 for _ in _frames(path))
-
-
-def _frames(path: Path) -> Iterator[np.ndarray]:
-    """The frames of a video file or PNG folder as uint8 RGB, one at a time (a long video never sits in memory)."""
-    if path.is_dir():
-        yield from _png_frames(path)
-        return
-    if not path.is_file():
-        problem = "not a regular file (a device, a pipe or a socket)" if path.exists() else "no such file or folder"
-        raise UsageError(f"{path}: {problem}; give the path of a video svd wrote.", path=path)
-    import imageio_ffmpeg
-
-    try:
-        reader = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24")
-        width, height = next(reader)["size"]
-        count = 0
-        for raw in reader:
-            count += 1
-            yield np.frombuffer(raw, dtype=np.uint8).reshape(height, width, 3)
-    except (OSError, RuntimeError, StopIteration, KeyError) as exc:
-        raise _unreadable(path) from exc
-    if count == 0:
-        raise _unreadable(path)
-
-
-def _png_frames(folder: Path) -> Iterator[np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
-    pngs = sorted(folder.glob("*.png"))
-    if not pngs:
-        raise UsageError(f"{folder} holds no PNG frames; give a video file or a folder svd wrote with "
-                         f"{ref('format')} frames.", path=folder)  # fmt: skip
-    for png in pngs:
-        try:
-            with Image.open(png) as image:
-                yield np.asarray(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as exc:
-            raise _unreadable(png) from exc
-
-
-def _unreadable(path: Path) -> UsageError:
-    return UsageError(f"Could not read {path}: it is not a picture or video ffmpeg can decode; give an MP4, WebM or "
-                      "GIF, or a folder of PNG frames.", path=path)  # fmt: skip
+    return sum(1 for _ in read_frames(path))
 
 
 def _run(clip: Clip, context: StageContext) -> Clip:

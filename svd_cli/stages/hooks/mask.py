@@ -1,11 +1,13 @@
-"""Masked sampling (cinemagraphs): only the region a mask marks moves; everything else stays the photo.
+"""Masked sampling: only the region a mask marks is made; everything else is known content (a cinemagraph's still
+photo, an inpainted video's own frames).
 
-Blended latent diffusion (Avrahami et al. 2022), the recipe RePaint and Lumiere's cinemagraphs use: around every
-denoising step the latents outside the mask are replaced by the still video's (the picture's own latents on every
-frame), noised to the step's level with the video's initial noise, so the model invents only the masked region
-and sees a coherent whole at every level. The masked region is widened to whole latent cells (one cell is 8x8
-pixels for SVD): every pixel the animation may show is one the model was free to move. After decoding,
-`composite` takes every pixel outside the mask from the picture itself, so it is exact, whatever the decoder does.
+Blended latent diffusion (Avrahami et al. 2022), the recipe RePaint and Lumiere's cinemagraphs and inpainting use:
+around every denoising step the latents outside the mask are replaced by the known video's (for a cinemagraph the
+picture's own latents on every frame), noised to the step's level with the video's initial noise, so the model
+invents only the masked region and sees a coherent whole at every level. The masked region is widened to whole
+latent cells (one cell is 8x8 pixels for SVD): every pixel the video may show is one the model was free to make.
+After decoding, `composite` takes every pixel outside the mask from the known frames themselves, so it is exact,
+whatever the decoder does.
 """
 
 from __future__ import annotations
@@ -17,22 +19,23 @@ from .base import Step, StepHook
 
 
 def latent_region(weights: np.ndarray, factor: int, device: torch.device) -> torch.Tensor:
-    """True on every latent cell (`factor` pixels square) where a pixel may move: (1, 1, 1, h, w)."""
-    pixels = torch.from_numpy(weights)[None, None]
+    """True on every latent cell (`factor` pixels square) where a pixel may move: (1, 1 or frames, 1, h, w) for
+    weights (height, width), the same for every frame, or (frames, height, width)."""
+    pixels = torch.tensor(weights).reshape(-1, 1, *weights.shape[-2:])
     return (torch.nn.functional.max_pool2d(pixels, factor) > 0).to(device)[None]
 
 
 class MaskBlend(StepHook):
-    """Keeps the latents outside `region` on the still video's path: `still` (1, 1, C, h, w), plus the level of
-    the step (`levels[i]`: the noise level after step i, `levels[0]` the first step's input) times `noise` (the
-    video's initial noise, unit variance)."""
+    """Keeps the latents outside `region` on the known video's path: `known` (its clean latents, one frame or
+    every frame), plus the level of the step (`levels[i]`: the noise level after step i, `levels[0]` the first
+    step's input) times `noise` (the video's initial noise, unit variance)."""
 
-    def __init__(self, region: torch.Tensor, still: torch.Tensor, noise: torch.Tensor, levels: torch.Tensor):
-        self.region, self.still, self.noise = region, still, noise
+    def __init__(self, region: torch.Tensor, known: torch.Tensor, noise: torch.Tensor, levels: torch.Tensor):
+        self.region, self.known, self.noise = region, known, noise
         self.levels = [float(level) for level in levels]
 
     def _blend(self, latents: torch.Tensor, level: float) -> torch.Tensor:
-        return torch.where(self.region, latents, self.still + level * self.noise)
+        return torch.where(self.region, latents, self.known + level * self.noise)
 
     def before(self, step: Step) -> None:
         # The step's input (the scheduler's initial noise on step 1, the last step's blend later) at its level.
@@ -42,18 +45,18 @@ class MaskBlend(StepHook):
         # The next step's input, and the clean prediction the preview and a draft's keeper see.
         step.latents = self._blend(step.latents, self.levels[step.number])
         if step.denoised is not None:
-            step.denoised = torch.where(self.region, step.denoised, self.still)
+            step.denoised = torch.where(self.region, step.denoised, self.known)
 
 
-def composite(frames: np.ndarray, picture: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Each frame blended into `picture` (uint8 (H, W, 3)) by the mask's `weights`: where a weight is 0 the
-    picture's pixel exactly, where it is 1 the frame's. `frames` are uint8 or floats in [0, 1], as decoded."""
-    alpha = weights[:, :, None]
-    still = picture.astype(np.float32)
-    if frames.dtype != np.uint8:
-        still = still / 255.0
+def composite(frames: np.ndarray, known: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each frame blended into the known content by the mask's `weights`: where a weight is 0 the known pixel
+    exactly, where it is 1 the frame's. `known` is one picture (H, W, 3) or one per frame, uint8; `weights` one
+    (H, W) or one per frame; `frames` are uint8 or floats in [0, 1], as decoded."""
+    scale = 1.0 if frames.dtype == np.uint8 else 1.0 / 255.0
     out = np.empty_like(frames)
     for index, frame in enumerate(frames):  # one frame at a time: no float copy of the whole video
-        blended = frame.astype(np.float32) * alpha + still * (1.0 - alpha)
+        alpha = (weights if weights.ndim == 2 else weights[index])[:, :, None]
+        picture = (known if known.ndim == 3 else known[index]).astype(np.float32) * scale
+        blended = frame.astype(np.float32) * alpha + picture * (1.0 - alpha)
         out[index] = np.round(blended) if frames.dtype == np.uint8 else blended
     return out

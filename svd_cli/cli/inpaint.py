@@ -1,0 +1,90 @@
+"""`svd inpaint`: fill the masked region of an existing video with the video model, keeping every other pixel."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .. import batch
+from ..inpaint import inpaint_video
+from ..options import BY_NAME, Request
+from ..session import Session
+from .animate import print_summary, reporter, sigterm_as_interrupt
+from .common import Debug, Quiet, schema_parameter, words
+from .terminal import err_console, make_progress
+
+Video = Annotated[Path, typer.Argument(help="The video to inpaint: an MP4, WebM or GIF, or a folder of PNG frames.",
+                                       show_default=False)]  # fmt: skip
+Mask = Annotated[Path, typer.Option("--mask", help="White where the video is made again, black where it is kept: one "
+                                    "picture of the video's shape (the same region in every frame), or a video or "
+                                    "folder of masks, one per frame.", show_default=False)]  # fmt: skip
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="The output file (or frames folder) [default: "
+                                          "NAME.inpainted.mp4 beside the video].", show_default=False)]  # fmt: skip
+JsonLines = Annotated[bool, typer.Option("--json", help="Print the result as JSON, then a summary, on stdout.")]
+
+
+def _declared(name: str):
+    """The annotation of an animate option, declared as svd animate declares it (same flag, help, variable)."""
+    return schema_parameter(BY_NAME[name]).annotation
+
+
+# The settings inpainting shares with svd animate, by name: each declared once, in the schema.
+SHARED = ("model", "steps", "motion_bucket", "noise_aug", "min_cfg", "max_cfg", "seed", "mask_feather", "format",
+          "overwrite", "watermark", "memory", "device", "dtype")  # fmt: skip
+
+
+def inpaint(
+    video: Video,
+    mask: Mask,
+    out: Out = None,
+    model: _declared("model") = None,
+    steps: _declared("steps") = None,
+    motion_bucket: _declared("motion_bucket") = None,
+    noise_aug: _declared("noise_aug") = None,
+    min_cfg: _declared("min_cfg") = None,
+    max_cfg: _declared("max_cfg") = None,
+    seed: _declared("seed") = None,
+    mask_feather: _declared("mask_feather") = BY_NAME["mask_feather"].default,
+    format: _declared("format") = BY_NAME["format"].default,
+    overwrite: _declared("overwrite") = False,
+    watermark: _declared("watermark") = None,
+    memory: _declared("memory") = BY_NAME["memory"].default,
+    device: _declared("device") = BY_NAME["device"].default,
+    dtype: _declared("dtype") = BY_NAME["dtype"].default,
+    json_lines: JsonLines = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Fill the masked region of a video: the video model makes it again in every frame, every other pixel stays.
+
+    The first frame's region is filled from the pixels around it, then the model samples the video with the
+    input's own frames kept outside the mask at every step (windows of the model's frame count, each starting on
+    the frame the one before ended on). Frame count and frame rate are kept; the result is NAME.inpainted.mp4
+    beside the video, never the video itself."""
+    values = dict(locals())
+    request = Request(**{name: values[name] for name in SHARED})  # checked like svd animate's
+    console = err_console()
+    progress = make_progress(quiet, words)
+    session = Session(request, progress)
+    summary = batch.Summary()
+    report = reporter(console, quiet, json_lines, sys.stdout)
+    try:
+        with sigterm_as_interrupt():
+            session.resolve()
+            result = inpaint_video(session, video, mask, batch.FileHashes(), out, reraise_unexpected=debug)
+            progress.end()
+            summary.results.append(result)
+            report(result)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        progress.end()
+        console.print("Interrupted: nothing was left half-written; run the same command to start it again.")
+    print_summary(summary, console, json_lines, quiet, sys.stdout)
+    raise typer.Exit(summary.exit_code)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(no_args_is_help=True)(inpaint)

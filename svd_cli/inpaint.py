@@ -1,0 +1,172 @@
+"""`svd inpaint`: the masked region of an existing video made again by the video model (stages/inpaint.py), every
+other pixel of every frame kept.
+
+One video in, one out: `NAME.inpainted.mp4` beside the input by default, never the input itself, written as every
+svd video is (claimed while it is made, written atomically with its recipe, the watermark unless turned off);
+the same command again finds it done (the recipe holds the input's and the mask's SHA-256) and skips it.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .batch import JobResult, attempt
+from .errors import UsageError, ref
+from .io.recipe import build_recipe, resume_state
+from .io.safety import Busy, claim, recipe_for
+from .io.video import explain_write_error, frame_rate, output_suffix, read_frames, write_video_and_recipe
+from .jobs import Job
+from .options import FORMATS, random_seed
+from .result import Animation
+from .session import Session
+from .stages import Clip
+
+INPAINTED = ".inpainted"  # photo.mp4 -> photo.inpainted.mp4
+FPS_RANGE = (3, 30)  # the frame rates SVD is conditioned on (options' fps range)
+
+
+def inpainted_path(video: Path, fmt: str) -> Path:
+    """Where the inpainted video goes by default: beside the input, NAME.inpainted.mp4 (a folder for frames)."""
+    stem = video.stem if video.suffix.lower() in {f".{f}" for f in FORMATS} or video.is_file() else video.name
+    return video.with_name(f"{stem}{INPAINTED}{output_suffix(fmt)}")
+
+
+def inpaint_video(
+    session: Session,
+    video: Path,
+    mask: Path,
+    sha256: Callable[[Path], str],
+    output: Path | None = None,
+    reraise_unexpected: bool = False,
+) -> JobResult:
+    """Inpaint `video` where `mask` is white into `output` (default: `inpainted_path`), with `session`'s request
+    (model, steps, seed, memory, format...); a failure that belongs to this video is a failed result."""
+    req = session.request
+    output = output or inpainted_path(video, req.format)
+    if output.resolve() == video.resolve():
+        raise UsageError(f"{ref('out')} {output} is the input video; svd never replaces it: choose another name.",
+                         option="out")  # fmt: skip
+    seed = req.seed if req.seed is not None else random_seed()
+    job = Job(index=0, input=video, rel_dir=Path(), seed=seed, seed_fixed=req.seed is not None, output=output)
+    return attempt(job, lambda: _claim_and_inpaint(session, job, mask, sha256), reraise_unexpected)
+
+
+def _claim_and_inpaint(session: Session, job: Job, mask: Path, sha256: Callable[[Path], str]) -> JobResult:
+    fmt = session.request.format
+    try:
+        with claim(job.output):
+            expected = functools.partial(_expected_recipe, session, job, mask, sha256)
+            state, why, earlier = resume_state(job.output, fmt, expected, job.seed_fixed)
+            if state == "foreign" or (state in ("done", "differs") and not session.request.overwrite):
+                return JobResult(job, "skipped", reason=why, video=_found(earlier))
+            return _inpaint(session, job, mask, sha256)
+    except Busy as busy:
+        return JobResult(job, "skipped", reason=busy.reason(job.output))
+    except OSError as exc:
+        raise explain_write_error(job.output, exc) from exc
+
+
+def _inpaint(session: Session, job: Job, mask: Path, sha256: Callable[[Path], str]) -> JobResult:
+    """Read the video and mask, make the region again window by window, run the post stages, write."""
+    import numpy as np
+
+    from .stages.inpaint import inpaint_frames, video_mask
+
+    started, req, progress = time.monotonic(), session.request, session.progress
+    # 1. The input's frames, frame rate and size; the mask's weights for every frame.
+    frames = np.stack(list(read_frames(job.input)))
+    count, height, width = frames.shape[:3]
+    if count < 2:
+        raise UsageError(f"{job.input} has {count} frame; svd inpaint needs a video of 2 or more.", path=job.input)
+    if width % 64 or height % 64:
+        raise UsageError(
+            f"{job.input} is {width}x{height}; svd inpaint works on videos whose width and height are multiples of "
+            "64 (as svd's own are): scale or crop it first.",
+            path=job.input,
+        )
+    weights = video_mask(mask, count, (width, height), req.mask_feather)
+    # 2. The settings: the model's, at the video's size and (within what SVD was trained on) its frame rate.
+    fps = _frame_rate(job.input)
+    settings = _settings(session, job, (width, height), fps)
+    if session.animator is None:
+        session.load(settings)
+    animate = functools.partial(session.animator.animate, progress=progress)
+    # 3. The region made again, window by window; then the post stages the request asks for (the watermark).
+    made, windows = inpaint_frames(animate, frames, weights, settings, progress)
+    record = {"stage": "inpaint", "model": session.source.name, "settings": settings.as_dict(),
+              "first_frame": "region filled from the pixels around it", "windows": windows}  # fmt: skip
+    clip = session.finish(Clip(made, max(1, round(fps)), stages=[record]))
+    # 4. The video and its recipe, atomically.
+    recipe = _recipe(session, job, mask, sha256, settings, clip, time.monotonic() - started)
+    progress.start("write")
+    try:
+        write_video_and_recipe(clip.frames, job.output, clip.fps, req.format, recipe)
+    except BaseException:
+        progress.abandon()
+        raise
+    progress.end()
+    video = Animation.of(clip, job.seed, session.source.name, settings.as_dict(), session.animator.plan.profile)
+    video.path, video.frames = job.output, None
+    return JobResult(job, "ok", seconds=time.monotonic() - started, video=video)
+
+
+def _settings(session: Session, job: Job, size: tuple[int, int], fps: float):
+    """The model's settings at the video's size, conditioned on its frame rate (within SVD's 3-30)."""
+    settings = session.settings_for(job.seed, size)
+    return settings.replace(fps=min(max(round(fps), FPS_RANGE[0]), FPS_RANGE[1]))
+
+
+def _frame_rate(video: Path) -> float:
+    """The input's frame rate: the file's, a frames folder's recipe's, else SVD's usual 7."""
+    fps = frame_rate(video)
+    if fps is None and video.is_dir():
+        recipe = recipe_for(video, "frames")
+        fps = (recipe or {}).get("output", {}).get("fps")
+    return float(fps or 7)
+
+
+def _recipe(session: Session, job: Job, mask: Path, sha256, settings, clip: Clip | None = None, seconds=None) -> dict:
+    """The recipe of an inpainted video: the written one, or (without a clip) what this run would write."""
+    recipe = build_recipe(
+        input_path=job.input,
+        input_sha256=_digest(job.input, sha256),
+        output=job.output,
+        fmt=session.request.format,
+        settings=settings,
+        fps=clip.fps if clip is not None else settings.fps,
+        shape=(len(clip.frames), clip.width, clip.height) if clip is not None else None,
+        seed_fixed=job.seed_fixed,
+        recorded={"mask_feather": session.request.mask_feather, "watermark": session.request.watermark},
+        model=session.model_record(),
+        stages=clip.stages + [{"stage": "write", "format": session.request.format, "fps": clip.fps}] if clip else None,
+        runtime=session.runtime() if clip is not None else None,
+        seconds=seconds,
+        mask={"path": str(mask.resolve()), "sha256": _digest(mask, sha256)},
+    )
+    return {"command": "inpaint", **recipe}
+
+
+def _expected_recipe(session: Session, job: Job, mask: Path, sha256) -> dict:
+    """The recipe this run would write (for the resume check), from the video's first frame and frame rate."""
+    first = next(iter(read_frames(job.input)))
+    settings = _settings(session, job, (first.shape[1], first.shape[0]), _frame_rate(job.input))
+    return _recipe(session, job, mask, sha256, settings)
+
+
+def _digest(path: Path, sha256: Callable[[Path], str]) -> str:
+    """SHA-256 of a file, or of a folder of frames (its PNGs' digests in order)."""
+    if not path.is_dir():
+        return sha256(path)
+    import hashlib
+
+    return hashlib.sha256("".join(sha256(png) for png in sorted(path.glob("*.png"))).encode()).hexdigest()
+
+
+def _found(recipe: dict | None) -> Animation | None:
+    try:
+        return Animation.from_recipe(recipe) if recipe is not None else None
+    except (KeyError, TypeError):
+        return None
