@@ -124,7 +124,7 @@ def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path
         return None
     size = session.video_size(image_size)
     return _recipe(
-        session, job, fmt, sha256(job.input), session.settings_for(job.seed, size), mask=_mask(session, sha256)
+        session, job, fmt, sha256(job.input), session.settings_for(job.seed, size), mask=_mask(session, job, sha256)
     )
 
 
@@ -163,9 +163,9 @@ def _recipe(
     )
 
 
-def _mask(session: Session, sha256: Callable[[Path], str]) -> dict | None:
+def _mask(session: Session, job: Job, sha256: Callable[[Path], str]) -> dict | None:
     """A cinemagraph's mask as the recipe records it (with the input): where it is and what it holds."""
-    mask = session.request.mask
+    mask = session.mask_for(job.input, job.rel_dir) if job.input is not None else None
     return {"path": str(mask.resolve()), "sha256": sha256(mask)} if mask is not None else None
 
 
@@ -181,7 +181,7 @@ def make_first_frame(session: Session, job: Job) -> FirstFrame:
     if job.input is None:
         frame = session.first_frame_from_prompt(job.prompt, job.seed)
     else:
-        frame = session.first_frame_from_file(job.input)
+        frame = session.first_frame_from_file(job.input, job.rel_dir)
         if session.request.style is not None:
             frame = session.restyle(frame, job.seed)
     frame.seconds = time.monotonic() - started
@@ -215,7 +215,7 @@ def make_video(
         #    preview, a finished draft's latents) are no longer needed.
         digest = sha256(job.input) if job.input is not None else None
         recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier,
-                         _mask(session, sha256))  # fmt: skip
+                         _mask(session, job, sha256))  # fmt: skip
         still = frame.picture if session.uses_image_model else None
         session.progress.start("write")
         try:

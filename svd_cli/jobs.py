@@ -145,6 +145,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
                 found.setdefault(m, base)
         else:
             raise UsageError(f"{arg}: no such file or folder.")
+    found = _without_masks(found, req.masks)
     if not found:
         raise UsageError(f"No input images found (folders are scanned for image files; {ref('recursive')} descends).")
 
@@ -156,6 +157,14 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
             jobs.append(Job(index=len(jobs), input=path, rel_dir=rel_dir, seed=seed, seed_fixed=fixed))
     name_outputs(jobs, req, defaults or {})
     return Plan(jobs=jobs, non_images=non_images)
+
+
+def _without_masks(found: dict[Path, Path], masks: Path | None) -> dict[Path, Path]:
+    """The inputs found, less the pictures in the masks folder (masks are never photos, wherever they are)."""
+    if masks is None:
+        return found
+    folder = masks.resolve()
+    return {path: base for path, base in found.items() if folder not in path.resolve().parents}
 
 
 def _scan_folder(folder: Path, recursive: bool, image_exts, own_outputs, found: dict[Path, Path]) -> int:

@@ -319,6 +319,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("mask", Path, "A cinemagraph: a picture of the photo's shape, white where it may move, black where it stays "
            "still (grey: partly; an alpha channel works too); every pixel outside it stays the photo's.",
            recipe="input.mask.path", default_label="", example="mask.png", local_config=False),
+    Option("masks", Path, "A folder of masks for a folder of photos: each photo's is the picture of its name there "
+           "(lake.jpg: lake.png), in the same sub-folder with recursive; the folder is never taken for photos.",
+           default_label="", example="masks/", local_config=False),
     Option("mask_feather", int, "Pixels over which the mask's edge blends the region it marks into the pixels kept.",
            default=4, range=(0, 64), recipe="settings.mask_feather", example="8", recorded_at_default=False),
     Option("extend", int, "Make N more clips, each animated from the last frame of the one before, into one longer "
@@ -566,11 +569,15 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
             "frame from text).",
             option="style",
         )
-    if req.mask is not None and not req.inputs and need_inputs:
+    if req.mask is not None and req.masks is not None:
+        raise UsageError(f"{ref('mask')} gives every photo one mask and {ref('masks')} each its own: use one of them.",
+                         option="mask")  # fmt: skip
+    if (req.mask is not None or req.masks is not None) and not req.inputs and need_inputs:
+        name = "mask" if req.mask is not None else "masks"
         raise UsageError(
-            f"{ref('mask')} marks the region of an input photo that may move: give the photo (a first frame drawn "
+            f"{ref(name)} marks the region of an input photo that may move: give the photo (a first frame drawn "
             f"from {ref('prompt')} has no layout to mark in advance).",
-            option="mask",
+            option=name,
         )
     if req.keep_latents and req.extend:
         raise UsageError(

@@ -13,11 +13,12 @@ it loads the video model once for every video.
 
 from __future__ import annotations
 
+import glob
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import OptionError, ref
+from .errors import InputImageError, OptionError, ref
 from .io.preview import preview_blocked
 from .io.segments import SegmentStore
 from .model_cache import ModelCache
@@ -57,10 +58,13 @@ class Session:
     # --- 1. the models: resolved now, loaded on the first video -------------------------------------------
 
     def resolve(self) -> None:
-        mask = self.request.mask
+        mask, masks = self.request.mask, self.request.masks
         if mask is not None and not mask.is_file():  # every video needs it: one line before any work
             problem = "not a file; give a picture" if mask.exists() else "file not found"
             raise OptionError("mask", mask, f"{problem} (white where the photo may move, black where it stays).")
+        if masks is not None and not masks.is_dir():
+            problem = "not a folder" if masks.exists() else "no such folder"
+            raise OptionError("masks", masks, f"{problem}; give the folder that holds a mask for each photo.")
         self.models.resolve(self.request)
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
@@ -170,11 +174,31 @@ class Session:
             )  # fmt: skip
         return GenerationSettings(**values, seed=seed, width=size[0], height=size[1], cache=self.request.cache)
 
-    def first_frame_from_file(self, path) -> FirstFrame:
+    def mask_for(self, photo: Path, rel_dir: Path = Path()) -> Path | None:
+        """The mask of `photo` (found under `rel_dir` of a scanned folder): the request's one mask, or the picture
+        of its name in the masks folder (in the same sub-folder, else at the top); None if there is none."""
+        from .io.images import image_extensions
+
+        req = self.request
+        if req.masks is None:
+            return req.mask
+        for folder in (req.masks / rel_dir, req.masks):
+            for candidate in sorted(folder.glob(glob.escape(photo.stem) + ".*")):
+                if candidate.suffix.lower() in image_extensions() and candidate.is_file() and candidate != photo:
+                    return candidate
+        return None
+
+    def first_frame_from_file(self, path: Path, rel_dir: Path = Path()) -> FirstFrame:
         from .stages import first_frame
 
         req = self.request
-        frame = first_frame.from_file(path, req.size, self.defaults["size"], req.fit, req.background, req.mask,
+        mask = self.mask_for(path, rel_dir)
+        if mask is None and req.masks is not None:
+            raise InputImageError(
+                f"{ref('masks')} {req.masks} holds no mask named {path.stem} (a picture such as {path.stem}.png) for "
+                f"{path}; add one, or animate this photo without {ref('masks')}."
+            )
+        frame = first_frame.from_file(path, req.size, self.defaults["size"], req.fit, req.background, mask,
                                       req.mask_feather)  # fmt: skip
         for note in frame.notes:
             self.progress.note(note)

@@ -28,6 +28,7 @@ NOT_RECORDED = {
 NOT_RECORDED |= {"ray", "ray_address", "workers"}  # where the videos are made, not what they are
 NOT_RECORDED |= {"preview", "keep_preview"}  # a file watched while the video is made, not part of it
 NOT_RECORDED |= {"draft"}  # a preset: the recipe records the settings it sets (decoder, keep_latents)
+NOT_RECORDED |= {"masks"}  # where each photo's mask is found: the recipe records the mask itself (input.mask)
 # Recorded options that cannot join the others' run (keep_latents refuses extend), replayed where they are tested.
 APART = {"keep_latents"}  # test_finish.py
 # Options that replace the input image: a run that sets them has none.

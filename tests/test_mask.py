@@ -98,3 +98,24 @@ def test_every_clip_of_a_long_looped_video_keeps_the_mask(svd, tiny_dir, tmp_pat
     frames, photo = read_frames(tmp_path / "long"), fitted_photo()
     assert len(frames) == 4  # 2 + 1 frames, bounced back (the turning frame once)
     assert all(np.abs(frame[:, STILL_FROM:] - photo[:, STILL_FROM:]).max() == 0 for frame in frames)
+
+
+def test_a_folder_of_photos_takes_each_its_own_mask_by_name(svd, tiny_dir, tmp_path):
+    import shutil
+
+    photos = tmp_path / "photos"
+    (photos / "masks").mkdir(parents=True)  # inside the input folder: never taken for photos
+    for name in ("left", "right", "none"):
+        shutil.copy(PHOTO, photos / f"{name}.png")
+    mask_file(photos / "masks" / "left.png")
+    mask_file(photos / "masks" / "right.png", white_columns=slice(300, 600))
+    result = svd("animate", photos, *ARGS, "--frames", "2", "--masks", photos / "masks", "--out", tmp_path / "out/")
+    assert result.code == 1, result.err
+    assert "holds no mask named none (a picture such as none.png)" in result.err
+    assert "2 done, 0 skipped, 1 failed" in result.err, result.err
+    photo = fitted_photo()
+    for name, still in (("left", slice(STILL_FROM, None)), ("right", slice(0, 64 - 7))):
+        frames = read_frames(tmp_path / "out" / name)
+        assert all(np.abs(frame[:, still] - photo[:, still]).max() == 0 for frame in frames), name
+        recipe = json.loads((tmp_path / "out" / f"{name}.frames.json").read_text())
+        assert recipe["input"]["mask"]["path"] == str((photos / "masks" / f"{name}.png").resolve())

@@ -130,7 +130,7 @@ def test_watermark_check_of_a_device_says_it_is_not_a_file(svd):
     r = svd("watermark", "check", "/dev/zero")
     assert r.code == 2
     assert r.lines == ["svd: error: /dev/zero: not a regular file (a device, a pipe or a socket); give the path of a "
-                       "video svd wrote."]  # fmt: skip
+                       "video."]  # fmt: skip
 
 
 def test_sizes_are_shown_in_the_unit_that_fits_them(svd):
