@@ -124,7 +124,13 @@ def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path
         return None
     size = session.video_size(image_size)
     return _recipe(
-        session, job, fmt, sha256(job.input), session.settings_for(job.seed, size), mask=_mask(session, job, sha256)
+        session,
+        job,
+        fmt,
+        sha256(job.input),
+        session.settings_for(job.seed, size),
+        mask=_mask(session, job, sha256),
+        end=_end(session, sha256),
     )
 
 
@@ -137,9 +143,10 @@ def _recipe(
     video: Animation | None = None,
     seconds=None,
     mask: dict | None = None,
+    end: dict | None = None,
 ) -> dict:
     """The recipe of `job`: the one a finished `video` is written with, or (without one) what it would be; `mask`
-    is its mask's record (`_mask`)."""
+    and `end` are the records of its mask and end picture (`_mask`, `_end`)."""
     image = None
     if session.uses_image_model:
         image = session.image_settings(job.prompt) | {"model": session.image_source.describe()}
@@ -160,7 +167,14 @@ def _recipe(
         runtime=session.runtime() if video is not None else None,
         seconds=seconds,
         mask=mask,
+        end=end,
     )
+
+
+def _end(session: Session, sha256: Callable[[Path], str]) -> dict | None:
+    """The picture the video ends on (end) as the recipe records it (with the input)."""
+    end = session.request.end
+    return {"path": str(end.resolve()), "sha256": sha256(end)} if end is not None else None
 
 
 def _mask(session: Session, job: Job, sha256: Callable[[Path], str]) -> dict | None:
@@ -215,7 +229,7 @@ def make_video(
         #    preview, a finished draft's latents) are no longer needed.
         digest = sha256(job.input) if job.input is not None else None
         recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier,
-                         _mask(session, job, sha256))  # fmt: skip
+                         _mask(session, job, sha256), _end(session, sha256))  # fmt: skip
         still = frame.picture if session.uses_image_model else None
         session.progress.start("write")
         try:

@@ -316,6 +316,10 @@ OPTIONS: tuple[Option, ...] = (
            choices=("crop", "pad", "stretch"), recipe="settings.fit", example="pad"),
     Option("background", str, "Colour behind transparent pixels and pad borders.", default="white",
            check=check_background, recipe="settings.background", example="black"),
+    Option("end", Path, "End the video on this picture (fitted like the input): the model samples from both ends "
+           "(ViBiD, two guided passes a step); the input itself gives a loop by motion. Guidance: min_cfg is the "
+           "pass from the input, max_cfg the pass from the end [default: 1.0 each, the authors'].",
+           recipe="input.end.path", default_label="", example="end.png", local_config=False),
     Option("mask", Path, "A cinemagraph: a picture of the photo's shape, white where it may move, black where it stays "
            "still (grey: partly; an alpha channel works too); every pixel outside it stays the photo's.",
            recipe="input.mask.path", default_label="", example="mask.png", local_config=False),
@@ -532,7 +536,7 @@ class Request:
 
 def validate(req: Request, *, need_inputs: bool = True) -> None:
     """Rules between options (each option alone was checked when the request was built)."""
-    if req.min_cfg is not None and req.max_cfg is not None and req.min_cfg > req.max_cfg:
+    if req.min_cfg is not None and req.max_cfg is not None and req.min_cfg > req.max_cfg and req.end is None:
         raise UsageError(
             f"{ref('min_cfg')} {req.min_cfg} is above {ref('max_cfg')} {req.max_cfg}: guidance rises from the first "
             "frame (min) to the last (max).",
@@ -569,6 +573,7 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
             "frame from text).",
             option="style",
         )
+    _validate_end(req, need_inputs)
     if req.mask is not None and req.masks is not None:
         raise UsageError(f"{ref('mask')} gives every photo one mask and {ref('masks')} each its own: use one of them.",
                          option="mask")  # fmt: skip
@@ -590,6 +595,22 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
             "Give at least one input image, folder or glob (or - to read paths from stdin), or "
             f"{ref('prompt')} / {ref('prompts')} to start from text."
         )
+
+
+def _validate_end(req: Request, need_inputs: bool) -> None:
+    """Rules of `end` (bidirectional sampling replaces the step loop's own update)."""
+    if req.end is None:
+        return
+    still = "a mask holds part of every frame still"
+    conflicts = {"extend": "each extended clip starts on the frame the one before ended on", "mask": still,
+                 "masks": still, "cache": "the feature cache reuses one pass's features"}  # fmt: skip
+    for other, why in conflicts.items():
+        value = req.given(other)
+        if value is not None and value != BY_NAME[other].default:  # set, and not to its off value
+            raise UsageError(f"{ref('end')} samples from both ends and {why}: drop {ref(other)}.", option="end")
+    if not req.inputs and need_inputs:
+        raise UsageError(f"{ref('end')} ends the video of an input photo: give the photo (a first frame drawn from "
+                         f"{ref('prompt')} is not supported with it).", option="end")  # fmt: skip
 
 
 def with_defaults(req: Request, defaults: Mapping[str, Any]) -> dict[str, Any]:

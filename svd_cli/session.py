@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from .stages.hooks import LivePreview, StepCallback
 
 
+# With an end picture, the scale of each pass (from the input, from the end) unless given: the ViBiD authors' default.
+END_GUIDANCE = 1.0
+
+
 class Session:
     """The per-video path for one request's settings, over the models of its run."""
 
@@ -62,6 +66,10 @@ class Session:
         if mask is not None and not mask.is_file():  # every video needs it: one line before any work
             problem = "not a file; give a picture" if mask.exists() else "file not found"
             raise OptionError("mask", mask, f"{problem} (white where the photo may move, black where it stays).")
+        end = self.request.end
+        if end is not None and not end.is_file():
+            problem = "not a file; give a picture" if end.exists() else "file not found"
+            raise OptionError("end", end, f"{problem} (the picture the video ends on).")
         if masks is not None and not masks.is_dir():
             problem = "not a folder" if masks.exists() else "no such folder"
             raise OptionError("masks", masks, f"{problem}; give the folder that holds a mask for each photo.")
@@ -166,6 +174,12 @@ class Session:
 
     def settings_for(self, seed: int, size: tuple[int, int]) -> GenerationSettings:
         values = with_defaults(self.request, self.defaults)
+        if self.request.end is not None:
+            if values["sampler"] != "euler":
+                raise OptionError("end", self.request.end, f"sampling from both ends is written for SVD's own Euler "
+                                  f"sampler; use {ref('sampler')} euler (not {values['sampler']}).")  # fmt: skip
+            for name in ("min_cfg", "max_cfg"):  # the two passes' scales: the authors' 1.0 unless given
+                values[name] = self.request.given(name) if self.request.given(name) is not None else END_GUIDANCE
         if values["sampler"] == "animatelcm" and values["steps"] > 8:
             raise OptionError(
                 "steps", values["steps"],
@@ -199,7 +213,7 @@ class Session:
                 f"{path}; add one, or animate this photo without {ref('masks')}."
             )
         frame = first_frame.from_file(path, req.size, self.defaults["size"], req.fit, req.background, mask,
-                                      req.mask_feather)  # fmt: skip
+                                      req.mask_feather, req.end)  # fmt: skip
         for note in frame.notes:
             self.progress.note(note)
         return frame
@@ -211,6 +225,7 @@ class Session:
         size = first_frame.target_size(req.size, self.defaults["size"], image.size)
         frame = first_frame.from_image(image, size, req.fit, req.background, {"source": "image"})
         frame = frame.masked(req.mask, "the image", image.size, req.fit, req.mask_feather)
+        frame = frame.ending(req.end, image.size, req.fit, req.background)
         for note in frame.notes:
             self.progress.note(note)
         return frame
@@ -268,7 +283,7 @@ class Session:
                 start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
                 frames = self.animator.animate(
                     start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step, preview=live,
-                    keep=keep, latents=latents, mask=frame.mask,
+                    keep=keep, latents=latents, mask=frame.mask, end=frame.end,
                 )  # fmt: skip
                 # 3. Later clips take the first clip's colours back (their drift adds up clip after clip): the
                 #    frames the video keeps, all but the first (the frame the clips share).

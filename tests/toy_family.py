@@ -107,8 +107,8 @@ class Toy:
     def guidance(self, settings, device, dtype) -> torch.Tensor:
         return torch.full((1, settings.frames, 1, 1, 1), settings.max_cfg, device=device, dtype=dtype)
 
-    def unconditional(self, conditioning: Conditioning, settings) -> Conditioning | None:
-        if settings.max_cfg <= 1.0:
+    def unconditional(self, conditioning: Conditioning, settings, always: bool = False) -> Conditioning | None:
+        if settings.max_cfg <= 1.0 and not always:
             return None
         inputs = conditioning.inputs
         return Conditioning({**inputs, "image_latents": torch.zeros_like(inputs["image_latents"])})

@@ -112,8 +112,11 @@ class Family(Protocol):
         """The guidance scale, per frame, broadcastable to the latents."""
         ...
 
-    def unconditional(self, conditioning: Conditioning, settings: GenerationSettings) -> Conditioning | None:
-        """The inputs of the unconditional half of classifier-free guidance; None when the video is unguided."""
+    def unconditional(
+        self, conditioning: Conditioning, settings: GenerationSettings, always: bool = False
+    ) -> Conditioning | None:
+        """The inputs of the unconditional half of classifier-free guidance; None when the video is unguided, unless
+        `always` (a sampler that steps along the unconditional estimate needs it at any scale)."""
         ...
 
     def denoise(self, unet: Any, latents: torch.Tensor, timestep: torch.Tensor, **inputs: torch.Tensor):

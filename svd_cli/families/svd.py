@@ -121,10 +121,14 @@ class SVD:
         guidance = torch.linspace(settings.min_cfg, settings.max_cfg, settings.frames).to(device, dtype)
         return guidance[None, :, None, None, None]
 
-    def unconditional(self, conditioning: Conditioning, settings: GenerationSettings) -> Conditioning | None:
+    def unconditional(
+        self, conditioning: Conditioning, settings: GenerationSettings, always: bool = False
+    ) -> Conditioning | None:
         import torch
 
-        if settings.max_cfg <= 1.0:  # a scale of 1 everywhere is the conditional prediction: one call a step
+        if (
+            settings.max_cfg <= 1.0 and not always
+        ):  # a scale of 1 everywhere is the conditional prediction: one call a step
             return None
         inputs = conditioning.inputs
         return Conditioning(

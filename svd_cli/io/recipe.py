@@ -38,6 +38,7 @@ def build_recipe(
     runtime: dict | None = None,
     seconds: float | None = None,
     mask: dict | None = None,
+    end: dict | None = None,
 ) -> dict:
     """Everything needed to make the same video again.
 
@@ -46,7 +47,7 @@ def build_recipe(
     post stages (the conditioning fps is settings.fps - 1); `stages` is the ordered chain that made the clip,
     each with its own settings. `image` is the text-to-image model's part (prompt, style, model, steps...) when it
     made the first frame, and `still` where that first frame is saved. A video from a prompt has no input image;
-    a cinemagraph's `mask` (path and SHA-256) is recorded with its input.
+    a cinemagraph's `mask` and the `end` picture (path and SHA-256 each) are recorded with its input.
     """
     data = {
         "svd_version": __version__,
@@ -55,7 +56,8 @@ def build_recipe(
             "path": str(input_path.resolve()) if input_path else None,
             "sha256": input_sha256,
             **({"mask": mask} if mask is not None else {}),
-        },  # fmt: skip
+            **({"end": end} if end is not None else {}),
+        },
         "output": {
             "path": str(output),
             "format": fmt,
@@ -95,10 +97,12 @@ def comparable(recipe: dict, seed_fixed: bool) -> dict:
     if image:
         image["model"] = (image.get("model") or {}).get("name")
     model = recipe.get("model", {})
-    mask = recipe.get("input", {}).get("mask")
+    given = recipe.get("input", {})
+    mask, end = given.get("mask"), given.get("end")
     return {
-        "input_sha256": recipe.get("input", {}).get("sha256"),
+        "input_sha256": given.get("sha256"),
         **({"mask_sha256": mask.get("sha256")} if isinstance(mask, dict) else {}),
+        **({"end_sha256": end.get("sha256")} if isinstance(end, dict) else {}),
         "model": model.get("name"),
         "unet": (model.get("unet") or {}).get("sha256"),
         "lora": [(item.get("sha256"), item.get("scale")) for item in model.get("lora") or []],
@@ -126,7 +130,8 @@ def describe_changes(old: dict, new: dict) -> str:
             a, b = old.get(key, {}), new.get(key, {})
             parts += [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif old.get(key) != new.get(key):
-            changed = {"input_sha256": "input image changed", "mask_sha256": "mask changed"}
+            changed = {"input_sha256": "input image changed", "mask_sha256": "mask changed",
+                       "end_sha256": "end picture changed"}  # fmt: skip
             parts.append(changed.get(key) or f"{key} {old.get(key)} -> {new.get(key)}")
     return ", ".join(parts) or "unknown difference"
 

@@ -181,6 +181,7 @@ def plan_report(
     cache: int = 1,
     decoder: str = "full",
     weights: str = "full",
+    end: bool = False,
 ) -> PlanReport:
     """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
     `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes).
@@ -195,14 +196,15 @@ def plan_report(
     steps = steps or defaults.get("steps") or 25
     max_cfg = max_cfg if max_cfg is not None else defaults.get("max_cfg", 3.0)
     size = size or (1024, 576)
+    # Every tiny decoder svd reads is TAESD's.
     job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0, cache=cache,
-              tiny_decoder=decoder != "full", weights=weights)  # every tiny decoder svd reads is TAESD's  # fmt: skip
+              tiny_decoder=decoder != "full", weights=weights, end=end)  # fmt: skip
     post = Request(loop=loop, loop_frames=loop_frames, upscale=upscale, upscaler=upscaler, interpolate=interpolate,
                    watermark=False)  # fmt: skip
     chain = _chain(job, extend, post)
     progress = progress or NullProgress()
     runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in PROFILE_ORDER]
-    if recipes:
+    if recipes and not end:  # diffusers has no bidirectional sampling to compare with
         runs += [(recipe, lambda recipe=recipe: simulate_recipe(arch, recipe, job)) for recipe in RECIPES]
     rows = []
     for index, (name, run) in enumerate(runs, 1):

@@ -193,6 +193,7 @@ class Job:
     cache: int = 1  # the feature cache's interval (1: off); above 1 a reuse step is simulated after the full one
     tiny_decoder: bool = False  # TAESD's decoder (decoder = taesd) in place of the model's VAE decoder
     weights: str = "full"  # how the UNet's weights are stored (fp8: memory/storage.py)
+    end: bool = False  # an end picture (end): every step samples from both ends, two guided passes
 
 
 @dataclass
@@ -1007,7 +1008,8 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
                 meter.mark("reuse_step")
 
         with _replayed_tiles(replays):
-            run = lambda: animator(_image(job), _settings(job), _progress_for(meter), on_step=after_step)  # noqa: E731
+            end = _image(job) if job.end else None
+            run = lambda: animator(_image(job), _settings(job), _progress_for(meter), on_step=after_step, end=end)  # noqa: E731
             decoded = _run_to_end(run, meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
 

@@ -29,6 +29,7 @@ from ..models.quiet import quiet_transformers
 from ..options import GenerationSettings
 from ..progress import NullProgress, Progress
 from .hooks import Denoiser, KeepLatents, LivePreview, NonFiniteValues, Step, StepCallback, finite, step_hooks
+from .hooks.ends import BothEnds
 from .hooks.mask import MaskBlend, composite, latent_region
 
 __all__ = ["Animator", "GenerationSettings"]
@@ -83,6 +84,7 @@ class Animator:
         latents: torch.Tensor | None = None,
         mask: np.ndarray | None = None,
         known: np.ndarray | None = None,
+        end: Image.Image | None = None,
     ):
         """`self(image, settings)`, stepping down one memory profile and retrying after an out-of-memory; given
         kept `latents` (svd finish), only their decode (`self.decode`), composited by the `mask`."""
@@ -93,7 +95,7 @@ class Animator:
                     frames = self.decode(latents.to(self.model.device), progress)
                     return frames if mask is None else composite(frames, _known(image, known), mask)
                 return self(image, settings, progress, on_step=on_step, preview=preview, keep=keep, mask=mask,
-                            known=known)  # fmt: skip
+                            known=known, end=end)  # fmt: skip
             except NonFiniteValues as bad:
                 # A UNet stored in fp8 computes in the dtype its casting hooks were given: it cannot be widened.
                 widen = bad.stage == "denoising" and not stored_in_fp8(self.model.unet)
@@ -139,6 +141,7 @@ class Animator:
         keep: KeepLatents | None = None,
         mask: np.ndarray | None = None,
         known: np.ndarray | None = None,
+        end: Image.Image | None = None,
     ) -> np.ndarray:
         """Frames (F, H, W, 3) for `image`, which must already be settings.width x settings.height.
 
@@ -147,6 +150,7 @@ class Animator:
         every step from the step's predicted clean latents; `keep` holds the final latents afterwards. With a
         `mask` (weights (H, W), or (F, H, W): stages/first_frame.py, stages/inpaint.py) only the region it marks is
         made; outside it every frame is `image` (a cinemagraph), or the `known` frame (F, H, W, 3) (inpainting).
+        With an `end` picture the video is sampled from both ends (hooks/ends.py) and ends on it.
         """
         progress = progress or NullProgress()
         use = self.placement.use
@@ -165,6 +169,10 @@ class Animator:
         if mask is not None:  # also the clean latents of the known content (no noise drawn)
             pictures = [image] if known is None else [Image.fromarray(frame) for frame in known]
             clean = family.clean_latents(model, pictures, settings, use=use, encode_latents=self._encode_latents)
+        if end is not None:  # the end picture's conditioning too (after the start's noise), and both clean latents
+            end_conditioning = family.condition(model, end, settings, generator, use=use,
+                                                encode_latents=self._encode_latents)  # fmt: skip
+            ends = family.clean_latents(model, [image, end], settings, use=use, encode_latents=self._encode_latents)
         progress.end()
         work = model.unet.dtype
 
@@ -181,27 +189,33 @@ class Animator:
         guidance = family.guidance(settings, device, latents.dtype)
         unconditional = family.unconditional(conditioning, settings)
         inputs = self._denoiser_inputs(conditioning, unconditional)
+        both = None
+        if end is not None:  # each pass from its picture at a constant scale (min_cfg forward, max_cfg backward)
+            draw = lambda: randn_tensor(latents.shape, generator=generator, device=device, dtype=work)  # noqa: E731
+            both = self._both_ends((conditioning, end_conditioning), ends, settings, scheduler.sigmas, draw)
 
         # 6. Denoise: one denoiser call per step, two with CFG (see `_denoiser`). A consistency sampler adds fresh
         #    noise between steps. Each step runs the video's step hooks (hooks/: the feature cache, the finite check,
         #    a mask's blend, progress, the live preview, the caller's on_step) before the step, around the denoiser
         #    call and after the scheduler's update; the feature cache's UNet runs only the outer layers on its reuse
-        #    steps; a mask keeps the latents outside it on the known content's path, noised with the video's noise.
+        #    steps; a mask keeps the latents outside it on the known content's path, noised with the video's noise;
+        #    with an end picture the bidirectional hook makes each step's update itself, in place of the scheduler.
         blend = None
         if mask is not None:
             region = latent_region(mask, model.spatial_factor, device)
             blend = MaskBlend(region, clean, noise, scheduler.sigmas)
         hooks = step_hooks(dtype=work, progress=progress, on_step=on_step, cache=settings.cache, preview=preview,
-                           keep=keep, mask=blend)  # fmt: skip
+                           keep=keep, mask=blend, ends=both)  # fmt: skip
         hooks.start(len(scheduler.timesteps))
         with use("denoiser") as unet:
             denoise = self._denoiser(hooks.module(unet), inputs, guidance)
             for number, t in enumerate(scheduler.timesteps, start=1):
                 step = Step(number, len(scheduler.timesteps), t, latents)
                 hooks.before(step)
-                noise_pred = hooks.around(step, denoise)(scheduler.scale_model_input(step.latents, t), t)
-                update = scheduler.step(noise_pred, t, step.latents, generator=generator)
-                step.latents, step.denoised = update.prev_sample, getattr(update, "pred_original_sample", None)
+                if not hooks.update(step):
+                    noise_pred = hooks.around(step, denoise)(scheduler.scale_model_input(step.latents, t), t)
+                    update = scheduler.step(noise_pred, t, step.latents, generator=generator)
+                    step.latents, step.denoised = update.prev_sample, getattr(update, "pred_original_sample", None)
                 hooks.after(step)
                 latents = step.latents
         hooks.end()
@@ -276,6 +290,29 @@ class Animator:
             return DenoiserInputs(conditioning.inputs, unconditional.inputs)
         batched = {name: torch.cat([unconditional.inputs[name], value]) for name, value in conditioning.inputs.items()}
         return DenoiserInputs(conditioning.inputs, unconditional.inputs, batched)
+
+    def _both_ends(self, conditionings, ends: torch.Tensor, settings, levels: torch.Tensor, noise) -> BothEnds:
+        """The bidirectional step's hook: each pass from its picture's conditioning (start, end), both halves of
+        guidance at any scale (it steps along the unconditional estimate); `ends` are both pictures' latents."""
+        family = self.family
+        halves = [self._halves(self._denoiser_inputs(c, family.unconditional(c, settings, always=True)))
+                  for c in conditionings]  # fmt: skip
+        return BothEnds(start=ends[:, :1], end=ends[:, 1:], forward=halves[0], backward=halves[1],
+                        scales=(settings.min_cfg, settings.max_cfg), levels=levels, noise=noise)  # fmt: skip
+
+    def _halves(self, inputs: DenoiserInputs):
+        """Both halves of guidance for the bidirectional step: (unconditional, conditional) predictions, as one
+        batch or (the memory plan's CFG split) one after the other."""
+        call = self.denoise
+
+        def halves(unet, model_input: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if inputs.batched is None:
+                return call(unet, model_input, t, **inputs.unconditional), call(
+                    unet, model_input, t, **inputs.conditional
+                )
+            return call(unet, torch.cat([model_input] * 2), t, **inputs.batched).chunk(2)
+
+        return halves
 
     def _denoiser(self, unet, inputs: DenoiserInputs, guidance: torch.Tensor) -> Denoiser:
         """The (guided) noise prediction of one step, from `self.denoise`: the family's one denoiser call."""

@@ -27,17 +27,18 @@ class FirstFrame:
     # With a mask (a cinemagraph): per pixel of the picture, how much of the animation it shows (1: all of it,
     # 0: the picture's own pixel, exactly), float32 (height, width); see `fitted_mask`.
     mask: np.ndarray | None = None
+    end: Image.Image | None = None  # the picture the video ends on (end), fitted like this one
 
     def staged(self, path: Path) -> FirstFrame:
         """This frame written to `path` (lossless PNG) and let go of in memory, for a batch of many."""
         self.picture.save(path, format="PNG", compress_level=1)
-        return FirstFrame(None, self.record, self.notes, self.seconds, path, self.mask)
+        return FirstFrame(None, self.record, self.notes, self.seconds, path, self.mask, self.end)
 
     def restored(self) -> FirstFrame:
         """The staged frame read back: the very pixels that were made."""
         with Image.open(self.path) as image:
             picture = image.convert("RGB")
-        return FirstFrame(picture, self.record, self.notes, self.seconds, mask=self.mask)
+        return FirstFrame(picture, self.record, self.notes, self.seconds, mask=self.mask, end=self.end)
 
     def masked(
         self, mask: Path | None, source: str, source_size: tuple[int, int], fit: str, feather: int
@@ -45,6 +46,22 @@ class FirstFrame:
         """This frame with the weights of `mask` (a picture of `source`'s shape, `source_size`) fitted to it."""
         if mask is not None:
             self.mask = fitted_mask(mask, source, source_size, self.picture.size, fit, feather, self.notes)
+        return self
+
+    def ending(self, end: Path | None, source_size: tuple[int, int], fit: str, background: str) -> FirstFrame:
+        """This frame with the picture at `end` (the video's last frame), fitted to it like the input."""
+        if end is None:
+            return self
+        try:
+            image, _ = open_image(Path(end), parse_color(background))
+        except InputImageError as exc:  # the same end for every photo: one line ends the run
+            raise OptionError("end", end, str(exc).removeprefix(f"{end}: ")) from None
+        (width, height), (end_width, end_height) = source_size, image.size
+        if abs(end_width * height - end_height * width) > 0.01 * end_height * width:
+            self.notes.append(f"{end} is {end_width}x{end_height}, another shape than the input's {width}x{height}: "
+                              f"fitted the same way ({fit})")  # fmt: skip
+        self.end = fit_image(image, *self.picture.size, fit, parse_color(background))
+        self.record = {**self.record, "end": str(end)}
         return self
 
 
@@ -103,7 +120,7 @@ def restyled(model, frame: FirstFrame, image: dict, seed: int, progress) -> Firs
     if picture.size != frame.picture.size:  # the model rounds sizes to its latent grid
         picture = fit_image(picture, *frame.picture.size, "stretch", (0, 0, 0))
     record = {**frame.record, "source": "restyled_image_file", **_described(image, prompt), "seed": seed}
-    return FirstFrame(picture.convert("RGB"), record, frame.notes, mask=frame.mask)
+    return FirstFrame(picture.convert("RGB"), record, frame.notes, mask=frame.mask, end=frame.end)
 
 
 def _described(image: dict, prompt: str) -> dict:
@@ -112,14 +129,22 @@ def _described(image: dict, prompt: str) -> dict:
 
 
 def from_file(
-    path: Path, asked_size, model_size, fit: str, background: str, mask: Path | None = None, feather: int = 0
+    path: Path,
+    asked_size,
+    model_size,
+    fit: str,
+    background: str,
+    mask: Path | None = None,
+    feather: int = 0,
+    end: Path | None = None,
 ) -> FirstFrame:
-    """Decode an image file (EXIF-upright, alpha on `background`) and fit it (and its `mask`, if any)."""
+    """Decode an image file (EXIF-upright, alpha on `background`) and fit it (and its `mask` and `end` picture,
+    if any)."""
     image, notes = open_image(path, parse_color(background))
     size = target_size(asked_size, model_size, image.size)
     frame = from_image(image, size, fit, background, {"source": "image_file", "path": str(path)})
     frame.notes = notes
-    return frame.masked(mask, str(path), image.size, fit, feather)
+    return frame.masked(mask, str(path), image.size, fit, feather).ending(end, image.size, fit, background)
 
 
 def fitted_mask(

@@ -5,7 +5,8 @@ family's denoiser call then calls instead), then runs, for each step: every hook
 wrapped by every hook's `around` (the first hook outermost); the scheduler's update; every hook's `after`. A
 hook reads the `Step` and may replace its `latents` (a mask blend does). The memory simulation runs the same
 loop on fake tensors, so a hook that makes a step cheaper (a feature cache's reuse step) or dearer is counted as
-it runs.
+it runs. One hook may make the step's update itself in place of the denoiser call and the scheduler's update
+(`update`: sampling from both ends does).
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class StepHook:
         """The denoiser this step calls: `denoise` itself, or a function that calls it (or skips it)."""
         return denoise
 
+    def update(self, step: Step) -> bool:
+        """Make the step's update itself (set `step.latents`, and `step.denoised`) and return True; or return False
+        to leave it to the denoiser call and the scheduler."""
+        return False
+
     def after(self, step: Step) -> None:
         """After the scheduler's update; `step.latents` are the next step's input."""
 
@@ -82,6 +88,9 @@ class StepHooks:
         for hook in reversed(self.hooks):  # wrapped inside out: the first hook's wrapper is called first
             denoise = hook.around(step, denoise)
         return denoise
+
+    def update(self, step: Step) -> bool:
+        return any(hook.update(step) for hook in self.hooks)  # the first that makes it, alone
 
     def after(self, step: Step) -> None:
         for hook in self.hooks:
