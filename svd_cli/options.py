@@ -30,7 +30,8 @@ TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames", "prompt")
 # The sampler names are registry.SAMPLERS: the registry checks the ones weights.toml gives too.
 DTYPES = ("auto", "fp16", "bf16", "fp32")
 FORMATS = ("mp4", "gif", "webm", "frames")
-LOOPS = ("bounce", "crossfade")  # the loop modes; "off" is the option's default
+LOOPS = ("bounce", "crossfade", "motion")  # the loop modes; "off" is the option's default
+MOTION_LOOP = "motion"  # sampled from both ends on the same picture (the end option's sampler), last frame dropped
 WEIGHT_STORAGE = ("full", "fp8")  # how the UNet's weights are kept (memory/storage.py applies it)
 
 
@@ -334,8 +335,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("color_match", bool, "Match each extended clip's colours to the first clip's (chained clips drift in "
            "colour and contrast) [default: on].", default=True, negatable=True, recipe="settings.color_match",
            example="false"),
-    Option("loop", str, "Make the video loop: bounce (forward, then backward) or crossfade (the tail blends into the "
-           "head over loop_frames frames).", default="off", choices=("off", *LOOPS),
+    Option("loop", str, "Make the video loop: bounce (forward, then backward), crossfade (the tail blends into the "
+           "head over loop_frames frames) or motion (sampled to end on its first frame, as end does with the input).",
+           default="off", choices=("off", *LOOPS),
            recipe="settings.loop", example="bounce"),
     Option("loop_frames", int, "Frames the crossfade loop blends over.", default=4, range=(1, 64),
            recipe="settings.loop_frames", example="2"),
@@ -597,20 +599,29 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
         )
 
 
+def samples_both_ends(req: Request) -> bool:
+    """Whether the videos are sampled from both ends: towards an end picture, or back to their own first frame."""
+    return req.end is not None or req.loop == MOTION_LOOP
+
+
 def _validate_end(req: Request, need_inputs: bool) -> None:
-    """Rules of `end` (bidirectional sampling replaces the step loop's own update)."""
-    if req.end is None:
+    """Rules of `end` and the motion loop (bidirectional sampling replaces the step loop's own update)."""
+    if req.end is not None and req.loop == MOTION_LOOP:
+        raise UsageError(f"{ref('loop')} motion ends the video on its own first frame and {ref('end')} on another "
+                         "picture: drop one of them.", option="end")  # fmt: skip
+    if not samples_both_ends(req):
         return
+    name = "end" if req.end is not None else "loop"
     still = "a mask holds part of every frame still"
     conflicts = {"extend": "each extended clip starts on the frame the one before ended on", "mask": still,
                  "masks": still, "cache": "the feature cache reuses one pass's features"}  # fmt: skip
     for other, why in conflicts.items():
         value = req.given(other)
         if value is not None and value != BY_NAME[other].default:  # set, and not to its off value
-            raise UsageError(f"{ref('end')} samples from both ends and {why}: drop {ref(other)}.", option="end")
+            raise UsageError(f"{ref(name)} samples from both ends and {why}: drop {ref(other)}.", option=name)
     if not req.inputs and need_inputs:
-        raise UsageError(f"{ref('end')} ends the video of an input photo: give the photo (a first frame drawn from "
-                         f"{ref('prompt')} is not supported with it).", option="end")  # fmt: skip
+        raise UsageError(f"{ref(name)} samples a video of an input photo from both ends: give the photo (a first "
+                         f"frame drawn from {ref('prompt')} is not supported with it).", option=name)  # fmt: skip
 
 
 def with_defaults(req: Request, defaults: Mapping[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from .io.preview import preview_blocked
 from .io.segments import SegmentStore
 from .model_cache import ModelCache
 from .models.loading import dtype_name
-from .options import GenerationSettings, Request, with_defaults
+from .options import MOTION_LOOP, GenerationSettings, Request, samples_both_ends, with_defaults
 from .progress import NullProgress, Progress
 from .result import Animation
 from .stages import Clip, StageContext
@@ -174,10 +174,14 @@ class Session:
 
     def settings_for(self, seed: int, size: tuple[int, int]) -> GenerationSettings:
         values = with_defaults(self.request, self.defaults)
-        if self.request.end is not None:
+        if samples_both_ends(self.request):
             if values["sampler"] != "euler":
-                raise OptionError("end", self.request.end, f"sampling from both ends is written for SVD's own Euler "
-                                  f"sampler; use {ref('sampler')} euler (not {values['sampler']}).")  # fmt: skip
+                name = "end" if self.request.end is not None else "loop"
+                raise OptionError(
+                    name, getattr(self.request, name),
+                    f"sampling from both ends is written for SVD's own Euler sampler; use {ref('sampler')} euler "
+                    f"(not {values['sampler']}).",
+                )  # fmt: skip
             for name in ("min_cfg", "max_cfg"):  # the two passes' scales: the authors' 1.0 unless given
                 values[name] = self.request.given(name) if self.request.given(name) is not None else END_GUIDANCE
         if values["sampler"] == "animatelcm" and values["steps"] > 8:
@@ -283,7 +287,7 @@ class Session:
                 start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
                 frames = self.animator.animate(
                     start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step, preview=live,
-                    keep=keep, latents=latents, mask=frame.mask, end=frame.end,
+                    keep=keep, latents=latents, mask=frame.mask, end=self._end_picture(frame),
                 )  # fmt: skip
                 # 3. Later clips take the first clip's colours back (their drift adds up clip after clip): the
                 #    frames the video keeps, all but the first (the frame the clips share).
@@ -310,6 +314,10 @@ class Session:
             self.progress.note(f"Warning: {warning}")
         return Clip(frames=frames, fps=settings.fps, stages=records, warnings=warnings,
                     latents=keep.latents if keep is not None else None)  # fmt: skip
+
+    def _end_picture(self, frame: FirstFrame):
+        """The picture the video is sampled to end on: the end option's, or (a motion loop) its own first frame."""
+        return frame.picture if self.request.loop == MOTION_LOOP else frame.end
 
     def _live_preview(self, path: Path | None, fps: int) -> LivePreview | None:
         """The live preview at `path`, if asked for and the run has a tiny decoder for it; a file svd did not make

@@ -122,3 +122,18 @@ def test_an_end_that_cannot_work_gets_one_line_before_any_work(svd, tiny_dir, tm
     result = svd("animate", "--prompt", "a lake", "--model", "tiny", "--end", end_path)
     assert result.code == 2 and "give the photo" in result.err, result.err
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_a_motion_loop_is_the_video_ended_on_its_own_first_frame_less_that_frame(svd, tiny_dir, tmp_path):
+    photo = EXAMPLES / "coffee.png"
+    args = ("--model", "tiny", "--frames", "4", "--steps", "2", "--size", "128x64", "--seed", "6", "--format", "frames")
+    looped = svd("animate", photo, *args, "--loop", "motion", "--out", tmp_path / "loop")
+    assert looped.code == 0, looped.err
+    ended = svd("animate", photo, *args, "--end", photo, "--out", tmp_path / "ended")
+    assert ended.code == 0, ended.err
+    loop = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "loop").glob("*.png"))]
+    full = [np.asarray(Image.open(p)) for p in sorted((tmp_path / "ended").glob("*.png"))]
+    assert len(loop) == 3 and len(full) == 4  # the frame that came back to the first is not shown twice
+    assert all(np.array_equal(a, b) for a, b in zip(loop, full[:3], strict=True))
+    both = svd("animate", photo, *args, "--loop", "motion", "--end", photo, "--out", tmp_path / "both")
+    assert both.code == 2 and "--loop motion ends the video on its own first frame" in both.err, both.err

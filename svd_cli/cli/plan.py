@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import OptionError
-from ..options import OPTIONS, Request
+from ..options import OPTIONS, Request, samples_both_ends
 from ..planning.plan import plan_report
 from ..planning.simulate import CUDA_CONTEXT_BYTES
 from .common import Debug, JsonOut, schema_parameter, spell, words
@@ -52,7 +52,7 @@ def plan(ctx: typer.Context, **params: Any) -> None:
         steps=req.steps, free_bytes=free, progress=progress, max_cfg=req.max_cfg, extend=req.extend,
         loop=req.loop, loop_frames=req.loop_frames, upscale=req.upscale, upscaler=req.upscaler,
         interpolate=req.interpolate, cache=req.cache, decoder=req.decoder, weights=req.weights,
-        end=req.end is not None,
+        end=samples_both_ends(req),
     )  # fmt: skip
     if req.prompt is not None or req.style is not None:  # the image model runs before SVD, alone on the device
         progress.note(

@@ -6,6 +6,9 @@
   f(K) .. f(F-K-1), then blend(i) = (1 - a) f(F-K+i) + a f(i) with a = (i + 1) / (K + 1) for i < K, so F - K
   frames. The tail's motion runs on under the blend while the head fades in, and the repeat continues with
   f(K), the frame after the last blended head frame.
+- motion: the animate stage sampled the video from both ends with its first frame as the end picture
+  (hooks/ends.py), so its last frame comes back to the first by motion; the last frame is dropped (F - 1 frames),
+  so the player's repeat goes f(F-2) -> f0 without showing that picture twice.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
 def loop_frame_count(mode: str, frames: int, blend: int) -> int:
     """Frames a loop of `frames` frames has (for `svd plan`, before any frame exists)."""
-    return {"bounce": 2 * frames - 2, "crossfade": frames - blend}.get(mode, frames)
+    return {"bounce": 2 * frames - 2, "crossfade": frames - blend, "motion": frames - 1}.get(mode, frames)
 
 
 def check_loop(mode: str, frames: int, blend: int) -> None:
@@ -56,10 +59,13 @@ def crossfade(frames: np.ndarray, blend: int) -> np.ndarray:
 
 
 def loop_clip(clip: Clip, mode: str, blend: int) -> Clip:
-    """The clip made to loop by `mode` (bounce or crossfade); anything else returns it unchanged."""
+    """The clip made to loop by `mode` (bounce, crossfade or motion); anything else returns it unchanged."""
     if mode not in LOOPS:
         return clip
-    frames = bounce(clip.frames) if mode == "bounce" else crossfade(clip.frames, blend)
+    if mode == "motion":
+        frames = clip.frames[:-1]  # the frame that came back to the first
+    else:
+        frames = bounce(clip.frames) if mode == "bounce" else crossfade(clip.frames, blend)
     record = {"stage": "loop", "mode": mode, "frames": int(len(frames))}
     if mode == "crossfade":
         record["loop_frames"] = blend
