@@ -131,6 +131,7 @@ def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path
         session.settings_for(job.seed, size),
         mask=_mask(session, job, sha256),
         end=_end(session, sha256),
+        keyframes=_keyframes(job, sha256),
     )
 
 
@@ -144,6 +145,7 @@ def _recipe(
     seconds=None,
     mask: dict | None = None,
     end: dict | None = None,
+    keyframes: list[dict] | None = None,
 ) -> dict:
     """The recipe of `job`: the one a finished `video` is written with, or (without one) what it would be; `mask`
     and `end` are the records of its mask and end picture (`_mask`, `_end`)."""
@@ -168,7 +170,13 @@ def _recipe(
         seconds=seconds,
         mask=mask,
         end=end,
+        keyframes=keyframes,
     )
+
+
+def _keyframes(job: Job, sha256: Callable[[Path], str]) -> list[dict] | None:
+    """The pictures after the first of a keyframes video, as the recipe records them (with the input)."""
+    return [{"path": str(path.resolve()), "sha256": sha256(path)} for path in job.keyframes] or None
 
 
 def _end(session: Session, sha256: Callable[[Path], str]) -> dict | None:
@@ -196,6 +204,8 @@ def make_first_frame(session: Session, job: Job) -> FirstFrame:
         frame = session.first_frame_from_prompt(job.prompt, job.seed)
     else:
         frame = session.first_frame_from_file(job.input, job.rel_dir)
+        if job.keyframes:
+            frame = frame.through(job.keyframes, session.request.fit, session.request.background)
         if session.request.style is not None:
             frame = session.restyle(frame, job.seed)
     frame.seconds = time.monotonic() - started
@@ -229,7 +239,7 @@ def make_video(
         #    preview, a finished draft's latents) are no longer needed.
         digest = sha256(job.input) if job.input is not None else None
         recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier,
-                         _mask(session, job, sha256), _end(session, sha256))  # fmt: skip
+                         _mask(session, job, sha256), _end(session, sha256), _keyframes(job, sha256))  # fmt: skip
         still = frame.picture if session.uses_image_model else None
         session.progress.start("write")
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError, ref
@@ -48,6 +48,7 @@ class Job:
     output: Path = Path()
     prompt: str | None = None  # the text its first frame is drawn from (no input image)
     finish: KeptLatents | None = None  # a draft's kept latents, decoded instead of denoising (svd finish)
+    keyframes: list[Path] = field(default_factory=list)  # the pictures after `input` a keyframes video passes through
 
     @property
     def label(self) -> str:
@@ -104,8 +105,6 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
 
     `defaults` are the model's (for names that use {fps} or {frames}); None if they are not known yet.
     """
-    from .io.images import image_extensions
-
     prompts = read_prompts(req, stdin)
     if prompts is not None:
         jobs = [
@@ -114,6 +113,28 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
         ]
         name_outputs(jobs, req, defaults or {})
         return Plan(jobs=jobs)
+
+    found, non_images = _find_inputs(req, stdin)
+    found = _without_masks(found, req.masks)
+    if not found:
+        raise UsageError(f"No input images found (folders are scanned for image files; {ref('recursive')} descends).")
+
+    if req.keyframes:
+        return _keyframes_plan(req, defaults, list(found), non_images)
+    jobs: list[Job] = []
+    for path in sorted(found, key=lambda p: str(p)):
+        base = found[path]
+        rel_dir = path.parent.relative_to(base) if base != path.parent else Path()
+        for seed, fixed in _seeds(req, path.name):
+            jobs.append(Job(index=len(jobs), input=path, rel_dir=rel_dir, seed=seed, seed_fixed=fixed))
+    name_outputs(jobs, req, defaults or {})
+    return Plan(jobs=jobs, non_images=non_images)
+
+
+def _find_inputs(req: Request, stdin: Iterable[str] | None) -> tuple[dict[Path, Path], int]:
+    """Every input picture the arguments name (files, folders, globs, stdin's lines), each with the folder it was
+    found under (for mirroring), in the order found; and how many files of scanned folders were not pictures."""
+    from .io.images import image_extensions
 
     image_exts = image_extensions()
     own_outputs = OwnOutputs()  # a rerun must not animate the videos and frames of the last run
@@ -145,18 +166,18 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
                 found.setdefault(m, base)
         else:
             raise UsageError(f"{arg}: no such file or folder.")
-    found = _without_masks(found, req.masks)
-    if not found:
-        raise UsageError(f"No input images found (folders are scanned for image files; {ref('recursive')} descends).")
+    return found, non_images
 
-    jobs: list[Job] = []
-    for path in sorted(found, key=lambda p: str(p)):
-        base = found[path]
-        rel_dir = path.parent.relative_to(base) if base != path.parent else Path()
-        for seed, fixed in _seeds(req, path.name):
-            jobs.append(Job(index=len(jobs), input=path, rel_dir=rel_dir, seed=seed, seed_fixed=fixed))
-    name_outputs(jobs, req, defaults or {})
-    return Plan(jobs=jobs, non_images=non_images)
+
+def _keyframes_plan(req: Request, defaults: dict | None, pictures: list[Path], non_images: int) -> Plan:
+    """One job through every picture, in the order found (arguments as given, a folder's in name order)."""
+    if len(pictures) < 2:
+        raise UsageError(f"{ref('keyframes')} makes one video through several pictures: give two or more (found "
+                         f"{len(pictures)}).", option="keyframes")  # fmt: skip
+    seed, fixed = _seeds(req, pictures[0].name)[0]
+    job = Job(index=0, input=pictures[0], rel_dir=Path(), seed=seed, seed_fixed=fixed, keyframes=pictures[1:])
+    name_outputs([job], req, defaults or {})
+    return Plan(jobs=[job], non_images=non_images)
 
 
 def _without_masks(found: dict[Path, Path], masks: Path | None) -> dict[Path, Path]:
@@ -171,7 +192,7 @@ def _scan_folder(folder: Path, recursive: bool, image_exts, own_outputs, found: 
     """Add the photos in `folder` to `found` (each under `folder`, for mirroring); return how many files were not
     images. Hidden files, svd's own outputs and the stills it saved are not inputs."""
     non_images = 0
-    for p in folder.rglob("*") if recursive else folder.glob("*"):
+    for p in sorted(folder.rglob("*") if recursive else folder.glob("*")):  # name order (keyframes' order)
         if not p.is_file() or _hidden(p.relative_to(folder)):
             continue
         if p.suffix.lower() not in image_exts:

@@ -321,6 +321,9 @@ OPTIONS: tuple[Option, ...] = (
            "(ViBiD, two guided passes a step); the input itself gives a loop by motion. Guidance: min_cfg is the "
            "pass from the input, max_cfg the pass from the end [default: 1.0 each, the authors'].",
            recipe="input.end.path", default_label="", example="end.png", local_config=False),
+    Option("keyframes", bool, "One video through every input picture in order (a folder's in name order): a "
+           "segment from each to the next, sampled from both ends as end does; frames shared once.", default=False,
+           recipe="settings.keyframes", example="true", recorded_at_default=False),
     Option("mask", Path, "A cinemagraph: a picture of the photo's shape, white where it may move, black where it stays "
            "still (grey: partly; an alpha channel works too); every pixel outside it stays the photo's.",
            recipe="input.mask.path", default_label="", example="mask.png", local_config=False),
@@ -600,18 +603,22 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
 
 
 def samples_both_ends(req: Request) -> bool:
-    """Whether the videos are sampled from both ends: towards an end picture, or back to their own first frame."""
-    return req.end is not None or req.loop == MOTION_LOOP
+    """Whether the videos are sampled from both ends: towards an end picture (or the next keyframe), or back to
+    their own first frame."""
+    return req.end is not None or req.loop == MOTION_LOOP or bool(req.keyframes)
 
 
 def _validate_end(req: Request, need_inputs: bool) -> None:
     """Rules of `end` and the motion loop (bidirectional sampling replaces the step loop's own update)."""
+    if req.keyframes and (req.end is not None or req.loop == MOTION_LOOP):
+        raise UsageError(f"{ref('keyframes')} ends each segment on the next input picture: drop "
+                         f"{ref('end' if req.end is not None else 'loop')}.", option="keyframes")  # fmt: skip
     if req.end is not None and req.loop == MOTION_LOOP:
         raise UsageError(f"{ref('loop')} motion ends the video on its own first frame and {ref('end')} on another "
                          "picture: drop one of them.", option="end")  # fmt: skip
     if not samples_both_ends(req):
         return
-    name = "end" if req.end is not None else "loop"
+    name = "end" if req.end is not None else "keyframes" if req.keyframes else "loop"
     still = "a mask holds part of every frame still"
     conflicts = {"extend": "each extended clip starts on the frame the one before ended on", "mask": still,
                  "masks": still, "cache": "the feature cache reuses one pass's features"}  # fmt: skip
@@ -701,7 +708,7 @@ def assemble_request(
         values.update(checked_recipe_values(recipe, where, explicit))
         recorded = (recipe.get("input") or {}).get("path")
         if not inputs and (recorded or "prompt" not in values):  # a video from a prompt has no input image
-            inputs = [recipe_input(recipe, where)]
+            inputs = [recipe_input(recipe, where), *recipe_keyframes(recipe, where)]
         if "seeds" not in explicit and "variations" not in explicit:
             values.pop("seeds", None)
             values.pop("variations", None)
@@ -748,6 +755,17 @@ def recipe_input(recipe: dict, where: str) -> str:
             "as an argument."
         )
     return recorded
+
+
+def recipe_keyframes(recipe: dict, where: str) -> list[str]:
+    """The pictures after the first of a keyframes recipe, in order; each must still exist."""
+    recorded = _dig(recipe, "input.keyframes") or []
+    paths = [item.get("path") if isinstance(item, dict) else None for item in recorded]
+    for path in paths:
+        if not isinstance(path, str) or not Path(path).is_file():
+            raise UsageError(f"{where}: its keyframe {path} is missing (moved or deleted?) or not a file; give the "
+                             "pictures as arguments.")  # fmt: skip
+    return paths
 
 
 # --- recipes ---------------------------------------------------------------------------------------------

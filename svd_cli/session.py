@@ -252,7 +252,6 @@ class Session:
         carries its final latents; given kept `latents` (svd finish), they are decoded instead of denoising.
         """
         import numpy as np
-        from PIL import Image
 
         from .stages.animate import degenerate_frames
         from .stages.hooks import KeepLatents
@@ -261,8 +260,10 @@ class Session:
         # 1. The model, loaded for these settings on the first video.
         if self.animator is None:
             self.load(settings)
+        # Clips: 1 + extend, each from the last frame of the one before; or one segment per pair of keyframes.
+        count = len(frame.keyframes) if frame.keyframes else 1 + req.extend
         store = None
-        if output is not None and req.extend:
+        if output is not None and count > 1:
             store = SegmentStore(output, self._segment_key(frame, settings), seed)
         record = {"stage": "animate", "model": self.source.name, "sampler": settings.sampler,
                   "settings": settings.as_dict(), "fps_conditioning": settings.fps - 1}  # fmt: skip
@@ -273,9 +274,9 @@ class Session:
         keep = KeepLatents() if req.keep_latents else None
         records, clips, reference = [frame.record], [], None
         live = self._live_preview(preview, settings.fps)
-        count = 1 + req.extend
         for k in range(count):
-            # 2. Clip k: from the first frame, or from the last frame of clip k - 1, with seed + k.
+            # 2. Clip k: from the first frame, or from the last frame of clip k - 1 (keyframes: from picture k to
+            #    picture k + 1), with seed + k.
             segment = {"segment": k, "seed": segment_seed(seed, k)} if count > 1 else {}
             frames = store.load(k) if store is not None else None
             if frames is not None:
@@ -284,20 +285,21 @@ class Session:
             else:
                 if count > 1:
                     self.progress.note(f"Segment {k + 1}/{count} (seed {segment['seed']})")
-                start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
+                start, end = self._segment_ends(frame, k, clips)
                 frames = self.animator.animate(
                     start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step, preview=live,
-                    keep=keep, latents=latents, mask=frame.mask, end=self._end_picture(frame),
+                    keep=keep, latents=latents, mask=frame.mask, end=end,
                 )  # fmt: skip
                 # 3. Later clips take the first clip's colours back (their drift adds up clip after clip): the
-                #    frames the video keeps, all but the first (the frame the clips share).
-                if k > 0 and req.color_match:
+                #    frames the video keeps, all but the first (the frame the clips share). Keyframe segments are
+                #    held at both ends by their pictures: nothing drifts, and each keeps its pictures' colours.
+                if k > 0 and req.color_match and not frame.keyframes:
                     frames = _match_colors(frames, reference, segment, frame)
                 if store is not None:
                     store.save(k, frames)
             if k == 0:
                 reference = color_stats(frames)
-            clips.append(frames if k == 0 else frames[1:])  # the frame two clips share appears once
+            clips.append(_joined(frames, k, count, keyframes=bool(frame.keyframes)))
             records.append(record | segment)
         if live is not None and live.writes:
             self.progress.note(live.cost())
@@ -315,9 +317,17 @@ class Session:
         return Clip(frames=frames, fps=settings.fps, stages=records, warnings=warnings,
                     latents=keep.latents if keep is not None else None)  # fmt: skip
 
-    def _end_picture(self, frame: FirstFrame):
-        """The picture the video is sampled to end on: the end option's, or (a motion loop) its own first frame."""
-        return frame.picture if self.request.loop == MOTION_LOOP else frame.end
+    def _segment_ends(self, frame: FirstFrame, k: int, clips: list):
+        """The pictures clip k starts from and is sampled to end on (None: no end picture): keyframes k and k + 1;
+        else the first frame (clip 0) or the last frame made, and the end option's picture, or (a motion loop) the
+        first frame itself."""
+        from PIL import Image
+
+        if frame.keyframes:
+            pictures = [frame.picture, *frame.keyframes]
+            return pictures[k], pictures[k + 1]
+        start = frame.picture if k == 0 else Image.fromarray(clips[-1][-1])
+        return start, frame.picture if self.request.loop == MOTION_LOOP else frame.end
 
     def _live_preview(self, path: Path | None, fps: int) -> LivePreview | None:
         """The live preview at `path`, if asked for and the run has a tiny decoder for it; a file svd did not make
@@ -345,6 +355,11 @@ class Session:
             "decoder": self.request.decoder,
             **({"weights": self.request.weights} if self.request.weights != "full" else {}),  # keys before fp8 hold
             **({"mask": hashlib.sha256(frame.mask.tobytes()).hexdigest()} if frame.mask is not None else {}),
+            **(
+                {"keyframes": [hashlib.sha256(p.tobytes()).hexdigest() for p in frame.keyframes]}
+                if frame.keyframes
+                else {}
+            ),  # fmt: skip
             "model": self.model_record(),
             "device": model.device.type,
             "dtype": dtype_name(model.dtype),
@@ -377,6 +392,15 @@ class Session:
             with self.models.on_device(stage, self.request) as model:
                 clip = stage.run(clip, replace(context, model=model))
         return clip
+
+
+def _joined(frames, k: int, count: int, keyframes: bool):
+    """The frames clip k adds to the video: the frame two clips share appears once. An extended clip drops its
+    first (the last frame of the clip before, made again); a keyframe segment its last (the backward pass's
+    estimate of the next picture, whose own latents start the next segment)."""
+    if keyframes:
+        return frames if k == count - 1 else frames[:-1]
+    return frames if k == 0 else frames[1:]
 
 
 def _match_colors(frames, reference: dict, segment: dict, first: FirstFrame):

@@ -31,7 +31,7 @@ NOT_RECORDED |= {"draft"}  # a preset: the recipe records the settings it sets (
 NOT_RECORDED |= {"masks"}  # where each photo's mask is found: the recipe records the mask itself (input.mask)
 # Recorded options that cannot join the others' run (keep_latents refuses extend), replayed where they are tested.
 APART = {"keep_latents"}  # test_finish.py
-APART |= {"end"}  # refuses extend, mask and cache: test_ends.py
+APART |= {"end", "keyframes"}  # refuse extend, mask and cache: test_ends.py
 # Options that replace the input image: a run that sets them has none.
 INSTEAD_OF_IMAGES = {"prompt", "prompts"}
 

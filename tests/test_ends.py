@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from .conftest import EXAMPLES
+from .conftest import EXAMPLES, Recorder
 
 SIZE, FRAMES, STEPS, SEED = (128, 64), 4, 3, 5
 
@@ -137,3 +137,47 @@ def test_a_motion_loop_is_the_video_ended_on_its_own_first_frame_less_that_frame
     assert all(np.array_equal(a, b) for a, b in zip(loop, full[:3], strict=True))
     both = svd("animate", photo, *args, "--loop", "motion", "--end", photo, "--out", tmp_path / "both")
     assert both.code == 2 and "--loop motion ends the video on its own first frame" in both.err, both.err
+
+
+class StopInSegmentTwo(Recorder):
+    """Interrupts the run as the second segment starts, as Ctrl-C would."""
+
+    def note(self, message):
+        super().note(message)
+        if message.startswith("Segment 2/2"):
+            raise KeyboardInterrupt
+
+
+def test_keyframes_make_one_video_through_every_picture_and_resume_per_segment(svd, tiny_dir, tmp_path):
+    from svd_cli.batch import Summary, run_jobs
+    from svd_cli.jobs import plan_for_request
+    from svd_cli.options import Request, validate
+    from svd_cli.session import Session
+
+    pictures = [EXAMPLES / name for name in ("coffee.png", "chelsea.png", "astronaut.png")]
+    out = tmp_path / "story"
+    request = Request(pictures, keyframes=True, model="tiny", frames=5, steps=1, size=(128, 64), seed=2,
+                      format="frames", out=out)  # fmt: skip
+    validate(request)
+    session = Session(request, StopInSegmentTwo())
+    session.resolve()
+    with pytest.raises(KeyboardInterrupt):
+        run_jobs(session, plan_for_request(session), Summary(), reraise_unexpected=True)
+    assert not out.exists()
+
+    args = ("--keyframes", "--model", "tiny", "--frames", "5", "--steps", "1", "--size", "128x64", "--seed", "2",
+            "--format", "frames")  # fmt: skip
+    again = svd("animate", *pictures, *args, "--out", out)
+    assert again.code == 0, again.err
+    assert "Segment 1/2: finished by an earlier run, reused" in again.err, again.err
+    made = sorted(out.glob("*.png"))
+    assert len(made) == 9  # 3 pictures, 5 frames a segment: (3 - 1) x (5 - 1) + 1
+    recipe = json.loads((tmp_path / "story.frames.json").read_text())
+    assert [k["path"] for k in recipe["input"]["keyframes"]] == [str(p.resolve()) for p in pictures[1:]]
+    replay = svd("animate", "--recipe", tmp_path / "story.frames.json", "--out", tmp_path / "replayed")
+    assert replay.code == 0, replay.err
+    assert all(np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+               for a, b in zip(made, sorted((tmp_path / "replayed").glob("*.png")), strict=True))  # fmt: skip
+
+    one = svd("animate", pictures[0], *args, "--out", tmp_path / "one")
+    assert one.code == 2 and "give two or more (found 1)" in one.err, one.err

@@ -39,6 +39,7 @@ def build_recipe(
     seconds: float | None = None,
     mask: dict | None = None,
     end: dict | None = None,
+    keyframes: list[dict] | None = None,
 ) -> dict:
     """Everything needed to make the same video again.
 
@@ -47,7 +48,8 @@ def build_recipe(
     post stages (the conditioning fps is settings.fps - 1); `stages` is the ordered chain that made the clip,
     each with its own settings. `image` is the text-to-image model's part (prompt, style, model, steps...) when it
     made the first frame, and `still` where that first frame is saved. A video from a prompt has no input image;
-    a cinemagraph's `mask` and the `end` picture (path and SHA-256 each) are recorded with its input.
+    a cinemagraph's `mask`, the `end` picture and the `keyframes` after the input (path and SHA-256 each) are
+    recorded with its input.
     """
     data = {
         "svd_version": __version__,
@@ -57,6 +59,7 @@ def build_recipe(
             "sha256": input_sha256,
             **({"mask": mask} if mask is not None else {}),
             **({"end": end} if end is not None else {}),
+            **({"keyframes": keyframes} if keyframes else {}),
         },
         "output": {
             "path": str(output),
@@ -103,6 +106,11 @@ def comparable(recipe: dict, seed_fixed: bool) -> dict:
         "input_sha256": given.get("sha256"),
         **({"mask_sha256": mask.get("sha256")} if isinstance(mask, dict) else {}),
         **({"end_sha256": end.get("sha256")} if isinstance(end, dict) else {}),
+        **(
+            {"keyframes_sha256": [k.get("sha256") for k in given["keyframes"] if isinstance(k, dict)]}
+            if isinstance(given.get("keyframes"), list)
+            else {}
+        ),  # fmt: skip
         "model": model.get("name"),
         "unet": (model.get("unet") or {}).get("sha256"),
         "lora": [(item.get("sha256"), item.get("scale")) for item in model.get("lora") or []],
@@ -131,7 +139,7 @@ def describe_changes(old: dict, new: dict) -> str:
             parts += [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
         elif old.get(key) != new.get(key):
             changed = {"input_sha256": "input image changed", "mask_sha256": "mask changed",
-                       "end_sha256": "end picture changed"}  # fmt: skip
+                       "end_sha256": "end picture changed", "keyframes_sha256": "keyframes changed"}  # fmt: skip
             parts.append(changed.get(key) or f"{key} {old.get(key)} -> {new.get(key)}")
     return ", ".join(parts) or "unknown difference"
 

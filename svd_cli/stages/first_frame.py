@@ -7,7 +7,7 @@ how it was made, for the recipe.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +28,19 @@ class FirstFrame:
     # 0: the picture's own pixel, exactly), float32 (height, width); see `fitted_mask`.
     mask: np.ndarray | None = None
     end: Image.Image | None = None  # the picture the video ends on (end), fitted like this one
+    keyframes: list[Image.Image] = field(default_factory=list)  # the pictures after this one (keyframes), fitted
 
     def staged(self, path: Path) -> FirstFrame:
         """This frame written to `path` (lossless PNG) and let go of in memory, for a batch of many."""
         self.picture.save(path, format="PNG", compress_level=1)
-        return FirstFrame(None, self.record, self.notes, self.seconds, path, self.mask, self.end)
+        return FirstFrame(None, self.record, self.notes, self.seconds, path, self.mask, self.end, self.keyframes)
 
     def restored(self) -> FirstFrame:
         """The staged frame read back: the very pixels that were made."""
         with Image.open(self.path) as image:
             picture = image.convert("RGB")
-        return FirstFrame(picture, self.record, self.notes, self.seconds, mask=self.mask, end=self.end)
+        return FirstFrame(picture, self.record, self.notes, self.seconds, mask=self.mask, end=self.end,
+                          keyframes=self.keyframes)  # fmt: skip
 
     def masked(
         self, mask: Path | None, source: str, source_size: tuple[int, int], fit: str, feather: int
@@ -46,6 +48,15 @@ class FirstFrame:
         """This frame with the weights of `mask` (a picture of `source`'s shape, `source_size`) fitted to it."""
         if mask is not None:
             self.mask = fitted_mask(mask, source, source_size, self.picture.size, fit, feather, self.notes)
+        return self
+
+    def through(self, pictures: list[Path], fit: str, background: str) -> FirstFrame:
+        """This frame with the keyframes after it: each picture opened and fitted to it like the input."""
+        for path in pictures:
+            image, notes = open_image(Path(path), parse_color(background))
+            self.notes += notes
+            self.keyframes.append(fit_image(image, *self.picture.size, fit, parse_color(background)))
+        self.record = {**self.record, "keyframes": [str(path) for path in pictures]}
         return self
 
     def ending(self, end: Path | None, source_size: tuple[int, int], fit: str, background: str) -> FirstFrame:
