@@ -28,9 +28,11 @@ if TYPE_CHECKING:
     from .stages.hooks import StepCallback
 
 # Options about a batch, its files or the terminal: a script names its own pictures, files and seeds (and watches
-# its steps with on_step rather than a preview file).
+# its steps with on_step rather than a preview file; gives each picture its mask=, and animate_image one picture,
+# not several keyframes).
 NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet",
-                   "prompts", "ray", "ray_address", "workers", "preview", "keep_preview"}  # fmt: skip
+                   "prompts", "ray", "ray_address", "workers", "preview", "keep_preview", "masks",
+                   "keyframes"}  # fmt: skip
 # Options that decide how the model is loaded: given to `load`, the same for every call on it.
 LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention", "unet", "lora",
                 "allow_download", "weights"}  # fmt: skip

@@ -85,6 +85,11 @@ def test_svd_samples_from_both_ends_as_the_authors_steps_do(tiny_dir, tmp_path):
     assert (video.latents - expected).abs().max() < 1e-5
     # The first frame is the start picture's latents (the backward pass's last replacement, nothing added after).
     assert torch.equal(video.latents[:, 0], start_latent[:, 0])
+    # The CFG split (balanced: both halves one after the other) computes the same.
+    split = svd_cli.load("tiny", frames=FRAMES, steps=STEPS, size=SIZE, device="cpu", dtype="fp32", memory="balanced")
+    assert split.plan.cfg_split
+    video = split.animate_image(start, seed=SEED, end=end_path, keep_latents=True, watermark=False)
+    assert (video.latents - expected).abs().max() < 1e-5
 
 
 def test_end_is_recorded_replayed_and_costs_two_guided_passes_a_step(svd, tiny_dir, tmp_path):

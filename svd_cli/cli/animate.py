@@ -183,6 +183,21 @@ def register(app: typer.Typer) -> None:
     app.command(no_args_is_help=True)(animate)
 
 
+def run_and_summarise(work: Callable[[], None], summary, progress, console, json_lines: bool, quiet: bool,
+                      interrupted: str) -> None:  # fmt: skip
+    """A command's `work` with SIGTERM taken as Ctrl-C (`interrupted` is then said in one line), then its summary
+    and its exit code (`svd finish`, `svd inpaint`)."""
+    try:
+        with sigterm_as_interrupt():
+            work()
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        progress.end()
+        console.print(interrupted)
+    print_summary(summary, console, json_lines, quiet, sys.stdout)
+    raise typer.Exit(summary.exit_code)
+
+
 def print_summary(summary, console, json_lines: bool, quiet: bool, stdout) -> None:
     data = summary.as_json()
     if json_lines:

@@ -10,7 +10,7 @@ import typer
 from .. import batch
 from ..finish import find_drafts, finish_drafts
 from ..options import BY_NAME, Request
-from .animate import print_summary, reporter, sigterm_as_interrupt
+from .animate import reporter, run_and_summarise
 from .common import Debug, Quiet, schema_parameter, words
 from .terminal import err_console, make_progress
 
@@ -42,15 +42,11 @@ def finish(
     summary = batch.Summary()
     drafts = find_drafts(videos, recursive)
     report = reporter(console, quiet, json_lines, sys.stdout)
-    try:
-        with sigterm_as_interrupt():
-            finish_drafts(drafts, summary, report, progress, given, reraise_unexpected=debug)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        progress.end()
-        console.print("Interrupted: each draft is whole, finished or not; run the same command to go on.")
-    print_summary(summary, console, json_lines, quiet, sys.stdout)
-    raise typer.Exit(summary.exit_code)
+    run_and_summarise(
+        lambda: finish_drafts(drafts, summary, report, progress, given, reraise_unexpected=debug),
+        summary, progress, console, json_lines, quiet,
+        "Interrupted: each draft is whole, finished or not; run the same command to go on.",
+    )  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:

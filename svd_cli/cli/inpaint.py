@@ -12,7 +12,7 @@ from .. import batch
 from ..inpaint import inpaint_video
 from ..options import BY_NAME, Request
 from ..session import Session
-from .animate import print_summary, reporter, sigterm_as_interrupt
+from .animate import reporter, run_and_summarise
 from .common import Debug, Quiet, schema_parameter, words
 from .terminal import err_console, make_progress
 
@@ -71,19 +71,16 @@ def inpaint(
     session = Session(request, progress)
     summary = batch.Summary()
     report = reporter(console, quiet, json_lines, sys.stdout)
-    try:
-        with sigterm_as_interrupt():
-            session.resolve()
-            result = inpaint_video(session, video, mask, batch.FileHashes(), out, reraise_unexpected=debug)
-            progress.end()
-            summary.results.append(result)
-            report(result)
-    except KeyboardInterrupt:
-        summary.interrupted = True
+
+    def work() -> None:
+        session.resolve()
+        result = inpaint_video(session, video, mask, batch.FileHashes(), out, reraise_unexpected=debug)
         progress.end()
-        console.print("Interrupted: nothing was left half-written; run the same command to start it again.")
-    print_summary(summary, console, json_lines, quiet, sys.stdout)
-    raise typer.Exit(summary.exit_code)
+        summary.results.append(result)
+        report(result)
+
+    interrupted = "Interrupted: nothing was left half-written; run the same command to start it again."
+    run_and_summarise(work, summary, progress, console, json_lines, quiet, interrupted)
 
 
 def register(app: typer.Typer) -> None:
