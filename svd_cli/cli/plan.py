@@ -52,7 +52,7 @@ def plan(ctx: typer.Context, **params: Any) -> None:
         steps=req.steps, free_bytes=free, progress=progress, max_cfg=req.max_cfg, extend=req.extend,
         loop=req.loop, loop_frames=req.loop_frames, upscale=req.upscale, upscaler=req.upscaler,
         interpolate=req.interpolate, cache=req.cache, decoder=req.decoder, weights=req.weights,
-        end=samples_both_ends(req),
+        end=samples_both_ends(req), mask=req.mask is not None or req.masks is not None,
     )  # fmt: skip
     if req.prompt is not None or req.style is not None:  # the image model runs before SVD, alone on the device
         progress.note(

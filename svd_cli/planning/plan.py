@@ -182,6 +182,7 @@ def plan_report(
     decoder: str = "full",
     weights: str = "full",
     end: bool = False,
+    mask: bool = False,
 ) -> PlanReport:
     """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
     `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes).
@@ -198,13 +199,13 @@ def plan_report(
     size = size or (1024, 576)
     # Every tiny decoder svd reads is TAESD's.
     job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0, cache=cache,
-              tiny_decoder=decoder != "full", weights=weights, end=end)  # fmt: skip
+              tiny_decoder=decoder != "full", weights=weights, end=end, mask=mask)  # fmt: skip
     post = Request(loop=loop, loop_frames=loop_frames, upscale=upscale, upscaler=upscaler, interpolate=interpolate,
                    watermark=False)  # fmt: skip
     chain = _chain(job, extend, post)
     progress = progress or NullProgress()
     runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in PROFILE_ORDER]
-    if recipes and not end:  # diffusers has no bidirectional sampling to compare with
+    if recipes and not end and not mask:  # diffusers has no bidirectional or masked sampling to compare with
         runs += [(recipe, lambda recipe=recipe: simulate_recipe(arch, recipe, job)) for recipe in RECIPES]
     rows = []
     for index, (name, run) in enumerate(runs, 1):

@@ -194,6 +194,7 @@ class Job:
     tiny_decoder: bool = False  # TAESD's decoder (decoder = taesd) in place of the model's VAE decoder
     weights: str = "full"  # how the UNet's weights are stored (fp8: memory/storage.py)
     end: bool = False  # an end picture (end): every step samples from both ends, two guided passes
+    mask: bool = False  # a cinemagraph's mask: the photo's clean latents encoded too, blended around every step
 
 
 @dataclass
@@ -969,6 +970,15 @@ def _image(job: Job):
     return Image.new("RGB", (job.width, job.height), (128, 128, 128))
 
 
+def _mask(job: Job):
+    """A cinemagraph's weights: the left half of the picture moves."""
+    import numpy as np
+
+    weights = np.zeros((job.height, job.width), dtype=np.float32)
+    weights[:, : job.width // 2] = 1.0
+    return weights
+
+
 def simulated_plan(plan: MemoryPlan, job: Job) -> MemoryPlan:
     """The plan as it resolves on the simulated GPU: `auto` attention is SDPA on CUDA (its flash /
     memory-efficient kernels never hold the score matrix), sliced where only the math kernel exists."""
@@ -1009,7 +1019,9 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
 
         with _replayed_tiles(replays):
             end = _image(job) if job.end else None
-            run = lambda: animator(_image(job), _settings(job), _progress_for(meter), on_step=after_step, end=end)  # noqa: E731
+            mask = _mask(job) if job.mask else None
+            run = lambda: animator(_image(job), _settings(job), _progress_for(meter), on_step=after_step, end=end,  # noqa: E731
+                                   mask=mask)  # fmt: skip
             decoded = _run_to_end(run, meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
 

@@ -32,9 +32,9 @@ class MaskBlend(StepHook):
 
     def __init__(self, region: torch.Tensor, known: torch.Tensor, noise: torch.Tensor, levels: torch.Tensor):
         self.region, self.known, self.noise = region, known, noise
-        self.levels = [float(level) for level in levels]
+        self.levels = levels  # a tensor: on the simulator's fake device its values are never read
 
-    def _blend(self, latents: torch.Tensor, level: float) -> torch.Tensor:
+    def _blend(self, latents: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
         return torch.where(self.region, latents, self.known + level * self.noise)
 
     def before(self, step: Step) -> None:
