@@ -37,6 +37,16 @@ def test_a_family_registered_at_run_time_animates_through_the_library_and_the_cl
     assert np.array_equal(frames, video.frames)
     assert json.loads((out / "coffee.frames.json").read_text())["settings"]["fps"] == 8
 
+    # Masked sampling asks the family only for the picture's clean latents: a cinemagraph of the toy family keeps
+    # the right half of every frame (past the mask's edge at column 64 and its 4-pixel feather) the photo's.
+    mask = np.zeros((400, 600), np.uint8)
+    mask[:, :300] = 255
+    Image.fromarray(mask).save(tmp_path / "half.png")
+    masked = animator.animate_image(EXAMPLES / "coffee.png", seed=1, mask=tmp_path / "half.png", watermark=False)
+    still = np.asarray(masked.first_frame)[:, 71:]
+    assert all(np.array_equal(frame[:, 71:], still) for frame in masked.frames)
+    assert not np.array_equal(masked.frames[-1][:, :60], np.asarray(masked.first_frame)[:, :60])
+
     # A folder of a family svd does not have is refused by name (text-to-image loaders would not read it).
     monkeypatch.delitem(FAMILIES, "toy")
     result = svd("animate", EXAMPLES / "coffee.png", "--model", folder, "--out", tmp_path / "no.mp4")
