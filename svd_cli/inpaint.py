@@ -73,7 +73,7 @@ def _inpaint(session: Session, job: Job, mask: Path, sha256: Callable[[Path], st
     """Read the video and mask, make the region again window by window, run the post stages, write."""
     import numpy as np
 
-    from .stages.inpaint import inpaint_frames, video_mask
+    from .stages.inpaint import inpaint_frames, padded, video_mask, working_size
 
     started, req, progress = time.monotonic(), session.request, session.progress
     # 1. The input's frames, frame rate and size; the mask's weights for every frame.
@@ -81,23 +81,23 @@ def _inpaint(session: Session, job: Job, mask: Path, sha256: Callable[[Path], st
     count, height, width = frames.shape[:3]
     if count < 2:
         raise UsageError(f"{job.input} has {count} frame; svd inpaint needs a video of 2 or more.", path=job.input)
-    if width % 64 or height % 64:
-        raise UsageError(
-            f"{job.input} is {width}x{height}; svd inpaint works on videos whose width and height are multiples of "
-            "64 (as svd's own are): scale or crop it first.",
-            path=job.input,
-        )
     weights = video_mask(mask, count, (width, height), req.mask_feather)
-    # 2. The settings: the model's, at the video's size and (within what SVD was trained on) its frame rate.
+    # 2. The settings: the model's, at the video's size (grown to multiples of 64 if need be) and (within what SVD
+    #    was trained on) its frame rate.
+    size = working_size(width, height)
+    frames, weights = padded(frames, size), padded(weights, size, kept=True)
     fps = _frame_rate(job.input)
-    settings = _settings(session, job, (width, height), fps)
+    settings = _settings(session, job, size, fps)
     if session.animator is None:
         session.load(settings)
     animate = functools.partial(session.animator.animate, progress=progress)
     # 3. The region made again, window by window; then the post stages the request asks for (the watermark).
     made, windows = inpaint_frames(animate, frames, weights, settings, progress)
+    made = np.ascontiguousarray(made[:, :height, :width])  # the video's own size again
     record = {"stage": "inpaint", "model": session.source.name, "settings": settings.as_dict(),
               "first_frame": "region filled from the pixels around it", "windows": windows}  # fmt: skip
+    if size != (width, height):
+        record["grown_to"] = list(size)
     clip = session.finish(Clip(made, max(1, round(fps)), stages=[record]))
     # 4. The video and its recipe, atomically.
     recipe = _recipe(session, job, mask, sha256, settings, clip, time.monotonic() - started)
@@ -151,8 +151,10 @@ def _recipe(session: Session, job: Job, mask: Path, sha256, settings, clip: Clip
 
 def _expected_recipe(session: Session, job: Job, mask: Path, sha256) -> dict:
     """The recipe this run would write (for the resume check), from the video's first frame and frame rate."""
+    from .stages.inpaint import working_size
+
     first = next(iter(read_frames(job.input)))
-    settings = _settings(session, job, (first.shape[1], first.shape[0]), _frame_rate(job.input))
+    settings = _settings(session, job, working_size(first.shape[1], first.shape[0]), _frame_rate(job.input))
     return _recipe(session, job, mask, sha256, settings)
 
 

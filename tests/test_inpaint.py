@@ -91,8 +91,23 @@ def test_what_cannot_be_inpainted_gets_one_line(svd, tiny_dir, tmp_path):
     text.write_text("not a video")
     result = svd("inpaint", text, "--mask", mask, "--model", "tiny")
     assert result.code == 2 and "not a picture or video ffmpeg can decode" in result.err, result.err
-    small = tmp_path / "small.mp4"
-    write_frames(np.zeros((3, 48, 80, 3), np.uint8), small, 8, "mp4")
-    result = svd("inpaint", small, "--mask", box_mask(tmp_path / "small.png", size=(80, 48)), "--model", "tiny")
-    assert result.code == 2 and "multiples of 64" in result.err, result.err
     assert sorted(p.name for p in tmp_path.iterdir() if "inpainted" in p.name) == []
+
+
+def test_a_video_of_any_size_is_inpainted_at_its_own_size(svd, tiny_dir, tmp_path):
+    # 80x48 (sides not multiples of 64, as 1280x720 is not): made at 128x64, its added pixels kept, cut back.
+    with Image.open(EXAMPLES / "coffee.png") as photo:
+        wide = np.asarray(photo.convert("RGB").resize((84, 48)))
+    clip = tmp_path / "small.mp4"
+    write_frames(np.stack([wide[:, i : i + 80] for i in range(3)]), clip, 8, "mp4")
+    box = (slice(8, 40), slice(20, 60))
+    result = svd("inpaint", clip, "--mask", box_mask(tmp_path / "box.png", size=(80, 48), box=box), "--model", "tiny",
+                 "--steps", "1", "--mask-feather", "0", "--format", "frames")  # fmt: skip
+    assert result.code == 0, result.err
+    made = np.stack(list(read_frames(tmp_path / "small.inpainted"))).astype(int)
+    given = np.stack(list(read_frames(clip))).astype(int)
+    assert made.shape == given.shape == (3, 48, 80, 3)
+    kept = np.ones((48, 80), bool)
+    kept[box] = False
+    assert np.abs(made - given)[:, kept].max() == 0 and np.abs(made - given)[:, ~kept].mean() > 5
+    assert json.loads((tmp_path / "small.inpainted.frames.json").read_text())["stages"][0]["grown_to"] == [128, 64]

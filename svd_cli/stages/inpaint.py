@@ -8,6 +8,8 @@
    done in windows that overlap by one frame, as extend chains clips: each window starts from the frame the one
    before it ended on (already inpainted), with seed + k; the shared frame appears once.
 3. After decoding, every pixel outside the (feathered) mask is the input frame's own.
+A video whose sides are not multiples of 64 (1280x720...) is inpainted grown to the next multiples (its last row
+and column repeated, and kept) and cut back to its size.
 """
 
 from __future__ import annotations
@@ -29,6 +31,21 @@ from .first_frame import box_blurred
 
 # A mask given as one of these (or a folder of PNGs) is a video of masks, one per frame; anything else a picture.
 MASK_VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
+
+
+SIDE_STEP = 64  # the model works on sides that are multiples of this (8x8 latent cells, every UNet level aligned)
+
+
+def working_size(width: int, height: int) -> tuple[int, int]:
+    """The size the model inpaints a video of width x height at: each side rounded up to a multiple of 64."""
+    return -(-width // SIDE_STEP) * SIDE_STEP, -(-height // SIDE_STEP) * SIDE_STEP
+
+
+def padded(values: np.ndarray, size: tuple[int, int], kept: bool = False) -> np.ndarray:
+    """Frames (N, H, W, ...) grown at the right and bottom to `size`: by repeating their last column and row, or
+    (`kept`, a mask's weights) with 0, so the added pixels are kept and cut off again after inpainting."""
+    grow = ((0, 0), (0, size[1] - values.shape[1]), (0, size[0] - values.shape[2])) + ((0, 0),) * (values.ndim - 3)
+    return np.pad(values, grow, mode="constant") if kept else np.pad(values, grow, mode="edge")
 
 
 def video_mask(path: Path, count: int, size: tuple[int, int], feather: int) -> np.ndarray:
