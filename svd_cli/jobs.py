@@ -170,14 +170,15 @@ def _find_inputs(req: Request, stdin: Iterable[str] | None) -> tuple[dict[Path, 
 
 
 def _keyframes_plan(req: Request, defaults: dict | None, pictures: list[Path], non_images: int) -> Plan:
-    """One job through every picture, in the order found (arguments as given, a folder's in name order)."""
+    """One video through every picture, in the order found (arguments as given, a folder's in name order), for
+    each seed asked for."""
     if len(pictures) < 2:
         raise UsageError(f"{ref('keyframes')} makes one video through several pictures: give two or more (found "
                          f"{len(pictures)}).", option="keyframes")  # fmt: skip
-    seed, fixed = _seeds(req, pictures[0].name)[0]
-    job = Job(index=0, input=pictures[0], rel_dir=Path(), seed=seed, seed_fixed=fixed, keyframes=pictures[1:])
-    name_outputs([job], req, defaults or {})
-    return Plan(jobs=[job], non_images=non_images)
+    jobs = [Job(index=i, input=pictures[0], rel_dir=Path(), seed=seed, seed_fixed=fixed, keyframes=pictures[1:])
+            for i, (seed, fixed) in enumerate(_seeds(req, pictures[0].name))]  # fmt: skip
+    name_outputs(jobs, req, defaults or {})
+    return Plan(jobs=jobs, non_images=non_images)
 
 
 def _without_masks(found: dict[Path, Path], masks: Path | None) -> dict[Path, Path]:

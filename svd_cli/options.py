@@ -595,6 +595,11 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
             "decoded before it, which svd finish could not redo: drop one of them.",
             option="keep_latents",
         )
+    if req.keyframes and (req.keep_latents or req.style is not None):
+        other = "keep_latents" if req.keep_latents else "style"
+        why = "keeps one clip's latents" if req.keep_latents else "would restyle only the first picture"
+        raise UsageError(f"{ref(other)} {why}, and {ref('keyframes')} makes a segment per pair of pictures: drop one "
+                         "of them.", option="keyframes")  # fmt: skip
     if need_inputs and not req.inputs and req.prompt is None and req.prompts is None:
         raise UsageError(
             "Give at least one input image, folder or glob (or - to read paths from stdin), or "

@@ -186,3 +186,10 @@ def test_keyframes_make_one_video_through_every_picture_and_resume_per_segment(s
 
     one = svd("animate", pictures[0], *args, "--out", tmp_path / "one")
     assert one.code == 2 and "give two or more (found 1)" in one.err, one.err
+    draft = svd("animate", *pictures, *args, "--draft", "--out", tmp_path / "draft")
+    assert draft.code == 2 and "--keep-latents keeps one clip's latents, and --keyframes" in draft.err, draft.err
+
+    # Several seeds: one video through the pictures each.
+    takes = svd("animate", *pictures[:2], *args[:-4], "--seeds", "1,2", "--format", "frames", "--out", f"{tmp_path}/t/")
+    assert takes.code == 0, takes.err
+    assert sorted(p.name for p in (tmp_path / "t").iterdir() if p.is_dir()) == ["coffee-1", "coffee-2"]
