@@ -111,3 +111,14 @@ def test_a_video_of_any_size_is_inpainted_at_its_own_size(svd, tiny_dir, tmp_pat
     kept[box] = False
     assert np.abs(made - given)[:, kept].max() == 0 and np.abs(made - given)[:, ~kept].mean() > 5
     assert json.loads((tmp_path / "small.inpainted.frames.json").read_text())["stages"][0]["grown_to"] == [128, 64]
+
+
+def test_several_videos_share_one_model_load(svd, tiny_dir, tmp_path):
+    clips = [make_clip(tmp_path / f"{name}.mp4", count=3) for name in ("a", "b")]
+    mask = box_mask(tmp_path / "box.png")
+    result = svd("inpaint", *clips, "--mask", mask, "--model", "tiny", "--steps", "1", "--format", "frames")
+    assert result.code == 0, result.err
+    assert result.err.count("Loading model") == 1 and "2 done, 0 skipped, 0 failed" in result.err, result.err
+    assert all(len(list((tmp_path / f"{name}.inpainted").glob("*.png"))) == 3 for name in ("a", "b"))
+    one_out = svd("inpaint", *clips, "--mask", mask, "--model", "tiny", "--out", tmp_path / "x.mp4")
+    assert one_out.code == 2 and "--out names one output and this run inpaints 2 videos" in one_out.err

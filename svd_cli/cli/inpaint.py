@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from .. import batch
+from ..errors import UsageError, ref
 from ..inpaint import inpaint_video
 from ..options import BY_NAME, Request
 from ..session import Session
@@ -16,14 +17,15 @@ from .animate import reporter, run_and_summarise
 from .common import Debug, Quiet, schema_parameter, words
 from .terminal import err_console, make_progress
 
-Video = Annotated[Path, typer.Argument(help="The video to inpaint: an MP4, WebM or GIF, or a folder of PNG frames.",
-                                       show_default=False)]  # fmt: skip
+Videos = Annotated[list[Path], typer.Argument(help="The videos to inpaint (one model load for all): MP4, WebM or GIF "
+                                              "files, or folders of PNG frames.", show_default=False)]  # fmt: skip
 Mask = Annotated[Path, typer.Option("--mask", help="White where the video is made again, black where it is kept: one "
                                     "picture of the video's shape (the same region in every frame), or a video or "
                                     "folder of masks, one per frame.", show_default=False)]  # fmt: skip
-Out = Annotated[Path | None, typer.Option("--out", "-o", help="The output file (or frames folder) [default: "
-                                          "NAME.inpainted.mp4 beside the video].", show_default=False)]  # fmt: skip
-JsonLines = Annotated[bool, typer.Option("--json", help="Print the result as JSON, then a summary, on stdout.")]
+Out = Annotated[Path | None, typer.Option("--out", "-o", help="The output file (or frames folder) of a single "
+                                          "video [default: NAME.inpainted.mp4 beside each video].",
+                                          show_default=False)]  # fmt: skip
+JsonLines = Annotated[bool, typer.Option("--json", help="Print one JSON object per video, then a summary, on stdout.")]
 
 
 def _declared(name: str):
@@ -37,7 +39,7 @@ SHARED = ("model", "steps", "motion_bucket", "noise_aug", "min_cfg", "max_cfg", 
 
 
 def inpaint(
-    video: Video,
+    videos: Videos,
     mask: Mask,
     out: Out = None,
     model: _declared("model") = None,
@@ -58,7 +60,7 @@ def inpaint(
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:
-    """Fill the masked region of a video: the video model makes it again in every frame, every other pixel stays.
+    """Fill the masked region of videos: the video model makes it again in every frame, every other pixel stays.
 
     The first frame's region is filled from the pixels around it, then the model samples the video with the
     input's own frames kept outside the mask at every step (windows of the model's frame count, each starting on
@@ -72,12 +74,20 @@ def inpaint(
     summary = batch.Summary()
     report = reporter(console, quiet, json_lines, sys.stdout)
 
+    if out is not None and len(videos) > 1:
+        raise UsageError(f"{ref('out')} names one output and this run inpaints {len(videos)} videos: drop it (each "
+                         "goes beside its video as NAME.inpainted.mp4).", option="out")  # fmt: skip
+
     def work() -> None:
         session.resolve()
-        result = inpaint_video(session, video, mask, batch.FileHashes(), out, reraise_unexpected=debug)
-        progress.end()
-        summary.results.append(result)
-        report(result)
+        hashes = batch.FileHashes()
+        for index, video in enumerate(videos, 1):  # one model load for all of them (the session keeps it)
+            if len(videos) > 1:
+                progress.note(f"[{index}/{len(videos)}] {video}")
+            result = inpaint_video(session, video, mask, hashes, out, reraise_unexpected=debug)
+            progress.end()
+            summary.results.append(result)
+            report(result)
 
     interrupted = "Interrupted: nothing was left half-written; run the same command to start it again."
     run_and_summarise(work, summary, progress, console, json_lines, quiet, interrupted)
