@@ -118,43 +118,33 @@ def expected_recipe(session: Session, job: Job, fmt: str, sha256: Callable[[Path
     from .io.images import upright_size
 
     if job.input is None:
-        return _recipe(session, job, fmt, None, session.settings_for(job.seed, session.video_size()))  # no mask
+        return _recipe(session, job, fmt, sha256, session.settings_for(job.seed, session.video_size()))
     image_size = upright_size(job.input)
     if image_size is None:
         return None
     size = session.video_size(image_size)
-    return _recipe(
-        session,
-        job,
-        fmt,
-        sha256(job.input),
-        session.settings_for(job.seed, size),
-        mask=_mask(session, job, sha256),
-        end=_end(session, sha256),
-        keyframes=_keyframes(job, sha256),
-    )
+    return _recipe(session, job, fmt, sha256, session.settings_for(job.seed, size))
 
 
 def _recipe(
     session: Session,
     job: Job,
     fmt: str,
-    sha256: str | None,
+    sha256: Callable[[Path], str],
     settings,
     video: Animation | None = None,
     seconds=None,
-    mask: dict | None = None,
-    end: dict | None = None,
-    keyframes: list[dict] | None = None,
 ) -> dict:
-    """The recipe of `job`: the one a finished `video` is written with, or (without one) what it would be; `mask`
-    and `end` are the records of its mask and end picture (`_mask`, `_end`)."""
+    """The recipe of `job`: the one a finished `video` is written with, or (without one) what it would be. The
+    files it was made from (input, mask, end picture, keyframes) are recorded with their SHA-256 (`sha256`)."""
+    req = session.request
+    mask = session.mask_for(job.input, job.rel_dir) if job.input is not None else None
     image = None
     if session.uses_image_model:
         image = session.image_settings(job.prompt) | {"model": session.image_source.describe()}
     return build_recipe(
         input_path=job.input,
-        input_sha256=sha256,
+        input_sha256=sha256(job.input) if job.input is not None else None,
         output=job.output,
         fmt=fmt,
         settings=settings,
@@ -168,27 +158,15 @@ def _recipe(
         stages=video.stages + [{"stage": "write", "format": fmt, "fps": video.fps}] if video is not None else None,
         runtime=session.runtime() if video is not None else None,
         seconds=seconds,
-        mask=mask,
-        end=end,
-        keyframes=keyframes,
+        mask=file_record(mask, sha256) if mask is not None else None,
+        end=file_record(req.end, sha256) if req.end is not None else None,
+        keyframes=[file_record(path, sha256) for path in job.keyframes] or None,
     )
 
 
-def _keyframes(job: Job, sha256: Callable[[Path], str]) -> list[dict] | None:
-    """The pictures after the first of a keyframes video, as the recipe records them (with the input)."""
-    return [{"path": str(path.resolve()), "sha256": sha256(path)} for path in job.keyframes] or None
-
-
-def _end(session: Session, sha256: Callable[[Path], str]) -> dict | None:
-    """The picture the video ends on (end) as the recipe records it (with the input)."""
-    end = session.request.end
-    return {"path": str(end.resolve()), "sha256": sha256(end)} if end is not None else None
-
-
-def _mask(session: Session, job: Job, sha256: Callable[[Path], str]) -> dict | None:
-    """A cinemagraph's mask as the recipe records it (with the input): where it is and what it holds."""
-    mask = session.mask_for(job.input, job.rel_dir) if job.input is not None else None
-    return {"path": str(mask.resolve()), "sha256": sha256(mask)} if mask is not None else None
+def file_record(path: Path, sha256: Callable[[Path], str]) -> dict:
+    """A file a video was made from, as its recipe records it: where it is (absolute) and what it holds."""
+    return {"path": str(path.resolve()), "sha256": sha256(path)}
 
 
 def _still(session: Session, job: Job, fmt: str) -> Path | None:
@@ -237,9 +215,7 @@ def make_video(
         video = session.make(frame, settings, job.output, preview=preview, latents=kept)
         # 3. Write the kept latents, then the video, its still and its recipe; then the finished clips (the
         #    preview, a finished draft's latents) are no longer needed.
-        digest = sha256(job.input) if job.input is not None else None
-        recipe = _recipe(session, job, fmt, digest, settings, video, time.monotonic() - started + earlier,
-                         _mask(session, job, sha256), _end(session, sha256), _keyframes(job, sha256))  # fmt: skip
+        recipe = _recipe(session, job, fmt, sha256, settings, video, time.monotonic() - started + earlier)
         still = frame.picture if session.uses_image_model else None
         session.progress.start("write")
         try:
@@ -269,14 +245,27 @@ def claim_and_make(
     Another live process's output is skipped; one that process finished meanwhile is done, not redone.
     """
 
-    req = session.request
+    expected = functools.partial(expected_recipe, session, job, fmt, sha256)  # asked only if needed
+    make = functools.partial(make_video, session, job, fmt, sha256, frame)
+    return claimed(job, fmt, session.request.overwrite, expected, make, _still(session, job, fmt))
+
+
+def claimed(
+    job: Job,
+    fmt: str,
+    overwrite: bool,
+    expected: Callable[[], dict | None],
+    make: Callable[[], JobResult],
+    still: Path | None = None,
+) -> JobResult:
+    """`make()` while holding `job`'s output claim, unless the output is done with the recipe `expected()` gives
+    (or made otherwise, and not `overwrite`), a file svd did not make, or another live process's (skipped)."""
     try:
         with claim(job.output):
-            expected = functools.partial(expected_recipe, session, job, fmt, sha256)  # asked only if needed
-            state, why, earlier = resume_state(job.output, fmt, expected, job.seed_fixed, _still(session, job, fmt))
-            if state == "foreign" or (state in ("done", "differs") and not req.overwrite):
+            state, why, earlier = resume_state(job.output, fmt, expected, job.seed_fixed, still)
+            if state == "foreign" or (state in ("done", "differs") and not overwrite):
                 return JobResult(job, "skipped", reason=why, video=_found(earlier))
-            return make_video(session, job, fmt, sha256, frame)
+            return make()
     except Busy as busy:
         return JobResult(job, "skipped", reason=busy.reason(job.output))
     except OSError as exc:  # the claim is the job's first write: a read-only or full folder fails here

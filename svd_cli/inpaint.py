@@ -13,11 +13,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .batch import JobResult, attempt
+from .batch import JobResult, attempt, claimed, file_record
 from .errors import UsageError, ref
-from .io.recipe import build_recipe, resume_state
-from .io.safety import Busy, claim, recipe_for
-from .io.video import explain_write_error, frame_rate, output_suffix, read_frames, write_video_and_recipe
+from .io.recipe import build_recipe
+from .io.safety import recipe_for
+from .io.video import frame_rate, output_suffix, read_frames, write_video_and_recipe
 from .jobs import Job
 from .options import FORMATS, random_seed
 from .result import Animation
@@ -51,22 +51,9 @@ def inpaint_video(
                          option="out")  # fmt: skip
     seed = req.seed if req.seed is not None else random_seed()
     job = Job(index=0, input=video, rel_dir=Path(), seed=seed, seed_fixed=req.seed is not None, output=output)
-    return attempt(job, lambda: _claim_and_inpaint(session, job, mask, sha256), reraise_unexpected)
-
-
-def _claim_and_inpaint(session: Session, job: Job, mask: Path, sha256: Callable[[Path], str]) -> JobResult:
-    fmt = session.request.format
-    try:
-        with claim(job.output):
-            expected = functools.partial(_expected_recipe, session, job, mask, sha256)
-            state, why, earlier = resume_state(job.output, fmt, expected, job.seed_fixed)
-            if state == "foreign" or (state in ("done", "differs") and not session.request.overwrite):
-                return JobResult(job, "skipped", reason=why, video=_found(earlier))
-            return _inpaint(session, job, mask, sha256)
-    except Busy as busy:
-        return JobResult(job, "skipped", reason=busy.reason(job.output))
-    except OSError as exc:
-        raise explain_write_error(job.output, exc) from exc
+    expected = functools.partial(_expected_recipe, session, job, mask, sha256)
+    make = functools.partial(_inpaint, session, job, mask, sha256)
+    return attempt(job, lambda: claimed(job, req.format, req.overwrite, expected, make), reraise_unexpected)
 
 
 def _inpaint(session: Session, job: Job, mask: Path, sha256: Callable[[Path], str]) -> JobResult:
@@ -144,7 +131,7 @@ def _recipe(session: Session, job: Job, mask: Path, sha256, settings, clip: Clip
         stages=clip.stages + [{"stage": "write", "format": session.request.format, "fps": clip.fps}] if clip else None,
         runtime=session.runtime() if clip is not None else None,
         seconds=seconds,
-        mask={"path": str(mask.resolve()), "sha256": _digest(mask, sha256)},
+        mask=file_record(mask, lambda path: _digest(path, sha256)),
     )
     return {"command": "inpaint", **recipe}
 
@@ -165,10 +152,3 @@ def _digest(path: Path, sha256: Callable[[Path], str]) -> str:
     import hashlib
 
     return hashlib.sha256("".join(sha256(png) for png in sorted(path.glob("*.png"))).encode()).hexdigest()
-
-
-def _found(recipe: dict | None) -> Animation | None:
-    try:
-        return Animation.from_recipe(recipe) if recipe is not None else None
-    except (KeyError, TypeError):
-        return None

@@ -607,10 +607,18 @@ def validate(req: Request, *, need_inputs: bool = True) -> None:
         )
 
 
+def both_ends_option(req: Request) -> str | None:
+    """The option that has the videos sampled from both ends (None: none does): end (towards an end picture),
+    keyframes (towards the next picture), or loop (motion: back to their own first frame)."""
+    if req.end is not None:
+        return "end"
+    if req.keyframes:
+        return "keyframes"
+    return "loop" if req.loop == MOTION_LOOP else None
+
+
 def samples_both_ends(req: Request) -> bool:
-    """Whether the videos are sampled from both ends: towards an end picture (or the next keyframe), or back to
-    their own first frame."""
-    return req.end is not None or req.loop == MOTION_LOOP or bool(req.keyframes)
+    return both_ends_option(req) is not None
 
 
 def _validate_end(req: Request, need_inputs: bool) -> None:
@@ -621,9 +629,9 @@ def _validate_end(req: Request, need_inputs: bool) -> None:
     if req.end is not None and req.loop == MOTION_LOOP:
         raise UsageError(f"{ref('loop')} motion ends the video on its own first frame and {ref('end')} on another "
                          "picture: drop one of them.", option="end")  # fmt: skip
-    if not samples_both_ends(req):
+    name = both_ends_option(req)
+    if name is None:
         return
-    name = "end" if req.end is not None else "keyframes" if req.keyframes else "loop"
     still = "a mask holds part of every frame still"
     conflicts = {"extend": "each extended clip starts on the frame the one before ended on", "mask": still,
                  "masks": still, "cache": "the feature cache reuses one pass's features"}  # fmt: skip

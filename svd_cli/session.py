@@ -23,7 +23,7 @@ from .io.preview import preview_blocked
 from .io.segments import SegmentStore
 from .model_cache import ModelCache
 from .models.loading import dtype_name
-from .options import MOTION_LOOP, GenerationSettings, Request, samples_both_ends, with_defaults
+from .options import MOTION_LOOP, GenerationSettings, Request, both_ends_option, with_defaults
 from .progress import NullProgress, Progress
 from .result import Animation
 from .stages import Clip, StageContext
@@ -62,14 +62,16 @@ class Session:
     # --- 1. the models: resolved now, loaded on the first video -------------------------------------------
 
     def resolve(self) -> None:
-        mask, masks = self.request.mask, self.request.masks
-        if mask is not None and not mask.is_file():  # every video needs it: one line before any work
-            problem = "not a file; give a picture" if mask.exists() else "file not found"
-            raise OptionError("mask", mask, f"{problem} (white where the photo may move, black where it stays).")
-        end = self.request.end
-        if end is not None and not end.is_file():
-            problem = "not a file; give a picture" if end.exists() else "file not found"
-            raise OptionError("end", end, f"{problem} (the picture the video ends on).")
+        pictures = {
+            "mask": "white where the photo may move, black where it stays",
+            "end": "the picture the video ends on",
+        }
+        for name, what in pictures.items():  # every video needs it: one line before any work
+            path = getattr(self.request, name)
+            if path is not None and not path.is_file():
+                problem = "not a file; give a picture" if path.exists() else "file not found"
+                raise OptionError(name, path, f"{problem} ({what}).")
+        masks = self.request.masks
         if masks is not None and not masks.is_dir():
             problem = "not a folder" if masks.exists() else "no such folder"
             raise OptionError("masks", masks, f"{problem}; give the folder that holds a mask for each photo.")
@@ -174,9 +176,8 @@ class Session:
 
     def settings_for(self, seed: int, size: tuple[int, int]) -> GenerationSettings:
         values = with_defaults(self.request, self.defaults)
-        if samples_both_ends(self.request):
+        if (name := both_ends_option(self.request)) is not None:
             if values["sampler"] != "euler":
-                name = "end" if self.request.end is not None else "loop"
                 raise OptionError(
                     name, getattr(self.request, name),
                     f"sampling from both ends is written for SVD's own Euler sampler; use {ref('sampler')} euler "

@@ -161,6 +161,11 @@ def fit_image(
     return ImageOps.pad(image, (width, height), Image.Resampling.LANCZOS, color=background, centering=(0.5, 0.5))
 
 
+def same_aspect(size: tuple[int, int], other: tuple[int, int]) -> bool:
+    """Whether two (width, height) sizes have the same shape, within 1 % (a mask scaled from its photo rounds)."""
+    return abs(size[0] * other[1] - size[1] * other[0]) <= 0.01 * size[1] * other[0]
+
+
 def is_portrait(size: tuple[int, int]) -> bool:
     width, height = size
     return height > width

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputImageError, OptionError, ref
-from ..io.images import fit_image, is_portrait, open_image, open_mask, parse_color
+from ..io.images import fit_image, is_portrait, open_image, open_mask, parse_color, same_aspect
 
 
 @dataclass
@@ -68,7 +68,7 @@ class FirstFrame:
         except InputImageError as exc:  # the same end for every photo: one line ends the run
             raise OptionError("end", end, str(exc).removeprefix(f"{end}: ")) from None
         (width, height), (end_width, end_height) = source_size, image.size
-        if abs(end_width * height - end_height * width) > 0.01 * end_height * width:
+        if not same_aspect((end_width, end_height), (width, height)):
             self.notes.append(f"{end} is {end_width}x{end_height}, another shape than the input's {width}x{height}: "
                               f"fitted the same way ({fit})")  # fmt: skip
         self.end = fit_image(image, *self.picture.size, fit, parse_color(background))
@@ -176,7 +176,7 @@ def fitted_mask(
     except InputImageError as exc:  # the same mask for every photo: one line ends the run
         raise OptionError("mask", path, str(exc).removeprefix(f"{path}: ")) from None
     (mask_width, mask_height), (width, height) = mask.size, source_size
-    if abs(mask_width * height - mask_height * width) > 0.01 * mask_height * width:  # aspects differ by over 1 %
+    if not same_aspect((mask_width, mask_height), (width, height)):
         raise InputImageError(
             f"{ref('mask')} {path} is {mask_width}x{mask_height} and {source} is {width}x{height}: a mask needs its "
             f"photo's shape (any size of it); paint it over the photo, or scale it to {width}x{height}."

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputImageError, UsageError, ref
-from ..io.images import fit_image, open_mask
+from ..io.images import fit_image, open_mask, same_aspect
 from ..io.video import read_frames
 from ..options import GenerationSettings
 from ..progress import Progress
@@ -66,7 +66,7 @@ def video_mask(path: Path, count: int, size: tuple[int, int], feather: int) -> n
         except InputImageError as exc:
             raise UsageError(f"{ref('mask')} {exc}", option="mask") from None
     (mask_width, mask_height), (width, height) = pictures[0].size, size
-    if abs(mask_width * height - mask_height * width) > 0.01 * mask_height * width:  # aspects differ by over 1 %
+    if not same_aspect((mask_width, mask_height), (width, height)):
         raise UsageError(f"{ref('mask')} {path} is {mask_width}x{mask_height} and the video {width}x{height}: a mask "
                          f"needs the video's shape (any size of it).", option="mask")  # fmt: skip
     levels = [np.asarray(fit_image(p, width, height, "stretch", 0), dtype=np.int64) for p in pictures]

@@ -38,8 +38,10 @@ class MaskBlend(StepHook):
         return torch.where(self.region, latents, self.known + level * self.noise)
 
     def before(self, step: Step) -> None:
-        # The step's input (the scheduler's initial noise on step 1, the last step's blend later) at its level.
-        step.latents = self._blend(step.latents, self.levels[step.number - 1])
+        # The first step's input (the scheduler's initial noise) at its level; every later step's input is the
+        # blend `after` made.
+        if step.number == 1:
+            step.latents = self._blend(step.latents, self.levels[0])
 
     def after(self, step: Step) -> None:
         # The next step's input, and the clean prediction the preview and a draft's keeper see.
