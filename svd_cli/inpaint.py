@@ -19,13 +19,13 @@ from .io.recipe import build_recipe
 from .io.safety import recipe_for
 from .io.video import frame_rate, output_suffix, read_frames, write_video_and_recipe
 from .jobs import Job
-from .options import FORMATS, random_seed
+from .options import BY_NAME, FORMATS, random_seed
 from .result import Animation
 from .session import Session
 from .stages import Clip
 
 INPAINTED = ".inpainted"  # photo.mp4 -> photo.inpainted.mp4
-FPS_RANGE = (3, 30)  # the frame rates SVD is conditioned on (options' fps range)
+FPS_RANGE = BY_NAME["fps"].range  # the frame rates SVD is conditioned on
 
 
 def inpainted_path(video: Path, fmt: str) -> Path:

@@ -24,6 +24,7 @@ MAX_SEED = 2**63 - 1
 RANDOM_SEEDS = 2**31  # a seed drawn for the user is below this: short to read back and to type again
 MAX_VARIATIONS = 1000
 SIZE_RANGE = (64, 4096)
+SIZE_STEP = 64  # sides are multiples of this: 8x8 latent cells, every UNet level aligned
 TEMPLATE_FIELDS = ("stem", "seed", "index", "model", "fps", "frames", "prompt")
 # The names of the enumerated settings, written once, here at the bottom of the layers: the modules that act
 # on them (which bring torch and ffmpeg) import these lists, and the schema below needs none of those modules.
@@ -49,7 +50,7 @@ def parse_size(text: str) -> tuple[int, int]:
 def check_size(size: tuple[int, int]) -> None:
     lo, hi = SIZE_RANGE
     for what, n in zip(("width", "height"), size, strict=True):
-        if isinstance(n, bool) or not isinstance(n, int) or n % 64 or not lo <= n <= hi:
+        if isinstance(n, bool) or not isinstance(n, int) or n % SIZE_STEP or not lo <= n <= hi:
             raise OptionError(
                 "size",
                 size,

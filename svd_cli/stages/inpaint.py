@@ -24,7 +24,7 @@ from PIL import Image
 from ..errors import InputImageError, UsageError, ref
 from ..io.images import fit_image, open_mask, same_aspect
 from ..io.video import read_frames
-from ..options import GenerationSettings
+from ..options import SIZE_STEP, GenerationSettings
 from ..progress import Progress
 from .extend import segment_seed
 from .first_frame import box_blurred
@@ -33,12 +33,9 @@ from .first_frame import box_blurred
 MASK_VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 
 
-SIDE_STEP = 64  # the model works on sides that are multiples of this (8x8 latent cells, every UNet level aligned)
-
-
 def working_size(width: int, height: int) -> tuple[int, int]:
     """The size the model inpaints a video of width x height at: each side rounded up to a multiple of 64."""
-    return -(-width // SIDE_STEP) * SIDE_STEP, -(-height // SIDE_STEP) * SIDE_STEP
+    return -(-width // SIZE_STEP) * SIZE_STEP, -(-height // SIZE_STEP) * SIZE_STEP
 
 
 def padded(values: np.ndarray, size: tuple[int, int], kept: bool = False) -> np.ndarray:
