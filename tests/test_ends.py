@@ -107,9 +107,11 @@ def test_end_is_recorded_replayed_and_costs_two_guided_passes_a_step(svd, tiny_d
 
     flops = {}
     for name, extra in (("plain", ()), ("end", ("--end", end_path))):
-        plan = svd("plan", "--model", "tiny", "--frames", "3", "--size", "128x64", "--max-cfg", "1.5", *extra, "--json")
+        plan = svd("plan", "--model", "tiny", "--frames", "3", "--size", "128x64", "--max-cfg", "1.5", "--memory",
+                   "high", *extra, "--json")  # fmt: skip
         assert plan.code == 0, plan.err
         flops[name] = {row["name"]: row["stage_flops"]["step"] for row in json.loads(plan.out)["rows"]}
+    assert list(flops["end"]) == ["high"]  # --memory names the one profile to simulate
     assert flops["end"]["high"] == pytest.approx(2 * flops["plain"]["high"], rel=0.01)
 
 

@@ -140,10 +140,10 @@ def _run_killing_first_maker(inputs: Path, out: Path, env: dict, *ray_args: str)
     return proc.wait(timeout=60), lines, killed, stderr
 
 
-def test_twelve_photos_on_two_workers_survive_a_killed_worker_and_equal_one_process(ray_cluster, svd, tmp_path):
+def test_six_photos_on_two_workers_survive_a_killed_worker_and_equal_one_process(ray_cluster, svd, tmp_path):
     """One batch on two workers of a running cluster: one worker is killed mid-batch, one input is broken."""
     address, env = ray_cluster
-    photos = _photos(tmp_path / "in", 12)
+    photos = _photos(tmp_path / "in", 6)
     (tmp_path / "in" / "broken.png").write_text("not a picture\n")
     out = tmp_path / "ray"
     code, lines, killed, stderr = _run_killing_first_maker(tmp_path / "in", out, env, "--ray-address", address,
@@ -157,12 +157,12 @@ def test_twelve_photos_on_two_workers_survive_a_killed_worker_and_equal_one_proc
     assert sorted(x["input"] for x in ok) == sorted(str(p) for p in photos)
     assert [Path(x["input"]).name for x in failed] == ["broken.png"] and "not an image" in failed[0]["error"]
     assert stderr.count("broken.png") == 1
-    assert summary["done"] == 12 and summary["failed"] == 1 and summary["retried"] == 1
+    assert summary["done"] == 6 and summary["failed"] == 1 and summary["retried"] == 1
     assert stderr.count("died while making") == 1, stderr  # one kill is one death, not three
     assert "\x1b[" not in stderr, stderr  # Ray's own coloured message does not reach a non-terminal
-    assert summary["workers"].keys() == {"w1", "w2"} and sum(summary["workers"].values()) == 12
+    assert summary["workers"].keys() == {"w1", "w2"} and sum(summary["workers"].values()) == 6
     assert min(summary["workers"].values()) >= 1 and "Videos per Ray worker: w1 " in stderr
-    assert len(list(out.glob("*.json"))) == 12 and not _partials(out) and not _locks(out)
+    assert len(list(out.glob("*.json"))) == 6 and not _partials(out) and not _locks(out)
 
     # The same photos in this process, with the workers' single torch thread: the very same videos.
     threads = torch.get_num_threads()
@@ -179,14 +179,14 @@ def test_twelve_photos_on_two_workers_survive_a_killed_worker_and_equal_one_proc
         assert np.array_equal(frames, read_video(one_video)[1]), photo
         assert ray_video.read_bytes() == one_video.read_bytes(), photo
 
-    # Rerun on Ray and without it: all 12 are skipped (decided by the driver, before any worker starts).
+    # Rerun on Ray and without it: all 6 are skipped (decided by the driver, before any worker starts).
     (tmp_path / "in" / "broken.png").unlink()
     before = {p: p.stat().st_mtime_ns for p in out.iterdir()}
     for extra in (["--ray-address", address, "--workers", "2"], []):
         again = svd("animate", tmp_path / "in", *FAST, *extra, "--out", out, "--json")
         assert again.code == 0, again.err
         results, summary = _json_lines(again.out)
-        assert [x["status"] for x in results] == ["skipped"] * 12 and summary["done"] == 0
+        assert [x["status"] for x in results] == ["skipped"] * 6 and summary["done"] == 0
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 

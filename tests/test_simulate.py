@@ -219,7 +219,7 @@ def test_replayed_work_counts_exactly_what_simulating_it_again_counts(monkeypatc
 def test_svd_plan_takes_animates_options_and_reports_the_whole_video(svd, isolated_home):
     """`svd plan` has `svd animate`'s options; with --extend 2 and --upscale 2 every clip's animate pass and the
     upscaler on every frame are in the FLOPs, and the upscaler's tiles have their own peak."""
-    job = ("plan", "--model", "tiny", "--frames", "4", "--size", "256x128", "--json")
+    job = ("plan", "--model", "tiny", "--frames", "4", "--size", "256x128", "--memory", "low", "--json")
     plain = json.loads(svd(*job).out)
     r = svd(*job, "--extend", "2", "--loop", "bounce", "--upscale", "2", "--upscaler", "tiny-upscaler",
             "--interpolate", "2", "--motion-bucket", "40", "--seed", "3")  # fmt: skip

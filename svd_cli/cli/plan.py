@@ -32,7 +32,7 @@ def plan(ctx: typer.Context, **params: Any) -> None:
     """Simulate every memory profile and diffusers' recipes: peak VRAM, FLOPs, GPU time floors. No GPU, no weights.
 
     Takes `svd animate`'s options, with the same names and defaults; with --extend, --loop and --upscale the
-    numbers are the whole video's."""
+    numbers are the whole video's, and --memory PROFILE simulates that profile alone."""
 
     vram = params.pop("vram")
     json_out = params.pop("json_out")
@@ -52,7 +52,7 @@ def plan(ctx: typer.Context, **params: Any) -> None:
         steps=req.steps, free_bytes=free, progress=progress, max_cfg=req.max_cfg, extend=req.extend,
         loop=req.loop, loop_frames=req.loop_frames, upscale=req.upscale, upscaler=req.upscaler,
         interpolate=req.interpolate, cache=req.cache, decoder=req.decoder, weights=req.weights,
-        end=samples_both_ends(req), mask=req.mask is not None or req.masks is not None,
+        end=samples_both_ends(req), mask=req.mask is not None or req.masks is not None, memory=req.memory,
     )  # fmt: skip
     if req.prompt is not None or req.style is not None:  # the image model runs before SVD, alone on the device
         progress.note(
@@ -76,7 +76,7 @@ def plan(ctx: typer.Context, **params: Any) -> None:
     for row in rows:
         table.add_row(*row)
     lines = [table, *(["savers:", *savers] if piped else []), *(words(note) for note in notes)]
-    if report.free_bytes is None:
+    if report.free_bytes is None and req.memory == "auto":
         lines.append("No CUDA GPU here: pass --vram GB to see what --memory auto would pick.")
     _print(lines, piped)
 

@@ -183,8 +183,10 @@ def plan_report(
     weights: str = "full",
     end: bool = False,
     mask: bool = False,
+    memory: str = "auto",
 ) -> PlanReport:
-    """Simulate every profile (and diffusers' recipes) for a job; nothing is downloaded, no weights loaded.
+    """Simulate every profile (and diffusers' recipes) for a job, or with `memory` naming a profile that one
+    alone (nothing to pick from, nothing to compare with); nothing is downloaded, no weights loaded.
     `progress` gets a note as each row starts and ends (an uncached row takes seconds to minutes).
 
     The settings are `svd animate`'s, defaulted from the model's registry entry (frames, steps, guidance):
@@ -204,8 +206,10 @@ def plan_report(
                    watermark=False)  # fmt: skip
     chain = _chain(job, extend, post)
     progress = progress or NullProgress()
-    runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in PROFILE_ORDER]
-    if recipes and not end and not mask:  # diffusers has no bidirectional or masked sampling to compare with
+    profiles = PROFILE_ORDER if memory == "auto" else (memory,)
+    runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in profiles]
+    # diffusers has no bidirectional or masked sampling to compare with
+    if recipes and memory == "auto" and not end and not mask:
         runs += [(recipe, lambda recipe=recipe: simulate_recipe(arch, recipe, job)) for recipe in RECIPES]
     rows = []
     for index, (name, run) in enumerate(runs, 1):
@@ -222,9 +226,8 @@ def plan_report(
             if tile not in costs:
                 costs[tile] = upscale_cost(tile, job.width, job.height, chain.upscaler, dtype)
             report.upscale[row.name] = costs[tile]
-    if free_bytes is not None:
-        profiles = rows[: len(PROFILE_ORDER)]
-        name, reason = pick_profile(free_bytes, [(r.name, report.peak_bytes(r)) for r in profiles])
+    if free_bytes is not None and memory == "auto":
+        name, reason = pick_profile(free_bytes, [(r.name, report.peak_bytes(r)) for r in rows[: len(profiles)]])
         report.auto, report.auto_reason = name, reason
     return report
 
