@@ -353,6 +353,11 @@ def _continue_unfinished(session: Session, job: Job) -> None:
         job.seed = seed
 
 
+# How a job becomes a video in an executor: (session, job, sha256, reraise_unexpected) -> its result. svd animate's
+# is `run_one`; svd inpaint passes its own (picklable: a Ray worker runs it).
+Maker = Callable[[Session, Job, Callable[[Path], str], bool], JobResult]
+
+
 class LocalExecutor:
     """Makes the videos one after the other in this process, on one model load."""
 
@@ -367,14 +372,19 @@ class LocalExecutor:
         sha256: Callable[[Path], str],
         reraise_unexpected: bool = False,
         frames: dict[int, FirstFrame] | None = None,
+        make: Maker | None = None,
     ) -> None:
-        """`frames`: first frames made already (the prompt batches' first phase), by job index."""
+        """`frames`: first frames made already (the prompt batches' first phase), by job index; `make`: how a job
+        becomes a video (`run_one`, svd animate's, unless given)."""
         progress = session.progress
         frames = frames or {}
         for job in todo:
             progress.note(f"[{job.index + 1}/{total}] {job.label} -> {job.output} (seed {job.seed})")
-            frame = frames.pop(job.index).restored() if job.index in frames else None
-            result = run_one(session, job, sha256, reraise_unexpected, frame)
+            if make is not None:
+                result = make(session, job, sha256, reraise_unexpected)
+            else:
+                frame = frames.pop(job.index).restored() if job.index in frames else None
+                result = run_one(session, job, sha256, reraise_unexpected, frame)
             progress.end()
             summary.results.append(result)
             on_result(result)

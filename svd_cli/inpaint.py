@@ -3,7 +3,8 @@ other pixel of every frame kept.
 
 One video in, one out: `NAME.inpainted.mp4` beside the input by default, never the input itself, written as every
 svd video is (claimed while it is made, written atomically with its recipe, the watermark unless turned off);
-the same command again finds it done (the recipe holds the input's and the mask's SHA-256) and skips it.
+the same command again finds it done (the recipe holds the input's and the mask's SHA-256) and skips it. Its
+videos go through an executor as svd animate's do (`make_inpainted` is the maker), in this process or on Ray.
 """
 
 from __future__ import annotations
@@ -34,23 +35,28 @@ def inpainted_path(video: Path, fmt: str) -> Path:
     return video.with_name(f"{stem}{INPAINTED}{output_suffix(fmt)}")
 
 
-def inpaint_video(
-    session: Session,
-    video: Path,
-    mask: Path,
-    sha256: Callable[[Path], str],
-    output: Path | None = None,
-    reraise_unexpected: bool = False,
+def inpaint_jobs(videos: list[Path], request, output: Path | None = None) -> list[Job]:
+    """One job a video, its seed drawn here (a video made again after its worker died keeps it) and its output
+    `output` or `inpainted_path`; an output that is its own input is refused before any work."""
+    jobs = []
+    for index, video in enumerate(videos):
+        target = output or inpainted_path(video, request.format)
+        if target.resolve() == video.resolve():
+            raise UsageError(f"{ref('out')} {target} is the input video; svd never replaces it: choose another "
+                             "name.", option="out")  # fmt: skip
+        seed = request.seed if request.seed is not None else random_seed()
+        jobs.append(Job(index=index, input=video, rel_dir=Path(), seed=seed, seed_fixed=request.seed is not None,
+                        output=target))  # fmt: skip
+    return jobs
+
+
+def make_inpainted(
+    session: Session, job: Job, sha256: Callable[[Path], str], reraise_unexpected: bool = False, *, mask: Path
 ) -> JobResult:
-    """Inpaint `video` where `mask` is white into `output` (default: `inpainted_path`), with `session`'s request
-    (model, steps, seed, memory, format...); a failure that belongs to this video is a failed result."""
+    """Inpaint `job.input` where `mask` is white into `job.output`, with `session`'s request (model, steps,
+    memory, format...); a failure that belongs to this video is a failed result. An executor's maker (with the
+    mask bound), so Ray workers run it as they run svd animate's videos."""
     req = session.request
-    output = output or inpainted_path(video, req.format)
-    if output.resolve() == video.resolve():
-        raise UsageError(f"{ref('out')} {output} is the input video; svd never replaces it: choose another name.",
-                         option="out")  # fmt: skip
-    seed = req.seed if req.seed is not None else random_seed()
-    job = Job(index=0, input=video, rel_dir=Path(), seed=seed, seed_fixed=req.seed is not None, output=output)
     expected = functools.partial(_expected_recipe, session, job, mask, sha256)
     make = functools.partial(_inpaint, session, job, mask, sha256)
     return attempt(job, lambda: claimed(job, req.format, req.overwrite, expected, make), reraise_unexpected)

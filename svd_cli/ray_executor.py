@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .batch import FileHashes, JobResult, Summary, run_one
+from .batch import FileHashes, JobResult, Maker, Summary, run_one
 from .errors import ANSI_CODE, SvdError, first_line, ref
 from .io.safety import remove_dead_claim, remove_dead_partials
 from .jobs import Job
@@ -142,8 +142,9 @@ class VideoWorker:
         """{"node", "pid"}: a cheap call that tells a restarted worker (a new pid) from one that lived on."""
         return self.where
 
-    def make(self, job: Job, reraise_unexpected: bool = False) -> dict:
-        """One video: {"result": JobResult} or {"fatal": (exit code, message)} or {"stopped": True}, and notes."""
+    def make(self, job: Job, reraise_unexpected: bool = False, make: Maker | None = None) -> dict:
+        """One video: {"result": JobResult} or {"fatal": (exit code, message)} or {"stopped": True}, and notes.
+        `make`: how a job becomes a video (`batch.run_one`, svd animate's, unless given)."""
         outcome: dict = {"where": self.where}
         try:
             if self.missing_cwd is not None:
@@ -154,7 +155,7 @@ class VideoWorker:
                 )
             if self.session.source is None:
                 self.session.resolve()
-            outcome["result"] = run_one(self.session, job, self.hashes, reraise_unexpected)
+            outcome["result"] = (make or run_one)(self.session, job, self.hashes, reraise_unexpected)
         except _Stop:
             outcome["stopped"] = True
         except SvdError as exc:  # one that dooms every job (the model cannot be loaded): the run ends
@@ -207,8 +208,9 @@ class _Queue:
     """The driver's side of a batch on Ray: the videos waiting, in flight or held for a worker that failed,
     and what to do on each event (a result, a failed call, the answer to a ping)."""
 
-    def __init__(self, ray, progress, todo: list[Job], summary: Summary, on_result, reraise_unexpected: bool):
-        self.ray, self.progress = ray, progress
+    def __init__(self, ray, progress, todo: list[Job], summary: Summary, on_result, reraise_unexpected: bool,
+                 make: Maker | None):  # fmt: skip
+        self.ray, self.progress, self.make = ray, progress, make
         self.total = len(todo)
         self.summary, self.on_result, self.reraise_unexpected = summary, on_result, reraise_unexpected
         self.pending: deque[Job] = deque(todo)
@@ -275,7 +277,7 @@ class _Queue:
                 continue
             job = self.next_job(slot)
             if job is not None:
-                self.inflight[slot.actor.make.remote(job, self.reraise_unexpected)] = (slot, job)
+                self.inflight[slot.actor.make.remote(job, self.reraise_unexpected, self.make)] = (slot, job)
                 self.busy.add(slot.id)
 
     def next_job(self, slot: _Slot) -> Job | None:
@@ -497,10 +499,11 @@ class RayExecutor:
         on_result: Callable[[JobResult], None],
         sha256=None,
         reraise_unexpected: bool = False,
+        make: Maker | None = None,
     ) -> None:
         progress = session.progress
         summary.workers = {}
-        queue = _Queue(self.ray, progress, todo, summary, on_result, reraise_unexpected)
+        queue = _Queue(self.ray, progress, todo, summary, on_result, reraise_unexpected, make)
         try:
             queue.slots = self._start_workers(session)
             summary.workers = {slot.id: 0 for slot in queue.slots}

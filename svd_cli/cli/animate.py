@@ -77,7 +77,7 @@ def request_from(ctx: typer.Context, params: dict[str, Any]):
     return req
 
 
-def _origin(ctx: typer.Context, name: str) -> str | None:
+def origin(ctx: typer.Context, name: str) -> str | None:
     """Where an option's value was set when not by its flag: its variable, or the config file that holds it."""
     source = ctx.get_parameter_source(name).name
     if source == "ENVIRONMENT":
@@ -129,7 +129,7 @@ def animate(ctx: typer.Context, **params: Any) -> None:
     executor = None
     if uses_ray(req):  # Ray is checked before any work: a missing install is one line, not a traceback later
         executor = RayExecutor(req.ray_address, req.workers, debug=params["debug"],
-                               address_origin=_origin(ctx, "ray_address"))  # fmt: skip
+                               address_origin=origin(ctx, "ray_address"))  # fmt: skip
     plan = jobs.plan_for_request(session)
     report = reporter(console, quiet, json_lines, stdout)
     interrupted = False

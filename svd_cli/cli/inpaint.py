@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,10 +11,11 @@ import typer
 
 from .. import batch
 from ..errors import UsageError, ref
-from ..inpaint import inpaint_video
-from ..options import BY_NAME, Request
+from ..inpaint import inpaint_jobs, make_inpainted
+from ..options import BY_NAME, Request, uses_ray
+from ..ray_executor import RayExecutor
 from ..session import Session
-from .animate import reporter, run_and_summarise
+from .animate import origin, reporter, run_and_summarise
 from .common import Debug, Quiet, schema_parameter, words
 from .terminal import err_console, make_progress
 
@@ -35,10 +37,11 @@ def _declared(name: str):
 
 # The settings inpainting shares with svd animate, by name: each declared once, in the schema.
 SHARED = ("model", "steps", "motion_bucket", "noise_aug", "min_cfg", "max_cfg", "seed", "mask_feather", "format",
-          "overwrite", "watermark", "memory", "device", "dtype")  # fmt: skip
+          "overwrite", "watermark", "memory", "device", "dtype", "ray", "ray_address", "workers")  # fmt: skip
 
 
 def inpaint(
+    ctx: typer.Context,
     videos: Videos,
     mask: Mask,
     out: Out = None,
@@ -56,6 +59,9 @@ def inpaint(
     memory: _declared("memory") = BY_NAME["memory"].default,
     device: _declared("device") = BY_NAME["device"].default,
     dtype: _declared("dtype") = BY_NAME["dtype"].default,
+    ray: _declared("ray") = False,
+    ray_address: _declared("ray_address") = None,
+    workers: _declared("workers") = None,
     json_lines: JsonLines = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -77,17 +83,16 @@ def inpaint(
     if out is not None and len(videos) > 1:
         raise UsageError(f"{ref('out')} names one output and this run inpaints {len(videos)} videos: drop it (each "
                          "goes beside its video as NAME.inpainted.mp4).", option="out")  # fmt: skip
+    jobs = inpaint_jobs(videos, request, out)
+    executor = batch.LocalExecutor()  # one model load for every video
+    if uses_ray(request):  # checked before any work, as svd animate does
+        executor = RayExecutor(request.ray_address, request.workers, debug=debug,
+                               address_origin=origin(ctx, "ray_address"))  # fmt: skip
 
     def work() -> None:
         session.resolve()
-        hashes = batch.FileHashes()
-        for index, video in enumerate(videos, 1):  # one model load for all of them (the session keeps it)
-            if len(videos) > 1:
-                progress.note(f"[{index}/{len(videos)}] {video}")
-            result = inpaint_video(session, video, mask, hashes, out, reraise_unexpected=debug)
-            progress.end()
-            summary.results.append(result)
-            report(result)
+        executor.run(session, jobs, total=len(jobs), summary=summary, on_result=report, sha256=batch.FileHashes(),
+                     reraise_unexpected=debug, make=functools.partial(make_inpainted, mask=mask.resolve()))  # fmt: skip
 
     interrupted = "Interrupted: nothing was left half-written; run the same command to start it again."
     run_and_summarise(work, summary, progress, console, json_lines, quiet, interrupted)
