@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import os
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -21,6 +22,7 @@ from .conftest import EXAMPLES, run_subprocess
 
 REPO = "stabilityai/stable-video-diffusion-img2vid"
 COMMIT = "5e0f8bc59a3f2a1c7d4e6b8a90c1d2e3f4a5b6c7"  # fixed fake commit sha of the repo's `main`
+MOVED = "9a8b7c6d5e4f30211203948576a6b5c4d3e2f1a0"  # `main` after the repo changed
 UNET = "unet/diffusion_pytorch_model.fp16.safetensors"
 # What svd must fetch for the `svd` registry entry (configs + one fp16 safetensors per component) ...
 WANTED = {
@@ -105,9 +107,11 @@ class FakeHub:
         cut_file: str | None = None,
         vanish_after_cut: bool = False,
         repo: str = REPO,
-        revisions: tuple[str, ...] = ("main", COMMIT),
+        revisions: tuple[str, ...] | None = None,
+        commit: str = COMMIT,
     ):
-        self.files, self.repo, self.revisions = files, repo, revisions
+        self.files, self.repo, self.commit = files, repo, commit
+        self.revisions = revisions or ("main", commit)
         self.sha256 = {hashlib.sha256(data).hexdigest(): path for path, data in files.items()}
         self.cut_file, self.vanish_after_cut = cut_file, vanish_after_cut
         self.requests: list[dict] = []
@@ -172,16 +176,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send_blob(file)
         if file:  # /resolve on the Hub: small files directly, LFS files as a redirect to the CDN
             data = hub.files[file]
-            headers = {"X-Repo-Commit": COMMIT, "ETag": f'"{git_oid(data)}"'}
+            headers = {"X-Repo-Commit": hub.commit, "ETag": f'"{git_oid(data)}"'}
             if is_lfs(file):
                 sha = hashlib.sha256(data).hexdigest()
                 headers |= {"Location": f"{hub.cdn_url}/{sha}", "X-Linked-Etag": f'"{sha}"'}
                 return self._send(302, b"", headers | {"X-Linked-Size": str(len(data))})
             return self._send(200, data, headers, file=file)
         if path == f"/api/models/{hub.repo}/revision/main":
-            info = {"id": hub.repo, "sha": COMMIT, "private": False, "siblings": [{"rfilename": p} for p in hub.files]}
+            siblings = [{"rfilename": p} for p in hub.files]
+            info = {"id": hub.repo, "sha": hub.commit, "private": False, "siblings": siblings}
             return self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
-        if path == f"/api/models/{hub.repo}/tree/{COMMIT}":
+        if path == f"/api/models/{hub.repo}/tree/{hub.commit}":
             return self._send(200, json.dumps(hub.tree()).encode(), {"Content-Type": "application/json"})
         error = {"X-Error-Code": "EntryNotFound", "X-Error-Message": "Entry not found"}
         self._send(404, b'{"error": "Entry not found"}', error)
@@ -380,3 +385,21 @@ def test_a_damaged_download_is_named_verified_and_repaired_by_pull(pulled, tmp_p
     assert again.fetched("GET") == [UNET]
     assert (snapshot(hf_home) / UNET).read_bytes() == hub.files[UNET]
     assert run_subprocess("weights", "verify", "svd", env=env).returncode == 0
+
+
+def test_a_later_download_resolving_to_another_commit_says_so(pulled, tmp_path):
+    """`main` moved on the Hub since the first pull: a fresh download says so in one line and records the new commit
+    (the fixture's pull recorded the first one, without a word)."""
+    first, hub, _ = pulled
+    lock = Path(os.environ["SVD_HOME"]) / "downloads.lock.json"
+    assert json.loads(lock.read_text())[f"{REPO}@main"]["commit"] == COMMIT
+    assert "the repository changed" not in first.stderr
+    moved = FakeHub(hub.files, commit=MOVED)
+    try:
+        pull = run_subprocess("weights", "pull", "svd", env=svd_env(moved.url, tmp_path / "hf"))
+    finally:
+        moved.stop()
+    assert pull.returncode == 0, pull.stderr
+    note = f"svd: {REPO} at revision main is now commit {MOVED[:12]}, where svd's last download of it was {COMMIT[:12]}"
+    assert note in pull.stderr.replace("\n", " ") and pull.stderr.count("the repository changed") == 1, pull.stderr
+    assert json.loads(lock.read_text())[f"{REPO}@main"]["commit"] == MOVED

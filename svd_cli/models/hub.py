@@ -3,16 +3,24 @@
 It downloads only the files the pipeline needs (configs and one safetensors file per component, fp16 where
 the repo has it) into the Hugging Face cache, and turns every way that can fail into one
 `ModelUnavailableError` whose message names the command that fixes it.
+
+A revision such as `main` moves when its repository changes. Every download records the commit it resolved to
+in svd's cache folder (`downloads.lock.json`, one entry per repo and revision); a later download that resolves
+to another commit says so in one line. The recipe of every video records the commit that made it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, ref
+from ..io.bounded import BoundedReadError, load_json, read_text
 from ..kinds import FILE_KINDS, KIND_DEFAULTS
+from ..paths import cache_dir
 from ..progress import Progress, size_text
 from .layout import allow_patterns, candidate_components, is_complete, weight_components, weight_name
 
@@ -88,6 +96,7 @@ def download_snapshot(
             f"({', '.join(weights)}); svd never loads pickle files.",
             model=name,
         )
+    remember_commit(name, repo, revision, folder, progress)
     return folder, variant
 
 
@@ -129,7 +138,7 @@ def download_file(
         size = f" (about {size_text(download_gb * 1e9)})" if download_gb else ""
         progress.note(f"Downloading {filename}{size} from the Hugging Face Hub ({repo}, revision {revision})")
         (enable_progress_bars if progress.interactive else disable_progress_bars)()
-        return Path(hf_hub_download(repo, filename, revision=revision))
+        path = Path(hf_hub_download(repo, filename, revision=revision))
     except Exception as exc:  # every Hub failure becomes one sentence with its fix
         from huggingface_hub import errors as hf_errors
 
@@ -141,6 +150,50 @@ def download_file(
         else:
             why = _explain_hub_error(exc, name, repo, revision, gated, fix, instead, kind)
         raise ModelUnavailableError(why, model=name) from exc
+    remember_commit(name, repo, revision, path, progress)
+    return path
+
+
+COMMIT = re.compile(r"[0-9a-f]{40}")
+LOCK_FILE = "downloads.lock.json"
+
+
+def snapshot_commit(path: Path) -> str | None:
+    """The commit a folder or file of huggingface-hub's cache belongs to (it lives under snapshots/COMMIT/)."""
+    parts = path.parts
+    for index in range(len(parts) - 2, -1, -1):
+        if parts[index] == "snapshots":
+            return parts[index + 1] if COMMIT.fullmatch(parts[index + 1]) else None
+    return None
+
+
+def remember_commit(name: str, repo: str, revision: str, path: Path, progress: Progress) -> None:
+    """Record the commit `revision` of `repo` resolved to in this download; say so when the last download of it
+    resolved to another (the repository changed: the same seed may make other videos). A commit revision cannot
+    move and is not recorded."""
+    commit = snapshot_commit(path)
+    if commit is None or COMMIT.fullmatch(revision):
+        return
+    lock = cache_dir() / LOCK_FILE
+    try:
+        entries = load_json(read_text(lock))
+    except (OSError, ValueError, BoundedReadError):  # none yet, or unreadable: start again
+        entries = {}
+    entries = entries if isinstance(entries, dict) else {}
+    key = f"{repo}@{revision}"
+    before = entries.get(key, {}).get("commit") if isinstance(entries.get(key), dict) else None
+    if before and before != commit:
+        progress.note(
+            f"{name}: {repo} at revision {revision} is now commit {commit[:12]}, where svd's last download of it "
+            f"was {before[:12]}: the repository changed, so a seed may not make the video it made before (each "
+            "recipe records its commit)."
+        )
+    entries[key] = {"commit": commit, "name": name}
+    with contextlib.suppress(OSError):  # a read-only cache folder: the download itself is fine
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        temporary = lock.with_name(f".{LOCK_FILE}.{os.getpid()}")
+        temporary.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
+        os.replace(temporary, lock)
 
 
 def _remote_variant(repo: str, revision: str, kind: str) -> str | None:
