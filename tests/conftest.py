@@ -98,16 +98,22 @@ def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
 
 
-def ffmpeg_writer_failing_with(code: int, message: str):
-    """A stand-in for imageio_ffmpeg.write_frames whose disk fails after the first bytes land (the write boundary)."""
-
-    def writer(path, *args, **kwargs):
-        with open(path, "wb") as f:
-            f.write(b"\x00" * 4096)
-        yield
-        raise OSError(code, message)
-
-    return writer
+def ffmpeg_failing_with(folder: Path, code: int) -> Path:
+    """An ffmpeg whose disk fails after the first bytes land (the write boundary), as the real one reports it: its
+    output file begun, one error line with the OS's words for `code` on stderr, a failing exit status, stdin
+    not read to the end. Patch `imageio_ffmpeg.get_ffmpeg_exe` to return it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    program = folder / "failing-ffmpeg"
+    program.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "sys.stdin.buffer.read(4096)\n"
+        "open(sys.argv[-1], 'wb').write(bytes(4096))\n"
+        f"sys.stderr.write('[out#0/mp4 @ 0x55d0c0] Error writing trailer: {os.strerror(code)}\\n')\n"
+        "sys.exit(228)\n"
+    )
+    program.chmod(0o755)
+    return program
 
 
 class Recorder(Progress):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .conftest import EXAMPLES, ffmpeg_writer_failing_with, read_video, run_subprocess
+from .conftest import EXAMPLES, ffmpeg_failing_with, read_video, run_subprocess
 
 FAST = ["--model", "tiny", "--frames", "2", "--steps", "1", "--size", "128x64", "--seed", "1"]
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -289,13 +289,12 @@ def test_read_only_output_folder_fails_clearly(svd, tiny_dir, tmp_path, monkeypa
 def test_full_disk_while_writing_leaves_nothing_behind(svd, tiny_dir, tmp_path, monkeypatch):
     import imageio_ffmpeg
 
-    monkeypatch.setattr(
-        imageio_ffmpeg, "write_frames", ffmpeg_writer_failing_with(errno.ENOSPC, "No space left on device")
-    )
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(ffmpeg_failing_with(tmp_path, errno.ENOSPC)))
     out = tmp_path / "out"
     r = svd("animate", EXAMPLES / "coffee.png", *FAST, "--out", f"{out}/")
     assert r.code == 1
     assert f"Could not write {out / 'coffee.mp4'}: no space left on device; free some space" in r.err
+    assert "Error writing trailer" not in r.err  # ffmpeg's own line is read by svd, not printed
     assert "Writing video" not in r.err  # no time is reported for the write that failed
     assert not out.exists()  # no video, no sidecar, no temporary file, and not the folder svd made for them
 

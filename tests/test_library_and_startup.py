@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import EXAMPLES, ffmpeg_writer_failing_with, read_video, run_subprocess
+from .conftest import EXAMPLES, ffmpeg_failing_with, read_video, run_subprocess
 
 
 def _best_of(command: list[str], runs: int = 3) -> float:
@@ -79,11 +79,38 @@ def test_a_failed_overwrite_keeps_the_previous_video(tmp_path, monkeypatch):
     write_frames(frames, target, fps=8, fmt="mp4")
     before = target.read_bytes()
 
-    monkeypatch.setattr(imageio_ffmpeg, "write_frames", ffmpeg_writer_failing_with(errno.EIO, "Input/output error"))
-    with pytest.raises(SvdError, match=r"Could not write .*clip\.mp4: Input/output error"):
+    failing = ffmpeg_failing_with(tmp_path / "bin", errno.EIO)
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(failing))
+    with pytest.raises(SvdError, match=r"Could not write .*clip\.mp4: ffmpeg stopped: Error writing trailer: Input/o"):
         write_frames(frames, target, fps=8, fmt="mp4")
     assert target.read_bytes() == before
-    assert [p.name for p in tmp_path.iterdir()] == ["clip.mp4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "clip.mp4"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a limit on a file's size (RLIMIT_FSIZE, SIGXFSZ) as Linux has it")
+def test_a_video_ffmpeg_could_not_finish_is_an_error_not_a_truncated_file(tmp_path):
+    """The real ffmpeg under a limit on a file's size (ulimit -f) stops mid-file, killed by SIGXFSZ: before svd ran
+    ffmpeg itself, that truncated file was renamed into place as a finished video."""
+    import resource
+    import signal
+
+    from svd_cli.errors import SvdError
+    from svd_cli.io.video import write_frames
+
+    frames = np.random.default_rng(0).integers(0, 256, (8, 128, 256, 3), dtype=np.uint8)  # noise: > 20 kB
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, limits[1]))  # inherited by ffmpeg
+    try:
+        with pytest.raises(SvdError) as failed:
+            write_frames(frames, tmp_path / "clip.mp4", fps=8, fmt="mp4")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    assert str(failed.value).startswith(  # then the fix, in the library's words for the option
+        f"Could not write {tmp_path / 'clip.mp4'}: file too large for that file system or for this process's limit "
+        "on a file's size (ulimit -f); choose another "
+    )
+    assert list(tmp_path.iterdir()) == []  # no video, and no temporary file
 
 
 def test_the_library_draws_from_a_prompt_and_documents_every_keyword(tiny_dir):

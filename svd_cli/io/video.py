@@ -2,7 +2,9 @@
 
 Every file is written under a temporary name in the destination folder and renamed into place only when
 complete (`os.replace` is atomic on Windows and POSIX), so an interrupted or killed run never leaves a
-truncated video under its final name. ffmpeg comes from imageio-ffmpeg, never from the system PATH.
+truncated video under its final name. ffmpeg comes from imageio-ffmpeg, never from the system PATH; svd runs it
+itself and reads its exit status, so a write ffmpeg could not finish (a full disk, a file size limit) is an error
+in svd's words, never a truncated file taken for a video, and ffmpeg's own lines never reach the terminal.
 """
 
 from __future__ import annotations
@@ -11,6 +13,10 @@ import contextlib
 import errno
 import json
 import os
+import re
+import signal
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -223,26 +229,47 @@ def _write_ffmpeg(frames: np.ndarray, path: Path, fps: int, fmt: str) -> None:
         codec = "libvpx-vp9"
         params += ["-crf", "30", "-b:v", "0", "-row-mt", "1",
                    "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"]  # fmt: skip
-    writer = imageio_ffmpeg.write_frames(
-        str(path),
-        (width, height),
-        fps=fps,
-        codec=codec,
-        pix_fmt_in="rgb24",
-        pix_fmt_out="yuv420p",
-        quality=None,
-        macro_block_size=1,
-        ffmpeg_log_level="error",
-        output_params=params,
-    )
-    writer.send(None)
-    try:
-        for frame in frames:
-            writer.send(frame.tobytes())
-    finally:
-        writer.close()
+    command = [
+        imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}",
+        "-pix_fmt", "rgb24", "-r", str(fps), "-i", "-", "-an", "-vcodec", codec, "-pix_fmt", "yuv420p",
+        "-v", "error", *params, str(path),
+    ]  # fmt: skip
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: ffmpeg can never block on a full one
+        # Its own process group, so Ctrl-C reaches svd alone, which stops ffmpeg below.
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log,
+                                   start_new_session=True,
+                                   creationflags=getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0))  # fmt: skip
+        try:
+            with contextlib.suppress(BrokenPipeError):  # ffmpeg stopped early: its status and its words say why
+                try:
+                    for frame in frames:
+                        process.stdin.write(frame.tobytes())
+                finally:
+                    process.stdin.close()
+            process.wait()
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        if process.returncode != 0:
+            log.seek(0)
+            raise OSError(f"ffmpeg stopped: {_ffmpeg_error(log.read(), process.returncode)}")
     if not path.is_file() or path.stat().st_size == 0:
         raise OSError(f"ffmpeg produced no output for {path.name}")
+
+
+def _ffmpeg_error(log: bytes, status: int) -> str:
+    """ffmpeg's first error line, without its "[muxer @ 0x...]" prefix: the cause (later lines are its effects);
+    or the signal that ended it."""
+    for line in log.decode("utf-8", "replace").splitlines():
+        line = re.sub(r"^\[[^\]]*\]\s*", "", line).strip()
+        if line:
+            return line
+    if status < 0:
+        name = signal.Signals(-status).name if -status in signal.valid_signals() else f"signal {-status}"
+        # SIGXFSZ: the file outgrew the process's limit on a file's size, which a write reports as EFBIG.
+        return f"{os.strerror(errno.EFBIG)} ({name})" if name == "SIGXFSZ" else f"it was ended by {name}"
+    return f"it exited with status {status}"
 
 
 def _write_gif(frames: np.ndarray, path: Path, fps: int) -> None:
@@ -283,6 +310,9 @@ def _explain_write_error(final: Path, exc: Exception) -> str:
         return f"Could not write {final}: {_os_reason(errno.ENOSPC)}; free some space or choose another {out} folder."
     if code == errno.EROFS or os.strerror(errno.EROFS) in text:
         return f"Could not write {final}: {_os_reason(errno.EROFS)}; choose a folder on a writable disk with {out}."
+    if code == errno.EFBIG or os.strerror(errno.EFBIG) in text:
+        return (f"Could not write {final}: {_os_reason(errno.EFBIG)} for that file system or for this process's "
+                f"limit on a file's size (ulimit -f); choose another {out} folder or raise the limit.")  # fmt: skip
     if isinstance(exc, PermissionError) or code == errno.EACCES or os.strerror(errno.EACCES) in text:
         return f"Could not write {final}: {_os_reason(errno.EACCES)}; choose a folder you can write to with {out}."
     if isinstance(exc, (NotADirectoryError, FileExistsError)) or code in (errno.EEXIST, errno.ENOTDIR):
