@@ -14,6 +14,11 @@ import pytest
 
 from svd_cli.progress import Progress
 
+# One torch (OpenMP) thread in every test process and every svd process a test starts, set before torch is
+# imported: the suite runs on two pytest workers (pyproject.toml), which share the cores instead of each
+# fighting over all of them.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 
