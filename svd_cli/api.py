@@ -35,7 +35,7 @@ NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", 
                    "keyframes"}  # fmt: skip
 # Options that decide how the model is loaded: given to `load`, the same for every call on it.
 LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention", "unet", "lora",
-                "allow_download", "weights"}  # fmt: skip
+                "allow_download", "weights", "compile"}  # fmt: skip
 PER_VIDEO = {o.name for o in OPTIONS} - NOT_FOR_SCRIPTS - LOAD_OPTIONS - {"seed"}  # prompt=: what a styled photo shows
 
 

@@ -19,6 +19,7 @@ from .install import check_install
 from .kinds import DRAFT_DECODER, VIDEO
 from .memory import choose_image_plan
 from .memory.storage import store_weights
+from .models.compiled import compile_problem, compile_unet
 from .models.decoder import load_tiny_decoder
 from .models.files import file_identity
 from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
@@ -44,6 +45,7 @@ class ModelCache:
         self.defaults: dict[str, Any] = {}  # its defaults (the registry entry's, or its kind's)
         self.weights: dict[str, Any] = {}  # the unet and lora files over it, as the recipe records them
         self.animator: Animator | None = None  # loaded on the first video
+        self.compiled = False  # its UNet's repeated blocks compiled (--compile, where torch.compile can run)
         self.image_source: ModelSource | None = None  # the text-to-image model, when a prompt or a style needs one
         self.image_request: str | None = None  # the image model setting `image_source` was resolved for
         self.image_defaults: dict[str, Any] = {}
@@ -120,6 +122,14 @@ class ModelCache:
         unet = Path(self.weights["unet"]["path"]) if "unet" in self.weights else None
         model = load_model(self.source, device, dtype, unet=unet, loras=loras)
         store_weights(model.unet, request.weights, model.dtype)
+        self.compiled = False
+        if request.compile:
+            problem = compile_problem(device)
+            if problem is None:
+                compile_unet(model.unet)
+                self.compiled = True
+            else:
+                self.progress.note(f"{ref('compile')}: {problem}; the UNet runs uncompiled.")
         self.progress.end()
         overrides = {
             "decode_chunk": request.decode_chunk,
@@ -170,6 +180,7 @@ class ModelCache:
             "memory": plan.describe() | {"attention_kernel": self.animator.placement.attention},
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
+            **({"compile": True} if self.compiled else {}),
         }
 
     # --- the text-to-image model: for prompts and styles, loaded before the video model and freed before it --

@@ -393,6 +393,10 @@ OPTIONS: tuple[Option, ...] = (
            "to the run's dtype as it runs; half the memory of fp16 weights, the frames change slightly.",
            default="full", choices=WEIGHT_STORAGE, recipe="settings.weights", example="fp8",
            recorded_at_default=False),
+    Option("compile", bool, "Compile the UNet's repeated blocks with torch.compile: faster steps once compiled. "
+           "The first run on a machine compiles (minutes on a CPU); the code is kept in svd's cache folder and later "
+           "runs reuse it. Needs a C++ compiler on the CPU, Triton on a CUDA GPU; frames within rounding of "
+           "uncompiled.", default=False, recipe="runtime.compile", example="true", recorded_at_default=False),
     Option("decode_chunk", int, "Frames per VAE decode call [default: from the memory profile].", range=(1, 128),
            recipe="runtime.memory.decode_chunk", default_label="from the memory profile", example="2"),
     Option("vae_tiling", bool, "Seam-free tiled VAE [default: from the memory profile].", negatable=True,

@@ -22,6 +22,7 @@ from .errors import InputImageError, OptionError, ref
 from .io.preview import preview_blocked
 from .io.segments import SegmentStore
 from .model_cache import ModelCache
+from .models.compiled import CLOCK, compile_folder
 from .models.loading import dtype_name
 from .options import MOTION_LOOP, GenerationSettings, Request, both_ends_option, with_defaults
 from .progress import NullProgress, Progress
@@ -235,6 +236,12 @@ class Session:
             self.progress.note(note)
         return frame
 
+    def _report_compiling(self) -> None:
+        """How much of the denoising just done went into compiling the UNet's blocks (--compile), when any did."""
+        if self.models.compiled and (seconds := CLOCK.take()) >= 0.05:
+            self.progress.note(f"Compiling the UNet's blocks: {seconds:.1f} s of that (kept in {compile_folder()}; "
+                               "later runs read it instead of compiling)")  # fmt: skip
+
     def animate(
         self,
         frame: FirstFrame,
@@ -291,6 +298,7 @@ class Session:
                     start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step, preview=live,
                     keep=keep, latents=latents, mask=frame.mask, end=end,
                 )  # fmt: skip
+                self._report_compiling()
                 # 3. Later clips take the first clip's colours back (their drift adds up clip after clip): the
                 #    frames the video keeps, all but the first (the frame the clips share). Keyframe segments are
                 #    held at both ends by their pictures: nothing drifts, and each keeps its pictures' colours.
