@@ -23,6 +23,9 @@ HERE = Path(__file__).resolve().parent
 # Beside the profiles: the levers that change peaks or time (the fp8 weights on the profile that keeps everything
 # on an 8 GB card, the feature cache, TAESD's decoder), each measured next to its simulation.
 LEVER_ROWS = ("balanced+fp8", "high+cache3", "high+taesd")
+# On a GPU only: compiled blocks, whose gain is Triton's (on the CPU they are slower and cost minutes to compile;
+# benchmarks/README.md). The row times its compile apart (compile_seconds).
+GPU_ROWS = ("high+compile",)
 
 
 def main(argv: list[str]) -> Path:
@@ -53,7 +56,8 @@ def main(argv: list[str]) -> Path:
     started = time.perf_counter()
     out = args.out or HERE / "results" / f"gpu-check-{args.device}.json"  # the device's name is inside
     report = run_bench(arch=args.model, frames=args.frames, width=width, height=height, steps=args.steps,
-                       rows=[*PROFILE_ORDER, *LEVER_ROWS, *ANCHORS], device=args.device, dtype=args.dtype, out=out,
+                       rows=[*PROFILE_ORDER, *LEVER_ROWS, *(GPU_ROWS if args.device == "cuda" else ()), *ANCHORS],
+                       device=args.device, dtype=args.dtype, out=out,
                        progress=Notes())  # fmt: skip
     # The simulation of the same job, row by row: what `svd plan` and `--memory auto` believe.
     arch = architecture_for(args.model)

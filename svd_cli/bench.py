@@ -33,6 +33,7 @@ from .io.video import write_json
 from .memory import PROFILE_ORDER, estimate_peak_bytes, job_shape, plan_for
 from .memory.storage import store_weights
 from .models.architectures import FAMILY, build_random_pipeline
+from .models.compiled import CLOCK, compile_unet
 from .models.decoder import new_decoder
 from .models.loading import dtype_name, resolve_device, resolve_dtype
 from .models.post import PostModel
@@ -215,7 +216,7 @@ def run_bench(
 
 
 # The levers a row of ours may add to its profile, after a "+" (cache takes its interval: cache2 ... cache10).
-LEVERS = ("cacheN", "taesd", "preview", "lcm", "fp8")
+LEVERS = ("cacheN", "taesd", "preview", "lcm", "fp8", "compile")
 
 
 @dataclass(frozen=True)
@@ -228,17 +229,18 @@ class Levers:
     preview: bool = False
     animatelcm: bool = False
     fp8: bool = False
+    compile: bool = False
 
     @classmethod
     def of(cls, row: str) -> Levers | None:
         """The levers of a row ("high+cache3+taesd"); None for anything that is not one."""
         profile, *levers = row.split("+")
         intervals = [int(m.group(1)) for lever in levers if (m := re.fullmatch(r"cache([2-9]|10)", lever))]
-        flags = {name: name in levers for name in ("taesd", "preview", "lcm", "fp8")}
+        flags = {name: name in levers for name in ("taesd", "preview", "lcm", "fp8", "compile")}
         if profile not in PROFILE_ORDER or len(levers) != len(intervals) + sum(flags.values()) or len(intervals) > 1:
             return None
         return cls(profile, intervals[0] if intervals else 1, flags["taesd"], flags["preview"], flags["lcm"],
-                   flags["fp8"])  # fmt: skip
+                   flags["fp8"], flags["compile"])  # fmt: skip
 
     def settings(self, settings: GenerationSettings) -> GenerationSettings:
         """The row's generation settings: AnimateLCM's steps and guidance from its registry entry."""
@@ -253,6 +255,7 @@ class Levers:
         names += ["TAESD's decoder"] if self.taesd else []
         names += ["live preview"] if self.preview else []
         names += ["fp8 weights"] if self.fp8 else []
+        names += ["compiled blocks"] if self.compile else []
         return names + (["AnimateLCM sampler"] if self.animatelcm else [])
 
 
@@ -265,16 +268,16 @@ def _tiny_decoder(model) -> PostModel:
     return decoder
 
 
-def _with_fp8_unet(model):
-    """The model with a copy of its UNet stored in fp8: layerwise casting cannot be undone, and the other rows
-    must keep the weights as they are."""
+def _with_changed_unet(model, change):
+    """The model with a copy of its UNet that `change` alters in place (fp8 storage, compiled blocks: neither can
+    be undone, and the other rows must keep the UNet as it is)."""
     import copy
 
     pipe = model.pipe
     unet = copy.deepcopy(pipe.unet).to("cpu")
-    store_weights(unet, "fp8", model.dtype)
-    fp8_pipe = type(pipe)(**{**pipe.components, "unet": unet})
-    return FAMILIES[FAMILY].adapter(model.source, fp8_pipe, model.device, model.dtype)
+    change(unet)
+    changed = type(pipe)(**{**pipe.components, "unet": unet})
+    return FAMILIES[FAMILY].adapter(model.source, changed, model.device, model.dtype)
 
 
 def _run_ours(model, levers: Levers, image, settings, meter: PeakMemory, name: str | None = None) -> dict:
@@ -285,11 +288,18 @@ def _run_ours(model, levers: Levers, image, settings, meter: PeakMemory, name: s
 
     plan = plan_for(levers.profile)
     if levers.fp8:
-        model = _with_fp8_unet(model)
+        model = _with_changed_unet(model, lambda unet: store_weights(unet, "fp8", model.dtype))
+    if levers.compile:
+        model = _with_changed_unet(model, compile_unet)
     animator = Animator(model, plan)
     settings = levers.settings(settings)
     if levers.taesd:
         animator.decoder = _tiny_decoder(model)
+    compile_seconds = None
+    if levers.compile:  # compiled on a step of its own first, timed apart: the row measures compiled steps
+        CLOCK.take()
+        animator(image, settings.replace(steps=1), _StepClock())
+        compile_seconds = CLOCK.take()
     clock = _StepClock()
     meter.reset()
     error = None
@@ -308,7 +318,8 @@ def _run_ours(model, levers: Levers, image, settings, meter: PeakMemory, name: s
     animator.placement.release()
     estimate = estimate_peak_bytes(plan, job_shape(model, settings.frames, settings.width, settings.height))
     savers = plan.savers() + levers.savers()
-    return _row(name or levers.profile, savers, seconds, clock, settings.steps, memory, error, estimate, cpu_seconds)
+    row = _row(name or levers.profile, savers, seconds, clock, settings.steps, memory, error, estimate, cpu_seconds)
+    return row | ({"compile_seconds": round(compile_seconds, 1)} if compile_seconds is not None else {})
 
 
 def _run_diffusers(model, row: str, image, settings, meter: PeakMemory) -> dict:

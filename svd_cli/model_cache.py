@@ -128,6 +128,11 @@ class ModelCache:
             if problem is None:
                 compile_unet(model.unet)
                 self.compiled = True
+                if device.type == "cpu":
+                    self.progress.note(
+                        f"{ref('compile')} on the CPU: the compiled blocks measured 1.31x slower a step than "
+                        "uncompiled for SVD-XT on an AMD EPYC (benchmarks/README.md); it pays on a CUDA GPU."
+                    )
             else:
                 self.progress.note(f"{ref('compile')}: {problem}; the UNet runs uncompiled.")
         self.progress.end()
