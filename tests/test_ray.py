@@ -190,35 +190,42 @@ def test_six_photos_on_two_workers_survive_a_killed_worker_and_equal_one_process
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
-def test_svd_inpaint_on_a_ray_worker_makes_what_one_process_makes(ray_cluster, svd, tmp_path):
-    """`svd inpaint` hands its videos to Ray workers like svd animate: written by a worker, and the same file as
-    one process makes with the worker's single torch thread."""
+def test_an_inpainted_video_and_a_cinemagraph_on_a_ray_worker_are_what_one_process_makes(ray_cluster, svd, tmp_path):
+    """`svd inpaint` hands its videos to Ray workers as svd animate does, and `--mask` travels with the request: each
+    written by a worker, the same file as one process makes with the worker's single torch thread."""
     from .test_inpaint import box_mask, make_clip
+    from .test_mask import mask_file
 
     address, env = ray_cluster
-    clips = [make_clip(tmp_path / "clip.mp4", count=6)]
-    mask = box_mask(tmp_path / "box.png")
-    args = ("--mask", mask, "--model", "tiny", "--steps", "2", "--seed", "3")
-    on_ray = _svd("inpaint", *clips, *args, "--ray-address", address, "--workers", "1", "--json", env=env)
-    assert on_ray.returncode == 0, on_ray.stderr
-    results, summary = _json_lines(on_ray.stdout)
-    assert [x["status"] for x in results] == ["ok"] and summary["done"] == 1 and summary["workers"] == {"w1": 1}
-    assert results[0]["worker"]["pid"] not in (os.getpid(), None) and "Videos per Ray worker" in on_ray.stderr
-    made = {clip: clip.with_name(f"{clip.stem}.inpainted.mp4") for clip in clips}
-    kept = {clip: path.read_bytes() for clip, path in made.items()}
-    for path in made.values():
-        path.unlink()
-        path.with_name(path.name + ".json").unlink()
+    clip, photo = make_clip(tmp_path / "clip.mp4", count=6), tmp_path / "photo.png"
+    shutil.copy(EXAMPLES / "coffee.png", photo)
+    fast = ("--model", "tiny", "--steps", "2", "--seed", "3")
+    commands = {  # what each makes
+        tmp_path / "clip.inpainted.mp4": ("inpaint", clip, "--mask", box_mask(tmp_path / "box.png"), *fast),
+        tmp_path / "photo.mp4": ("animate", photo, "--mask", mask_file(tmp_path / "half.png"), "--frames", "3",
+                                 "--size", "128x64", *fast),
+    }  # fmt: skip
+    made = {}
+    for output, command in commands.items():
+        on_ray = _svd(*command, "--ray-address", address, "--workers", "1", "--json", env=env)
+        assert on_ray.returncode == 0, on_ray.stderr
+        results, summary = _json_lines(on_ray.stdout)
+        assert [x["status"] for x in results] == ["ok"] and summary["workers"] == {"w1": 1}, command
+        assert results[0]["worker"]["pid"] not in (os.getpid(), None) and "Videos per Ray worker" in on_ray.stderr
+        made[output] = output.read_bytes()
+        output.unlink()
+        output.with_name(output.name + ".json").unlink()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        here = svd("inpaint", *clips, *args)
+        for output, command in commands.items():
+            here = svd(*command)
+            assert here.code == 0, here.err
+            assert output.read_bytes() == made[output], output
     finally:
         torch.set_num_threads(threads)
-    assert here.code == 0, here.err
-    for clip, path in made.items():
-        assert read_video(path)[1].shape == (6, 64, 128, 3)
-        assert path.read_bytes() == kept[clip], clip
+    assert read_video(tmp_path / "clip.inpainted.mp4")[1].shape == (6, 64, 128, 3)
+    assert read_video(tmp_path / "photo.mp4")[1].shape == (3, 64, 128, 3)
 
 
 def test_the_only_worker_killed_once_is_restarted_and_makes_every_video(tiny_dir, tmp_path):
