@@ -143,6 +143,17 @@ class Recorder(Progress):
 TINY_FAST = ["--model", "tiny", "--frames", "6", "--steps", "2", "--fps", "8", "--size", "256x128"]
 
 
+# The test files that take longest, handed out first: pytest-xdist gives a worker the next file whenever it is
+# free, so the many short files even out the end of the run instead of one long file running on alone.
+LONGEST_FIRST = ("test_compile.py", "test_ray.py", "test_memory.py", "test_simulate.py", "test_batch.py",
+                 "test_long_videos.py", "test_hub_download.py")  # fmt: skip
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: index for index, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the other files keep their order
+
+
 def pytest_sessionfinish(session, exitstatus):
     """A run in which no test passed is a failure, even if everything was skipped (CI must not go green)."""
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
