@@ -371,7 +371,7 @@ def _wait_for(predicate, timeout: float = 90) -> None:
         time.sleep(0.005)
 
 
-def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tiny_dir, tmp_path):
+def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(svd, tiny_dir, tmp_path):
     proc, out = _start_batch(tmp_path, 4)
     _wait_for(lambda: len(list(out.glob("*.mp4"))) >= 1 if out.exists() else False)
     time.sleep(0.3)  # now in the middle of the next video
@@ -386,14 +386,14 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_resumes(tiny_dir, tmp_path):
     for v in videos:
         assert read_video(v)[1].shape[0] == 6
 
-    proc = run_subprocess("animate", tmp_path / "in", "--model", "tiny", "--frames", "6", "--steps", "3",
-                          "--size", "256x128", "--seed", "1", "--out", out, "--json")  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    statuses = [json.loads(line)["status"] for line in proc.stdout.splitlines()[:-1]]
+    again = svd("animate", tmp_path / "in", "--model", "tiny", "--frames", "6", "--steps", "3", "--size", "256x128",
+                "--seed", "1", "--out", out, "--json")  # fmt: skip
+    assert again.code == 0, again.err
+    statuses = [json.loads(line)["status"] for line in again.out.splitlines()[:-1]]
     assert statuses.count("skipped") == len(videos) and statuses.count("ok") == 4 - len(videos)
 
 
-def test_sigkill_never_leaves_a_broken_file_under_a_final_name(tiny_dir, tmp_path):
+def test_sigkill_never_leaves_a_broken_file_under_a_final_name(svd, tiny_dir, tmp_path):
     proc, out = _start_batch(tmp_path, 4)
     # Kill while a video is being written, if we can catch one; the final names must all be whole videos.
     caught = []
@@ -416,8 +416,8 @@ def test_sigkill_never_leaves_a_broken_file_under_a_final_name(tiny_dir, tmp_pat
         elif p.suffix == ".json":
             assert json.loads(p.read_text())["settings"]["frames"] == 6
 
-    proc = run_subprocess("animate", tmp_path / "in", "--model", "tiny", "--frames", "6", "--steps", "3",
-                          "--size", "256x128", "--seed", "1", "--out", out)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
+    again = svd("animate", tmp_path / "in", "--model", "tiny", "--frames", "6", "--steps", "3", "--size", "256x128",
+                "--seed", "1", "--out", out)  # fmt: skip
+    assert again.code == 0, again.err
     assert len(list(out.glob("*.mp4"))) == 4
     assert not [p for p in out.iterdir() if ".svd-partial-" in p.name]

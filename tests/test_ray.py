@@ -228,12 +228,13 @@ def test_an_inpainted_video_and_a_cinemagraph_on_a_ray_worker_are_what_one_proce
     assert read_video(tmp_path / "photo.mp4")[1].shape == (3, 64, 128, 3)
 
 
-def test_the_only_worker_killed_once_is_restarted_and_makes_every_video(tiny_dir, tmp_path):
-    """`--ray --workers 1`: the worker is killed mid-video; Ray restarts it and the video is made on it again."""
+def test_the_only_worker_killed_once_is_restarted_and_makes_every_video(ray_cluster, tmp_path):
+    """`--workers 1`: the worker is killed mid-video; Ray restarts it and the video is made on it again."""
+    address, env = ray_cluster
     photos = _photos(tmp_path / "in", 4)
     out = tmp_path / "out"
-    env = _ray_env()
-    code, lines, killed, stderr = _run_killing_first_maker(tmp_path / "in", out, env, "--ray", "--workers", "1")
+    code, lines, killed, stderr = _run_killing_first_maker(tmp_path / "in", out, env, "--ray-address", address,
+                                                            "--workers", "1")  # fmt: skip
     assert code == 0, stderr
     results, summary = lines[:-1], lines[-1]
     assert summary["summary"] is True, lines
@@ -250,7 +251,6 @@ def test_the_only_worker_killed_once_is_restarted_and_makes_every_video(tiny_dir
     for photo in photos:
         assert read_video(out / f"{photo.stem}.mp4")[1].shape == (2, 64, 128, 3), photo
     assert not _partials(out) and not _locks(out)
-    shutil.rmtree(env["RAY_TMPDIR"], ignore_errors=True)
 
 
 def test_ctrl_c_on_a_local_ray_instance_stops_everything_and_leaves_no_partial_file(tiny_dir, tmp_path):
