@@ -78,8 +78,8 @@ CLOCK = CompileClock()
 _listening = False
 
 
-def compile_unet(unet) -> int:
-    """Compile each repeated block of `unet` in place (on its first call); return how many blocks."""
+def compile_unet(unet) -> None:
+    """Compile each repeated block of `unet` in place (each compiles on its first call)."""
     global _listening
     import torch
     import torch._dynamo.callback
@@ -93,7 +93,6 @@ def compile_unet(unet) -> int:
         torch._dynamo.callback.on_compile_start(CLOCK.start)
         torch._dynamo.callback.on_compile_end(CLOCK.end)
         _listening = True
-    blocks = [module for module in unet.modules() if type(module).__name__ in REPEATED_BLOCKS]
-    for block in blocks:
-        block.compile()
-    return len(blocks)
+    for block in unet.modules():
+        if type(block).__name__ in REPEATED_BLOCKS:
+            block.compile()

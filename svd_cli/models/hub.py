@@ -12,13 +12,13 @@ to another commit says so in one line. The recipe of every video records the com
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from pathlib import Path
 
-from ..errors import ModelUnavailableError, ref
+from ..errors import ModelUnavailableError, SvdError, ref
 from ..io.bounded import BoundedReadError, load_json, read_text
+from ..io.video import write_json
 from ..kinds import FILE_KINDS, KIND_DEFAULTS
 from ..paths import cache_dir
 from ..progress import Progress, size_text
@@ -189,11 +189,8 @@ def remember_commit(name: str, repo: str, revision: str, path: Path, progress: P
             "recipe records its commit)."
         )
     entries[key] = {"commit": commit, "name": name}
-    with contextlib.suppress(OSError):  # a read-only cache folder: the download itself is fine
-        lock.parent.mkdir(parents=True, exist_ok=True)
-        temporary = lock.with_name(f".{LOCK_FILE}.{os.getpid()}")
-        temporary.write_text(json.dumps(entries, indent=2, sort_keys=True) + "\n")
-        os.replace(temporary, lock)
+    with contextlib.suppress(SvdError):  # a read-only cache folder: the download itself is fine
+        write_json(entries, lock)
 
 
 def _remote_variant(repo: str, revision: str, kind: str) -> str | None:

@@ -19,7 +19,7 @@ from ..paths import cache_dir
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
 from .files import file_identity, seen_files
-from .hub import cached_file, cached_snapshot, download_file, download_snapshot, forget_cached_file
+from .hub import cached_file, cached_snapshot, download_file, download_snapshot, forget_cached_file, snapshot_commit
 from .layout import check_model_folder, damaged_files, detect_variant, hash_problem, safetensors_problem
 from .post import check_weights_file
 from .quiet import quiet_transformers
@@ -583,7 +583,7 @@ def _resolve_repo(
         path=folder,
         repo=repo,
         revision=revision,
-        commit=folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else None,
+        commit=snapshot_commit(folder),
         variant=variant,
         entry=entry,
         kind=kind,
