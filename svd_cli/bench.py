@@ -30,6 +30,7 @@ from ._version import __version__
 from .errors import OptionError, first_line
 from .families import FAMILIES
 from .io.video import write_json
+from .kinds import VIDEO
 from .memory import PROFILE_ORDER, estimate_peak_bytes, job_shape, plan_for
 from .memory.storage import store_weights
 from .models.architectures import FAMILY, build_random_pipeline
@@ -163,11 +164,13 @@ def run_bench(
     progress.note(RANDOM_WEIGHTS_NOTE)
 
     pipe = build_random_pipeline(arch, device="cpu", dtype=torch_dtype)
-    source = ModelSource(name=f"random-{arch}", path=Path("."), kind=FAMILY)
+    source = ModelSource(name=f"random-{arch}", path=Path("."), kind=VIDEO, family=FAMILY)
     model = FAMILIES[FAMILY].adapter(source, pipe, torch_device, torch_dtype)
     image_path = image_path or _example_image()
     image = fit_image(Image.open(image_path).convert("RGB"), width, height, "crop", (255, 255, 255))
-    settings = GenerationSettings.kind_defaults(FAMILY, frames=frames, steps=steps, seed=0, width=width, height=height)
+    settings = GenerationSettings.family_defaults(
+        FAMILY, frames=frames, steps=steps, seed=0, width=width, height=height
+    )
     pipe.set_progress_bar_config(disable=True)
     meter = PeakMemory(torch_device)
     results: list[dict] = []

@@ -1,25 +1,25 @@
-"""Model kinds: what a registry entry or a model folder can be, and the defaults each kind brings.
+"""Model kinds: what a registry entry or a model folder is for, and the defaults each brings.
 
-A kind is a video model family (families/: svd) or one of the other kinds below (a text-to-image model, an
-upscaler, an interpolator). Importable without torch: planning a batch (names, resume) needs the defaults
-long before any model is loaded. The adapter that builds and runs each kind is its family's, or in
-models/adapters.py.
+A kind is what a setting takes: a video model (`VIDEO`, of one of the families in families/: svd), a
+text-to-image model, an upscaler, an interpolator or a tiny decoder. A video model also has a family, which
+decides its defaults, its files and its denoising; the other kinds have none. Importable without torch: planning
+a batch (names, resume) needs the defaults long before any model is loaded. The adapter that builds and runs a
+video model is its family's; the others' are in models/adapters.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from .families import FAMILIES, family_reading
 
-# What a setting taking a video model (any family's) says of it; the families bring the rest (families/).
-VIDEO = "video"  # the kind the `model` setting asks for: a model of any family in FAMILIES
-_VIDEO_ENTRY = {"option": "model", "role": "an image-to-video model", "places": "a folder or a Hub repo id"}
+VIDEO = "video"  # the kind of an image-to-video model (the `model` setting's), of any family in FAMILIES
 
-# Per kind that is not a video family: its sampler, the default of every setting the model decides, the
-# setting that names a model of this kind, and the built-in model that works offline.
-OTHER_KINDS: dict[str, dict] = {
+# Per kind: the setting that names a model of it, what it is and where it may come from (for messages); and for
+# the kinds with no family, its sampler, the built-in model that works offline and the default of every setting
+# the model decides (a video model's come from its family).
+KINDS: dict[str, dict] = {
+    VIDEO: {"option": "model", "role": "an image-to-video model", "places": "a folder or a Hub repo id"},
     # A text-to-image model makes (or restyles) the first frame. Its defaults are those of its own settings:
     # steps and cfg (image_steps, image_cfg), and `size`, the size it draws a landscape still at before the
     # still is fitted to the video (None: at the video's size).
@@ -70,40 +70,21 @@ FILE_KINDS = ("upscaler", "interpolator", "decoder")
 DRAFT_DECODER = "taesd"
 
 
-class _Kinds(Mapping):
-    """Every kind of model by name: each video family's (read live from FAMILIES, so a family added at run time is
-    one), then the others. `VIDEO` is looked up too (any family: what the `model` setting takes) but is not a
-    kind a model can have, so it is neither listed nor `in` it."""
-
-    def __getitem__(self, kind: str) -> dict:
-        if kind in FAMILIES:
-            family = FAMILIES[kind]
-            return {**_VIDEO_ENTRY, "sampler": family.defaults["sampler"], "builtin": family.builtin,
-                    "defaults": family.defaults}  # fmt: skip
-        if kind == VIDEO:
-            return {**_VIDEO_ENTRY, "builtin": next(f.builtin for f in FAMILIES.values() if f.builtin)}
-        return OTHER_KINDS[kind]
-
-    def __contains__(self, kind: object) -> bool:
-        return kind in FAMILIES or kind in OTHER_KINDS
-
-    def __iter__(self) -> Iterator[str]:
-        return iter([*FAMILIES, *OTHER_KINDS])
-
-    def __len__(self) -> int:
-        return len(FAMILIES) + len(OTHER_KINDS)
+def model_defaults(kind: str, family: str | None = None) -> dict:
+    """A fresh copy (callers may change it) of the defaults of a model of `kind`: its family's for a video model."""
+    return dict(FAMILIES[family].defaults if kind == VIDEO else KINDS[kind]["defaults"])
 
 
-KIND_DEFAULTS: Mapping[str, dict] = _Kinds()
+def builtin_model(kind: str) -> str:
+    """The built-in model of `kind` that works offline (for a video model, the first family's that has one)."""
+    if kind == VIDEO:
+        return next(family.builtin for family in FAMILIES.values() if family.builtin)
+    return KINDS[kind]["builtin"]
 
 
-def kind_defaults(kind: str) -> dict:
-    """A fresh copy of a kind's defaults (callers may change it)."""
-    return dict(KIND_DEFAULTS[kind]["defaults"])
-
-
-def folder_kind(folder: Path) -> str | None:
-    """The kind of the pipeline a diffusers-layout folder holds (from model_index.json), None if unreadable.
+def folder_type(folder: Path) -> tuple[str, str | None] | None:
+    """The kind and family of the pipeline a diffusers-layout folder holds (from model_index.json), None if
+    unreadable.
 
     A pipeline class no family reads is taken for a text-to-image model (AutoPipelineForText2Image refuses
     what it cannot load).
@@ -116,12 +97,12 @@ def folder_kind(folder: Path) -> str | None:
         return None
     name = str(index.get("_class_name", "")) if isinstance(index, dict) else ""
     family = family_reading(name)
-    return family.name if family is not None else "text-to-image"
+    return (VIDEO, family.name) if family is not None else ("text-to-image", None)
 
 
-def folder_defaults(folder: Path, kind: str) -> dict:
+def folder_defaults(folder: Path, kind: str, family: str | None = None) -> dict:
     """Defaults for a model folder of `kind` svd has no registry entry for: its family's (with what the folder's
     configs say, such as the UNet's frame count), or its kind's."""
-    if kind in FAMILIES:
-        return FAMILIES[kind].folder_defaults(folder)
-    return kind_defaults(kind)
+    if kind == VIDEO:
+        return FAMILIES[family].folder_defaults(folder)
+    return model_defaults(kind)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionError, UsageError, ref
-from .kinds import DRAFT_DECODER, kind_defaults
+from .kinds import DRAFT_DECODER, VIDEO, model_defaults
 from .registry import SAMPLERS, get_entry
 
 MAX_SEED = 2**63 - 1
@@ -693,9 +693,9 @@ class GenerationSettings:
         return GenerationSettings(**{**self._values, **changes})
 
     @classmethod
-    def kind_defaults(cls, kind: str, **values: Any) -> GenerationSettings:
-        """A kind's default settings (models/kinds.py), with `values` (seed, width, height, ...) set."""
-        defaults = kind_defaults(kind)
+    def family_defaults(cls, family: str, **values: Any) -> GenerationSettings:
+        """A model family's default settings (families/), with `values` (seed, width, height, ...) set."""
+        defaults = model_defaults(VIDEO, family)
         return cls(**{name: defaults[name] for name in GENERATION if name in defaults} | values)
 
     def as_dict(self) -> dict[str, Any]:

@@ -17,7 +17,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 from .errors import SvdError
-from .kinds import KIND_DEFAULTS, kind_defaults
+from .families import FAMILIES
+from .kinds import KINDS, VIDEO, model_defaults
 
 SAMPLERS = ("euler", "animatelcm")  # the samplers svd has (families/animatelcm.py, beside diffusers' Euler)
 
@@ -30,8 +31,9 @@ class ModelEntry:
     repo: str | None
     revision: str
     variant: str | None
-    kind: str  # which adapter builds it (models/adapters.py)
-    defaults: dict  # option name -> default value (the sampler too), over the kind's own defaults
+    kind: str  # what it is for (kinds.py: VIDEO, text-to-image, upscaler, ...)
+    family: str | None  # a video model's family (families/), which builds and runs it; None for the other kinds
+    defaults: dict  # option name -> default value (the sampler too), over its family's or kind's own defaults
     download_gb: float
     gated: bool
     license: str
@@ -49,7 +51,7 @@ class ModelEntry:
 
     @property
     def sampler(self) -> str:
-        return self.defaults.get("sampler", KIND_DEFAULTS[self.kind]["sampler"])
+        return self.defaults.get("sampler") or KINDS[self.kind]["sampler"]
 
 
 def registry_path() -> Path:
@@ -72,10 +74,8 @@ def load_registry() -> dict[str, ModelEntry]:
 
     entries = {}
     for name, raw in data.get("models", {}).items():
-        kind = raw.get("kind")
-        if kind not in KIND_DEFAULTS:
-            raise SvdError(f"weights.toml: models.{name}.kind {kind!r} is not one of {', '.join(KIND_DEFAULTS)}.")
-        defaults = kind_defaults(kind)
+        kind, family = _kind_and_family(raw, name)
+        defaults = model_defaults(kind, family)
         for key in defaults:
             if key in raw:
                 defaults[key] = _size(raw[key], name) if key == "size" else type(defaults[key])(raw[key])
@@ -88,6 +88,7 @@ def load_registry() -> dict[str, ModelEntry]:
             revision=raw.get("revision", "main"),
             variant=raw.get("variant"),
             kind=kind,
+            family=family,
             defaults=defaults,
             download_gb=float(raw.get("download_gb", 0.0)),
             gated=bool(raw.get("gated", False)),
@@ -100,6 +101,19 @@ def load_registry() -> dict[str, ModelEntry]:
             file=raw.get("file"),
         )
     return entries
+
+
+def _kind_and_family(raw: dict, name: str) -> tuple[str, str | None]:
+    """An entry's kind, and its family if it is a video model (which must name one, as no other kind may)."""
+    kind, family = raw.get("kind"), raw.get("family")
+    if kind not in KINDS:
+        raise SvdError(f"weights.toml: models.{name}.kind {kind!r} is not one of {', '.join(KINDS)}; fix the registry.")
+    if kind == VIDEO and family not in FAMILIES:
+        raise SvdError(f"weights.toml: models.{name}.family {family!r} is not one of {', '.join(FAMILIES)}; fix the "
+                       "registry.")  # fmt: skip
+    if kind != VIDEO and family is not None:
+        raise SvdError(f"weights.toml: models.{name} is {kind!r}, which has no family; delete its family.")
+    return kind, family
 
 
 def _size(text: str, name: str) -> tuple[int, int]:

@@ -561,7 +561,7 @@ def test_a_function_level_import_of_svd_cli_keeps_a_heavy_package_out_of_its_cal
 
 
 def test_no_parameter_defaults_to_a_model_family():
-    """The family travels with the model it was read from: no signature assumes one (`kind="svd"`)."""
+    """The family travels with the model it was read from: no signature or field assumes one (`family="svd"`)."""
     from svd_cli.families import FAMILIES
 
     assumed = []
@@ -573,7 +573,7 @@ def test_no_parameter_defaults_to_a_model_family():
                             if isinstance(d, ast.Constant) and d.value in FAMILIES]  # fmt: skip
             elif (  # a dataclass field
                 isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant)
-                and node.value.value in FAMILIES and ast.unparse(node.target) == "kind"
+                and node.value.value in FAMILIES and ast.unparse(node.target) in ("kind", "family")
             ):  # fmt: skip
-                assumed.append(f"{module}:{node.lineno} kind")
+                assumed.append(f"{module}:{node.lineno} {ast.unparse(node.target)}")
     assert assumed == []

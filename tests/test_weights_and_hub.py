@@ -47,7 +47,7 @@ def test_registry_names_the_three_checkpoints_and_tiny():
 def test_download_patterns_fetch_only_fp16_safetensors_and_configs():
     from svd_cli.models.layout import allow_patterns
 
-    patterns = allow_patterns("fp16", "svd")
+    patterns = allow_patterns("fp16", "video", "svd")
     assert "unet/diffusion_pytorch_model.fp16.safetensors" in patterns
     assert "image_encoder/model.fp16.safetensors" in patterns
     assert not any(p.endswith((".bin", ".ckpt")) or p == "*" for p in patterns)

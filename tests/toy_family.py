@@ -48,7 +48,7 @@ def build_toy_model(folder: Path, seed: int = 7) -> Path:
 class ToyAdapter(SVDAdapter):
     """SVD's adapter without the image encoder: the memory engine sees the UNet and the VAE only."""
 
-    kind = "toy"
+    family = "toy"
 
     def __init__(self, source, pipe, device, dtype):
         self.source, self.pipe, self.device, self.dtype = source, pipe, device, dtype

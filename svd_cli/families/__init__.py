@@ -1,4 +1,4 @@
-"""Model families (base.py says what one is), by the name registry entries and model folders give as `kind`.
+"""Video model families (base.py says what one is), by the name registry entries give as `family`.
 
 Adding a family: its module here and one entry in `FAMILIES` (a script or a test may add one at run time).
 """
@@ -16,8 +16,8 @@ FAMILIES: dict[str, Family] = {"svd": SVD()}
 
 
 def family_of(model: Any) -> Family:
-    """The family of a loaded model (its adapter's `kind`)."""
-    return FAMILIES[model.kind]
+    """The family of a loaded video model (its adapter's `family`)."""
+    return FAMILIES[model.family]
 
 
 def family_reading(pipeline: str) -> Family | None:

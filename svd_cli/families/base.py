@@ -51,7 +51,8 @@ class Conditioning:
 
 
 class Family(Protocol):
-    """A model family: the `kind` of its registry entries and model folders, and what its denoising needs."""
+    """A video model family: the `family` of its registry entries, how its folders are recognised, and what its
+    denoising needs."""
 
     name: str
     # The default of every generation setting its models decide (options.GENERATION; "size" as (width, height)),

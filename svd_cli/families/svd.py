@@ -151,7 +151,7 @@ class SVD:
 class SVDAdapter:
     """Stable Video Diffusion: CLIP image encoder, VAE (encoder and temporal decoder), spatio-temporal UNet."""
 
-    kind = SVD.name
+    family = SVD.name
 
     def __init__(self, source: Any, pipe, device: torch.device, dtype: torch.dtype):
         self.source = source

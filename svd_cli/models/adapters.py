@@ -38,8 +38,6 @@ class TextToImageAdapter:
     on the same weights), always with a CPU generator so a seed gives the same still on every device.
     """
 
-    kind = "text-to-image"
-
     def __init__(self, source: ModelSource, pipe, device: torch.device, dtype: torch.dtype):
         self.source = source
         self.pipe = pipe

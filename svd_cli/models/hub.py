@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import ModelUnavailableError, SvdError, ref
 from ..io.bounded import BoundedReadError, load_json, read_text
 from ..io.video import write_json
-from ..kinds import FILE_KINDS, KIND_DEFAULTS
+from ..kinds import FILE_KINDS, KINDS, builtin_model
 from ..paths import cache_dir
 from ..progress import Progress, size_text
 from .layout import allow_patterns, candidate_components, is_complete, weight_components, weight_name
@@ -31,16 +31,16 @@ def offline_mode() -> bool:
     return value in {"1", "ON", "YES", "TRUE"}
 
 
-def cached_snapshot(repo: str, revision: str, variant: str | None, kind: str) -> Path | None:
+def cached_snapshot(repo: str, revision: str, variant: str | None, kind: str, family: str | None = None) -> Path | None:
     """The complete local copy of a repo's pipeline files, or None; never touches the network."""
     from huggingface_hub import snapshot_download
 
-    patterns = allow_patterns(variant, kind)
+    patterns = allow_patterns(variant, kind, family)
     try:
         folder = Path(snapshot_download(repo, revision=revision, allow_patterns=patterns, local_files_only=True))
     except Exception:
         return None
-    return folder if is_complete(folder, variant, kind) else None
+    return folder if is_complete(folder, variant, kind, family) else None
 
 
 def forget_cached_file(path: Path) -> None:
@@ -61,13 +61,14 @@ def download_snapshot(
     download_gb: float,
     progress: Progress,
     kind: str,
+    family: str | None = None,
 ) -> tuple[Path, str | None]:
     """Fetch the pipeline's files (keeping any already in the cache); map every Hub failure to one sentence."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     fix = f"`svd weights pull {name}`"
-    instead = f"{ref(KIND_DEFAULTS[kind]['option'])} {KIND_DEFAULTS[kind]['builtin']}"
+    instead = f"{ref(KINDS[kind]['option'])} {builtin_model(kind)}"
     if offline_mode():
         raise ModelUnavailableError(
             f"{name} is not downloaded and HF_HUB_OFFLINE=1 forbids downloading it: unset HF_HUB_OFFLINE "
@@ -76,21 +77,22 @@ def download_snapshot(
         )
     try:
         if variant is None:
-            variant = _remote_variant(repo, revision, kind)
+            variant = _remote_variant(repo, revision, kind, family)
         size = f" (about {size_text(download_gb * 1e9)})" if download_gb else ""
         progress.note(f"Downloading {name}{size} from the Hugging Face Hub ({repo}, revision {revision})")
         if progress.interactive:
             enable_progress_bars()
         else:
             disable_progress_bars()
-        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=allow_patterns(variant, kind)))
+        folder = Path(snapshot_download(repo, revision=revision, allow_patterns=allow_patterns(variant, kind, family)))
     except ModelUnavailableError:
         raise
     except Exception as exc:  # every Hub failure becomes one sentence with its fix
         why = _explain_hub_error(exc, name, repo, revision, gated, fix, instead, kind)
         raise ModelUnavailableError(why, model=name) from exc
-    if not is_complete(folder, variant, kind):
-        weights = [weight_name(component, stem, variant) for component, stem in weight_components(folder, kind).items()]
+    if not is_complete(folder, variant, kind, family):
+        components = weight_components(folder, kind, family)
+        weights = [weight_name(component, stem, variant) for component, stem in components.items()]
         raise ModelUnavailableError(
             f"{repo} at revision {revision} lacks the safetensors weights svd needs "
             f"({', '.join(weights)}); svd never loads pickle files.",
@@ -127,7 +129,7 @@ def download_file(
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     fix = f"`svd weights pull {name}`"
-    instead = f"{ref(KIND_DEFAULTS[kind]['option'])} {KIND_DEFAULTS[kind]['builtin']}"
+    instead = f"{ref(KINDS[kind]['option'])} {builtin_model(kind)}"
     if offline_mode():
         raise ModelUnavailableError(
             f"{name} needs {repo}/{filename}, which is not downloaded, and HF_HUB_OFFLINE=1 forbids downloading "
@@ -193,15 +195,15 @@ def remember_commit(name: str, repo: str, revision: str, path: Path, progress: P
         write_json(entries, lock)
 
 
-def _remote_variant(repo: str, revision: str, kind: str) -> str | None:
-    """'fp16' when the repo has an fp16 safetensors file of every component (of any table `kind` may have)."""
+def _remote_variant(repo: str, revision: str, kind: str, family: str | None) -> str | None:
+    """'fp16' when the repo has an fp16 safetensors file of every component (of any table the model may have)."""
     import fnmatch
 
     from huggingface_hub import HfApi
 
     # One request (the repo's info lists its files); the tree listing would retry for 25 s with no network.
     files = [s.rfilename for s in HfApi().model_info(repo, revision=revision).siblings or []]
-    for components in candidate_components(kind):
+    for components in candidate_components(kind, family):
         wanted = [weight_name(folder, stem, "fp16") for folder, stem in components.items()]
         if all(fnmatch.filter(files, pattern) for pattern in wanted):
             return "fp16"
@@ -213,7 +215,7 @@ def _explain_hub_error(
 ) -> str:
     from huggingface_hub import errors as hf_errors
 
-    option = KIND_DEFAULTS[kind]["option"]
+    option = KINDS[kind]["option"]
     local = "a .safetensors file" if kind in FILE_KINDS else "a local folder"
     url = f"https://huggingface.co/{repo}"
     if isinstance(exc, hf_errors.GatedRepoError) or (gated and _status(exc) in (401, 403)):

@@ -1,7 +1,7 @@
 """What a model folder in diffusers layout must hold, checked without loading anything or touching the network.
 
-Each kind of model has its own weight components: SVD's UNet, VAE and CLIP image encoder (each family lists
-its own); a text-to-image model's UNet, VAE and CLIP text encoder(s) with their tokenizers. Downloads fetch
+Each kind of model has its own weight components: a video model's are its family's (SVD's UNet, VAE and CLIP
+image encoder); a text-to-image model's UNet, VAE and CLIP text encoder(s) with their tokenizers. Downloads fetch
 exactly these (configs, tokenizer files, one safetensors file per component) and nothing else: no pickles, no
 single-file copies.
 """
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from ..errors import ModelLoadError, ModelUnavailableError, UsageError, ref
 from ..families import FAMILIES
-from ..kinds import KIND_DEFAULTS, VIDEO, folder_kind
+from ..kinds import KINDS, VIDEO, folder_type
 from .files import file_sha256
 
-# Per kind that is not a video family (each family lists its own: families/): component folder -> file stem of
+# Per kind that has no family (a video model's family lists its own: families/): component folder -> file stem of
 # its weights. A "*" in a folder is a glob for the download (SDXL has text_encoder and text_encoder_2); the
 # folders a model really has come from its model_index.json.
 OTHER_COMPONENTS = {
@@ -38,29 +38,30 @@ def weight_name(component: str, stem: str, variant: str | None) -> str:
     return f"{component}/{stem}{_suffix(variant)}"
 
 
-def candidate_components(kind: str) -> list[dict[str, str]]:
-    """The component tables a model of `kind` may have: one, or for VIDEO (a model of any family) each family's."""
+def candidate_components(kind: str, family: str | None = None) -> list[dict[str, str]]:
+    """The component tables a model of `kind` may have: one, or for a video model of no known family each
+    family's."""
     if kind == VIDEO:
-        return [dict(family.components) for family in FAMILIES.values()]
-    if kind in FAMILIES:
-        return [dict(FAMILIES[kind].components)]
+        families = [FAMILIES[family]] if family is not None else list(FAMILIES.values())
+        return [dict(each.components) for each in families]
     return [OTHER_COMPONENTS[kind]]
 
 
-def kind_components(kind: str, folder: Path | None = None) -> dict[str, str]:
-    """Component folder -> weights stem of a model of `kind` (VIDEO: of the family `folder` holds, else of all)."""
-    if kind == VIDEO and folder is not None:
-        kind = folder_kind(folder) or kind
-    return {name: stem for table in candidate_components(kind) for name, stem in table.items()}
+def model_components(kind: str, family: str | None = None, folder: Path | None = None) -> dict[str, str]:
+    """Component folder -> weights stem of a model of `kind` (a video model of no known family: of the family
+    `folder` holds, else of all)."""
+    if kind == VIDEO and family is None and folder is not None:
+        kind, family = folder_type(folder) or (kind, family)
+    return {name: stem for table in candidate_components(kind, family) for name, stem in table.items()}
 
 
-def allow_patterns(variant: str | None, kind: str) -> list[str]:
+def allow_patterns(variant: str | None, kind: str, family: str | None = None) -> list[str]:
     """The files svd downloads: configs, tokenizer files and one safetensors file per component."""
-    weights = [weight_name(folder, stem, variant) for folder, stem in kind_components(kind).items()]
+    weights = [weight_name(folder, stem, variant) for folder, stem in model_components(kind, family).items()]
     return CONFIG_PATTERNS + EXTRA_PATTERNS.get(kind, []) + weights
 
 
-def weight_components(folder: Path | None, kind: str) -> dict[str, str]:
+def weight_components(folder: Path | None, kind: str, family: str | None = None) -> dict[str, str]:
     """The component folders whose weights a model of `kind` in `folder` needs (globs expanded by its index)."""
     components = {}
     listed: set[str] = set()
@@ -70,7 +71,7 @@ def weight_components(folder: Path | None, kind: str) -> dict[str, str]:
             listed = {k for k, v in index.items() if isinstance(v, list) and v[0] is not None}
         except (OSError, ValueError, AttributeError):
             listed = set()
-    for name, stem in kind_components(kind, folder).items():
+    for name, stem in model_components(kind, family, folder).items():
         if name.endswith("*"):
             matches = sorted(k for k in listed if k.startswith(name[:-1])) or [name[:-1]]
             components.update({m: stem for m in matches})
@@ -79,18 +80,18 @@ def weight_components(folder: Path | None, kind: str) -> dict[str, str]:
     return components
 
 
-def detect_variant(folder: Path, kind: str) -> str | None:
+def detect_variant(folder: Path, kind: str, family: str | None = None) -> str | None:
     """'fp16' when every component has an fp16 safetensors file, else None (plain safetensors)."""
-    components = weight_components(folder, kind)
+    components = weight_components(folder, kind, family)
     if all((folder / weight_name(f, stem, "fp16")).is_file() for f, stem in components.items()):
         return "fp16"
     return None
 
 
-def is_complete(folder: Path, variant: str | None, kind: str) -> bool:
+def is_complete(folder: Path, variant: str | None, kind: str, family: str | None = None) -> bool:
     if not (folder / "model_index.json").is_file():
         return False
-    components = weight_components(folder, kind)
+    components = weight_components(folder, kind, family)
     return all((folder / weight_name(f, stem, variant)).is_file() for f, stem in components.items())
 
 
@@ -124,10 +125,10 @@ def index_problem(path: Path) -> str | None:
     return None
 
 
-def check_model_folder(folder: Path, variant: str | None, kind: str) -> None:
+def check_model_folder(folder: Path, variant: str | None, kind: str, family: str | None = None) -> None:
     """Refuse a folder that is not a complete pipeline of `kind` in diffusers layout, or that holds only pickles."""
 
-    option = KIND_DEFAULTS[kind]["option"]
+    option = KINDS[kind]["option"]
     if not (folder / "model_index.json").is_file():
         raise UsageError(
             f"{ref(option)} {folder}: no model_index.json there; point it at a diffusers-layout folder "
@@ -141,7 +142,7 @@ def check_model_folder(folder: Path, variant: str | None, kind: str) -> None:
             "save_pretrained.",
             path=folder / "model_index.json",
         )
-    for component, stem in weight_components(folder, kind).items():
+    for component, stem in weight_components(folder, kind, family).items():
         sub = folder / component
         wanted = folder / weight_name(component, stem, variant)
         if wanted.is_file() or any(sub.glob("*.safetensors")):
@@ -285,10 +286,10 @@ def _span(name: str, info) -> tuple[int, int]:
     return begin, end
 
 
-def weight_files(folder: Path, variant: str | None, kind: str) -> list[Path]:
+def weight_files(folder: Path, variant: str | None, kind: str, family: str | None = None) -> list[Path]:
     """The safetensors file of every component that svd loads from `folder`."""
     files = []
-    for component, stem in weight_components(folder, kind).items():
+    for component, stem in weight_components(folder, kind, family).items():
         wanted = folder / weight_name(component, stem, variant)
         files.append(wanted if wanted.is_file() else next(iter(sorted((folder / component).glob("*.safetensors"))),
                                                           wanted))  # fmt: skip
@@ -316,10 +317,12 @@ def hash_problem(path: Path) -> str | None:
     return None
 
 
-def damaged_files(folder: Path, variant: str | None, kind: str, *, hashes: bool = False) -> list[tuple[Path, str]]:
+def damaged_files(
+    folder: Path, variant: str | None, kind: str, family: str | None = None, *, hashes: bool = False
+) -> list[tuple[Path, str]]:
     """(file, what is wrong) for every weights file that would not load; `hashes` also checks content hashes."""
     problems = []
-    for path in weight_files(folder, variant, kind):
+    for path in weight_files(folder, variant, kind, family):
         if not path.is_file():
             continue  # a missing file is check_model_folder's to report
         problem = safetensors_problem(path) or (hash_problem(path) if hashes else None)

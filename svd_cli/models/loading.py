@@ -98,15 +98,14 @@ def load_model(
         with quiet_transformers():
             pipe = load_single_file(source.path, source.single_file["arch"], dtype, unet=replacement)
         return _finish(_adapter(source, pipe, device, dtype), loras, dtype)
-    check_model_folder(source.path, source.variant, source.kind)
-    for path, problem in damaged_files(source.path, source.variant, source.kind):
+    check_model_folder(source.path, source.variant, source.kind, source.family)
+    for path, problem in damaged_files(source.path, source.variant, source.kind, source.family):
         raise ModelLoadError(f"{path} {problem}; {source.repair_advice()}.", path=path)
     try:
         with quiet_transformers():
             from diffusers import AutoPipelineForText2Image
 
-            family = FAMILIES.get(source.kind)
-            loader = family.pipeline_class() if family is not None else AutoPipelineForText2Image
+            loader = FAMILIES[source.family].pipeline_class() if source.family else AutoPipelineForText2Image
             extra = {"safety_checker": None} if _lists(source.path, "safety_checker") else {}
             if replacement is not None:
                 extra["unet"] = replacement
@@ -133,8 +132,8 @@ def load_model(
 
 def _adapter(source: ModelSource, pipe, device: torch.device, dtype: torch.dtype):
     """The loaded pipeline behind its family's adapter (or its kind's)."""
-    if source.kind in FAMILIES:
-        return FAMILIES[source.kind].adapter(source, pipe, device, dtype)
+    if source.family is not None:
+        return FAMILIES[source.family].adapter(source, pipe, device, dtype)
     return ADAPTERS[source.kind](source, pipe, device, dtype)
 
 

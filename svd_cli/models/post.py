@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..device import free_memory
 from ..errors import ModelLoadError, UsageError, ref
-from ..kinds import KIND_DEFAULTS
+from ..kinds import KINDS
 from .layout import PICKLE_SUFFIXES, safetensors_problem
 
 if TYPE_CHECKING:
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def check_weights_file(path: Path, kind: str) -> None:
     """Refuse what svd will not read as a model of `kind`: a missing file, a pickle, anything but safetensors."""
-    option, role = KIND_DEFAULTS[kind]["option"], KIND_DEFAULTS[kind]["role"]
+    option, role = KINDS[kind]["option"], KINDS[kind]["role"]
     noun = role.split(" ", 1)[1]
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
@@ -41,7 +41,7 @@ def check_loadable(source, kind: str) -> Path:
     check_weights_file(path, kind)
     if problem := safetensors_problem(path):
         advice = source.repair_advice() if source.entry else "replace it with a complete copy"
-        raise ModelLoadError(f"{ref(KIND_DEFAULTS[kind]['option'])} {path}: {problem}; {advice}.", path=path)
+        raise ModelLoadError(f"{ref(KINDS[kind]['option'])} {path}: {problem}; {advice}.", path=path)
     return path
 
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
-from ..families import FAMILIES
-from ..kinds import FILE_KINDS, KIND_DEFAULTS, VIDEO, folder_defaults, folder_kind, kind_defaults
+from ..kinds import FILE_KINDS, KINDS, VIDEO, folder_defaults, folder_type, model_defaults
 from ..paths import cache_dir
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
@@ -36,7 +35,8 @@ class ModelSource:
 
     name: str
     path: Path
-    kind: str  # the model's family (svd), or another kind (text-to-image, upscaler, interpolator): kinds.py
+    kind: str  # what it is for (kinds.py: VIDEO, text-to-image, upscaler, ...)
+    family: str | None = None  # a video model's family (families/); None for the other kinds
     repo: str | None = None
     revision: str | None = None
     commit: str | None = None
@@ -65,15 +65,15 @@ class ModelSource:
 
     @property
     def sampler(self) -> str:
-        return self.defaults().get("sampler", KIND_DEFAULTS[self.kind]["sampler"])
+        return self.defaults().get("sampler") or KINDS[self.kind]["sampler"]
 
     def defaults(self) -> dict:
         """The default of every setting the model decides (registry entry, else the folder's own configs)."""
         if self.entry:
             return dict(self.entry.defaults)
-        if self.is_file and self.kind not in FILE_KINDS:  # a single-file checkpoint: its header decides
+        if self.is_file and self.kind == VIDEO:  # a single-file checkpoint: its header decides
             return file_defaults(self.path)
-        return folder_defaults(self.path, self.kind)
+        return folder_defaults(self.path, self.kind, self.family)
 
     def repair_advice(self) -> str:
         """How to fix a damaged file of this model: depends on where it came from."""
@@ -81,11 +81,6 @@ class ModelSource:
 
 
 EXAMPLE_REPOS = {VIDEO: "stabilityai/stable-video-diffusion-img2vid-xt", "text-to-image": "stabilityai/sdxl-turbo"}
-
-
-def fits(found: str, wanted: str) -> bool:
-    """Whether a model of kind `found` is what a setting asking for `wanted` takes (VIDEO: any family's)."""
-    return found == wanted or (wanted == VIDEO and found in FAMILIES)
 
 
 def repair_advice(name: str, entry: ModelEntry | None, downloaded: bool) -> str:
@@ -124,10 +119,11 @@ def resolve_model(
             folder = tiny_model_dir(entry.builtin)
             if not (folder / "model_index.json").is_file():
                 progress.note(f"Building the built-in {entry.name} model (first use only)")
-            elif damaged := damaged_files(folder, None, entry.kind):
+            elif damaged := damaged_files(folder, None, entry.kind, entry.family):
                 path, problem = damaged[0]
                 progress.note(f"The built-in {entry.name} model is damaged ({path} {problem}); rebuilding it")
-            return ModelSource(name=entry.name, path=ensure_tiny_model(entry.builtin), entry=entry, kind=entry.kind)
+            return ModelSource(name=entry.name, path=ensure_tiny_model(entry.builtin), entry=entry, kind=entry.kind,
+                               family=entry.family)  # fmt: skip
         if entry.file:  # Stability's single file instead of the diffusers folders
             path = _entry_file(entry, entry.repo, entry.file, download, progress, entry.revision)
             return replace(resolve_single_file(path, progress), name=entry.name, entry=entry, repo=entry.repo,
@@ -142,10 +138,10 @@ def resolve_model(
     kind = kind or VIDEO
     path = Path(spec).expanduser()
     if path.is_dir():
-        kind = folder_kind(path) or kind
-        variant = detect_variant(path, kind)
-        check_model_folder(path, variant, kind)
-        return ModelSource(name=path.name, path=path.resolve(), kind=kind, variant=variant)
+        kind, family = folder_type(path) or (kind, None)
+        variant = detect_variant(path, kind, family)
+        check_model_folder(path, variant, kind, family)
+        return ModelSource(name=path.name, path=path.resolve(), kind=kind, family=family, variant=variant)
     if path.is_file():
         return resolve_single_file(path, progress)
     imported = imported_model(spec)
@@ -179,7 +175,7 @@ def resolve_file_model(
     else:
         path = Path(spec).expanduser()
         if not path.exists() and not _looks_like_path(spec) and path.suffix.lower() != ".safetensors":
-            option, role = KIND_DEFAULTS[kind]["option"], KIND_DEFAULTS[kind]["role"]
+            option, role = KINDS[kind]["option"], KINDS[kind]["role"]
             names = ", ".join(_names_of(kind))
             raise UsageError(
                 f"{ref(option)} {spec}: not {role} name ({names}) nor an existing .safetensors file.",
@@ -202,7 +198,7 @@ def resolve_file_model(
 
 def _names_of(kind: str) -> list[str]:
     """What a setting taking a model of `kind` accepts by name: its built-in methods, then the registry's models."""
-    return [*KIND_DEFAULTS[kind].get("methods", ()), *(n for n in model_names() if fits(get_entry(n).kind, kind))]
+    return [*KINDS[kind].get("methods", ()), *(n for n in model_names() if get_entry(n).kind == kind)]
 
 
 def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
@@ -213,7 +209,7 @@ def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
     """
     entry = get_entry(spec)
     path = Path(spec).expanduser()
-    found = entry.kind if entry is not None else (folder_kind(path) if path.is_dir() else None)
+    found = entry.kind if entry is not None else (_folder_kind(path) if path.is_dir() else None)
     if kind is not None and found is not None:
         check_found(spec, found, kind)
     if (
@@ -222,9 +218,9 @@ def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
         and imported_model(spec) is None
         and (_looks_like_path(spec) or not _REPO_ID.match(spec))
     ):
-        option = KIND_DEFAULTS[kind or VIDEO]["option"]
-        names = ", ".join(n for n in model_names() if kind is None or fits(get_entry(n).kind, kind))
-        video = fits(kind or VIDEO, VIDEO)
+        option = KINDS[kind or VIDEO]["option"]
+        names = ", ".join(n for n in model_names() if kind is None or get_entry(n).kind == kind)
+        video = kind in (None, VIDEO)
         places = "an existing folder or safetensors file, or" if video else "an existing folder or"
         raise UsageError(
             f"{ref(option)} {spec}: not a model name ({names}), {places} a Hub repo id like "
@@ -237,12 +233,12 @@ def check_kind(spec: str, kind: str | None) -> ModelEntry | None:
 
 def check_found(spec: str, found: str, kind: str) -> None:
     """A usage error if `spec`, a model of kind `found`, is not what a setting asking for `kind` takes."""
-    if fits(found, kind):
+    if found == kind:
         return
-    option = KIND_DEFAULTS[kind]["option"]
-    role, wanted = KIND_DEFAULTS[found]["role"], KIND_DEFAULTS[kind]["role"]
+    option = KINDS[kind]["option"]
+    role, wanted = KINDS[found]["role"], KINDS[kind]["role"]
     names = ", ".join(_names_of(kind))
-    places = KIND_DEFAULTS[kind]["places"]
+    places = KINDS[kind]["places"]
     raise UsageError(
         f"{ref(option)} {spec}: {role}, but this setting takes {wanted} ({names}, {places}).",
         option=option,
@@ -270,9 +266,15 @@ def peek_defaults(spec: str, kind: str) -> dict | None:
 
 
 def _known_folder_defaults(folder: Path, kind: str) -> dict | None:
-    """The defaults of a folder of `kind` (VIDEO: of the family it holds), None when its kind is unknown."""
-    found = folder_kind(folder) if kind == VIDEO else kind
-    return folder_defaults(folder, found) if found in KIND_DEFAULTS else None
+    """The defaults of a folder of `kind` (VIDEO: of the family it holds), None when what it holds is unknown."""
+    found = folder_type(folder) if kind == VIDEO else (kind, None)
+    return folder_defaults(folder, *found) if found is not None else None
+
+
+def _folder_kind(folder: Path) -> str | None:
+    """The kind of model a folder holds (from its model_index.json), None if unreadable."""
+    found = folder_type(folder)
+    return found[0] if found is not None else None
 
 
 def on_disk(spec: str) -> bool:
@@ -310,7 +312,7 @@ def local_snapshot(entry: ModelEntry) -> Path | None:
     if entry.file:
         path = cached_file(entry.repo, entry.revision, entry.file)
         return path.parent if path else None
-    folder = cached_snapshot(entry.repo, entry.revision, entry.variant, entry.kind)
+    folder = cached_snapshot(entry.repo, entry.revision, entry.variant, entry.kind, entry.family)
     if folder is not None and entry.unet_repo and cached_file(entry.unet_repo, "main", entry.unet_file) is None:
         return None
     return folder
@@ -326,6 +328,7 @@ def weights_status() -> list[dict]:
             {
                 "name": entry.name,
                 "kind": entry.kind,
+                "family": entry.family,
                 "frames": entry.frames,
                 "repo": entry.repo or "built-in",
                 "downloaded": folder is not None,
@@ -339,7 +342,7 @@ def weights_status() -> list[dict]:
     local = dict(downloaded=True, download_gb=0.0, gated=False)
     for row in imported_models():
         folder = Path(row["path"])
-        frames = folder_defaults(folder, SINGLE_FILE_FAMILY)["frames"]
+        frames = folder_defaults(folder, VIDEO, SINGLE_FILE_FAMILY)["frames"]
         rows.append({"name": row["name"], "frames": frames, "repo": "imported", "size_bytes": disk_size(folder),
                      "path": str(folder), "source": row["source"], **local})  # fmt: skip
     for row in seen_files():
@@ -361,11 +364,14 @@ def verify_models(spec: str | None = None) -> list[dict]:
     for name in specs:
         entry = get_entry(name)
         path = Path(name).expanduser()
-        kind = entry.kind if entry is not None else (folder_kind(path) if path.is_dir() else None) or VIDEO
+        if entry is not None:
+            kind, family = entry.kind, entry.family
+        else:
+            kind, family = (folder_type(path) if path.is_dir() else None) or (VIDEO, None)
         if entry is not None:
             folder, variant, downloaded = local_snapshot(entry), entry.variant, entry.repo is not None
         elif path.is_dir():
-            folder, variant, downloaded = path, detect_variant(path, kind), False
+            folder, variant, downloaded = path, detect_variant(path, kind, family), False
         elif _REPO_ID.match(name) and not _looks_like_path(name):
             folder = cached_snapshot(name, "main", None, kind) or cached_snapshot(name, "main", "fp16", kind)
             variant, downloaded = (detect_variant(folder, kind) if folder else None), True
@@ -382,12 +388,12 @@ def verify_models(spec: str | None = None) -> list[dict]:
                 row["problems"].append(f"{path} {problem}; {advice}.")
         else:
             try:
-                check_model_folder(folder, variant, kind)
+                check_model_folder(folder, variant, kind, family)
             except (UsageError, ModelUnavailableError) as exc:
                 row["problems"].append(exc.marked())
             advice = repair_advice(name, entry, downloaded)
             row["problems"] += [
-                f"{p} {problem}; {advice}." for p, problem in damaged_files(folder, variant, kind, hashes=True)
+                f"{p} {problem}; {advice}." for p, problem in damaged_files(folder, variant, kind, family, hashes=True)
             ]
         rows.append(row)
     return rows
@@ -410,7 +416,7 @@ def file_defaults(path: Path) -> dict:
     """Defaults of a single-file checkpoint (checked from its header, no weights read): 25 frames for XT files."""
 
     check_svd_file(read_header(path))
-    defaults = kind_defaults(SINGLE_FILE_FAMILY)
+    defaults = model_defaults(VIDEO, SINGLE_FILE_FAMILY)
     defaults["frames"] = frames_for(path)
     return defaults
 
@@ -427,9 +433,10 @@ def resolve_single_file(path: Path, progress: Progress) -> ModelSource:
     folder = imported_folder(identity["sha256"])
     if folder is not None:
         progress.note(f"Using the imported copy of {path.name} ({folder})")
-        return ModelSource(name=path.stem, path=folder, kind=SINGLE_FILE_FAMILY,
-                           variant=detect_variant(folder, SINGLE_FILE_FAMILY), single_file=identity)  # fmt: skip
-    return ModelSource(name=path.stem, path=path.resolve(), kind=SINGLE_FILE_FAMILY, single_file=identity)
+        return ModelSource(name=path.stem, path=folder, kind=VIDEO, family=SINGLE_FILE_FAMILY,
+                           variant=detect_variant(folder, VIDEO, SINGLE_FILE_FAMILY), single_file=identity)  # fmt: skip
+    return ModelSource(name=path.stem, path=path.resolve(), kind=VIDEO, family=SINGLE_FILE_FAMILY,
+                       single_file=identity)  # fmt: skip
 
 
 # --- imported single files: diffusers layout in svd's cache ---------------------------------------------------
@@ -467,8 +474,8 @@ def imported_model(name: str) -> ModelSource | None:
     for row in imported_models():
         if row["name"] == name:
             folder = Path(row["path"])
-            variant = detect_variant(folder, SINGLE_FILE_FAMILY)
-            return ModelSource(name=name, path=folder, kind=SINGLE_FILE_FAMILY, variant=variant,
+            variant = detect_variant(folder, VIDEO, SINGLE_FILE_FAMILY)
+            return ModelSource(name=name, path=folder, kind=VIDEO, family=SINGLE_FILE_FAMILY, variant=variant,
                                single_file=row["source"])  # fmt: skip
     return None
 
@@ -551,13 +558,13 @@ def _resolve_repo(
     repair: bool = False,
 ) -> ModelSource:
 
-    kind = entry.kind if entry else kind
-    folder = cached_snapshot(repo, revision, variant, kind)
+    kind, family = (entry.kind, entry.family) if entry else (kind, None)
+    folder = cached_snapshot(repo, revision, variant, kind, family)
     if folder is None and entry is None and variant is None:
         folder = cached_snapshot(repo, revision, "fp16", kind)
         variant = "fp16" if folder is not None else None
     if folder is not None and repair:
-        damaged = damaged_files(folder, variant, kind, hashes=True)
+        damaged = damaged_files(folder, variant, kind, family, hashes=True)
         for path, problem in damaged:
             progress.note(f"{path} {problem}; downloading it again")
             forget_cached_file(path)
@@ -568,14 +575,13 @@ def _resolve_repo(
             raise ModelUnavailableError(f"{name} is not downloaded yet: run `svd weights pull {name}`.", model=name)
         folder, variant = download_snapshot(
             name, repo, revision, variant, gated=bool(entry and entry.gated),
-            download_gb=entry.download_gb if entry else 0.0, progress=progress, kind=kind,
+            download_gb=entry.download_gb if entry else 0.0, progress=progress, kind=kind, family=family,
         )  # fmt: skip
-    if kind == VIDEO:  # a repo id: the family is the one its model_index.json names
-        found = folder_kind(folder) or kind
+    if family is None and kind == VIDEO:  # a repo id: the family is the one its model_index.json names
+        found, family = folder_type(folder) or (kind, None)
         check_found(name, found, kind)
-        kind = found
-    check_model_folder(folder, variant, kind)
-    if repair and (damaged := damaged_files(folder, variant, kind, hashes=True)):
+    check_model_folder(folder, variant, kind, family)
+    if repair and (damaged := damaged_files(folder, variant, kind, family, hashes=True)):
         path, problem = damaged[0]
         raise ModelUnavailableError(f"{path} {problem} even after downloading it again; try again later.", path=path)
     return ModelSource(
@@ -587,4 +593,5 @@ def _resolve_repo(
         variant=variant,
         entry=entry,
         kind=kind,
+        family=family,
     )

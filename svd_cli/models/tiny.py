@@ -20,6 +20,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..kinds import VIDEO
 from ..paths import cache_dir
 from .architectures import FAMILY, build_random_pipeline, build_tiny_text_to_image
 from .decoder import new_decoder, to_taesd
@@ -29,7 +30,8 @@ from .upscaler import build_upscaler_network
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
 TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1, "tiny-taesd": 1}
-TINY_FOLDER_KINDS = {"tiny": FAMILY, "tiny-t2i": "text-to-image"}  # the built-in models in diffusers layout
+# The built-in models in diffusers layout: their kind and family.
+TINY_FOLDERS = {"tiny": (VIDEO, FAMILY), "tiny-t2i": ("text-to-image", None)}
 TINY_SEED = 20231121
 
 
@@ -45,9 +47,9 @@ def _build(name: str):
 def ensure_tiny_model(name: str = "tiny") -> Path:
     """Build a built-in model into the cache once (again if a file of it is damaged); later calls return it."""
 
-    kind = TINY_FOLDER_KINDS[name]
+    kind, family = TINY_FOLDERS[name]
     target = tiny_model_dir(name)
-    if (target / "model_index.json").is_file() and not damaged_files(target, None, kind):
+    if (target / "model_index.json").is_file() and not damaged_files(target, None, kind, family):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists():  # damaged (a truncated file, a full disk when it was saved): build it again

@@ -51,6 +51,7 @@ from pathlib import Path
 from .._version import __version__
 from ..errors import UsageError, first_line, ref
 from ..families import FAMILIES
+from ..kinds import VIDEO
 from ..memory.profiles import PROFILE_ORDER, MemoryPlan, gib, plan_for
 from ..memory.storage import store_weights
 from ..models.architectures import ARCHITECTURES, FAMILY, SVD_SCHEDULER
@@ -959,7 +960,7 @@ def _simulated_pipeline(arch: Architecture, dtype, math_attention: bool) -> Iter
 def _settings(job: Job):
     # The animate stage decides from the settings whether a step runs the UNet on one batch or on two (CFG).
     # With a feature cache, step 2 is a reuse step (step 1 is always full).
-    return GenerationSettings.kind_defaults(FAMILY, frames=job.frames, steps=2 if job.cache > 1 else 1, seed=0,
+    return GenerationSettings.family_defaults(FAMILY, frames=job.frames, steps=2 if job.cache > 1 else 1, seed=0,
                                             width=job.width, height=job.height, max_cfg=3.0 if job.guided else 1.0,
                                             cache=job.cache)  # fmt: skip
 
@@ -999,7 +1000,9 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     device = torch.device("meta")
     math = job.gpu != "cuda" or plan.attention == "sliced"
     with _simulated_pipeline(arch, dtype, math) as (counter, pipe):
-        model = FAMILIES[FAMILY].adapter(ModelSource(name=arch.name, path=Path("."), kind=FAMILY), pipe, device, dtype)
+        model = FAMILIES[FAMILY].adapter(
+            ModelSource(name=arch.name, path=Path("."), kind=VIDEO, family=FAMILY), pipe, device, dtype
+        )
         store_weights(pipe.unet, job.weights, dtype)
         meter = _StageMeter(counter)
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
