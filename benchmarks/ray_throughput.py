@@ -48,7 +48,7 @@ def run(mode: str, inputs: Path, out: Path, settings: dict) -> dict:
         executor = RayExecutor(None, workers, threads=1)
     started = time.monotonic()
     session = Session(Request([str(inputs)], out=f"{out}/", **settings))
-    plan = batch.plan_for_request(session)
+    plan = batch.jobs_for_request(session)
     finished: list[float] = []
     summary = batch.Summary()
     batch.run_jobs(session, plan, summary, lambda r: finished.append(time.monotonic() - started), executor=executor)

@@ -5,8 +5,8 @@ The library behind the `svd` command. Scripts can use it directly:
     import svd_cli
     from PIL import Image
 
-    animator = svd_cli.load("svd-xt", device="cuda", memory="auto")
-    video = animator.animate_image(Image.open("photo.png"), frames=25, fps=12, seed=1)
+    model = svd_cli.load("svd-xt", device="cuda", memory="auto")
+    video = model.animate_image(Image.open("photo.png"), frames=25, fps=12, seed=1)
     video.write("photo.mp4")  # or svd_cli.write_frames(video.frames, "photo.mp4", fps=video.fps, fmt="mp4")
 
 Importing `svd_cli` is cheap; torch and diffusers load on first use. Layout (README's "Layout" names every
@@ -34,7 +34,7 @@ from .errors import (
 from .progress import NullProgress, Progress
 
 # Imported on first use, so that `import svd_cli` (and `svd --help`) stays instant: these pull in numpy and PIL.
-LAZY = {"load": "api", "Animation": "result", "ScriptAnimator": "api", "write_frames": "io.video"}
+LAZY = {"load": "api", "Animation": "result", "LoadedModel": "api", "write_frames": "io.video"}
 
 __all__ = [
     "Animation",
@@ -46,7 +46,7 @@ __all__ = [
     "OptionError",
     "OutOfMemoryError",
     "Progress",
-    "ScriptAnimator",
+    "LoadedModel",
     "SvdError",
     "UsageError",
     "__version__",

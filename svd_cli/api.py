@@ -1,8 +1,8 @@
 """The library API for scripts: load a model once, animate pictures or prompts, write videos.
 
     import svd_cli
-    animator = svd_cli.load("svd-xt", memory="auto")
-    video = animator.animate_image(Image.open("photo.png"), fps=12)   # video.frames: (F, H, W, 3) uint8
+    model = svd_cli.load("svd-xt", memory="auto")
+    video = model.animate_image(Image.open("photo.png"), fps=12)   # video.frames: (F, H, W, 3) uint8
     video.write("photo.mp4")                                          # or svd_cli.write_frames(...)
     print(video.seed)                                                 # drawn at random, as the CLI does
 
@@ -25,6 +25,7 @@ from .result import Animation
 from .session import Session
 
 if TYPE_CHECKING:
+    from .memory.profiles import MemoryPlan
     from .stages.hooks import StepCallback
 
 # Options about a batch, its files or the terminal: a script names its own pictures, files and seeds (and watches
@@ -39,15 +40,16 @@ LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tilin
 PER_VIDEO = {o.name for o in OPTIONS} - NOT_FOR_SCRIPTS - LOAD_OPTIONS - {"seed"}  # prompt=: what a styled photo shows
 
 
-class ScriptAnimator:
+class LoadedModel:
     """A loaded model that animates pictures with the model's defaults filled in and images fitted for you."""
 
     def __init__(self, session: Session):
         self.session = session
 
     @property
-    def plan(self):
-        return self.session.animator.plan if self.session.animator else None
+    def memory_plan(self) -> MemoryPlan | None:
+        """The memory plan the model runs under (memory/profiles.py); None while the image model holds the device."""
+        return self.session.video_model.memory_plan if self.session.video_model else None
 
     def animate_image(
         self,
@@ -111,7 +113,7 @@ def _first_frame(call: Session, image: Image.Image | str | os.PathLike):
     raise UsageError(f"image={type(image).__name__}: give a PIL image or the path of a picture file.", option="image")
 
 
-def load(model: str = "svd-xt", *, progress: Progress | None = None, **options: Any) -> ScriptAnimator:
+def load(model: str = "svd-xt", *, progress: Progress | None = None, **options: Any) -> LoadedModel:
     """Resolve (downloading if needed) and load a model.
 
     Keywords: how to load it (device=, dtype=, memory=, decode_chunk=, vae_tiling=, attention=, unet=, lora=,
@@ -124,7 +126,7 @@ def load(model: str = "svd-xt", *, progress: Progress | None = None, **options: 
     session = Session(request, progress)
     session.resolve()
     session.load(session.settings_for(0, request.size or session.defaults["size"]))
-    return ScriptAnimator(session)
+    return LoadedModel(session)
 
 
 def _check_keywords(options: dict, allowed: set[str]) -> None:
@@ -144,6 +146,6 @@ def _keyword_help(names: set[str]) -> str:
     return "\n".join(lines)
 
 
-ScriptAnimator.animate_image.__doc__ += "\n    Keywords:\n" + _keyword_help(PER_VIDEO)
-ScriptAnimator.animate_prompt.__doc__ += "\n    Keywords:\n" + _keyword_help(PER_VIDEO - {"prompt"})
+LoadedModel.animate_image.__doc__ += "\n    Keywords:\n" + _keyword_help(PER_VIDEO)
+LoadedModel.animate_prompt.__doc__ += "\n    Keywords:\n" + _keyword_help(PER_VIDEO - {"prompt"})
 load.__doc__ += "\n    Load keywords:\n" + _keyword_help(LOAD_OPTIONS - {"model"})

@@ -25,7 +25,7 @@ from .io.recipe import build_recipe, resume_state
 from .io.safety import Busy, claim
 from .io.segments import discard_work, unfinished_seed
 from .io.video import explain_write_error, still_path, write_video_and_recipe
-from .jobs import Job, Plan
+from .jobs import Job, JobList
 from .memory.ram import NotEnoughMemoryError
 from .models.files import file_sha256
 from .options import recorded_settings
@@ -314,17 +314,17 @@ def run_one(
 
 
 def decide_jobs(
-    session: Session, plan: Plan, summary: Summary, on_result: Callable[[JobResult], None], sha256: Callable
+    session: Session, job_list: JobList, summary: Summary, on_result: Callable[[JobResult], None], sha256: Callable
 ) -> list[Job]:
     """The resume decisions, made once by the driver: report finished outputs as skipped, return the rest."""
     req = session.request
-    summary.non_images = plan.non_images
+    summary.non_images = job_list.non_images
     if session.source is None:
         session.resolve()
     if session.uses_image_model:  # resolved once (resolve_image_model knows)
         session.resolve_image_model()
     todo: list[Job] = []
-    for job in plan.jobs:
+    for job in job_list.jobs:
         _continue_unfinished(session, job)
         if not job.output.exists():  # nothing to compare, no photo to hash; claim_and_make checks again
             todo.append(job)
@@ -392,13 +392,13 @@ class LocalExecutor:
 
 def run_jobs(
     session: Session,
-    plan: Plan,
+    job_list: JobList,
     summary: Summary,
     on_result: Callable[[JobResult], None] | None = None,
     reraise_unexpected: bool = False,
     executor=None,
 ) -> Summary:
-    """Animate every job of `plan` into `summary` (so a Ctrl-C still leaves the results so far).
+    """Animate every job of `job_list` into `summary` (so a Ctrl-C still leaves the results so far).
 
     The driver decides what is left to do (resume); `executor` makes those videos: `LocalExecutor` (the
     default) in this process, `ray_executor.RayExecutor` on Ray workers. Results come back through
@@ -413,10 +413,10 @@ def run_jobs(
         )
     on_result = on_result or (lambda r: None)
     sha256 = FileHashes()
-    todo = decide_jobs(session, plan, summary, on_result, sha256)
+    todo = decide_jobs(session, job_list, summary, on_result, sha256)
     if not todo:
         return summary
-    run = dict(total=len(plan.jobs), summary=summary, on_result=on_result, sha256=sha256,
+    run = dict(total=len(job_list.jobs), summary=summary, on_result=on_result, sha256=sha256,
                reraise_unexpected=reraise_unexpected)  # fmt: skip
     if not session.uses_image_model:
         (executor or LocalExecutor()).run(session, todo, **run)
@@ -426,7 +426,7 @@ def run_jobs(
         # Phase 1: every first frame with one load of the image model, kept on disk (not in memory).
         frames: dict[int, FirstFrame] = {}
         for job in list(todo):
-            progress.note(f"[{job.index + 1}/{len(plan.jobs)}] first frame of {job.label} (seed {job.seed})")
+            progress.note(f"[{job.index + 1}/{len(job_list.jobs)}] first frame of {job.label} (seed {job.seed})")
             made = attempt(job, lambda j=job: make_first_frame(session, j), reraise_unexpected)
             progress.end()
             if isinstance(made, JobResult):

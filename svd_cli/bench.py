@@ -286,7 +286,7 @@ def _with_changed_unet(model, change):
 def _run_ours(model, levers: Levers, image, settings, meter: PeakMemory, name: str | None = None) -> dict:
     import tempfile
 
-    from .stages.animate import Animator
+    from .stages.animate import VideoModel
     from .stages.hooks import LivePreview
 
     plan = plan_for(levers.profile)
@@ -294,14 +294,14 @@ def _run_ours(model, levers: Levers, image, settings, meter: PeakMemory, name: s
         model = _with_changed_unet(model, lambda unet: store_weights(unet, "fp8", model.dtype))
     if levers.compile:
         model = _with_changed_unet(model, compile_unet)
-    animator = Animator(model, plan)
+    video_model = VideoModel(model, plan)
     settings = levers.settings(settings)
     if levers.taesd:
-        animator.decoder = _tiny_decoder(model)
+        video_model.decoder = _tiny_decoder(model)
     compile_seconds = None
     if levers.compile:  # compiled on a step of its own first, timed apart: the row measures compiled steps
         CLOCK.take()
-        animator(image, settings.replace(steps=1), _StepClock())
+        video_model(image, settings.replace(steps=1), _StepClock())
         compile_seconds = CLOCK.take()
     clock = _StepClock()
     meter.reset()
@@ -312,13 +312,13 @@ def _run_ours(model, levers: Levers, image, settings, meter: PeakMemory, name: s
             preview = LivePreview(Path(folder) / "bench.preview.webp", _tiny_decoder(model), settings.fps, clock)
         started, cpu_started = time.perf_counter(), time.process_time()
         try:
-            animator(image, settings, clock, preview=preview)
+            video_model(image, settings, clock, preview=preview)
         except Exception as exc:  # an OOM in one row must not lose the other rows
             error = f"{type(exc).__name__}: {first_line(exc)}"
         _sync(model.device)
         seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     memory = meter.read()
-    animator.placement.release()
+    video_model.placement.release()
     estimate = estimate_peak_bytes(plan, job_shape(model, settings.frames, settings.width, settings.height))
     savers = plan.savers() + levers.savers()
     row = _row(name or levers.profile, savers, seconds, clock, settings.steps, memory, error, estimate, cpu_seconds)

@@ -20,7 +20,7 @@ from .batch import JobResult, Summary, run_jobs
 from .errors import SvdError, UsageError, ref
 from .io.latents import KeptLatents, check_latents, latents_path, work_key
 from .io.safety import recipe_for, sidecar_path
-from .jobs import GLOB_CHARS, Job, plan_for_request
+from .jobs import GLOB_CHARS, Job, jobs_for_request
 from .model_cache import ModelCache
 from .options import FORMATS, assemble_request
 from .progress import NullProgress, Progress
@@ -94,12 +94,12 @@ def finish_drafts(
                 models, models_key = ModelCache(progress), key
             session = Session(request, progress, models)
             session.resolve()
-            plan = plan_for_request(session)
+            job_list = jobs_for_request(session)
         except SvdError as exc:
             _report(summary, on_result, JobResult(job, "failed", reason=f"{draft.video}: {exc.marked()}"))
             continue
-        plan.jobs[0].finish = kept
-        run_jobs(session, plan, summary, on_result, reraise_unexpected=reraise_unexpected)
+        job_list.jobs[0].finish = kept
+        run_jobs(session, job_list, summary, on_result, reraise_unexpected=reraise_unexpected)
     return summary
 
 

@@ -81,9 +81,9 @@ def _inpaint(session: Session, job: Job, mask: Path, sha256: Callable[[Path], st
     frames, weights = padded(frames, size), padded(weights, size, kept=True)
     fps = _frame_rate(job.input)
     settings = _settings(session, job, size, fps)
-    if session.animator is None:
+    if session.video_model is None:
         session.load(settings)
-    animate = functools.partial(session.animator.animate, progress=progress)
+    animate = functools.partial(session.video_model.make_frames, progress=progress)
     # 3. The region made again, window by window; then the post stages the request asks for (the watermark).
     made, windows = inpaint_frames(animate, frames, weights, settings, progress)
     made = np.ascontiguousarray(made[:, :height, :width])  # the video's own size again
@@ -101,7 +101,9 @@ def _inpaint(session: Session, job: Job, mask: Path, sha256: Callable[[Path], st
         progress.abandon()
         raise
     progress.end()
-    video = Animation.of(clip, job.seed, session.source.name, settings.as_dict(), session.animator.plan.profile)
+    video = Animation.of(
+        clip, job.seed, session.source.name, settings.as_dict(), session.video_model.memory_plan.profile
+    )
     video.path, video.frames = job.output, None
     return JobResult(job, "ok", seconds=time.monotonic() - started, video=video)
 

@@ -1,6 +1,6 @@
 """From the inputs a user named to the list of videos to make, before any work starts.
 
-`plan_jobs` expands files, folders, globs and stdin (or prompts: `prompt`, a `prompts` file, stdin) into a sorted
+`list_jobs` expands files, folders, globs and stdin (or prompts: `prompt`, a `prompts` file, stdin) into a sorted
 list of jobs, draws each one's seed, names every output and refuses templates that escape the output folder or
 collide. batch.py runs the jobs.
 """
@@ -60,13 +60,15 @@ class Job:
 
 
 @dataclass
-class Plan:
+class JobList:
+    """Every video a run makes, in order, named and seeded before any model is loaded."""
+
     jobs: list[Job]
     non_images: int = 0  # files in scanned folders that are not images (skipped, counted)
 
 
-def plan_for_request(session: Session, stdin: Iterable[str] | None = None) -> Plan:
-    """The whole plan of a run, with every usage error raised before any download or model load.
+def jobs_for_request(session: Session, stdin: Iterable[str] | None = None) -> JobList:
+    """Every job of a run, with every usage error raised before any download or model load.
 
     Output names may use the model's defaults ({fps}, {frames}); they are known without the network for
     named models and folders. Only a Hub repo that is not downloaded yet is resolved (fetched) first.
@@ -84,7 +86,7 @@ def plan_for_request(session: Session, stdin: Iterable[str] | None = None) -> Pl
         defaults = session.defaults
     frames = req.frames or defaults["frames"]
     check_loop(req.loop, frames + req.extend * (frames - 1), req.loop_frames)
-    return plan_jobs(req, defaults, stdin)
+    return list_jobs(req, defaults, stdin)
 
 
 def _check_style_steps(req: Request, image_defaults: dict | None) -> None:
@@ -100,7 +102,7 @@ def _check_style_steps(req: Request, image_defaults: dict | None) -> None:
         )
 
 
-def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None = None) -> Plan:
+def list_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None = None) -> JobList:
     """Expand inputs, pick seeds and name every output; raise UsageError before any work on a bad plan.
 
     `defaults` are the model's (for names that use {fps} or {frames}); None if they are not known yet.
@@ -112,7 +114,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
             for i, (text, (seed, fixed)) in enumerate((t, s) for t in prompts for s in _seeds(req, t))
         ]
         name_outputs(jobs, req, defaults or {})
-        return Plan(jobs=jobs)
+        return JobList(jobs=jobs)
 
     found, non_images = _find_inputs(req, stdin)
     found = _without_masks(found, req.masks)
@@ -120,7 +122,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
         raise UsageError(f"No input images found (folders are scanned for image files; {ref('recursive')} descends).")
 
     if req.keyframes:
-        return _keyframes_plan(req, defaults, list(found), non_images)
+        return _keyframe_jobs(req, defaults, list(found), non_images)
     jobs: list[Job] = []
     for path in sorted(found, key=lambda p: str(p)):
         base = found[path]
@@ -128,7 +130,7 @@ def plan_jobs(req: Request, defaults: dict | None, stdin: Iterable[str] | None =
         for seed, fixed in _seeds(req, path.name):
             jobs.append(Job(index=len(jobs), input=path, rel_dir=rel_dir, seed=seed, seed_fixed=fixed))
     name_outputs(jobs, req, defaults or {})
-    return Plan(jobs=jobs, non_images=non_images)
+    return JobList(jobs=jobs, non_images=non_images)
 
 
 def _find_inputs(req: Request, stdin: Iterable[str] | None) -> tuple[dict[Path, Path], int]:
@@ -169,7 +171,7 @@ def _find_inputs(req: Request, stdin: Iterable[str] | None) -> tuple[dict[Path, 
     return found, non_images
 
 
-def _keyframes_plan(req: Request, defaults: dict | None, pictures: list[Path], non_images: int) -> Plan:
+def _keyframe_jobs(req: Request, defaults: dict | None, pictures: list[Path], non_images: int) -> JobList:
     """One video through every picture, in the order found (arguments as given, a folder's in name order), for
     each seed asked for."""
     if len(pictures) < 2:
@@ -178,7 +180,7 @@ def _keyframes_plan(req: Request, defaults: dict | None, pictures: list[Path], n
     jobs = [Job(index=i, input=pictures[0], rel_dir=Path(), seed=seed, seed_fixed=fixed, keyframes=pictures[1:])
             for i, (seed, fixed) in enumerate(_seeds(req, pictures[0].name))]  # fmt: skip
     name_outputs(jobs, req, defaults or {})
-    return Plan(jobs=jobs, non_images=non_images)
+    return JobList(jobs=jobs, non_images=non_images)
 
 
 def _without_masks(found: dict[Path, Path], masks: Path | None) -> dict[Path, Path]:

@@ -1,6 +1,6 @@
 """The models of a run, resolved once and loaded when first needed, shared by every video of it.
 
-The video model (its adapter with its memory plan, as an `Animator`), loaded on the first video so `auto` plans
+The video model (its adapter with its memory plan, as an `VideoModel`), loaded on the first video so `auto` plans
 for the real job; the text-to-image model of prompts and styles, never on the device together with the video
 model (loading one frees the other); and the post stages' networks, read once and on the device only while
 their stage works. `Session` (session.py), the per-video path, asks this cache for them.
@@ -33,7 +33,7 @@ from .stages import PostStage
 from .stages.post import model_stages
 
 if TYPE_CHECKING:
-    from .stages.animate import Animator
+    from .stages.animate import VideoModel
 
 
 class ModelCache:
@@ -44,7 +44,7 @@ class ModelCache:
         self.source: ModelSource | None = None  # the video model
         self.defaults: dict[str, Any] = {}  # its defaults (the registry entry's, or its kind's)
         self.weights: dict[str, Any] = {}  # the unet and lora files over it, as the recipe records them
-        self.animator: Animator | None = None  # loaded on the first video
+        self.video_model: VideoModel | None = None  # loaded on the first video
         self.compiled = False  # its UNet's repeated blocks compiled (--compile, where torch.compile can run)
         self.image_source: ModelSource | None = None  # the text-to-image model, when a prompt or a style needs one
         self.image_request: str | None = None  # the image model setting `image_source` was resolved for
@@ -105,7 +105,7 @@ class ModelCache:
 
     def load(self, request: Request, first: GenerationSettings) -> None:
         """Load the video model and choose its memory plan for a video like `first`."""
-        from .stages.animate import Animator
+        from .stages.animate import VideoModel
 
         device = resolve_device(request.device)
         dtype = resolve_dtype(request.dtype, device)
@@ -148,10 +148,10 @@ class ModelCache:
         self.progress.note(
             f"Memory profile {plan.profile}: {plan.reason} [{', '.join(savers) if savers else 'no savers'}]"
         )
-        self.animator = Animator(model, plan)
+        self.video_model = VideoModel(model, plan)
         if "decoder" in self.post_sources:  # a few MB: it stays on the device with the model
-            self.animator.decoder = load_tiny_decoder(self.post_sources["decoder"], model.dtype)
-            self.animator.decoder.place(device)
+            self.video_model.decoder = load_tiny_decoder(self.post_sources["decoder"], model.dtype)
+            self.video_model.decoder.place(device)
         elif self.preview_source is not None and self.preview_decoder is None:
             self.preview_decoder = load_tiny_decoder(self.preview_source, model.dtype)
             self.preview_decoder.place(device)
@@ -159,8 +159,8 @@ class ModelCache:
     @property
     def previewer(self):
         """The tiny decoder a live preview decodes with (the video's own, if it has one), or None."""
-        if self.animator is not None and self.animator.decoder is not None:
-            return self.animator.decoder
+        if self.video_model is not None and self.video_model.decoder is not None:
+            return self.video_model.decoder
         return self.preview_decoder
 
     def model_record(self) -> dict:
@@ -178,11 +178,11 @@ class ModelCache:
         import diffusers
         import torch
 
-        model, plan = self.animator.model, self.animator.plan
+        model, plan = self.video_model.model, self.video_model.memory_plan
         return {
             "device": str(model.device),
             "dtype": dtype_name(model.dtype),
-            "memory": plan.describe() | {"attention_kernel": self.animator.placement.attention},
+            "memory": plan.describe() | {"attention_kernel": self.video_model.placement.attention},
             "torch": torch.__version__,
             "diffusers": diffusers.__version__,
             **({"compile": True} if self.compiled else {}),
@@ -206,9 +206,9 @@ class ModelCache:
         from .stages.first_frame import drawing_size
 
         device = resolve_device(request.device)
-        if self.animator is not None:  # never on the device together
-            self.animator.placement.release()
-            self.animator = None
+        if self.video_model is not None:  # never on the device together
+            self.video_model.placement.release()
+            self.video_model = None
             free_memory(device)
         self.progress.start("load_image")
         model = load_model(self.image_source, device, resolve_dtype(request.dtype, device))
@@ -245,7 +245,7 @@ class ModelCache:
         """A post stage's network on the video model's device only while the stage works; then off the device
         again before the next video's UNet needs the memory."""
         model = self.post_model(stage, request)
-        model.place(self.animator.model.device)
+        model.place(self.video_model.model.device)
         try:
             yield model
         finally:

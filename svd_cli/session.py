@@ -57,7 +57,7 @@ class Session:
 
     source = property(lambda self: self.models.source)
     defaults = property(lambda self: self.models.defaults)
-    animator = property(lambda self: self.models.animator)
+    video_model = property(lambda self: self.models.video_model)
     image_source = property(lambda self: self.models.image_source)
 
     # --- 1. the models: resolved now, loaded on the first video -------------------------------------------
@@ -242,7 +242,7 @@ class Session:
             self.progress.note(f"Compiling the UNet's blocks: {seconds:.1f} s of that (kept in {compile_folder()}; "
                                "later runs read it instead of compiling)")  # fmt: skip
 
-    def animate(
+    def make_clip(
         self,
         frame: FirstFrame,
         settings: GenerationSettings,
@@ -266,7 +266,7 @@ class Session:
 
         req, seed = self.request, settings.seed
         # 1. The model, loaded for these settings on the first video.
-        if self.animator is None:
+        if self.video_model is None:
             self.load(settings)
         # Clips: 1 + extend, each from the last frame of the one before; or one segment per pair of keyframes.
         count = len(frame.keyframes) if frame.keyframes else 1 + req.extend
@@ -275,7 +275,7 @@ class Session:
             store = SegmentStore(output, self._segment_key(frame, settings), seed)
         record = {"stage": "animate", "model": self.source.name, "sampler": settings.sampler,
                   "settings": settings.as_dict(), "fps_conditioning": settings.fps - 1}  # fmt: skip
-        if (decoder := self.animator.decoder) is not None:
+        if (decoder := self.video_model.decoder) is not None:
             record["decoder"] = {"name": decoder.name, "sha256": decoder.sha256}
         if latents is not None:
             record["from_kept_latents"] = True  # denoised by an earlier run (a draft), decoded by this one
@@ -294,7 +294,7 @@ class Session:
                 if count > 1:
                     self.progress.note(f"Segment {k + 1}/{count} (seed {segment['seed']})")
                 start, end = self._segment_ends(frame, k, clips)
-                frames = self.animator.animate(
+                frames = self.video_model.make_frames(
                     start, settings.replace(seed=segment_seed(seed, k)), self.progress, on_step=on_step, preview=live,
                     keep=keep, latents=latents, mask=frame.mask, end=end,
                 )  # fmt: skip
@@ -313,8 +313,8 @@ class Session:
         if live is not None and live.writes:
             self.progress.note(live.cost())
         # 4. One clip of them all; frames of a single flat colour are worth a warning.
-        if self.animator.upcast:
-            records[1]["upcast"] = dict(self.animator.upcast)  # the NaN guard widened these components
+        if self.video_model.upcast:
+            records[1]["upcast"] = dict(self.video_model.upcast)  # the NaN guard widened these components
         frames = np.concatenate(clips) if len(clips) > 1 else clips[0]
         flat = degenerate_frames(frames)
         warnings = []
@@ -355,7 +355,7 @@ class Session:
         import hashlib
         import json
 
-        model = self.animator.model
+        model = self.video_model.model
         parts = {
             "first_frame": hashlib.sha256(frame.picture.tobytes()).hexdigest(),
             "size": frame.picture.size,
@@ -386,14 +386,15 @@ class Session:
     ) -> Animation:
         """One video from its first frame, in memory: the animate stage (with extend's clips), then the post
         stages; what every caller (a batch's job, the library) runs after the first frame and before writing."""
-        animated = self.animate(frame, settings, output, on_step, preview, latents)
+        animated = self.make_clip(frame, settings, output, on_step, preview, latents)
         clip = self.finish(animated)
-        return Animation.of(clip, settings.seed, self.source.name, settings.as_dict(), self.animator.plan.profile,
-                            frame.picture, animated.latents)  # fmt: skip
+        profile = self.video_model.memory_plan.profile
+        return Animation.of(clip, settings.seed, self.source.name, settings.as_dict(), profile, frame.picture,
+                            animated.latents)  # fmt: skip
 
     def finish(self, clip: Clip) -> Clip:
         """The post stages the request asks for, in the order of stages/post.py (each records itself)."""
-        context = StageContext(self.request, self.progress, self.animator.plan.profile)
+        context = StageContext(self.request, self.progress, self.video_model.memory_plan.profile)
         for stage in wanted_stages(self.request):
             if not stage.needs_model(self.request):
                 clip = stage.run(clip, context)

@@ -208,14 +208,14 @@ def test_animatelcm_sampler_makes_a_video_with_one_unet_call_per_step(svd, tiny_
     settings = json.loads((tmp_path / "lcm.mp4.json").read_text())["settings"]
     assert (settings["sampler"], settings["steps"]) == ("animatelcm", 4)  # the tiny model's default steps
 
-    animator = svd_cli.load("tiny", device="cpu", memory="high")
+    model = svd_cli.load("tiny", device="cpu", memory="high")
     calls = []
-    animator.session.animator.model.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    model.session.video_model.model.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     picture = Image.open(PHOTO)
 
     def run(**options):
         calls.clear()
-        return animator.animate_image(picture, frames=2, size=(128, 64), seed=5, **options).frames
+        return model.animate_image(picture, frames=2, size=(128, 64), seed=5, **options).frames
 
     lcm = dict(sampler="animatelcm", min_cfg=1.0, max_cfg=1.0)
     four = run(steps=4, **lcm)

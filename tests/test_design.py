@@ -478,8 +478,8 @@ def test_frames_equal_for_the_library_api_and_the_cli(svd, tiny_dir, tmp_path):
             "--out", tmp_path / "f")  # fmt: skip
     assert r.code == 0, r.err
     cli = np.stack([np.asarray(Image.open(p)) for p in sorted((tmp_path / "f").glob("*.png"))])
-    animator = svd_cli.load("tiny", device="cpu")
-    ours = animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), frames=3, steps=1, seed=2, size=(128, 64),
+    model = svd_cli.load("tiny", device="cpu")
+    ours = model.animate_image(Image.open(EXAMPLES / "rocket.jpg"), frames=3, steps=1, seed=2, size=(128, 64),
                                   fit="pad", background="black").frames  # fmt: skip
     assert np.array_equal(cli, ours)
 

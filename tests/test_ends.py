@@ -78,8 +78,8 @@ def test_svd_samples_from_both_ends_as_the_authors_steps_do(tiny_dir, tmp_path):
 
     start, _ = fitted("coffee.png", tmp_path)
     end, end_path = fitted("chelsea.png", tmp_path)
-    animator = svd_cli.load("tiny", frames=FRAMES, steps=STEPS, size=SIZE, device="cpu", dtype="fp32")
-    video = animator.animate_image(start, seed=SEED, end=end_path, keep_latents=True, watermark=False)
+    model = svd_cli.load("tiny", frames=FRAMES, steps=STEPS, size=SIZE, device="cpu", dtype="fp32")
+    video = model.animate_image(start, seed=SEED, end=end_path, keep_latents=True, watermark=False)
     expected, start_latent = reference_latents(tiny_dir, start, end)
     assert video.latents.shape == expected.shape
     assert (video.latents - expected).abs().max() < 1e-5
@@ -87,7 +87,7 @@ def test_svd_samples_from_both_ends_as_the_authors_steps_do(tiny_dir, tmp_path):
     assert torch.equal(video.latents[:, 0], start_latent[:, 0])
     # The CFG split (balanced: both halves one after the other) computes the same.
     split = svd_cli.load("tiny", frames=FRAMES, steps=STEPS, size=SIZE, device="cpu", dtype="fp32", memory="balanced")
-    assert split.plan.cfg_split
+    assert split.memory_plan.cfg_split
     video = split.animate_image(start, seed=SEED, end=end_path, keep_latents=True, watermark=False)
     assert (video.latents - expected).abs().max() < 1e-5
 
@@ -157,7 +157,7 @@ class StopInSegmentTwo(Recorder):
 
 def test_keyframes_make_one_video_through_every_picture_and_resume_per_segment(svd, tiny_dir, tmp_path):
     from svd_cli.batch import Summary, run_jobs
-    from svd_cli.jobs import plan_for_request
+    from svd_cli.jobs import jobs_for_request
     from svd_cli.options import Request, validate
     from svd_cli.session import Session
 
@@ -169,7 +169,7 @@ def test_keyframes_make_one_video_through_every_picture_and_resume_per_segment(s
     session = Session(request, StopInSegmentTwo())
     session.resolve()
     with pytest.raises(KeyboardInterrupt):
-        run_jobs(session, plan_for_request(session), Summary(), reraise_unexpected=True)
+        run_jobs(session, jobs_for_request(session), Summary(), reraise_unexpected=True)
     assert not out.exists()
 
     args = ("--keyframes", "--model", "tiny", "--frames", "5", "--steps", "1", "--size", "128x64", "--seed", "2",

@@ -22,8 +22,8 @@ def test_a_family_registered_at_run_time_animates_through_the_library_and_the_cl
 
     # The library: the folder is recognised by its pipeline class, loaded through the family, and animated
     # with the family's defaults (3 frames at 8 fps) and its conditioning and denoiser.
-    animator = svd_cli.load(str(folder), device="cpu")
-    video = animator.animate_image(Image.open(EXAMPLES / "coffee.png"), seed=1)
+    model = svd_cli.load(str(folder), device="cpu")
+    video = model.animate_image(Image.open(EXAMPLES / "coffee.png"), seed=1)
     assert (video.frame_count, video.fps, video.width, video.height) == (3, 8, 128, 64)
     assert video.frames.shape == (3, 64, 128, 3) and video.frames.std() > 0
     assert toy.denoiser_calls >= 2  # the family's own denoiser ran each of its 2 steps
@@ -42,7 +42,7 @@ def test_a_family_registered_at_run_time_animates_through_the_library_and_the_cl
     mask = np.zeros((400, 600), np.uint8)
     mask[:, :300] = 255
     Image.fromarray(mask).save(tmp_path / "half.png")
-    masked = animator.animate_image(EXAMPLES / "coffee.png", seed=1, mask=tmp_path / "half.png", watermark=False)
+    masked = model.animate_image(EXAMPLES / "coffee.png", seed=1, mask=tmp_path / "half.png", watermark=False)
     still = np.asarray(masked.first_frame)[:, 71:]
     assert all(np.array_equal(frame[:, 71:], still) for frame in masked.frames)
     assert not np.array_equal(masked.frames[-1][:, :60], np.asarray(masked.first_frame)[:, :60])

@@ -12,7 +12,7 @@ from PIL import Image
 
 from svd_cli.io.images import fit_image
 from svd_cli.memory import MemoryPlan
-from svd_cli.stages.animate import Animator, GenerationSettings
+from svd_cli.stages.animate import GenerationSettings, VideoModel
 
 from .conftest import EXAMPLES
 
@@ -36,11 +36,11 @@ def picture():
 
 
 def generate(model, plan: MemoryPlan, picture, output="float") -> np.ndarray:
-    animator = Animator(model, plan)
+    video_model = VideoModel(model, plan)
     try:
-        return animator(picture, SETTINGS, output=output)
+        return video_model(picture, SETTINGS, output=output)
     finally:
-        animator.placement.release()
+        video_model.placement.release()
 
 
 @pytest.fixture(scope="module")

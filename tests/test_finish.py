@@ -49,9 +49,9 @@ def test_a_finished_draft_has_the_frames_of_the_full_run(svd, tiny_dir, tmp_path
     # A script gets the latents the frames were decoded from.
     import svd_cli
 
-    animator = svd_cli.load("tiny", device="cpu", frames=2, steps=2, size=(128, 64))
-    assert animator.animate_image(photo, seed=3, keep_latents=True).latents.shape == (1, 2, 4, 8, 16)
-    assert animator.animate_image(photo, seed=3).latents is None
+    model = svd_cli.load("tiny", device="cpu", frames=2, steps=2, size=(128, 64))
+    assert model.animate_image(photo, seed=3, keep_latents=True).latents.shape == (1, 2, 4, 8, 16)
+    assert model.animate_image(photo, seed=3).latents is None
 
 
 def test_drafts_that_cannot_be_finished_are_named_and_left_alone(svd, tiny_dir, tmp_path):

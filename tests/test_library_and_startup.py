@@ -44,19 +44,19 @@ def test_importing_the_library_does_not_import_torch():
 def test_library_api_animates_and_writes(tiny_dir, tmp_path):
     import svd_cli
 
-    animator = svd_cli.load("tiny", device="cpu", memory="balanced", size=(128, 64), steps=1)
-    assert animator.plan.profile == "balanced"
+    model = svd_cli.load("tiny", device="cpu", memory="balanced", size=(128, 64), steps=1)
+    assert model.memory_plan.profile == "balanced"
     rocket = Image.open(EXAMPLES / "rocket.jpg")
     # No seed: one is drawn at random, as the CLI draws it, and reported with the frames.
-    video = animator.animate_image(rocket, frames=3)
+    video = model.animate_image(rocket, frames=3)
     assert isinstance(video, svd_cli.Animation) and video.frames.shape == (3, 64, 128, 3)
     assert video.frames.dtype == np.uint8 and (video.fps, video.model, video.warnings) == (7, "tiny", [])
     assert [stage["stage"] for stage in video.stages] == ["first_frame", "animate", "watermark"]
-    again = animator.animate_image(rocket, frames=3, seed=video.seed)
+    again = model.animate_image(rocket, frames=3, seed=video.seed)
     assert np.array_equal(video.frames, again.frames) and again.seed == video.seed
-    assert animator.animate_image(rocket, frames=3).seed != video.seed  # (a 1 in 2**31 chance of a false alarm)
+    assert model.animate_image(rocket, frames=3).seed != video.seed  # (a 1 in 2**31 chance of a false alarm)
     # After interpolate=2 the frames are meant for twice the rate, and the result says so.
-    smooth = animator.animate_image(rocket, frames=3, seed=video.seed, interpolate=2, watermark=False)
+    smooth = model.animate_image(rocket, frames=3, seed=video.seed, interpolate=2, watermark=False)
     assert len(smooth.frames) == 5 and smooth.fps == 14
     path = svd_cli.write_frames(video.frames, str(tmp_path / "rocket.mp4"), fps=9, fmt="mp4")  # a str path
     meta, decoded = read_video(path)
@@ -64,7 +64,7 @@ def test_library_api_animates_and_writes(tiny_dir, tmp_path):
     meta, decoded = read_video(smooth.write(tmp_path / "smooth.mp4"))
     assert decoded.shape == (5, 64, 128, 3) and meta["fps"] == 14.0
     with pytest.raises(svd_cli.UsageError, match="fps=40: must be between 3 and 30"):
-        animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), fps=40)
+        model.animate_image(Image.open(EXAMPLES / "rocket.jpg"), fps=40)
 
 
 def test_a_failed_overwrite_keeps_the_previous_video(tmp_path, monkeypatch):
@@ -118,20 +118,20 @@ def test_the_library_draws_from_a_prompt_and_documents_every_keyword(tiny_dir):
     `svd_cli.__all__` (results, progress, each error a script can meet) is there to import."""
     import svd_cli
 
-    animator = svd_cli.load("tiny", device="cpu", size=(128, 64), steps=1, frames=2)
-    video = animator.animate_prompt("a red bicycle", image_model="tiny-t2i", image_steps=1, seed=4)
+    model = svd_cli.load("tiny", device="cpu", size=(128, 64), steps=1, frames=2)
+    video = model.animate_prompt("a red bicycle", image_model="tiny-t2i", image_steps=1, seed=4)
     drawn = video.stages[0]
     assert (drawn["stage"], drawn["prompt"], drawn["model"], drawn["seed"]) == ("first_frame", "a red bicycle",
                                                                               "tiny-t2i", 4)  # fmt: skip
     assert video.first_frame.size == (128, 64) and video.frames.shape == (2, 64, 128, 3)
     with pytest.raises(svd_cli.UsageError, match="seeds=: not a keyword here"):
-        animator.animate_image(Image.open(EXAMPLES / "rocket.jpg"), seeds=[1, 2])
-    doc = svd_cli.ScriptAnimator.animate_image.__doc__
+        model.animate_image(Image.open(EXAMPLES / "rocket.jpg"), seeds=[1, 2])
+    doc = svd_cli.LoadedModel.animate_image.__doc__
     for keyword in ("motion_bucket (int, default the model's)", "extend (int, default 0)", "style (str", "fit ("):
         assert f"\n    {keyword}" in doc, keyword
     assert "\n    device (" in svd_cli.load.__doc__
     assert all(getattr(svd_cli, name) for name in svd_cli.__all__)
-    assert {"ModelLoadError", "NonFiniteError", "ScriptAnimator", "Progress", "Animation"} <= set(svd_cli.__all__)
+    assert {"ModelLoadError", "NonFiniteError", "LoadedModel", "Progress", "Animation"} <= set(svd_cli.__all__)
 
 
 def test_on_step_sees_every_step_and_what_it_raises_stops_the_run(tiny_dir):
@@ -139,10 +139,10 @@ def test_on_step_sees_every_step_and_what_it_raises_stops_the_run(tiny_dir):
 
     import svd_cli
 
-    animator = svd_cli.load("tiny", device="cpu", memory="balanced", size="256x128", frames=4, steps=3)
+    model = svd_cli.load("tiny", device="cpu", memory="balanced", size="256x128", frames=4, steps=3)
     photo = Image.open(EXAMPLES / "coffee.png")
     seen = []
-    video = animator.animate_image(photo, seed=1, on_step=lambda *call: seen.append(call))
+    video = model.animate_image(photo, seed=1, on_step=lambda *call: seen.append(call))
     assert [(step, steps, tuple(latents.shape)) for step, steps, latents in seen] == [
         (n, 3, (1, 4, 4, 16, 32)) for n in (1, 2, 3)
     ]
@@ -156,12 +156,12 @@ def test_on_step_sees_every_step_and_what_it_raises_stops_the_run(tiny_dir):
                 raise error
 
         with pytest.raises(type(error)) as raised:
-            animator.animate_image(photo, seed=1, on_step=stop_at_two)
+            model.animate_image(photo, seed=1, on_step=stop_at_two)
         assert raised.value is error and steps_run == [1, 2]
     # A stopped run leaves nothing behind: the next one makes the same frames as before.
-    assert np.array_equal(animator.animate_image(photo, seed=1).frames, video.frames)
+    assert np.array_equal(model.animate_image(photo, seed=1).frames, video.frames)
     with pytest.raises(svd_cli.UsageError, match="on_step=3: give a function"):
-        animator.animate_image(photo, on_step=3)
+        model.animate_image(photo, on_step=3)
 
 
 def test_the_library_opens_a_path_as_the_cli_does_and_names_image_for_anything_else(tiny_dir):
@@ -169,16 +169,16 @@ def test_the_library_opens_a_path_as_the_cli_does_and_names_image_for_anything_e
 
     import svd_cli
 
-    animator = svd_cli.load("tiny", device="cpu", size=(128, 64), steps=1, frames=2, watermark=False)
+    model = svd_cli.load("tiny", device="cpu", size=(128, 64), steps=1, frames=2, watermark=False)
     photo = EXAMPLES / "coffee.png"
-    frames = animator.animate_image(Image.open(photo), seed=3).frames
-    assert np.array_equal(animator.animate_image(str(photo), seed=3).frames, frames)
-    assert np.array_equal(animator.animate_image(Path(photo), seed=3).frames, frames)
+    frames = model.animate_image(Image.open(photo), seed=3).frames
+    assert np.array_equal(model.animate_image(str(photo), seed=3).frames, frames)
+    assert np.array_equal(model.animate_image(Path(photo), seed=3).frames, frames)
     with pytest.raises(svd_cli.InputImageError, match="missing.png: file not found"):
-        animator.animate_image("missing.png")
+        model.animate_image("missing.png")
     for wrong in (None, 3, np.zeros((64, 128, 3), dtype=np.uint8)):
         with pytest.raises(svd_cli.UsageError, match="image=.*: give a PIL image or the path of a picture file") as e:
-            animator.animate_image(wrong)
+            model.animate_image(wrong)
         assert e.value.option == "image"
 
 

@@ -34,7 +34,7 @@ class WatchingPreview(Recorder):
 
 def test_the_preview_is_readable_during_the_run_and_removed_after(tiny_dir, tmp_path):
     from svd_cli.batch import Summary, run_jobs
-    from svd_cli.jobs import plan_for_request
+    from svd_cli.jobs import jobs_for_request
     from svd_cli.options import Request, validate
     from svd_cli.session import Session
 
@@ -45,7 +45,7 @@ def test_the_preview_is_readable_during_the_run_and_removed_after(tiny_dir, tmp_
     watcher = WatchingPreview(tmp_path / "out" / "coffee.preview.webp")
     session = Session(request, watcher)
     session.resolve()
-    summary = run_jobs(session, plan_for_request(session), Summary(), reraise_unexpected=True)
+    summary = run_jobs(session, jobs_for_request(session), Summary(), reraise_unexpected=True)
     assert [r.status for r in summary.results] == ["ok"]
     # Steps 2 and 3 found the preview of the step before (step 1's report comes before its preview is written).
     assert watcher.seen == [("WEBP", (128, 64), True)] * 2

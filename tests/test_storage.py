@@ -61,7 +61,7 @@ def test_the_simulation_counts_fp8_weights_as_a_real_unet_stores_them():
 def test_fp8_weights_are_really_stored_as_float8_on_the_loaded_unet(tiny_dir):
     import svd_cli
 
-    unet = svd_cli.load("tiny", device="cpu", weights="fp8", frames=2, size=(128, 64)).session.animator.model.unet
+    unet = svd_cli.load("tiny", device="cpu", weights="fp8", frames=2, size=(128, 64)).session.video_model.model.unet
     stored = {p.dtype for p in unet.parameters()}
     assert torch.float8_e4m3fn in stored  # the linear and convolution weights
     assert torch.float32 in stored  # norms and embeddings stay in the run's dtype (fp32 on the CPU)

@@ -94,7 +94,7 @@ def test_a_prompts_batch_loads_each_model_once_survives_an_overlong_prompt_and_r
                       image_steps=2, seed=3, out=out)  # fmt: skip
     progress = Recorder()
     session = Session(request, progress)
-    summary = batch.run_jobs(session, jobs.plan_for_request(session), batch.Summary())
+    summary = batch.run_jobs(session, jobs.jobs_for_request(session), batch.Summary())
     assert summary.exit_code == 0 and summary.count("ok") == 3
     assert progress.stages.count("load_image") == 1 and progress.stages.count("load") == 1
     assert progress.stages.count("image") == 3
@@ -119,14 +119,14 @@ def test_a_prompts_batch_loads_each_model_once_survives_an_overlong_prompt_and_r
 
 
 def test_prompts_from_stdin_name_outputs_by_prompt_and_index():
-    from svd_cli.jobs import plan_jobs
+    from svd_cli.jobs import list_jobs
     from svd_cli.options import Request
 
     stdin = ["# a comment\n", "A Red Fox, in snow!\n", "\n", "Ünïcode café\n"]
-    plan = plan_jobs(Request(prompts="-", seed=1), {}, stdin=stdin)
+    plan = list_jobs(Request(prompts="-", seed=1), {}, stdin=stdin)
     assert [j.prompt for j in plan.jobs] == ["A Red Fox, in snow!", "Ünïcode café"]
     assert [j.output.name for j in plan.jobs] == ["a-red-fox-in-snow.mp4", "unicode-cafe.mp4"]
-    named = plan_jobs(Request(prompts="-", seed=1, name="{index}-{prompt}"), {}, stdin=stdin)
+    named = list_jobs(Request(prompts="-", seed=1, name="{index}-{prompt}"), {}, stdin=stdin)
     assert [j.output.name for j in named.jobs] == ["0-a-red-fox-in-snow.mp4", "1-unicode-cafe.mp4"]
 
 
@@ -154,11 +154,11 @@ def test_style_animates_exactly_the_restyled_still_it_saves(svd, tiny_dir, tiny_
     assert not np.array_equal(styled, _frames_of(tmp_path / "from-photo"))
 
     # A later run over the folder the still was written to does not take the still for a new photo.
-    from svd_cli.jobs import plan_jobs
+    from svd_cli.jobs import list_jobs
     from svd_cli.options import Request
 
     (tmp_path / "photo.png").write_bytes((EXAMPLES / "coffee.png").read_bytes())
-    assert [j.input for j in plan_jobs(Request([str(tmp_path)]), {}).jobs] == [tmp_path / "photo.png"]
+    assert [j.input for j in list_jobs(Request([str(tmp_path)]), {}).jobs] == [tmp_path / "photo.png"]
 
 
 # --- usage errors: one line, exit 2, before any work ----------------------------------------------------------

@@ -42,6 +42,32 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     assert all(e.variant == "fp16" and e.revision and e.license for e in reg.values() if e.repo and not e.file)
     assert [e.name for e in reg.values() if e.kind == "text-to-image"] == ["sdxl-turbo", "tiny-t2i"]
     assert reg["rife"].revision == "26442e52cc30b88c5cb490702647b8de9aaee8a7"  # the commit the network was checked for
+    assert {(e.kind, e.family) for e in reg.values() if e.frames} == {("video", "svd")}
+    assert {e.family for e in reg.values() if e.kind != "video"} == {None}
+
+
+@pytest.mark.parametrize(
+    ("entry", "wording"),
+    [
+        ('kind = "svd"', "models.broken.kind 'svd' is not one of video, text-to-image, upscaler"),
+        ('kind = "video"', "models.broken.family None is not one of svd; fix the registry."),
+        ('kind = "upscaler"\nfamily = "svd"', "models.broken is 'upscaler', which has no family; delete its family."),
+    ],
+)
+def test_registry_refuses_an_entry_whose_kind_and_family_disagree(entry, wording, tmp_path, monkeypatch):
+    from svd_cli import registry
+    from svd_cli.errors import SvdError
+
+    broken = tmp_path / "weights.toml"
+    broken.write_text(f'[models.broken]\n{entry}\nrepo = "a/b"\n', encoding="utf-8")
+    monkeypatch.setattr(registry, "registry_path", lambda: broken)
+    registry.load_registry.cache_clear()
+    try:
+        with pytest.raises(SvdError) as refused:
+            registry.load_registry()
+    finally:
+        registry.load_registry.cache_clear()
+    assert str(refused.value).startswith("weights.toml: ") and wording in str(refused.value)
 
 
 def test_download_patterns_fetch_only_fp16_safetensors_and_configs():

@@ -130,12 +130,12 @@ def animate(ctx: typer.Context, **params: Any) -> None:
     if uses_ray(req):  # Ray is checked before any work: a missing install is one line, not a traceback later
         executor = RayExecutor(req.ray_address, req.workers, debug=params["debug"],
                                address_origin=origin(ctx, "ray_address"))  # fmt: skip
-    plan = jobs.plan_for_request(session)
+    job_list = jobs.jobs_for_request(session)
     report = reporter(console, quiet, json_lines, stdout)
     interrupted = False
     try:
         with sigterm_as_interrupt():
-            batch.run_jobs(session, plan, summary, report, reraise_unexpected=params["debug"], executor=executor)
+            batch.run_jobs(session, job_list, summary, report, reraise_unexpected=params["debug"], executor=executor)
     except KeyboardInterrupt:
         interrupted = True
         summary.interrupted = True

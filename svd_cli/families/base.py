@@ -1,7 +1,7 @@
 """What a model family is: how svd recognises, loads and defaults its models, and how it denoises.
 
 The loaders (models/) ask a family which diffusers pipeline classes it reads, which weight files a folder of it
-holds, the defaults of its settings and the adapter that shows its components by role. `Animator.__call__`
+holds, the defaults of its settings and the adapter that shows its components by role. `VideoModel.__call__`
 (stages/animate.py) names no family: it asks the model's family for the conditioning of a picture, the shape of
 the latents (and a still picture's, for a mask), the guidance per frame, the unconditional inputs and one
 denoiser call, and runs the rest (timesteps, noise, CFG batching or splitting, step hooks, decoding) the same way
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
     from PIL import Image
 
-# What the Animator lends a family to encode the picture under the memory plan: `use(role)` puts a component on
+# What the VideoModel lends a family to encode the picture under the memory plan: `use(role)` puts a component on
 # the device for the `with` block; `encode_latents(pixels)` is the VAE encoder's latents (tiled if the plan says).
 UseComponent = Callable[[str], AbstractContextManager]
 EncodeLatents = Callable[["torch.Tensor"], "torch.Tensor"]

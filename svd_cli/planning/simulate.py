@@ -1,7 +1,7 @@
 """Know the GPU without one: run the real generation code on fake tensors and count device bytes and FLOPs.
 
 `simulate(arch, plan, job)` builds the model's architecture with no weights (parameters are fake tensors of
-the run's dtype: shapes, no data) and runs the same `Animator` a real video runs: the same savers, placement
+the run's dtype: shapes, no data) and runs the same `VideoModel` a real video runs: the same savers, placement
 and offload, CFG split, feed-forward chunking, decode chunking and seam-free VAE tiling. Everything happens
 under `torch._subclasses.fake_tensor.FakeTensorMode`, with device "meta" playing the GPU and fake "cpu"
 tensors standing for weights waiting in host memory. Two counters watch every operation:
@@ -899,7 +899,7 @@ def _fake_weights(module, dtype) -> None:
 
 
 def _fake_tiny_decoder(dtype, device):
-    """TAESD's decoder with fake weights, on the simulated device, behind the Animator's decoder interface."""
+    """TAESD's decoder with fake weights, on the simulated device, behind the VideoModel's decoder interface."""
     import torch
     from torch._subclasses.fake_tensor import unset_fake_temporarily
 
@@ -992,7 +992,7 @@ def simulated_plan(plan: MemoryPlan, job: Job) -> MemoryPlan:
 def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     import torch
 
-    from ..stages.animate import Animator
+    from ..stages.animate import VideoModel
 
     started = time.perf_counter()
     plan = simulated_plan(plan, job)
@@ -1006,13 +1006,13 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         store_weights(pipe.unet, job.weights, dtype)
         meter = _StageMeter(counter)
         meter.mark("encode")  # the placement (weights moving to the device) counts with the first stage
-        animator = Animator(model, plan)
+        video_model = VideoModel(model, plan)
         if job.tiny_decoder:  # its few MB of weights go to the device with the model's
-            animator.decoder = _fake_tiny_decoder(dtype, device)
+            video_model.decoder = _fake_tiny_decoder(dtype, device)
         replays = _Replays(counter)
-        animator.denoise = replays.wrap(animator.denoise)
+        video_model.denoise = replays.wrap(video_model.denoise)
         decode_context = _decode_context(arch, job, plan, math, pipe.vae.decoder)
-        animator._decode = replays.wrap(animator._decode, _SHARED_DECODES, decode_context)
+        video_model._decode = replays.wrap(video_model._decode, _SHARED_DECODES, decode_context)
         _replay_feed_forward_pieces(pipe.unet, replays)
         _replay_unet_blocks(pipe.unet, replays, job, math)
 
@@ -1023,7 +1023,7 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         with _replayed_tiles(replays):
             end = _image(job) if job.end else None
             mask = _mask(job) if job.mask else None
-            run = lambda: animator(_image(job), _settings(job), _progress_for(meter), on_step=after_step, end=end,  # noqa: E731
+            run = lambda: video_model(_image(job), _settings(job), _progress_for(meter), on_step=after_step, end=end,  # noqa: E731
                                    mask=mask)  # fmt: skip
             decoded = _run_to_end(run, meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
@@ -1185,7 +1185,7 @@ def _quietly(run, *args) -> Simulation:
 
 
 def simulate(arch: Architecture, plan: MemoryPlan, job: Job, use_cache: bool = True) -> Simulation:
-    """Peak device bytes and FLOPs of one video made by svd's `Animator` with `plan` (cached on disk)."""
+    """Peak device bytes and FLOPs of one video made by svd's `VideoModel` with `plan` (cached on disk)."""
     what = {k: v for k, v in plan.describe().items() if k != "reason"}
     if not use_cache:
         return _quietly(_run_plan, arch, plan, job)

@@ -3,7 +3,7 @@
     first frame  ->  animate (and extend)  ->  post stages (post.py: loop, upscale, interpolate, watermark)  ->  write
 
 - first_frame.py: the still the video starts from (an image file, an in-memory picture, a prompt, a restyle).
-- animate.py: the model turns the still into frames (`Animator`); extend.py chains more clips after it.
+- animate.py: the model turns the still into frames (`VideoModel`); extend.py chains more clips after it.
 - loop.py, upscale.py, interpolate.py, watermark.py: one post stage each, with its `PostStage`.
 - write: io/video.py writes the clip and its recipe.
 

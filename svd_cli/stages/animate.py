@@ -1,6 +1,6 @@
 """The animate stage: one still image in, video frames out.
 
-`Animator.__call__` is the whole path, top to bottom, in numbered steps that mirror diffusers'
+`VideoModel.__call__` is the whole path, top to bottom, in numbered steps that mirror diffusers'
 `StableVideoDiffusionPipeline.__call__`; it names no model family: what differs between families (the
 conditioning, the guidance, one denoiser call) it asks the model's family (families/), and the rest of the
 model through its adapter (models/adapters.py).
@@ -32,7 +32,7 @@ from .hooks import Denoiser, KeepLatents, LivePreview, NonFiniteValues, Step, St
 from .hooks.ends import BothEnds
 from .hooks.mask import MaskBlend, composite, latent_region
 
-__all__ = ["Animator", "GenerationSettings"]
+__all__ = ["VideoModel", "GenerationSettings"]
 
 
 @dataclass
@@ -45,14 +45,15 @@ class DenoiserInputs:
     batched: dict[str, torch.Tensor] | None = None
 
 
-class Animator:
-    """A loaded model (its adapter) configured with a memory plan, ready to animate images one after another."""
+class VideoModel:
+    """A loaded video model (its adapter) under a memory plan, turning pictures into a clip's frames one after
+    another: `__call__` once, `make_frames` with the retries after an out-of-memory or non-finite values."""
 
     def __init__(self, model, plan: MemoryPlan):
         self.model = model
         self.family = family_of(model)
         self.denoise = self.family.denoise  # one denoiser call (the simulator counts repeated calls once)
-        self.plan = plan
+        self.memory_plan = plan
         self.placement = apply_plan(model, plan)
         self.upcast: dict[str, str] = {}  # components the NaN guard moved to a wider dtype
         self.decoder = None  # a tiny decoder (models/decoder.py, a PostModel on the device) in place of the VAE's
@@ -61,7 +62,7 @@ class Animator:
         """Switch to another memory plan (used by the out-of-memory fallback)."""
         self.placement.release()
         free_memory(self.model.device)
-        self.plan = plan
+        self.memory_plan = plan
         self.placement = apply_plan(self.model, plan)
 
     def widen(self, role: str, dtype: torch.dtype) -> None:
@@ -71,9 +72,9 @@ class Animator:
         with quiet_transformers():  # diffusers' note about casting with .to() does not apply to a whole-module cast
             self.model.components()[role].to(dtype)
         self.upcast[role] = dtype_name(dtype)
-        self.placement = apply_plan(self.model, self.plan)
+        self.placement = apply_plan(self.model, self.memory_plan)
 
-    def animate(
+    def make_frames(
         self,
         image: Image.Image,
         settings: GenerationSettings,
@@ -112,7 +113,7 @@ class Animator:
             except Exception as exc:  # only out-of-memory errors are handled here
                 if not is_out_of_memory(exc):
                     raise
-                failed = self.plan.profile
+                failed = self.memory_plan.profile
             # Outside the except block, so the traceback's tensors are already unreachable.
             lower = step_down(failed) if failed in ("high", "balanced", "low") else None
             if lower is None:
@@ -127,7 +128,9 @@ class Animator:
             progress.note(
                 f"Out of memory with {ref('memory')} {failed}; retrying this video with {ref('memory')} {lower}"
             )
-            self.configure(replace(step_plan(self.plan, lower), reason=f"fell back from {failed} after out of memory"))
+            self.configure(
+                replace(step_plan(self.memory_plan, lower), reason=f"fell back from {failed} after out of memory")
+            )
 
     @torch.no_grad()
     def __call__(
@@ -248,7 +251,7 @@ class Animator:
 
     def _decode_all(self, latents: torch.Tensor, progress: Progress) -> list[torch.Tensor]:
         count = latents.shape[0]
-        chunk = self.plan.decode_chunk or count
+        chunk = self.memory_plan.decode_chunk or count
         while True:
             decoder_dtype = self.model.vae.decoder.conv_in.weight.dtype
             progress.start("decode", total=count)
@@ -286,7 +289,7 @@ class Animator:
         CFG split) one after the other: half the activations, the same result."""
         if unconditional is None:
             return DenoiserInputs(conditioning.inputs)
-        if self.plan.cfg_split:
+        if self.memory_plan.cfg_split:
             return DenoiserInputs(conditioning.inputs, unconditional.inputs)
         batched = {name: torch.cat([unconditional.inputs[name], value]) for name, value in conditioning.inputs.items()}
         return DenoiserInputs(conditioning.inputs, unconditional.inputs, batched)
@@ -340,8 +343,8 @@ class Animator:
             parts.to(torch.float32)
         try:
             pixels = pixels.to(dtype=torch.float32 if upcast else vae.dtype)
-            if self.plan.vae_tiling:
-                return encode_tiled(vae, pixels, self.plan.vae_tile)
+            if self.memory_plan.vae_tiling:
+                return encode_tiled(vae, pixels, self.memory_plan.vae_tile)
             return vae.encode(pixels).latent_dist.mode()
         finally:
             if upcast:
@@ -350,8 +353,8 @@ class Animator:
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:
 
         vae = self.model.vae
-        if self.plan.vae_tiling:
-            return decode_tiled(vae, latents, num_frames=latents.shape[0], tile=self.plan.vae_tile)
+        if self.memory_plan.vae_tiling:
+            return decode_tiled(vae, latents, num_frames=latents.shape[0], tile=self.memory_plan.vae_tile)
         if is_per_frame(vae):
             return vae.decode(latents).sample
         return vae.decode(latents, num_frames=latents.shape[0]).sample

@@ -121,7 +121,7 @@ def inpaint_frames(
     progress: Progress,
 ) -> tuple[np.ndarray, list[dict]]:
     """The video `frames` (N, H, W, 3) with the region `weights` (1 or N, H, W) marks made again by `animate` (an
-    Animator's), and a record per window for the recipe."""
+    VideoModel's), and a record per window for the recipe."""
     spans = windows(len(frames), settings.frames)
     made: list[np.ndarray] = []
     records = []

@@ -1,6 +1,6 @@
 """What a step hook is: code that runs on every denoising step beside the model, in a set order.
 
-`Animator.__call__` gives the denoiser module to every hook's `module` once (a hook may hand back a wrapper the
+`VideoModel.__call__` gives the denoiser module to every hook's `module` once (a hook may hand back a wrapper the
 family's denoiser call then calls instead), then runs, for each step: every hook's `before`; the denoiser,
 wrapped by every hook's `around` (the first hook outermost); the scheduler's update; every hook's `after`. A
 hook reads the `Step` and may replace its `latents` (a mask blend does). The memory simulation runs the same

@@ -38,7 +38,7 @@ def finite(tensor: torch.Tensor) -> bool:
 
 class FiniteCheck(StepHook):
     """After every step, one reduction (cheap): NaN or inf anywhere in the latents makes the sum non-finite, and
-    the video stops there, so `Animator.animate` can redo it in a wider dtype."""
+    the video stops there, so `VideoModel.make_frames` can redo it in a wider dtype."""
 
     def __init__(self, dtype: torch.dtype):
         self.dtype = dtype  # the denoiser's, named in the error
