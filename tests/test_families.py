@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 from PIL import Image
+from safetensors import safe_open
 
 from .conftest import EXAMPLES
 
@@ -51,3 +53,27 @@ def test_a_family_registered_at_run_time_animates_through_the_library_and_the_cl
     monkeypatch.delitem(FAMILIES, "toy")
     result = svd("animate", EXAMPLES / "coffee.png", "--model", folder, "--out", tmp_path / "no.mp4")
     assert result.code != 0 and "text-to-image model" in result.err and not (tmp_path / "no.mp4").exists()
+
+
+def test_svd_plan_simulates_a_family_registered_at_run_time_from_its_own_components(svd, tmp_path, monkeypatch):
+    from svd_cli.families import FAMILIES
+
+    from .toy_family import Toy, build_toy_model
+
+    monkeypatch.setitem(FAMILIES, "toy", Toy())
+    folder = build_toy_model(tmp_path / "toy-model")
+    result = svd("plan", "--model", folder, "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    # The family's defaults (3 frames, 2 steps, 128x64), its profiles only (diffusers' recipes are SVD's pipeline).
+    assert (report["frames"], report["steps"], report["width"], report["height"]) == (3, 2, 128, 64)
+    assert [row["name"] for row in report["rows"]] == ["high", "balanced", "low", "min"]
+    # Built by the family: its UNet and VAE (no image encoder), each parameter in fp16.
+    config = json.loads((folder / "unet" / "config.json").read_text())
+    assert config["_class_name"] == "UNetSpatioTemporalConditionModel" and not (folder / "image_encoder").exists()
+    count = 0
+    for part in ("unet", "vae"):
+        with safe_open(folder / part / "diffusion_pytorch_model.safetensors", "pt") as weights:
+            count += sum(math.prod(weights.get_slice(key).get_shape()) for key in weights.keys())  # noqa: SIM118
+    assert all(row["weights_bytes"] == 2 * count for row in report["rows"])
+    assert all(row["peak_bytes"] > row["weights_bytes"] for row in report["rows"])

@@ -36,11 +36,8 @@ class ToyVideoPipeline(DiffusionPipeline):
 
 def build_toy_model(folder: Path, seed: int = 7) -> Path:
     torch.manual_seed(seed)
-    pipe = ToyVideoPipeline(
-        unet=UNetSpatioTemporalConditionModel(**{**TINY_UNET, "num_frames": 3}),
-        vae=AutoencoderKLTemporalDecoder(**TINY_VAE),
-        scheduler=EulerDiscreteScheduler.from_config(SVD_SCHEDULER),
-    )
+    toy = Toy()
+    pipe = toy.assemble(toy.build_components({"unet": {**TINY_UNET, "num_frames": 3}, "vae": TINY_VAE}), SVD_SCHEDULER)
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
 
@@ -83,6 +80,13 @@ class Toy:
     def adapter(self, source, pipe, device, dtype) -> ToyAdapter:
         return ToyAdapter(source, pipe, device, dtype)
 
+    def build_components(self, configs: dict[str, dict]) -> dict[str, Any]:
+        return {"unet": UNetSpatioTemporalConditionModel.from_config(configs["unet"]),
+                "vae": AutoencoderKLTemporalDecoder.from_config(configs["vae"])}  # fmt: skip
+
+    def assemble(self, components: dict[str, Any], scheduler: dict[str, Any]) -> ToyVideoPipeline:
+        return ToyVideoPipeline(**components, scheduler=EulerDiscreteScheduler.from_config(scheduler))
+
     def folder_defaults(self, folder: Path) -> dict[str, Any]:
         return dict(self.defaults)
 
@@ -90,8 +94,8 @@ class Toy:
         pixels = model.preprocess(image, height=settings.height, width=settings.width).to(model.device)
         with use("vae_encoder"):
             latents = encode_latents(pixels).to(model.unet.dtype)
-        context = torch.ones(1, 1, model.unet.config.cross_attention_dim, dtype=latents.dtype)
-        ids = torch.tensor([[settings.fps, settings.motion_bucket, 0.0]], dtype=latents.dtype)
+        context = torch.ones(1, 1, model.unet.config.cross_attention_dim, dtype=latents.dtype, device=latents.device)
+        ids = torch.tensor([[settings.fps, settings.motion_bucket, 0.0]], dtype=latents.dtype, device=latents.device)
         return Conditioning({"image_latents": latents.unsqueeze(1).repeat(1, settings.frames, 1, 1, 1),
                              "context": context, "ids": ids})  # fmt: skip
 

@@ -75,6 +75,17 @@ class Family(Protocol):
         interface: `components()` by role, `unet`, `vae`, `new_scheduler`, `scaling_factor`, ...)."""
         ...
 
+    def build_components(self, configs: dict[str, dict]) -> dict[str, Any]:
+        """Each weight component (by its folder in `components`) made from its config, with the weights the
+        default device gives it: random ones for the built-in model and `svd bench`, none on "meta" (the
+        simulator fakes them)."""
+        ...
+
+    def assemble(self, components: dict[str, Any], scheduler: dict[str, Any]) -> Any:
+        """The family's diffusers pipeline around built `components`, its scheduler made from the `scheduler`
+        config (the simulator then runs it on fake tensors)."""
+        ...
+
     def folder_defaults(self, folder: Path) -> dict[str, Any]:
         """The defaults of a folder with no registry entry (`defaults`, with what its configs say)."""
         ...

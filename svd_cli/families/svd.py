@@ -47,6 +47,29 @@ class SVD:
     def adapter(self, source: Any, pipe: Any, device: torch.device, dtype: torch.dtype) -> SVDAdapter:
         return SVDAdapter(source, pipe, device, dtype)
 
+    def build_components(self, configs: dict[str, dict]) -> dict[str, nn.Module]:
+        from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+        clip = {key: value for key, value in configs["image_encoder"].items() if not key.startswith("_")}
+        return {  # in this order: a seed gives the built-in model the same weights every time
+            "unet": UNetSpatioTemporalConditionModel.from_config(configs["unet"]),
+            "vae": AutoencoderKLTemporalDecoder.from_config(configs["vae"]),
+            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(clip)),
+        }
+
+    def assemble(self, components: dict[str, Any], scheduler: dict[str, Any]) -> Any:
+        from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
+        from transformers import CLIPImageProcessor
+
+        return StableVideoDiffusionPipeline(
+            vae=components["vae"],
+            image_encoder=components["image_encoder"],
+            unet=components["unet"],
+            scheduler=EulerDiscreteScheduler.from_config(scheduler),
+            feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}),
+        )
+
     def folder_defaults(self, folder: Path) -> dict[str, Any]:
         """The defaults, with the UNet's own frame count (14 for SVD, 25 for the XT models)."""
         defaults = dict(self.defaults)

@@ -14,6 +14,7 @@ config.json files (the two models share every shape; only the UNet's default `nu
 from __future__ import annotations
 
 from ..errors import OptionError
+from ..families import FAMILIES
 from .quiet import quiet_transformers
 
 FAMILY = "svd"  # the model family these architectures are (families/)
@@ -125,6 +126,12 @@ ARCHITECTURES = {
 }
 
 
+def component_configs(arch: str) -> dict[str, dict]:
+    """The config of each component of architecture `arch`, by its folder (unet, vae, image_encoder)."""
+    unet, vae, image_encoder = ARCHITECTURES[arch]
+    return {"unet": dict(unet), "vae": dict(vae), "image_encoder": dict(image_encoder)}
+
+
 def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
     """A StableVideoDiffusionPipeline of architecture `arch` with random weights, built on `device`.
 
@@ -134,37 +141,20 @@ def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
 
     if arch not in ARCHITECTURES:
         raise OptionError("arch", arch, f"choose one of {', '.join(ARCHITECTURES)}.", allowed=tuple(ARCHITECTURES))
-    unet_cfg, vae_cfg, clip_cfg = ARCHITECTURES[arch]
+    with quiet_transformers(), torch.random.fork_rng(devices=[]), torch.device(device):
+        torch.manual_seed(seed)
+        components = FAMILIES[FAMILY].build_components(component_configs(arch))
+    if dtype is not None:
+        for module in components.values():
+            module.to(dtype)
+    return assemble_pipeline(components)
+
+
+def assemble_pipeline(components: dict):
+    """The diffusers pipeline around the SVD components (by folder), with SVD's scheduler and CLIP preprocessing."""
     with quiet_transformers():
-        from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-        with torch.random.fork_rng(devices=[]), torch.device(device):
-            torch.manual_seed(seed)
-            unet = UNetSpatioTemporalConditionModel(**unet_cfg)
-            vae = AutoencoderKLTemporalDecoder(**vae_cfg)
-            image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig(**clip_cfg))
-        if dtype is not None:
-            for module in (unet, vae, image_encoder):
-                module.to(dtype)
-    return assemble_pipeline(unet, vae, image_encoder)
-
-
-def assemble_pipeline(unet, vae, image_encoder):
-    """The diffusers pipeline around three SVD components, with SVD's scheduler and CLIP preprocessing."""
-
-    with quiet_transformers():
-        from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
-        from transformers import CLIPImageProcessor
-
-        pipe = StableVideoDiffusionPipeline(
-            vae=vae,
-            image_encoder=image_encoder,
-            unet=unet,
-            scheduler=EulerDiscreteScheduler.from_config(SVD_SCHEDULER),
-            feature_extractor=CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224}),
-        )
-    for module in (unet, vae, image_encoder):
+        pipe = FAMILIES[FAMILY].assemble(components, SVD_SCHEDULER)
+    for module in components.values():
         module.eval().requires_grad_(False)
     return pipe
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError, ref
+from ..kinds import VIDEO
 from ..memory.profiles import PROFILE_ORDER, gib, plan_for, tile_for
+from ..models.architectures import FAMILY
+from ..models.sources import peek_defaults
 from ..models.upscaler import NETWORKS
 from ..options import Request
 from ..progress import NullProgress, Progress
-from ..registry import get_entry
 from ..stages.post import wanted_stages
 from .simulate import (
     ALLOCATOR_FACTOR,
@@ -193,12 +195,12 @@ def plan_report(
     AnimateLCM's 4 steps without CFG cost what they cost. With extend, upscale and a loop the report covers the
     whole video: every clip's animate pass and the upscaler on every frame (its peak simulated per profile)."""
     arch = architecture_for(model)
-    entry = get_entry(model)  # None for a folder or an architecture name the registry does not list
-    defaults = entry.defaults if entry else {}
+    # A registry entry's, or a folder's (its family's); none for an architecture name the registry does not list.
+    defaults = peek_defaults(model, VIDEO) or {}
     frames = frames or defaults.get("frames") or int(arch.unet.get("num_frames", 25))
     steps = steps or defaults.get("steps") or 25
     max_cfg = max_cfg if max_cfg is not None else defaults.get("max_cfg", 3.0)
-    size = size or (1024, 576)
+    size = size or defaults.get("size") or (1024, 576)
     # Every tiny decoder svd reads is TAESD's.
     job = Job(frames=frames, width=size[0], height=size[1], dtype=dtype, guided=max_cfg > 1.0, cache=cache,
               tiny_decoder=decoder != "full", weights=weights, end=end, mask=mask)  # fmt: skip
@@ -209,7 +211,7 @@ def plan_report(
     profiles = PROFILE_ORDER if memory == "auto" else (memory,)
     runs = [(name, lambda name=name: simulate(arch, plan_for(name), job)) for name in profiles]
     # diffusers has no bidirectional or masked sampling to compare with
-    if recipes and memory == "auto" and not end and not mask:
+    if recipes and memory == "auto" and not end and not mask and arch.family == FAMILY:  # recipes of SVD's pipeline
         runs += [(recipe, lambda recipe=recipe: simulate_recipe(arch, recipe, job)) for recipe in RECIPES]
     rows = []
     for index, (name, run) in enumerate(runs, 1):

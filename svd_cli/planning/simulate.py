@@ -51,10 +51,10 @@ from pathlib import Path
 from .._version import __version__
 from ..errors import UsageError, first_line, ref
 from ..families import FAMILIES
-from ..kinds import VIDEO
+from ..kinds import VIDEO, folder_type
 from ..memory.profiles import PROFILE_ORDER, MemoryPlan, gib, plan_for
 from ..memory.storage import store_weights
-from ..models.architectures import ARCHITECTURES, FAMILY, SVD_SCHEDULER
+from ..models.architectures import ARCHITECTURES, FAMILY, SVD_SCHEDULER, component_configs
 from ..models.decoder import new_decoder
 from ..models.loading import dtype_name
 from ..models.post import PostModel
@@ -110,13 +110,16 @@ class UnknownArchitectureError(UsageError):
 
 @dataclass(frozen=True)
 class Architecture:
-    """The component configs that decide every shape; no weights."""
+    """The component configs that decide every shape, and the family that builds and runs them; no weights."""
 
     name: str
-    unet: dict
-    vae: dict
-    image_encoder: dict
+    family: str  # families/: its components are built and run by it
+    components: dict[str, dict]  # component folder (unet, vae, ...) -> its config
     scheduler: dict
+
+    @property
+    def unet(self) -> dict:
+        return self.components["unet"]
 
     def key(self) -> str:
         """A hash of the shapes: config values, without bookkeeping keys (paths, versions)."""
@@ -125,7 +128,7 @@ class Architecture:
             skip = {"transformers_version", "architectures", "torch_dtype", "dtype", "name_or_path"}
             return {k: v for k, v in config.items() if not k.startswith("_") and k not in skip}
 
-        parts = [shapes(c) for c in (self.unet, self.vae, self.image_encoder)]
+        parts = [shapes(c) for c in self.components.values()]
         blob = json.dumps(parts, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -140,22 +143,22 @@ def architecture_for(model: str) -> Architecture:
     if name not in ARCHITECTURES:  # a registry entry over a built-in one's folders (AnimateLCM, a single file)
         name = _architecture_of_entry(name) or name
     if name in ARCHITECTURES:
-        unet, vae, clip = ARCHITECTURES[name]
-        return Architecture(model, dict(unet), dict(vae), dict(clip), dict(SVD_SCHEDULER))
+        return Architecture(model, FAMILY, component_configs(name), dict(SVD_SCHEDULER))
     folder = Path(model).expanduser()
-    known = (*ARCHITECTURES, *BUILT_IN_ALIASES)
-    if not folder.is_dir():
-        raise UnknownArchitectureError(model, tuple(sorted(known)))
+    known = tuple(sorted((*ARCHITECTURES, *BUILT_IN_ALIASES)))
+    found = folder_type(folder) if folder.is_dir() else None
+    if found is None or found[1] is None:  # not a folder, or not one of a video model family's
+        raise UnknownArchitectureError(model, known)
+    family = found[1]
     try:
-        configs = [
-            json.loads((folder / part / "config.json").read_text(encoding="utf-8"))
-            for part in ("unet", "vae", "image_encoder")
-        ]
+        configs = {
+            part: json.loads((folder / part / "config.json").read_text(encoding="utf-8"))
+            for part in FAMILIES[family].components
+        }
+        scheduler = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UnknownArchitectureError(model, tuple(sorted(known))) from exc
-    scheduler_file = folder / "scheduler" / "scheduler_config.json"
-    scheduler = json.loads(scheduler_file.read_text(encoding="utf-8")) if scheduler_file.is_file() else SVD_SCHEDULER
-    return Architecture(folder.name, *configs, dict(scheduler))
+        raise UnknownArchitectureError(model, known) from exc
+    return Architecture(folder.name, family, configs, scheduler)
 
 
 def _architecture_of_entry(model: str) -> str | None:
@@ -169,15 +172,13 @@ def _architecture_of_entry(model: str) -> str | None:
     return next((name for name in ARCHITECTURES if name in registry and registry[name].repo == entry.repo), None)
 
 
-def architecture_of(pipe, name: str = "loaded") -> Architecture:
-    """The architecture of a loaded pipeline, read from its components' configs."""
-    return Architecture(
-        name,
-        dict(pipe.unet.config),
-        dict(pipe.vae.config),
-        pipe.image_encoder.config.to_dict(),
-        dict(pipe.scheduler.config),
-    )
+def architecture_of(pipe, name: str, family: str) -> Architecture:
+    """The architecture of a loaded pipeline of `family`, read from its components' configs."""
+    configs = {}
+    for part in FAMILIES[family].components:
+        config = getattr(pipe, part).config  # diffusers': a dict; transformers': a PretrainedConfig
+        configs[part] = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    return Architecture(name, family, configs, dict(pipe.scheduler.config))
 
 
 # --- results ---------------------------------------------------------------------------------------------
@@ -846,38 +847,24 @@ def _torch_dtype(name: str):
 
 
 def _fake_pipeline(arch: Architecture, dtype):
-    """A StableVideoDiffusionPipeline of `arch` whose parameters are fake CPU tensors of `dtype` (call inside
-    the fake mode)."""
+    """The family's pipeline of `arch` whose parameters are fake CPU tensors of `dtype`, its helpers that
+    compute on the CPU (scheduler, image preprocessing) on real tensors (call inside the fake mode)."""
     import torch
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
 
+    family = FAMILIES[arch.family]
     with quiet_transformers():
-        from diffusers import (
-            AutoencoderKLTemporalDecoder,
-            EulerDiscreteScheduler,
-            StableVideoDiffusionPipeline,
-            UNetSpatioTemporalConditionModel,
-        )
-        from torch._subclasses.fake_tensor import unset_fake_temporarily
-        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
         with unset_fake_temporarily(), torch.device("meta"):
-            unet = UNetSpatioTemporalConditionModel.from_config(arch.unet)
-            vae = AutoencoderKLTemporalDecoder.from_config(arch.vae)
-            clip_config = {k: v for k, v in arch.image_encoder.items() if not k.startswith("_")}
-            image_encoder = CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(clip_config))
-    for module in (unet, vae, image_encoder):
-        _fake_weights(module, dtype)
-    with quiet_transformers(), unset_fake_temporarily():
-        scheduler = EulerDiscreteScheduler.from_config(arch.scheduler)
-        feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
-    pipe = StableVideoDiffusionPipeline(
-        vae=vae,
-        image_encoder=image_encoder,
-        unet=unet,
-        scheduler=_real_scheduler(scheduler),
-        feature_extractor=_RealFeatureExtractor(feature_extractor),
-    )
-    pipe.video_processor = _RealPreprocessing(pipe.video_processor)
+            components = family.build_components(arch.components)
+        for module in components.values():
+            _fake_weights(module, dtype)
+        with unset_fake_temporarily():
+            pipe = family.assemble(components, arch.scheduler)
+    # Attributes, not registered modules: the pipeline's config keeps naming the real classes.
+    vars(pipe)["scheduler"] = _real_scheduler(pipe.scheduler)
+    for helper, real in (("feature_extractor", _RealFeatureExtractor), ("video_processor", _RealPreprocessing)):
+        if getattr(pipe, helper, None) is not None:
+            vars(pipe)[helper] = real(getattr(pipe, helper))
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -911,7 +898,9 @@ def _fake_tiny_decoder(dtype, device):
 
 
 def _weights_bytes(pipe) -> int:
-    return sum(p.numel() * p.element_size() for m in (pipe.unet, pipe.vae, pipe.image_encoder) for p in m.parameters())
+    """Bytes of the weights of every component the pipeline registered (its family's modules)."""
+    modules = [module for module in pipe.components.values() if hasattr(module, "parameters")]
+    return sum(p.numel() * p.element_size() for module in modules for p in module.parameters())
 
 
 def _fake_mode():
@@ -957,10 +946,10 @@ def _simulated_pipeline(arch: Architecture, dtype, math_attention: bool) -> Iter
 # --- the simulations -------------------------------------------------------------------------------------
 
 
-def _settings(job: Job):
+def _settings(job: Job, family: str):
     # The animate stage decides from the settings whether a step runs the UNet on one batch or on two (CFG).
     # With a feature cache, step 2 is a reuse step (step 1 is always full).
-    return GenerationSettings.family_defaults(FAMILY, frames=job.frames, steps=2 if job.cache > 1 else 1, seed=0,
+    return GenerationSettings.family_defaults(family, frames=job.frames, steps=2 if job.cache > 1 else 1, seed=0,
                                             width=job.width, height=job.height, max_cfg=3.0 if job.guided else 1.0,
                                             cache=job.cache)  # fmt: skip
 
@@ -1000,8 +989,8 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     device = torch.device("meta")
     math = job.gpu != "cuda" or plan.attention == "sliced"
     with _simulated_pipeline(arch, dtype, math) as (counter, pipe):
-        model = FAMILIES[FAMILY].adapter(
-            ModelSource(name=arch.name, path=Path("."), kind=VIDEO, family=FAMILY), pipe, device, dtype
+        model = FAMILIES[arch.family].adapter(
+            ModelSource(name=arch.name, path=Path("."), kind=VIDEO, family=arch.family), pipe, device, dtype
         )
         store_weights(pipe.unet, job.weights, dtype)
         meter = _StageMeter(counter)
@@ -1023,8 +1012,9 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         with _replayed_tiles(replays):
             end = _image(job) if job.end else None
             mask = _mask(job) if job.mask else None
-            run = lambda: video_model(_image(job), _settings(job), _progress_for(meter), on_step=after_step, end=end,  # noqa: E731
-                                   mask=mask)  # fmt: skip
+            settings = _settings(job, arch.family)
+            run = lambda: video_model(_image(job), settings, _progress_for(meter), on_step=after_step, end=end,  # noqa: E731
+                                      mask=mask)  # fmt: skip
             decoded = _run_to_end(run, meter)
         return _result(plan.profile, plan.savers(), decoded, counter, meter, pipe, started)
 
@@ -1067,7 +1057,7 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
     with _simulated_pipeline(arch, dtype, job.gpu != "cuda") as (counter, pipe):
         # `do_classifier_free_guidance` reads `guidance_scale.max() > 1` off the device, a value fake tensors do
         # not have; it is known from the job's max guidance (3.0 with CFG, 1.0 without).
-        guided = _settings(job).max_cfg > 1
+        guided = _settings(job, arch.family).max_cfg > 1
         pipe.__class__ = type(
             "SimulatedSVDPipeline", (type(pipe),), {"do_classifier_free_guidance": property(lambda self: guided)}
         )
@@ -1102,7 +1092,7 @@ def _run_recipe(arch: Architecture, recipe: str, job: Job) -> Simulation:
             return kwargs
 
         def run():
-            s = _settings(job)
+            s = _settings(job, arch.family)
             pipe(
                 _image(job), height=s.height, width=s.width, num_frames=s.frames, num_inference_steps=s.steps,
                 fps=s.fps, motion_bucket_id=s.motion_bucket, noise_aug_strength=s.noise_aug,
@@ -1224,7 +1214,7 @@ def simulated_choice(
     are simulated (or read from the cache) in order, fastest first, and only until one fits. Raises if a simulation
     fails; the caller falls back to the analytic estimate."""
 
-    arch = architecture_of(model.pipe, model.source.name)
+    arch = architecture_of(model.pipe, model.source.name, model.family)
     gpu = "mps" if model.device.type == "mps" else "cuda"
     job = Job(frames=frames, width=width, height=height, dtype=dtype_name(model.dtype), gpu=gpu, cache=cache,
               tiny_decoder=tiny_decoder, weights=weights)  # fmt: skip
