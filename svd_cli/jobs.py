@@ -19,11 +19,12 @@ from .io.latents import KeptLatents
 from .io.safety import OwnOutputs, check_outputs, recipe_for
 from .io.video import STYLED_MARK, output_suffix
 from .kinds import VIDEO
-from .models.sources import check_kind, peek_defaults
+from .models.sources import check_kind, peek_defaults, peek_family
 from .options import (
     MAX_VARIATIONS,
     RANDOM_SEEDS,
     Request,
+    check_family_settings,
     check_template,
     fill_template,
     random_seed,
@@ -77,6 +78,8 @@ def jobs_for_request(session: Session, stdin: Iterable[str] | None = None) -> Jo
     req = session.request
     check_template(req.name or "{stem}")
     check_kind(req.model, VIDEO)
+    if (family := peek_family(req.model)) is not None:
+        check_family_settings(req, family, req.model)
     defaults = peek_defaults(req.model, VIDEO)
     if session.uses_image_model:
         check_kind(req.image_model, "text-to-image")

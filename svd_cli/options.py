@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OptionError, UsageError, ref
+from .families import FAMILIES
 from .kinds import DRAFT_DECODER, VIDEO, model_defaults
 from .registry import SAMPLERS, get_entry
 
@@ -647,6 +648,13 @@ def _validate_end(req: Request, need_inputs: bool) -> None:
     if not req.inputs and need_inputs:
         raise UsageError(f"{ref(name)} samples a video of an input photo from both ends: give the photo (a first "
                          f"frame drawn from {ref('prompt')} is not supported with it).", option=name)  # fmt: skip
+
+
+def check_family_settings(req: Request, family: str, model: str) -> None:
+    """A usage error if `req` gives a setting that the models of `family` do not take (families/: `refused`)."""
+    for name, why in FAMILIES[family].refused.items():
+        if req.given(name) is not None:
+            raise OptionError(name, req.given(name), f"{model} takes no such setting: {why}; leave it out.")
 
 
 def with_defaults(req: Request, defaults: Mapping[str, Any]) -> dict[str, Any]:

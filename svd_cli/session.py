@@ -24,7 +24,7 @@ from .io.segments import SegmentStore
 from .model_cache import ModelCache
 from .models.compiled import CLOCK, compile_folder
 from .models.loading import dtype_name
-from .options import MOTION_LOOP, GenerationSettings, Request, both_ends_option, with_defaults
+from .options import MOTION_LOOP, GenerationSettings, Request, both_ends_option, check_family_settings, with_defaults
 from .progress import NullProgress, Progress
 from .result import Animation
 from .stages import Clip, StageContext
@@ -176,6 +176,7 @@ class Session:
     # --- 2. per video: settings, first frame, animate ---------------------------------------------------
 
     def settings_for(self, seed: int, size: tuple[int, int]) -> GenerationSettings:
+        check_family_settings(self.request, self.source.family, self.source.name)
         values = with_defaults(self.request, self.defaults)
         if (name := both_ends_option(self.request)) is not None:
             if values["sampler"] != "euler":

@@ -66,7 +66,8 @@ def test_missing_input_file_is_a_usage_error(svd, tmp_path):
 def test_unknown_model_name_is_a_usage_error(svd):
     r = svd("animate", COFFEE, "--model", "svd-xxl")
     assert r.code == 2
-    assert "--model svd-xxl: not a model name (svd, svd-xt, svd-xt-1.1, tiny, animatelcm-svd-xt, svd-xt-file)" in r.err
+    names = "svd, svd-xt, svd-xt-1.1, tiny, tiny-sv3d, animatelcm-svd-xt, svd-xt-file"
+    assert f"--model svd-xxl: not a model name ({names})" in r.err
 
 
 def test_model_folder_without_model_index_is_refused(svd, tmp_path):

@@ -31,8 +31,8 @@ def test_registry_names_the_three_checkpoints_and_tiny():
 
     reg = load_registry()
     assert list(reg) == [
-        "svd", "svd-xt", "svd-xt-1.1", "tiny", "animatelcm-svd-xt", "svd-xt-file", "sdxl-turbo", "tiny-t2i",
-        "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife", "taesd", "tiny-taesd",
+        "svd", "svd-xt", "svd-xt-1.1", "tiny", "tiny-sv3d", "animatelcm-svd-xt", "svd-xt-file", "sdxl-turbo",
+        "tiny-t2i", "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife", "taesd", "tiny-taesd",
     ]  # fmt: skip
     assert reg["svd"].repo == "stabilityai/stable-video-diffusion-img2vid" and reg["svd"].frames == 14
     assert reg["svd-xt"].repo == "stabilityai/stable-video-diffusion-img2vid-xt" and reg["svd-xt"].frames == 25
@@ -42,7 +42,7 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     assert all(e.variant == "fp16" and e.revision and e.license for e in reg.values() if e.repo and not e.file)
     assert [e.name for e in reg.values() if e.kind == "text-to-image"] == ["sdxl-turbo", "tiny-t2i"]
     assert reg["rife"].revision == "26442e52cc30b88c5cb490702647b8de9aaee8a7"  # the commit the network was checked for
-    assert {(e.kind, e.family) for e in reg.values() if e.frames} == {("video", "svd")}
+    assert {(e.kind, e.family) for e in reg.values() if e.frames} == {("video", "svd"), ("video", "sv3d")}
     assert {e.family for e in reg.values() if e.kind != "video"} == {None}
 
 
@@ -50,7 +50,7 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     ("entry", "wording"),
     [
         ('kind = "svd"', "models.broken.kind 'svd' is not one of video, text-to-image, upscaler"),
-        ('kind = "video"', "models.broken.family None is not one of svd; fix the registry."),
+        ('kind = "video"', "models.broken.family None is not one of svd, sv3d; fix the registry."),
         ('kind = "upscaler"\nfamily = "svd"', "models.broken is 'upscaler', which has no family; delete its family."),
     ],
 )

@@ -67,6 +67,7 @@ class Toy:
     name = "toy"
     defaults = {"frames": 3, "steps": 2, "fps": 8, "motion_bucket": 100, "noise_aug": 0.0, "min_cfg": 2.0,
                 "max_cfg": 2.0, "size": (128, 64), "sampler": "euler"}  # fmt: skip
+    refused: dict[str, str] = {}
     builtin = None
     pipelines = ("ToyVideoPipeline",)
     components = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model"}
@@ -116,6 +117,9 @@ class Toy:
             return None
         inputs = conditioning.inputs
         return Conditioning({**inputs, "image_latents": torch.zeros_like(inputs["image_latents"])})
+
+    def output_frames(self, frames, image):
+        return frames
 
     def denoise(self, unet, latents, timestep, **inputs) -> torch.Tensor:
         self.denoiser_calls += 1

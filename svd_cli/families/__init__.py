@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Conditioning, Family
+from .sv3d import SV3D
 from .svd import SVD
 
 __all__ = ["FAMILIES", "Conditioning", "Family", "family_of", "family_reading"]
 
-FAMILIES: dict[str, Family] = {"svd": SVD()}
+FAMILIES: dict[str, Family] = {"svd": SVD(), "sv3d": SV3D()}
 
 
 def family_of(model: Any) -> Family:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import numpy as np
     import torch
     from PIL import Image
 
@@ -58,6 +59,8 @@ class Family(Protocol):
     # The default of every generation setting its models decide (options.GENERATION; "size" as (width, height)),
     # for a model with no registry entry; an entry in weights.toml may change them.
     defaults: dict[str, Any]
+    # The generation settings its models do not take, each with why: given one, a run stops with a usage error.
+    refused: dict[str, str]
     # The registry name of its built-in model (built offline for the tests), or None.
     builtin: str | None
     # The `_class_name`s of model_index.json that mark a diffusers folder as this family's.
@@ -129,6 +132,11 @@ class Family(Protocol):
     ) -> Conditioning | None:
         """The inputs of the unconditional half of classifier-free guidance; None when the video is unguided, unless
         `always` (a sampler that steps along the unconditional estimate needs it at any scale)."""
+        ...
+
+    def output_frames(self, frames: np.ndarray, image: Image.Image) -> np.ndarray:
+        """The decoded frames (F, H, W, 3) as the video shows them (SV3D shows its input view as the picture
+        itself); uint8, or float in [0, 1]."""
         ...
 
     def denoise(self, unet: Any, latents: torch.Tensor, timestep: torch.Tensor, **inputs: torch.Tensor):

@@ -17,9 +17,31 @@ from .base import Conditioning, EncodeLatents, GenerationSettings, UseComponent
 if TYPE_CHECKING:
     from pathlib import Path
 
+    import numpy as np
     import torch
     from PIL import Image
     from torch import nn
+
+
+# The scheduler config Stability ships with every SVD checkpoint.
+SCHEDULER = dict(
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    beta_start=0.00085,
+    clip_sample=False,
+    interpolation_type="linear",
+    num_train_timesteps=1000,
+    prediction_type="v_prediction",
+    set_alpha_to_one=False,
+    sigma_max=700.0,
+    sigma_min=0.002,
+    skip_prk_steps=True,
+    steps_offset=1,
+    timestep_spacing="leading",
+    timestep_type="continuous",
+    trained_betas=None,
+    use_karras_sigmas=True,
+)
 
 
 class SVD:
@@ -35,6 +57,7 @@ class SVD:
         "size": (1024, 576),
         "sampler": "euler",
     }
+    refused: dict[str, str] = {}
     builtin = "tiny"
     pipelines = ("StableVideoDiffusionPipeline",)
     components = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "image_encoder": "model"}
@@ -59,10 +82,10 @@ class SVD:
         }
 
     def assemble(self, components: dict[str, Any], scheduler: dict[str, Any]) -> Any:
-        from diffusers import EulerDiscreteScheduler, StableVideoDiffusionPipeline
+        from diffusers import EulerDiscreteScheduler
         from transformers import CLIPImageProcessor
 
-        return StableVideoDiffusionPipeline(
+        return self.pipeline_class()(
             vae=components["vae"],
             image_encoder=components["image_encoder"],
             unet=components["unet"],
@@ -104,15 +127,19 @@ class SVD:
         with use("vae_encoder"):
             image_latents = encode_latents(pixels).to(embeddings.dtype)
         image_latents = image_latents.unsqueeze(1).repeat(1, settings.frames, 1, 1, 1)
-        # Micro-conditioning: fps (the model was trained on fps - 1), motion bucket, noise strength. Everything
-        # in the denoiser's dtype (the model's, unless the NaN guard widened it).
+        # The micro-conditioning ids; everything in the denoiser's dtype (the model's, unless the NaN guard widened
+        # it).
         work = model.unet.dtype
         embeddings, image_latents = embeddings.to(work), image_latents.to(work)
-        added_time_ids = torch.tensor([[settings.fps - 1, settings.motion_bucket, settings.noise_aug]], dtype=work)
-        added_time_ids = added_time_ids.to(device)
+        added_time_ids = torch.tensor([self.micro_conditioning(settings)], dtype=work).to(device)
         return Conditioning(
             {"image_latents": image_latents, "embeddings": embeddings, "added_time_ids": added_time_ids}
         )
+
+    def micro_conditioning(self, settings: GenerationSettings) -> list[float]:
+        """The values the UNet embeds beside the timestep: fps (the model was trained on fps - 1), motion bucket,
+        noise strength."""
+        return [settings.fps - 1, settings.motion_bucket, settings.noise_aug]
 
     def latent_shape(self, model: Any, settings: GenerationSettings) -> tuple[int, ...]:
         factor = model.spatial_factor
@@ -158,6 +185,10 @@ class SVD:
             {"image_latents": torch.zeros_like(inputs["image_latents"]),
              "embeddings": torch.zeros_like(inputs["embeddings"]), "added_time_ids": inputs["added_time_ids"]}
         )  # fmt: skip
+
+    def output_frames(self, frames: np.ndarray, image: Image.Image) -> np.ndarray:
+        """The decoded frames as the video shows them: SVD's, as decoded."""
+        return frames
 
     def denoise(self, unet: Any, latents: torch.Tensor, timestep: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         import torch

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from ..errors import OptionError
 from ..families import FAMILIES
+from ..families.svd import SCHEDULER as SVD_SCHEDULER
 from .quiet import quiet_transformers
 
 FAMILY = "svd"  # the model family these architectures are (families/)
@@ -48,25 +49,6 @@ TINY_CLIP = dict(
     patch_size=32,
     image_size=224,
     projection_dim=32,
-)
-# The scheduler config Stability ships with every SVD checkpoint.
-SVD_SCHEDULER = dict(
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    beta_start=0.00085,
-    clip_sample=False,
-    interpolation_type="linear",
-    num_train_timesteps=1000,
-    prediction_type="v_prediction",
-    set_alpha_to_one=False,
-    sigma_max=700.0,
-    sigma_min=0.002,
-    skip_prk_steps=True,
-    steps_offset=1,
-    timestep_spacing="leading",
-    timestep_type="continuous",
-    trained_betas=None,
-    use_karras_sigmas=True,
 )
 
 
@@ -125,11 +107,34 @@ ARCHITECTURES = {
     "tiny": (TINY_UNET, TINY_VAE, TINY_CLIP),
 }
 
+# The sv3d family's architectures (families/sv3d.py): SVD's UNet whose conditioning vector is sv3d_u's one
+# 256-wide embedding (adm_in_channels 256 in generative-models' configs/inference/sv3d_u.yaml), 21 frames, and
+# the image autoencoder (decoder blocks of the same widths as its encoder's). `tiny-sv3d` is its built-in model.
+SV3D_FAMILY = "sv3d"
+PER_FRAME_DECODER = {"up_block_types": ("UpDecoderBlock2D",) * 4}
+SV3D_ARCHITECTURES = {
+    "sv3d-u": (
+        {**SVD_UNET, "projection_class_embeddings_input_dim": 256, "num_frames": 21},
+        {**SVD_VAE, **PER_FRAME_DECODER},
+        SVD_CLIP,
+    ),
+    "tiny-sv3d": (
+        {**TINY_UNET, "projection_class_embeddings_input_dim": 8, "num_frames": 21},
+        {**TINY_VAE, **PER_FRAME_DECODER},
+        TINY_CLIP,
+    ),
+}
+
 
 def component_configs(arch: str) -> dict[str, dict]:
     """The config of each component of architecture `arch`, by its folder (unet, vae, image_encoder)."""
-    unet, vae, image_encoder = ARCHITECTURES[arch]
+    unet, vae, image_encoder = ARCHITECTURES[arch] if arch in ARCHITECTURES else SV3D_ARCHITECTURES[arch]
     return {"unet": dict(unet), "vae": dict(vae), "image_encoder": dict(image_encoder)}
+
+
+def architecture_family(arch: str) -> str:
+    """The model family whose architecture `arch` is."""
+    return FAMILY if arch in ARCHITECTURES else SV3D_FAMILY
 
 
 def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
@@ -139,21 +144,23 @@ def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):
     """
     import torch
 
-    if arch not in ARCHITECTURES:
-        raise OptionError("arch", arch, f"choose one of {', '.join(ARCHITECTURES)}.", allowed=tuple(ARCHITECTURES))
+    known = (*ARCHITECTURES, *SV3D_ARCHITECTURES)
+    if arch not in known:
+        raise OptionError("arch", arch, f"choose one of {', '.join(known)}.", allowed=known)
+    family = architecture_family(arch)
     with quiet_transformers(), torch.random.fork_rng(devices=[]), torch.device(device):
         torch.manual_seed(seed)
-        components = FAMILIES[FAMILY].build_components(component_configs(arch))
+        components = FAMILIES[family].build_components(component_configs(arch))
     if dtype is not None:
         for module in components.values():
             module.to(dtype)
-    return assemble_pipeline(components)
+    return assemble_pipeline(components, family)
 
 
-def assemble_pipeline(components: dict):
-    """The diffusers pipeline around the SVD components (by folder), with SVD's scheduler and CLIP preprocessing."""
+def assemble_pipeline(components: dict, family: str):
+    """The diffusers pipeline of `family` around its components (by folder), with SVD's scheduler."""
     with quiet_transformers():
-        pipe = FAMILIES[FAMILY].assemble(components, SVD_SCHEDULER)
+        pipe = FAMILIES[family].assemble(components, SVD_SCHEDULER)
     for module in components.values():
         module.eval().requires_grad_(False)
     return pipe

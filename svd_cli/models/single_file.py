@@ -296,7 +296,7 @@ def load_single_file(path: Path, arch: str, dtype: torch.dtype, unet=None):
     unet = unet if unet is not None else load_unet_file(header, dtype, unet_cfg)
     vae = _load_vae(header, vae_cfg, dtype)
     image_encoder = _load_clip(header, clip_cfg, dtype)
-    return assemble_pipeline({"unet": unet, "vae": vae, "image_encoder": image_encoder})
+    return assemble_pipeline({"unet": unet, "vae": vae, "image_encoder": image_encoder}, FAMILY)
 
 
 def load_unet_file(header: Header, dtype: torch.dtype, config: dict, option: str = "model"):

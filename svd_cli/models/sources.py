@@ -265,6 +265,20 @@ def peek_defaults(spec: str, kind: str) -> dict | None:
     return None
 
 
+def peek_family(spec: str) -> str | None:
+    """The family of the video model `spec` names, if known without the network (registry, folder, single file)."""
+    entry = get_entry(spec)
+    if entry is not None:
+        return entry.family
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        found = folder_type(path)
+        return found[1] if found is not None else None
+    if path.is_file() or imported_model(spec) is not None:
+        return SINGLE_FILE_FAMILY
+    return None
+
+
 def _known_folder_defaults(folder: Path, kind: str) -> dict | None:
     """The defaults of a folder of `kind` (VIDEO: of the family it holds), None when what it holds is unknown."""
     found = folder_type(folder) if kind == VIDEO else (kind, None)

@@ -22,16 +22,16 @@ from pathlib import Path
 
 from ..kinds import VIDEO
 from ..paths import cache_dir
-from .architectures import FAMILY, build_random_pipeline, build_tiny_text_to_image
+from .architectures import FAMILY, SV3D_FAMILY, build_random_pipeline, build_tiny_text_to_image
 from .decoder import new_decoder, to_taesd
 from .layout import damaged_files, safetensors_problem
 from .quiet import quiet_transformers
 from .upscaler import build_upscaler_network
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
-TINY_VERSIONS = {"tiny": 1, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1, "tiny-taesd": 1}
+TINY_VERSIONS = {"tiny": 1, "tiny-sv3d": 1, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1, "tiny-taesd": 1}
 # The built-in models in diffusers layout: their kind and family.
-TINY_FOLDERS = {"tiny": (VIDEO, FAMILY), "tiny-t2i": ("text-to-image", None)}
+TINY_FOLDERS = {"tiny": (VIDEO, FAMILY), "tiny-sv3d": (VIDEO, SV3D_FAMILY), "tiny-t2i": ("text-to-image", None)}
 TINY_SEED = 20231121
 
 
@@ -41,7 +41,7 @@ def tiny_model_dir(name: str = "tiny") -> Path:
 
 def _build(name: str):
 
-    return build_tiny_text_to_image(TINY_SEED) if name == "tiny-t2i" else build_random_pipeline("tiny", seed=TINY_SEED)
+    return build_tiny_text_to_image(TINY_SEED) if name == "tiny-t2i" else build_random_pipeline(name, seed=TINY_SEED)
 
 
 def ensure_tiny_model(name: str = "tiny") -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError, ref
-from ..kinds import VIDEO
+from ..kinds import VIDEO, model_defaults
 from ..memory.profiles import PROFILE_ORDER, gib, plan_for, tile_for
 from ..models.architectures import FAMILY
 from ..models.sources import peek_defaults
@@ -195,8 +195,8 @@ def plan_report(
     AnimateLCM's 4 steps without CFG cost what they cost. With extend, upscale and a loop the report covers the
     whole video: every clip's animate pass and the upscaler on every frame (its peak simulated per profile)."""
     arch = architecture_for(model)
-    # A registry entry's, or a folder's (its family's); none for an architecture name the registry does not list.
-    defaults = peek_defaults(model, VIDEO) or {}
+    # A registry entry's, a folder's, or for an architecture name the registry does not list its family's.
+    defaults = peek_defaults(model, VIDEO) or model_defaults(VIDEO, arch.family)
     frames = frames or defaults.get("frames") or int(arch.unet.get("num_frames", 25))
     steps = steps or defaults.get("steps") or 25
     max_cfg = max_cfg if max_cfg is not None else defaults.get("max_cfg", 3.0)

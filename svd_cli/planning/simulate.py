@@ -54,7 +54,13 @@ from ..families import FAMILIES
 from ..kinds import VIDEO, folder_type
 from ..memory.profiles import PROFILE_ORDER, MemoryPlan, gib, plan_for
 from ..memory.storage import store_weights
-from ..models.architectures import ARCHITECTURES, FAMILY, SVD_SCHEDULER, component_configs
+from ..models.architectures import (
+    ARCHITECTURES,
+    SV3D_ARCHITECTURES,
+    SVD_SCHEDULER,
+    architecture_family,
+    component_configs,
+)
 from ..models.decoder import new_decoder
 from ..models.loading import dtype_name
 from ..models.post import PostModel
@@ -142,10 +148,10 @@ def architecture_for(model: str) -> Architecture:
     name = BUILT_IN_ALIASES.get(model, model)
     if name not in ARCHITECTURES:  # a registry entry over a built-in one's folders (AnimateLCM, a single file)
         name = _architecture_of_entry(name) or name
-    if name in ARCHITECTURES:
-        return Architecture(model, FAMILY, component_configs(name), dict(SVD_SCHEDULER))
+    if name in ARCHITECTURES or name in SV3D_ARCHITECTURES:
+        return Architecture(model, architecture_family(name), component_configs(name), dict(SVD_SCHEDULER))
     folder = Path(model).expanduser()
-    known = tuple(sorted((*ARCHITECTURES, *BUILT_IN_ALIASES)))
+    known = tuple(sorted((*ARCHITECTURES, *SV3D_ARCHITECTURES, *BUILT_IN_ALIASES)))
     found = folder_type(folder) if folder.is_dir() else None
     if found is None or found[1] is None:  # not a folder, or not one of a video model family's
         raise UnknownArchitectureError(model, known)

@@ -226,7 +226,9 @@ class VideoModel:
         # 7-8. Decode the latents to frames (`decode`, which svd finish also runs alone, on kept latents).
         frames = self.decode(latents, progress, output)
 
-        # 9. With a mask, every pixel outside it is the known content's own (feathered at the mask's edge).
+        # 9. The frames as the family shows them; with a mask, every pixel outside it is the known content's own
+        #    (feathered at the mask's edge).
+        frames = family.output_frames(frames, image)
         return frames if mask is None else composite(frames, _known(image, known), mask)
 
     def decode(self, latents: torch.Tensor, progress: Progress, output: str = "uint8") -> np.ndarray:
