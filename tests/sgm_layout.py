@@ -163,6 +163,22 @@ def vae_tensors(vae) -> dict:
     return out
 
 
+def sv3d_vae_tensors(vae) -> dict:
+    """The VAE as SV3D's files hold it: first_stage_model is the decoder alone (sgm's AutoencodingEngine, no
+    post_quant_conv); the conditioning embedder (conditioner.embedders.1) holds a whole AutoencoderKL, whose
+    decoder (here the same one) and post_quant_conv (here a random one, which loading must not use) never run."""
+    out: dict[str, torch.Tensor] = {}
+    _decoder(vae.decoder, "first_stage_model.decoder.", out)
+    at = "conditioner.embedders.1.encoder."
+    _encoder(vae.encoder, at + "encoder.", out)
+    _decoder(vae.decoder, at + "decoder.", out)
+    _params(vae.quant_conv, at + "quant_conv.", out)
+    channels = vae.config.latent_channels
+    out[at + "post_quant_conv.weight"] = torch.randn(channels, channels, 1, 1)
+    out[at + "post_quant_conv.bias"] = torch.randn(channels)
+    return out
+
+
 def clip_tensors(image_encoder, prefix: str = "conditioner.embedders.0.open_clip.model.visual.") -> dict:
     vision = image_encoder.vision_model
     out = {
@@ -190,10 +206,12 @@ def clip_tensors(image_encoder, prefix: str = "conditioner.embedders.0.open_clip
 
 def write_sgm_file(pipe, path: Path, *, dtype: torch.dtype | None = None) -> Path:
     """Save `pipe`'s UNet, VAE and CLIP image encoder as one SGM-layout safetensors file (an *_image_decoder
-    file when the VAE is a per-frame AutoencoderKL)."""
+    file when the VAE is a per-frame AutoencoderKL, an SV3D file when it decodes without a post_quant_conv)."""
     from safetensors.torch import save_file
 
-    tensors = {**unet_tensors(pipe.unet), **vae_tensors(pipe.vae), **clip_tensors(pipe.image_encoder)}
+    sv3d = not getattr(pipe.vae.config, "use_post_quant_conv", True)  # SV3D's decoder runs without one
+    vae = sv3d_vae_tensors(pipe.vae) if sv3d else vae_tensors(pipe.vae)
+    tensors = {**unet_tensors(pipe.unet), **vae, **clip_tensors(pipe.image_encoder)}
     # What else Stability's files carry and svd must ignore: the EDM denoiser's buffers, text-tower leftovers.
     tensors["conditioner.embedders.0.open_clip.model.logit_scale"] = torch.tensor(4.6)
     if dtype is not None:

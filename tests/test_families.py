@@ -62,12 +62,12 @@ def test_svd_plan_simulates_a_family_registered_at_run_time_from_its_own_compone
 
     monkeypatch.setitem(FAMILIES, "toy", Toy())
     folder = build_toy_model(tmp_path / "toy-model")
-    result = svd("plan", "--model", folder, "--json")
+    result = svd("plan", "--model", folder, "--memory", "low", "--json")
     assert result.code == 0, result.err
     report = json.loads(result.out)
-    # The family's defaults (3 frames, 2 steps, 128x64), its profiles only (diffusers' recipes are SVD's pipeline).
+    # The family's defaults (3 frames, 2 steps, 128x64).
     assert (report["frames"], report["steps"], report["width"], report["height"]) == (3, 2, 128, 64)
-    assert [row["name"] for row in report["rows"]] == ["high", "balanced", "low", "min"]
+    assert [row["name"] for row in report["rows"]] == ["low"]
     # Built by the family: its UNet and VAE (no image encoder), each parameter in fp16.
     config = json.loads((folder / "unet" / "config.json").read_text())
     assert config["_class_name"] == "UNetSpatioTemporalConditionModel" and not (folder / "image_encoder").exists()

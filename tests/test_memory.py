@@ -148,7 +148,7 @@ def test_doctor_works_without_a_gpu(svd):
     assert "of RAM" in xt["reason"]
     registry = {w["name"] for w in report["weights"] if w["repo"] not in ("single file", "imported")}
     assert registry == {
-        "svd", "svd-xt", "svd-xt-1.1", "tiny", "tiny-sv3d", "animatelcm-svd-xt", "svd-xt-file", "sdxl-turbo",
+        "svd", "svd-xt", "svd-xt-1.1", "tiny", "sv3d-u", "tiny-sv3d", "animatelcm-svd-xt", "svd-xt-file", "sdxl-turbo",
         "tiny-t2i", "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife", "taesd", "tiny-taesd",
     }  # fmt: skip
     text = svd("doctor")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,13 +38,13 @@ def test_tiny_sv3d_orbits_21_frames_ending_on_the_input_view_with_sgms_condition
     from svd_cli.errors import OptionError
     from svd_cli.families import FAMILIES
 
-    model = svd_cli.load("tiny-sv3d", device="cpu", steps=2)
+    model = svd_cli.load("tiny-sv3d", device="cpu", steps=2, size=(64, 64))
     unet = model.session.video_model.model.unet
     seen = []
     unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["added_time_ids"]), with_kwargs=True)
     video = model.animate_image(Image.open(EXAMPLES / "coffee.png"), seed=1, watermark=False)
-    # The registry's defaults and the family's: 21 frames at 128x128 (tiny-sv3d's size), 10 fps.
-    assert (video.frame_count, video.width, video.height, video.fps) == (21, 128, 128, 10)
+    # The family's defaults: 21 frames at 10 fps.
+    assert (video.frame_count, video.width, video.height, video.fps) == (21, 64, 64, 10)
     # The script replaces the last frame (the input view) by the input picture; the others are made.
     assert np.array_equal(video.frames[-1], np.asarray(video.first_frame))
     assert not np.array_equal(video.frames[-2], np.asarray(video.first_frame))
@@ -94,3 +95,72 @@ def test_an_sv3d_folder_names_its_family(svd, tmp_path):
     assert result.code == 0, result.err
     report = json.loads(result.out)
     assert (report["frames"], report["width"], report["height"], report["steps"]) == (21, 576, 576, 50)
+
+
+# --- Stability's single files --------------------------------------------------------------------------------
+
+REFERENCE = Path(__file__).parent / "reference"
+# What svd reads of an SV3D file; the rest is the OpenCLIP text tower's leftovers and the conditioning
+# autoencoder's decoder half, which sampling never runs.
+READ = ("model.diffusion_model.", "first_stage_model.decoder.", "conditioner.embedders.1.encoder.encoder.",
+        "conditioner.embedders.1.encoder.quant_conv.", "conditioner.embedders.0.open_clip.model.visual.")  # fmt: skip
+UNREAD = ("conditioner.embedders.0.open_clip.model.", "conditioner.embedders.1.encoder.decoder.",
+          "conditioner.embedders.1.encoder.post_quant_conv.")  # fmt: skip
+
+
+@pytest.mark.parametrize(("table", "vector"), [("sv3d_u_state_dict.json", 256), ("sv3d_p_state_dict.json", 1280)])
+def test_every_tensor_of_stabilitys_sv3d_files_is_read_into_a_parameter_of_its_shape(table, vector):
+    """tests/reference/sv3d_*_state_dict.json: the names and shapes of generative-models' sv3d_u.yaml / sv3d_p.yaml
+    DiffusionEngines, built on the meta device at commit 0ad7de9. The converter's name for every parameter of the
+    full-size diffusers components is a tensor of the file with the parameter's shape, and every tensor that
+    sampling needs is some parameter's."""
+    from diffusers import AutoencoderKL, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from svd_cli.models.architectures import component_configs
+    from svd_cli.models.single_file import SV3D_VAE_ENCODER_PREFIX, UNET_PREFIX, clip_key, unet_key, vae_key
+
+    reference = {name: tuple(shape) for name, (_, shape) in json.loads((REFERENCE / table).read_text()).items()}
+    configs = component_configs("sv3d-u")
+    configs["unet"]["projection_class_embeddings_input_dim"] = vector  # adm_in_channels of the file's config
+    with torch.device("meta"):
+        unet = UNetSpatioTemporalConditionModel.from_config(configs["unet"])
+        vae = AutoencoderKL.from_config(configs["vae"])
+        clip = CLIPVisionModelWithProjection(CLIPVisionConfig(**configs["image_encoder"]))
+    read = {}
+    for key, parameter in unet.named_parameters():
+        read[UNET_PREFIX + unet_key(key, configs["unet"])] = tuple(parameter.shape)
+    for key, parameter in vae.named_parameters():
+        name, transform = vae_key(key, 4, SV3D_VAE_ENCODER_PREFIX)
+        read[name] = tuple(parameter.shape) + ((1, 1) if transform is not None else ())  # 1x1 convolutions in sgm
+    for key, parameter in clip.named_parameters():
+        name, transform, rows = clip_key(key)
+        shape = tuple(parameter.shape)
+        if rows is not None:  # q, k and v packed in one matrix: each a third of its rows
+            shape = (shape[0] * rows[1], *shape[1:])
+        read[name] = shape[::-1] if transform is not None else shape
+    assert {name: shape for name, shape in read.items() if reference.get(name) != shape} == {}
+    assert sorted(name for name in reference if name.startswith(READ) and name not in read) == []
+    assert all(name.startswith(READ + UNREAD) for name in reference)
+    assert reference["model.diffusion_model.label_emb.0.0.weight"] == (1280, vector)
+
+
+def test_an_sv3d_single_file_gives_the_frames_of_the_same_model_in_diffusers_layout(svd, tmp_path):
+    from svd_cli.families.sv3d import sv3d_pipeline_class
+    from svd_cli.models.tiny import ensure_tiny_model
+
+    from .sgm_layout import write_sgm_file
+
+    pipe = sv3d_pipeline_class().from_pretrained(ensure_tiny_model("tiny-sv3d"), torch_dtype=torch.float32)
+    single = write_sgm_file(pipe, tmp_path / "tiny-sv3d_u.safetensors")
+    runs = {}
+    for name, model in (("file", single), ("folder", "tiny-sv3d")):
+        r = svd("animate", EXAMPLES / "coffee.png", "--model", model, "--size", "64x64", "--steps", "2",
+                "--seed", "4", "--format", "frames", "--out", tmp_path / name)  # fmt: skip
+        assert r.code == 0, r.err
+        pictures = sorted((tmp_path / name).glob("*.png"))
+        runs[name] = np.stack([np.asarray(Image.open(p)) for p in pictures]).astype(int)
+    assert runs["file"].shape == (21, 64, 64, 3)
+    assert np.abs(runs["file"] - runs["folder"]).max() <= 1
+    recipe = json.loads((tmp_path / "file.frames.json").read_text())
+    assert recipe["model"]["single_file"]["arch"] == "tiny-sv3d" and recipe["settings"]["frames"] == 21

@@ -107,20 +107,22 @@ ARCHITECTURES = {
     "tiny": (TINY_UNET, TINY_VAE, TINY_CLIP),
 }
 
-# The sv3d family's architectures (families/sv3d.py): SVD's UNet whose conditioning vector is sv3d_u's one
-# 256-wide embedding (adm_in_channels 256 in generative-models' configs/inference/sv3d_u.yaml), 21 frames, and
-# the image autoencoder (decoder blocks of the same widths as its encoder's). `tiny-sv3d` is its built-in model.
+# The sv3d family's architectures (families/sv3d.py), from generative-models' configs/inference/sv3d_u.yaml and
+# sv3d_p.yaml: SVD's UNet whose conditioning vector (adm_in_channels) is sv3d_u's one 256-wide embedding or
+# sv3d_p's 256 + 512 + 512, 21 frames; and an image autoencoder whose decoder (first_stage_model, sgm's
+# AutoencodingEngine) has no post_quant_conv, its encoder the conditioning embedder's AutoencoderKL's.
+# `tiny-sv3d` is the family's built-in model.
 SV3D_FAMILY = "sv3d"
-PER_FRAME_DECODER = {"up_block_types": ("UpDecoderBlock2D",) * 4}
+SV3D_DECODER = {"up_block_types": ("UpDecoderBlock2D",) * 4, "use_post_quant_conv": False}
 SV3D_ARCHITECTURES = {
     "sv3d-u": (
         {**SVD_UNET, "projection_class_embeddings_input_dim": 256, "num_frames": 21},
-        {**SVD_VAE, **PER_FRAME_DECODER},
+        {**SVD_VAE, **SV3D_DECODER},
         SVD_CLIP,
     ),
     "tiny-sv3d": (
         {**TINY_UNET, "projection_class_embeddings_input_dim": 8, "num_frames": 21},
-        {**TINY_VAE, **PER_FRAME_DECODER},
+        {**TINY_VAE, **SV3D_DECODER},
         TINY_CLIP,
     ),
 }

@@ -9,6 +9,10 @@ A single file holds every component under Stability's names:
   — the VAE encoder (with its `quant_conv`) that encodes the conditioning image;
 - `conditioner.embedders.0.open_clip.model.visual.*` — the OpenCLIP ViT-H image encoder.
 
+SV3D's files (`sv3d_u.safetensors`, `sv3d_p.safetensors`, the sv3d family) hold the same UNet and CLIP, but their
+conditioning image's encoder is a whole AutoencoderKL under `conditioner.embedders.1.encoder.*` (its decoder never
+runs), and `first_stage_model.*` is a per-frame decoder alone, run without a post_quant_conv.
+
 Loading reads only the header first (to tell what the file is, with one clear line for anything else), then
 builds one component at a time: its module is created without memory (meta parameters), each of its tensors
 is read from the file, converted to the target dtype and renamed, and the component takes them over
@@ -25,17 +29,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ModelLoadError, UsageError, ref
-from .architectures import ARCHITECTURES, assemble_pipeline
+from .architectures import (
+    ARCHITECTURES,
+    SV3D_ARCHITECTURES,
+    SV3D_FAMILY,
+    architecture_family,
+    assemble_pipeline,
+    component_configs,
+)
 from .layout import HeaderProblem, parse_header
 from .quiet import quiet_transformers
 
 if TYPE_CHECKING:
     import torch
 
-FAMILY = "svd"  # the model family (families/) whose single files these are
+FAMILY = "svd"  # the model family (families/) of SVD's single files
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 VAE_ENCODER_PREFIX = "conditioner.embedders.3.encoder."
+SV3D_VAE_ENCODER_PREFIX = "conditioner.embedders.1.encoder."  # SV3D's files (sv3d_u.yaml's second embedder)
 CLIP_PREFIX = "conditioner.embedders.0.open_clip.model.visual."
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
 
@@ -91,7 +103,7 @@ def what_is(header: Header) -> str:
     unet = [k for k in keys if k.startswith(UNET_PREFIX)]
     if unet:
         if any(".time_stack." in k for k in unet):
-            return "svd"
+            return SV3D_FAMILY if header.has(SV3D_VAE_ENCODER_PREFIX + "encoder.") else FAMILY
         if header.has("conditioner.embedders.1.model.") or header.has("conditioner.embedders.0.transformer."):
             return "a Stable Diffusion XL checkpoint (text-to-image)"
         if header.has("cond_stage_model."):
@@ -109,10 +121,15 @@ def what_is(header: Header) -> str:
     return f"{len(keys)} tensors none of which belong to Stable Video Diffusion (e.g. {sample})"
 
 
+def file_family(header: Header) -> str:
+    """The model family of a video model's single file (checked by check_svd_file): svd or sv3d."""
+    return what_is(header)
+
+
 def check_svd_file(header: Header) -> None:
-    """Refuse anything but a complete SVD single file, naming what was found."""
+    """Refuse anything but a complete SVD (or SV3D) single file, naming what was found."""
     found = what_is(header)
-    if found == "svd":
+    if found in (FAMILY, SV3D_FAMILY):
         missing = [
             name
             for name, prefix in (("VAE", VAE_PREFIX + "decoder."), ("CLIP image encoder", CLIP_PREFIX))
@@ -137,18 +154,23 @@ def check_svd_file(header: Header) -> None:
 
 
 def match_architecture(header: Header) -> str:
-    """Which known architecture (architectures.ARCHITECTURES) the file's shapes are, from a few telling tensors."""
+    """Which known architecture of the file's family (architectures.py) its shapes are, from a few telling
+    tensors (the width of the UNet's conditioning vector tells sv3d_u from sv3d_p)."""
 
     found = (
         header.shape(UNET_PREFIX + "input_blocks.0.0.weight"),
         header.shape(CLIP_PREFIX + "conv1.weight"),
         header.shape(VAE_PREFIX + "decoder.conv_in.weight"),
+        header.shape(UNET_PREFIX + "label_emb.0.0.weight"),
     )
-    for arch, (unet, vae, clip) in ARCHITECTURES.items():
+    family = file_family(header)
+    known = ARCHITECTURES if family == FAMILY else SV3D_ARCHITECTURES
+    for arch, (unet, vae, clip) in known.items():
         expected = (
             (unet["block_out_channels"][0], unet["in_channels"], 3, 3),
             (clip["hidden_size"], 3, clip["patch_size"], clip["patch_size"]),
             (vae["block_out_channels"][-1], vae["latent_channels"], 3, 3),
+            (unet["block_out_channels"][0] * 4, unet["projection_class_embeddings_input_dim"]),
         )
         if found == expected:
             return arch
@@ -160,7 +182,10 @@ def match_architecture(header: Header) -> str:
 
 
 def frames_for(path: Path) -> int:
-    """SVD-XT files (25 frames) say so in their names (svd_xt*.safetensors); others are the 14-frame SVD."""
+    """SV3D files make 21 views; SVD-XT files (25 frames) say so in their names (svd_xt*.safetensors); others are
+    the 14-frame SVD."""
+    if file_family(read_header(path)) == SV3D_FAMILY:
+        return 21
     return 25 if "xt" in path.stem.lower() else 14
 
 
@@ -292,11 +317,11 @@ def load_single_file(path: Path, arch: str, dtype: torch.dtype, unet=None):
 
     header = read_header(path)
     check_svd_file(header)
-    unet_cfg, vae_cfg, clip_cfg = ARCHITECTURES[arch]
-    unet = unet if unet is not None else load_unet_file(header, dtype, unet_cfg)
-    vae = _load_vae(header, vae_cfg, dtype)
-    image_encoder = _load_clip(header, clip_cfg, dtype)
-    return assemble_pipeline({"unet": unet, "vae": vae, "image_encoder": image_encoder}, FAMILY)
+    configs = component_configs(arch)
+    unet = unet if unet is not None else load_unet_file(header, dtype, configs["unet"])
+    vae = _load_vae(header, configs["vae"], dtype)
+    image_encoder = _load_clip(header, configs["image_encoder"], dtype)
+    return assemble_pipeline({"unet": unet, "vae": vae, "image_encoder": image_encoder}, architecture_family(arch))
 
 
 def load_unet_file(header: Header, dtype: torch.dtype, config: dict, option: str = "model"):
@@ -313,17 +338,20 @@ def load_unet_file(header: Header, dtype: torch.dtype, config: dict, option: str
 
 
 def _load_vae(header: Header, config: dict, dtype: torch.dtype):
-    """The file's VAE: the temporal one of svd*.safetensors, or, for the *_image_decoder files, diffusers'
-    per-frame AutoencoderKL, whose decode (like sgm's) runs `post_quant_conv` before the decoder."""
+    """The file's VAE: the temporal one of svd*.safetensors, or, for the *_image_decoder and SV3D files, diffusers'
+    per-frame AutoencoderKL, whose decode (like sgm's) runs `post_quant_conv` before the decoder where the file
+    has one (not SV3D's: its architecture's config says so)."""
     from diffusers import AutoencoderKL, AutoencoderKLTemporalDecoder
 
     levels = len(config["block_out_channels"])
-    encoder_prefix = VAE_ENCODER_PREFIX if header.has(VAE_ENCODER_PREFIX + "encoder.") else VAE_PREFIX
+    encoder_prefix = next(
+        (p for p in (SV3D_VAE_ENCODER_PREFIX, VAE_ENCODER_PREFIX) if header.has(p + "encoder.")), VAE_PREFIX
+    )
     # SGM counts num_res_blocks + 1 resnets per decoder level; the file says how many it has.
     level0 = re.compile(re.escape(VAE_PREFIX) + r"decoder\.up\.0\.block\.(\d+)\.")
     resnets = {m[1] for k in header.tensors if (m := level0.match(k))}
     config = {**config, "layers_per_block": max(len(resnets) - 1, 1)}
-    per_frame = header.has(VAE_PREFIX + "post_quant_conv.")
+    per_frame = header.has(VAE_PREFIX + "post_quant_conv.") or encoder_prefix == SV3D_VAE_ENCODER_PREFIX
 
     def locate(key: str):
         if key.startswith("post_quant_conv."):
@@ -334,7 +362,7 @@ def _load_vae(header: Header, config: dict, dtype: torch.dtype):
         return name, transform, None
 
     if per_frame:
-        build = lambda: AutoencoderKL(**config, up_block_types=("UpDecoderBlock2D",) * levels)  # noqa: E731
+        build = lambda: AutoencoderKL(**{"up_block_types": ("UpDecoderBlock2D",) * levels, **config})  # noqa: E731
     else:
         build = lambda: AutoencoderKLTemporalDecoder(**config)  # noqa: E731
     return _load_component(header, build, locate, dtype)

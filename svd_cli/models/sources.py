@@ -22,8 +22,14 @@ from .hub import cached_file, cached_snapshot, download_file, download_snapshot,
 from .layout import check_model_folder, damaged_files, detect_variant, hash_problem, safetensors_problem
 from .post import check_weights_file
 from .quiet import quiet_transformers
-from .single_file import FAMILY as SINGLE_FILE_FAMILY
-from .single_file import check_svd_file, frames_for, load_single_file, match_architecture, read_header
+from .single_file import (
+    check_svd_file,
+    file_family,
+    frames_for,
+    load_single_file,
+    match_architecture,
+    read_header,
+)
 from .tiny import ensure_tiny_file, ensure_tiny_model, tiny_file, tiny_model_dir
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -274,9 +280,12 @@ def peek_family(spec: str) -> str | None:
     if path.is_dir():
         found = folder_type(path)
         return found[1] if found is not None else None
-    if path.is_file() or imported_model(spec) is not None:
-        return SINGLE_FILE_FAMILY
-    return None
+    if path.is_file():
+        header = read_header(path)
+        check_svd_file(header)
+        return file_family(header)
+    imported = imported_model(spec)
+    return imported.family if imported is not None else None
 
 
 def _known_folder_defaults(folder: Path, kind: str) -> dict | None:
@@ -356,7 +365,7 @@ def weights_status() -> list[dict]:
     local = dict(downloaded=True, download_gb=0.0, gated=False)
     for row in imported_models():
         folder = Path(row["path"])
-        frames = folder_defaults(folder, VIDEO, SINGLE_FILE_FAMILY)["frames"]
+        frames = folder_defaults(folder, *(folder_type(folder) or (VIDEO, None)))["frames"]
         rows.append({"name": row["name"], "frames": frames, "repo": "imported", "size_bytes": disk_size(folder),
                      "path": str(folder), "source": row["source"], **local})  # fmt: skip
     for row in seen_files():
@@ -429,8 +438,9 @@ def _file_frames(path: Path) -> int:
 def file_defaults(path: Path) -> dict:
     """Defaults of a single-file checkpoint (checked from its header, no weights read): 25 frames for XT files."""
 
-    check_svd_file(read_header(path))
-    defaults = model_defaults(VIDEO, SINGLE_FILE_FAMILY)
+    header = read_header(path)
+    check_svd_file(header)
+    defaults = model_defaults(VIDEO, file_family(header))
     defaults["frames"] = frames_for(path)
     return defaults
 
@@ -447,9 +457,8 @@ def resolve_single_file(path: Path, progress: Progress) -> ModelSource:
     folder = imported_folder(identity["sha256"])
     if folder is not None:
         progress.note(f"Using the imported copy of {path.name} ({folder})")
-        return ModelSource(name=path.stem, path=folder, kind=VIDEO, family=SINGLE_FILE_FAMILY,
-                           variant=detect_variant(folder, VIDEO, SINGLE_FILE_FAMILY), single_file=identity)  # fmt: skip
-    return ModelSource(name=path.stem, path=path.resolve(), kind=VIDEO, family=SINGLE_FILE_FAMILY,
+        return imported_source(path.stem, folder, identity)
+    return ModelSource(name=path.stem, path=path.resolve(), kind=VIDEO, family=file_family(header),
                        single_file=identity)  # fmt: skip
 
 
@@ -488,10 +497,15 @@ def imported_model(name: str) -> ModelSource | None:
     for row in imported_models():
         if row["name"] == name:
             folder = Path(row["path"])
-            variant = detect_variant(folder, VIDEO, SINGLE_FILE_FAMILY)
-            return ModelSource(name=name, path=folder, kind=VIDEO, family=SINGLE_FILE_FAMILY, variant=variant,
-                               single_file=row["source"])  # fmt: skip
+            return imported_source(name, folder, row["source"])
     return None
+
+
+def imported_source(name: str, folder: Path, identity: dict) -> ModelSource:
+    """An imported single file's folder (diffusers layout, its family's pipeline class) as a model source."""
+    kind, family = folder_type(folder) or (VIDEO, None)
+    variant = detect_variant(folder, kind, family)
+    return ModelSource(name=name, path=folder, kind=kind, family=family, variant=variant, single_file=identity)
 
 
 def import_single_file(path: Path, name: str | None = None, progress: Progress | None = None) -> Path:
