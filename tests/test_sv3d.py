@@ -164,3 +164,40 @@ def test_an_sv3d_single_file_gives_the_frames_of_the_same_model_in_diffusers_lay
     assert np.abs(runs["file"] - runs["folder"]).max() <= 1
     recipe = json.loads((tmp_path / "file.frames.json").read_text())
     assert recipe["model"]["single_file"]["arch"] == "tiny-sv3d" and recipe["settings"]["frames"] == 21
+
+
+def sgm_sv3d_p_vector(augmentation: float, elevation: float, frames: int) -> torch.Tensor:
+    """The script's sv3d_p values (polars_rad = deg2rad(90 - elevation); azimuths linspace(0, 360, frames + 1)[1:]
+    % 360, made relative to the last and in radians) through the conditioner: cond_aug, polars_rad, azimuths_rad
+    embedded 256, 512, 512 wide, concatenated per frame."""
+    azimuths = np.linspace(0, 360, frames + 1)[1:] % 360
+    relative = [np.deg2rad((a - azimuths[-1]) % 360) for a in azimuths]
+    rows = []
+    for azimuth in relative:
+        parts = (sgm_timestep_embedding(augmentation, 256), sgm_timestep_embedding(np.deg2rad(90 - elevation), 512),
+                 sgm_timestep_embedding(azimuth, 512))  # fmt: skip
+        rows.append(torch.cat(parts))
+    return torch.stack(rows)
+
+
+def test_sv3d_p_gives_each_frame_the_camera_vector_sgms_conditioner_makes():
+    import svd_cli
+
+    model = svd_cli.load("tiny-sv3d-p", device="cpu", steps=1, size=(64, 64), dtype="fp32")
+    unet = model.session.video_model.model.unet
+    vectors, tembs = [], []
+    unet.add_embedding.register_forward_pre_hook(lambda module, args: vectors.append(args[0]))
+    first_resnet = unet.down_blocks[0].resnets[0]  # it gets the embedding its block was given
+    first_resnet.register_forward_pre_hook(
+        lambda m, args, kwargs: tembs.append(kwargs.get("temb", args[1])), with_kwargs=True
+    )
+    video = model.animate_image(Image.open(EXAMPLES / "coffee.png"), seed=2, watermark=False)
+    assert video.frame_count == 21
+    expected = sgm_sv3d_p_vector(1e-5, 10.0, 21)
+    # One step with CFG as one batch: both halves' 21 frames carry the same cameras (sgm copies the batch for uc).
+    assert vectors[0].shape == (42, 1280)
+    assert torch.allclose(vectors[0][:21], expected, atol=1e-5) and torch.allclose(vectors[0][21:], expected, atol=1e-5)
+    # Each frame's block input is the timestep's embedding plus that frame's own camera embedding.
+    temb, camera = tembs[0], unet.add_embedding(expected)
+    assert torch.allclose(temb[5] - temb[0], camera[5] - camera[0], atol=1e-5)
+    assert not torch.allclose(temb[5], temb[0])

@@ -179,7 +179,8 @@ def test_style_animates_exactly_the_restyled_still_it_saves(svd, tiny_dir, tiny_
          "tiny-t2i, a folder or a Hub repo id)."),
         (["--prompt", "a fox", "--model", "tiny-t2i"],
          "--model tiny-t2i: a text-to-image model, but this setting takes an image-to-video model (svd, svd-xt, "
-         "svd-xt-1.1, tiny, sv3d-u, tiny-sv3d, animatelcm-svd-xt, svd-xt-file, a folder or a Hub repo id)."),
+         "svd-xt-1.1, tiny, sv3d-u, sv3d-p, tiny-sv3d, tiny-sv3d-p, animatelcm-svd-xt, svd-xt-file, a folder or a "
+         "Hub repo id)."),
         (["--style", "ink"],
          "--style restyles input photos: give one (or put the style into --prompt for a first frame from text)."),
         ([EXAMPLES / "coffee.png", "--style", "ink", "--style-strength", "0.2", "--image-steps", "4"],

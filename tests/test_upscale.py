@@ -181,7 +181,8 @@ def test_weights_list_shows_the_upscalers_and_model_refuses_one(svd, tiny_upscal
     r = svd("animate", EXAMPLES / "coffee.png", "--model", "realesrgan-x2")
     assert r.code == 2 and r.lines == [
         "svd: error: --model realesrgan-x2: an upscaler, but this setting takes an image-to-video model (svd, svd-xt, "
-        "svd-xt-1.1, tiny, sv3d-u, tiny-sv3d, animatelcm-svd-xt, svd-xt-file, a folder or a Hub repo id)."
+        "svd-xt-1.1, tiny, sv3d-u, sv3d-p, tiny-sv3d, tiny-sv3d-p, animatelcm-svd-xt, svd-xt-file, a folder or a "
+        "Hub repo id)."
     ]
 
 

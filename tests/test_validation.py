@@ -66,7 +66,7 @@ def test_missing_input_file_is_a_usage_error(svd, tmp_path):
 def test_unknown_model_name_is_a_usage_error(svd):
     r = svd("animate", COFFEE, "--model", "svd-xxl")
     assert r.code == 2
-    names = "svd, svd-xt, svd-xt-1.1, tiny, sv3d-u, tiny-sv3d, animatelcm-svd-xt, svd-xt-file"
+    names = "svd, svd-xt, svd-xt-1.1, tiny, sv3d-u, sv3d-p, tiny-sv3d, tiny-sv3d-p, animatelcm-svd-xt, svd-xt-file"
     assert f"--model svd-xxl: not a model name ({names})" in r.err
 
 

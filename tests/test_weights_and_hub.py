@@ -31,8 +31,9 @@ def test_registry_names_the_three_checkpoints_and_tiny():
 
     reg = load_registry()
     assert list(reg) == [
-        "svd", "svd-xt", "svd-xt-1.1", "tiny", "sv3d-u", "tiny-sv3d", "animatelcm-svd-xt", "svd-xt-file", "sdxl-turbo",
-        "tiny-t2i", "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife", "taesd", "tiny-taesd",
+        "svd", "svd-xt", "svd-xt-1.1", "tiny", "sv3d-u", "sv3d-p", "tiny-sv3d", "tiny-sv3d-p", "animatelcm-svd-xt",
+        "svd-xt-file", "sdxl-turbo", "tiny-t2i", "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife", "taesd",
+        "tiny-taesd",
     ]  # fmt: skip
     assert reg["svd"].repo == "stabilityai/stable-video-diffusion-img2vid" and reg["svd"].frames == 14
     assert reg["svd-xt"].repo == "stabilityai/stable-video-diffusion-img2vid-xt" and reg["svd-xt"].frames == 25

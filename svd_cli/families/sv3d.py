@@ -12,14 +12,24 @@ scripts/sampling/configs/sv3d_u.yaml):
   first and the last frame, max_cfg (2.5) half way;
 - 21 frames at 576x576, 50 Euler steps over SVD's EDM sigmas (0.002 to 700, rho 7), sgm's v-scaling: SVD's;
 - the last frame is the input view, so the video shows the input picture there.
+
+`sv3d_p` (scripts/sampling/configs/sv3d_p.yaml) also takes the camera of every frame: its conditioning vector is,
+per frame, the augmentation embedded 256 wide, then the polar angle (90 degrees less the elevation, in radians)
+and the azimuth (in radians, relative to the last frame's, modulo 360 degrees) each embedded 512 wide, the same
+sinusoids (ConcatTimestepEmbedderND). diffusers' UNet adds one such embedding per video; this family adds each
+frame's own (`per_frame_embedding`). The script's orbit: elevation 10 degrees, 21 azimuths evenly round the
+circle ending on 0 (the input view). Its `azimuths_rad[:-1].sort()` sorts a copy, so the order stays as given.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from .base import GenerationSettings
+from .base import Conditioning, EncodeLatents, GenerationSettings, UseComponent
 from .svd import SVD, SVDAdapter
 
 if TYPE_CHECKING:
@@ -29,6 +39,66 @@ if TYPE_CHECKING:
     from torch import nn
 
 FRAMES = 21  # the script's num_frames for both SV3D models, whatever it is given
+ELEVATION = 10.0  # degrees: the script's default elevation of sv3d_p's orbit
+# sv3d_p's conditioning vector: the augmentation, the polar angle and the azimuth, each embedded this wide.
+CAMERA_WIDTHS = (256, 512, 512)
+
+
+def sinusoids(values: list[float], width: int) -> torch.Tensor:
+    """sgm's timestep_embedding of each value (float32): cos then sin of value * 10000^(-i / (width / 2))."""
+    import torch
+
+    half = width // 2
+    frequencies = torch.exp(-math.log(10000) * torch.arange(0, half, dtype=torch.float32) / half)
+    angles = torch.tensor(values, dtype=torch.float64).float()[:, None] * frequencies[None]
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
+
+
+def orbit_azimuths(frames: int) -> list[float]:
+    """The script's default azimuths in degrees: evenly round the circle, the last at 0 (the input view)."""
+    import numpy as np
+
+    return [float(a) for a in np.linspace(0, 360, frames + 1)[1:] % 360]
+
+
+def camera_vector(augmentation: float, elevations: list[float], azimuths: list[float]) -> torch.Tensor:
+    """sv3d_p's conditioning vector of each frame (frames, 1280), as sgm's conditioner makes it from the script's
+    values: the augmentation, the polar angles and the azimuths relative to the last frame's."""
+    import numpy as np
+    import torch
+
+    polars = [float(np.deg2rad(90 - e)) for e in elevations]
+    relative = [float(np.deg2rad((a - azimuths[-1]) % 360)) for a in azimuths]
+    columns = ([augmentation] * len(azimuths), polars, relative)
+    return torch.cat([sinusoids(values, width) for values, width in zip(columns, CAMERA_WIDTHS, strict=True)], dim=1)
+
+
+def takes_camera(unet: Any) -> bool:
+    """Whether the UNet is sv3d_p's: its conditioning vector has the camera's widths besides the augmentation's."""
+    return unet.config.projection_class_embeddings_input_dim == sum(CAMERA_WIDTHS)
+
+
+@contextlib.contextmanager
+def per_frame_embedding(unet: Any, embedding: torch.Tensor) -> Iterator[None]:
+    """Run `unet` with `embedding` (batch x frames, D), one row per frame, as its added embedding: diffusers' forward
+    adds one per video (from `added_time_ids`), so that one is zeroed and each block's `temb` (the timestep's
+    embedding, repeated per frame) gets each frame's row added."""
+    import torch
+
+    def no_video_embedding(module, args, output):
+        return torch.zeros_like(output)
+
+    def add_frames(module, args, kwargs):
+        return args, {**kwargs, "temb": kwargs["temb"] + embedding.to(kwargs["temb"].dtype)}
+
+    handles = [unet.add_embedding.register_forward_hook(no_video_embedding)]
+    for block in (*unet.down_blocks, unet.mid_block, *unet.up_blocks):
+        handles.append(block.register_forward_pre_hook(add_frames, with_kwargs=True))
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def triangle(frames: int, low: float, high: float) -> list[float]:
@@ -88,9 +158,49 @@ class SV3D(SVD):
     def folder_defaults(self, folder) -> dict[str, Any]:
         return dict(self.defaults)
 
+    def condition(
+        self,
+        model: Any,
+        image: Image.Image,
+        settings: GenerationSettings,
+        generator: torch.Generator,
+        *,
+        use: UseComponent,
+        encode_latents: EncodeLatents,
+    ) -> Conditioning:
+        """SVD's conditioning with sv3d_u's vector; for sv3d_p, each frame's camera vector too (`camera`)."""
+        conditioning = super().condition(model, image, settings, generator, use=use, encode_latents=encode_latents)
+        if takes_camera(model.unet):
+            inputs = conditioning.inputs
+            vector = camera_vector(settings.noise_aug, [ELEVATION] * settings.frames, orbit_azimuths(settings.frames))
+            inputs["camera"] = vector[None].to(model.device, model.unet.dtype)
+            # The ids diffusers' forward embeds into its one added embedding per video, which per_frame_embedding
+            # zeroes: as many as make the vector's width.
+            ids = inputs["added_time_ids"]
+            inputs["added_time_ids"] = ids.new_zeros(ids.shape[0], sum(CAMERA_WIDTHS) // CAMERA_WIDTHS[0])
+        return conditioning
+
     def micro_conditioning(self, settings: GenerationSettings) -> list[float]:
         """sv3d_u's conditioning vector: the augmentation strength, embedded by the UNet's add_time_proj."""
         return [settings.noise_aug]
+
+    def unconditional(
+        self, conditioning: Conditioning, settings: GenerationSettings, always: bool = False
+    ) -> Conditioning | None:
+        """SVD's (zeroed CLIP embedding and image latents); the camera vector is the same in both halves, as sgm's
+        unconditional batch is a copy of the conditional one but for those two."""
+        unconditional = super().unconditional(conditioning, settings, always)
+        if unconditional is not None and "camera" in conditioning.inputs:
+            unconditional.inputs["camera"] = conditioning.inputs["camera"]
+        return unconditional
+
+    def denoise(self, unet: Any, latents: torch.Tensor, timestep: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        camera = inputs.pop("camera", None)
+        if camera is None:
+            return super().denoise(unet, latents, timestep, **inputs)
+        embedding = unet.add_embedding(camera.flatten(0, 1))
+        with per_frame_embedding(unet, embedding):
+            return super().denoise(unet, latents, timestep, **inputs)
 
     def guidance(self, settings: GenerationSettings, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         import torch

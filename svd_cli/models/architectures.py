@@ -120,8 +120,19 @@ SV3D_ARCHITECTURES = {
         {**SVD_VAE, **SV3D_DECODER},
         SVD_CLIP,
     ),
+    "sv3d-p": (
+        {**SVD_UNET, "projection_class_embeddings_input_dim": 1280, "num_frames": 21},
+        {**SVD_VAE, **SV3D_DECODER},
+        SVD_CLIP,
+    ),
     "tiny-sv3d": (
         {**TINY_UNET, "projection_class_embeddings_input_dim": 8, "num_frames": 21},
+        {**TINY_VAE, **SV3D_DECODER},
+        TINY_CLIP,
+    ),
+    # sv3d_p's vector keeps its real widths (256 + 512 + 512): the family embeds the camera at those.
+    "tiny-sv3d-p": (
+        {**TINY_UNET, "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 1280, "num_frames": 21},
         {**TINY_VAE, **SV3D_DECODER},
         TINY_CLIP,
     ),

@@ -29,9 +29,22 @@ from .quiet import quiet_transformers
 from .upscaler import build_upscaler_network
 
 # Bump when the TINY_* configs in architectures.py change, so an old build in the cache is not reused.
-TINY_VERSIONS = {"tiny": 1, "tiny-sv3d": 2, "tiny-t2i": 1, "tiny-upscaler": 1, "tiny-rife": 1, "tiny-taesd": 1}
+TINY_VERSIONS = {
+    "tiny": 1,
+    "tiny-sv3d": 2,
+    "tiny-sv3d-p": 1,
+    "tiny-t2i": 1,
+    "tiny-upscaler": 1,
+    "tiny-rife": 1,
+    "tiny-taesd": 1,
+}
 # The built-in models in diffusers layout: their kind and family.
-TINY_FOLDERS = {"tiny": (VIDEO, FAMILY), "tiny-sv3d": (VIDEO, SV3D_FAMILY), "tiny-t2i": ("text-to-image", None)}
+TINY_FOLDERS = {
+    "tiny": (VIDEO, FAMILY),
+    "tiny-sv3d": (VIDEO, SV3D_FAMILY),
+    "tiny-sv3d-p": (VIDEO, SV3D_FAMILY),
+    "tiny-t2i": ("text-to-image", None),
+}
 TINY_SEED = 20231121
 
 
