@@ -9,6 +9,7 @@ A value of None means "not given": the model's default (`from_model`), else the 
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -18,6 +19,7 @@ from typing import Any
 
 from .errors import OptionError, UsageError, ref
 from .families import FAMILIES
+from .families.sv3d import orbit_azimuths
 from .kinds import DRAFT_DECODER, VIDEO, model_defaults
 from .registry import SAMPLERS, get_entry
 
@@ -62,12 +64,52 @@ def check_size(size: tuple[int, int]) -> None:
             )
 
 
+def parse_degrees(name: str, example: str) -> Callable[[Any], list[float]]:
+    """Angles in degrees, separated by commas (text), or a number or list of numbers (Python, a recipe)."""
+
+    def parse(value: Any) -> list[float]:
+        parts = value if isinstance(value, list | tuple) else str(value).replace(" ", "").split(",")
+        try:
+            if any(isinstance(part, bool) for part in parts):
+                raise TypeError
+            angles = [float(part) for part in parts]
+        except (TypeError, ValueError):
+            raise OptionError(name, value, f"write degrees separated by commas, e.g. {example}.",
+                              shown=repr(value)) from None  # fmt: skip
+        if not angles or not all(math.isfinite(angle) for angle in angles):
+            raise OptionError(name, value, f"write finite degrees separated by commas, e.g. {example}.",
+                              shown=repr(value))  # fmt: skip
+        return angles
+
+    return parse
+
+
+def check_elevation(elevations: list[float]) -> None:
+    if not all(-90 <= e <= 90 for e in elevations):
+        raise OptionError("elevation", elevations, "each elevation must be between -90 and 90 degrees.",
+                          shown=",".join(f"{e:g}" for e in elevations))  # fmt: skip
+
+
+def parse_azimuths(value: Any) -> list[float]:
+    """A count N (N views evenly round, as Stability's script makes them) or one azimuth per frame in degrees."""
+    angles = parse_degrees("azimuths", "21 or 0,90,180,270")(value)
+    if len(angles) == 1:  # a count, not one angle
+        count = angles[0]
+        if not (count.is_integer() and 2 <= count <= 128):
+            raise OptionError("azimuths", value, "give a count of views (2-128, e.g. 21) or one angle per frame in "
+                              "degrees, separated by commas.", shown=repr(value))  # fmt: skip
+        return orbit_azimuths(int(count))
+    return angles
+
+
 def random_seed() -> int:
     """A seed for a video the user gave none for (from the OS's randomness: independent of torch's state)."""
     return random.SystemRandom().randrange(RANDOM_SEEDS)
 
 
-def parse_seeds(text: str) -> list[int]:
+def parse_seeds(text: Any) -> list[int]:
+    if isinstance(text, list | tuple):
+        return list(text)  # check_seeds checks each is a seed
     parts = str(text).replace(" ", "").split(",")
     if parts == [""]:
         return []  # check_seeds asks for at least one
@@ -300,6 +342,14 @@ OPTIONS: tuple[Option, ...] = (
            range=(0.0, 30.0), recipe="settings.min_cfg", example="1.5"),
     Option("max_cfg", float, "Guidance scale of the last frame [default: the model's, 3.0].", from_model=True,
            range=(0.0, 30.0), recipe="settings.max_cfg", example="2.5"),
+    Option("elevation", list, "sv3d-p's camera elevation in degrees: one for every frame, or one per frame "
+           "separated by commas [default: 10, Stability's script's].", parse=parse_degrees("elevation", "20"),
+           check=check_elevation, recipe="settings.elevation", default_label="the model's", example="20",
+           recorded_at_default=False),
+    Option("azimuths", list, "sv3d-p's camera azimuths: a count N for N views evenly round the object, or one "
+           "angle per frame in degrees, separated by commas; the last frame is the input view [default: 21 evenly "
+           "round, Stability's script's].", parse=parse_azimuths, recipe="settings.azimuths",
+           default_label="the model's", example="0,90,180,270", recorded_at_default=False),
     Option("seed", int, "Random seed [default: a new random seed, printed and recorded].", range=(0, MAX_SEED),
            recipe="settings.seed", default_label="random", example="7"),
     Option("seeds", list, "Several seeds, one video each: 1,2,3.", parse=parse_seeds, check=check_seeds,
@@ -420,6 +470,7 @@ OPTIONS: tuple[Option, ...] = (
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 # The settings a model brings defaults for, which (with the seed and size) decide the frames.
 GENERATION = tuple(o.name for o in OPTIONS if o.from_model and o.name != "size")
+CAMERA = ("elevation", "azimuths")  # sv3d-p's camera path (families/sv3d.py): generation settings no model decides
 # The settings a recipe records only when they are not at their default (Option.recorded_at_default).
 RECORDED_WHEN_SET = {o.name: o.default for o in OPTIONS if not o.recorded_at_default}
 
@@ -450,7 +501,7 @@ def coerce(opt: Option, value: Any) -> Any:
             return tuple(value)
         raise OptionError(opt.name, value, "write it as WIDTHxHEIGHT, e.g. 1024x576.", shown=repr(value))
     if opt.type is list:
-        if opt.parse is not None and opt.multiple:
+        if opt.parse is not None:  # each list option's parser also takes a list (a recipe's, Python's)
             return opt.parse(value)
         if isinstance(value, (list, tuple)):
             return list(value)
@@ -651,10 +702,20 @@ def _validate_end(req: Request, need_inputs: bool) -> None:
 
 
 def check_family_settings(req: Request, family: str, model: str) -> None:
-    """A usage error if `req` gives a setting that the models of `family` do not take (families/: `refused`)."""
+    """A usage error if `req` gives a setting that the models of `family` do not take (families/: `refused`), other
+    than what they do anyway (their default: a recipe replays every setting)."""
+    defaults = FAMILIES[family].defaults
     for name, why in FAMILIES[family].refused.items():
-        if req.given(name) is not None:
-            raise OptionError(name, req.given(name), f"{model} takes no such setting: {why}; leave it out.")
+        if (value := req.given(name)) is not None and value != defaults.get(name):
+            raise OptionError(name, value, f"{model} takes no such setting: {why}; leave it out.",
+                              shown=shown_value(value))  # fmt: skip
+
+
+def shown_value(value: Any) -> str | None:
+    """A list value as the user writes it (20,30 rather than [20.0, 30.0]); None for any other value."""
+    if isinstance(value, list):
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return None
 
 
 def with_defaults(req: Request, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -665,8 +726,9 @@ def with_defaults(req: Request, defaults: Mapping[str, Any]) -> dict[str, Any]:
 class GenerationSettings:
     """Everything that decides the frames besides the model and the image: the generation options, seed, size."""
 
-    FIELDS = (*GENERATION, "seed", "width", "height", "cache")
-    IMPLIED = {"sampler": "euler", "cache": 1}  # SVD's own sampler, no feature cache: when a caller names none
+    FIELDS = (*GENERATION, "seed", "width", "height", "cache", *CAMERA)
+    # SVD's own sampler, no feature cache, no camera path: when a caller names none.
+    IMPLIED = {"sampler": "euler", "cache": 1, "elevation": None, "azimuths": None}
     # Speed levers at their off value are left out of records (`as_dict`): such a video is made as before the
     # lever existed, and a recipe without it replays it off.
     OFF = RECORDED_WHEN_SET
@@ -799,7 +861,7 @@ def recipe_keyframes(recipe: dict, where: str) -> list[str]:
 
 def recorded_settings(req: Request) -> dict[str, Any]:
     """The request's values of the options the recipe keeps under "settings" besides the generation settings."""
-    skip = {*GENERATION, "seed", "size", "cache"}  # written from GenerationSettings (seed, width, height, cache)
+    skip = {*GENERATION, "seed", "size", "cache", *CAMERA}  # written from GenerationSettings
     return {
         o.name: getattr(req, o.name)
         for o in OPTIONS

@@ -19,12 +19,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import InputImageError, OptionError, ref
+from .families import FAMILIES
 from .io.preview import preview_blocked
 from .io.segments import SegmentStore
 from .model_cache import ModelCache
 from .models.compiled import CLOCK, compile_folder
 from .models.loading import dtype_name
-from .options import MOTION_LOOP, GenerationSettings, Request, both_ends_option, check_family_settings, with_defaults
+from .options import (
+    MOTION_LOOP,
+    GenerationSettings,
+    Request,
+    both_ends_option,
+    check_family_settings,
+    shown_value,
+    with_defaults,
+)
 from .progress import NullProgress, Progress
 from .result import Animation
 from .stages import Clip, StageContext
@@ -193,7 +202,13 @@ class Session:
                 f"the animatelcm sampler takes 1-8 steps (4 is its default); use {ref('sampler')} euler for more.",
                 allowed=(1, 8),
             )  # fmt: skip
-        return GenerationSettings(**values, seed=seed, width=size[0], height=size[1], cache=self.request.cache)
+        settings = GenerationSettings(**values, seed=seed, width=size[0], height=size[1], cache=self.request.cache,
+                                      elevation=self.request.elevation, azimuths=self.request.azimuths)  # fmt: skip
+        if (problem := FAMILIES[self.source.family].check_settings(settings)) is not None:
+            name, why = problem
+            value = getattr(settings, name)
+            raise OptionError(name, value, f"{self.source.name} needs {why}.", shown=shown_value(value))
+        return settings
 
     def mask_for(self, photo: Path, rel_dir: Path = Path()) -> Path | None:
         """The mask of `photo` (found under `rel_dir` of a scanned folder): the request's one mask, or the picture

@@ -33,6 +33,7 @@ NOT_RECORDED |= {"masks"}  # where each photo's mask is found: the recipe record
 APART = {"keep_latents"}  # test_finish.py
 APART |= {"end", "keyframes"}  # refuse extend, mask and cache: test_ends.py
 APART |= {"compile"}  # a cold compile takes a minute: test_compile.py replays it once, reading the compiled code
+APART |= {"elevation", "azimuths"}  # sv3d-p's camera path, refused for the tiny SVD model: test_sv3d.py
 # Options that replace the input image: a run that sets them has none.
 INSTEAD_OF_IMAGES = {"prompt", "prompts"}
 

@@ -201,3 +201,54 @@ def test_sv3d_p_gives_each_frame_the_camera_vector_sgms_conditioner_makes():
     temb, camera = tembs[0], unet.add_embedding(expected)
     assert torch.allclose(temb[5] - temb[0], camera[5] - camera[0], atol=1e-5)
     assert not torch.allclose(temb[5], temb[0])
+
+
+def test_a_camera_path_is_recorded_and_its_replay_gives_the_same_frames(svd, tmp_path):
+    import svd_cli
+
+    first = tmp_path / "first"
+    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny-sv3d-p", "--size", "64x64", "--steps", "2",
+            "--elevation", "20", "--azimuths", "21", "--seed", "6", "--format", "frames", "--out", first)  # fmt: skip
+    assert r.code == 0, r.err
+    settings = json.loads((tmp_path / "first.frames.json").read_text())["settings"]
+    assert settings["elevation"] == [20.0] and np.allclose(settings["azimuths"], np.linspace(0, 360, 22)[1:] % 360)
+    again = tmp_path / "again"
+    r = svd("animate", "--recipe", tmp_path / "first.frames.json", "--out", again)
+    assert r.code == 0, r.err
+    frames = [np.stack([np.asarray(Image.open(p)) for p in sorted(folder.glob("*.png"))]) for folder in (first, again)]
+    assert frames[0].shape == (21, 64, 64, 3) and np.array_equal(frames[0], frames[1])
+    # The path reaches the UNet as sgm's conditioner embeds it (elevation 20 here).
+    model = svd_cli.load("tiny-sv3d-p", device="cpu", steps=1, size=(64, 64), dtype="fp32", elevation=20)
+    vectors = []
+    model.session.video_model.model.unet.add_embedding.register_forward_pre_hook(lambda m, a: vectors.append(a[0]))
+    model.animate_image(Image.open(EXAMPLES / "coffee.png"), seed=2, watermark=False)
+    assert torch.allclose(vectors[0][:21], sgm_sv3d_p_vector(1e-5, 20.0, 21), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("model", "args", "line"),
+    [
+        (
+            "tiny",
+            ["--elevation", "20"],
+            "--elevation 20: tiny takes no such setting: its models take no camera (sv3d-p's do); leave it out.",
+        ),
+        (
+            "tiny-sv3d",
+            ["--azimuths", "21"],
+            "--azimuths 17.1429,34.2857,51.4286,68.5714,85.7143,102.857,120,137.143,"
+            "154.286,171.429,188.571,205.714,222.857,240,257.143,274.286,291.429,308.571,325.714,342.857,0: tiny-sv3d "
+            "takes no such setting: sv3d_u takes no camera (sv3d-p does); leave it out.",
+        ),
+        (
+            "tiny-sv3d-p",
+            ["--azimuths", "0,90,180,270"],
+            "--azimuths 0,90,180,270: tiny-sv3d-p needs one azimuth for each of its 21 frames (or the count 21).",
+        ),
+        ("tiny-sv3d-p", ["--elevation", "95"], "--elevation 95: each elevation must be between -90 and 90 degrees."),
+    ],
+)
+def test_a_camera_path_the_model_cannot_take_is_refused_in_one_line(svd, tmp_path, model, args, line):
+    r = svd("animate", EXAMPLES / "coffee.png", "--model", model, *args, "--size", "64x64", "--out", tmp_path / "x.mp4")
+    assert r.code == 2 and r.err.strip().splitlines()[-1] == f"svd: error: {line}"
+    assert not (tmp_path / "x.mp4").exists()

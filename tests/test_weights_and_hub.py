@@ -43,7 +43,7 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     assert all(e.variant == "fp16" and e.revision and e.license for e in reg.values() if e.repo and not e.file)
     assert [e.name for e in reg.values() if e.kind == "text-to-image"] == ["sdxl-turbo", "tiny-t2i"]
     assert reg["rife"].revision == "26442e52cc30b88c5cb490702647b8de9aaee8a7"  # the commit the network was checked for
-    assert {(e.kind, e.family) for e in reg.values() if e.frames} == {("video", "svd"), ("video", "sv3d")}
+    assert {(e.kind, e.family) for e in reg.values() if e.frames} == {("video", f) for f in ("svd", "sv3d", "sv3d-p")}
     assert {e.family for e in reg.values() if e.kind != "video"} == {None}
 
 
@@ -51,7 +51,7 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     ("entry", "wording"),
     [
         ('kind = "svd"', "models.broken.kind 'svd' is not one of video, text-to-image, upscaler"),
-        ('kind = "video"', "models.broken.family None is not one of svd, sv3d; fix the registry."),
+        ('kind = "video"', "models.broken.family None is not one of svd, sv3d, sv3d-p; fix the registry."),
         ('kind = "upscaler"\nfamily = "svd"', "models.broken is 'upscaler', which has no family; delete its family."),
     ],
 )

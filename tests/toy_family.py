@@ -118,6 +118,9 @@ class Toy:
         inputs = conditioning.inputs
         return Conditioning({**inputs, "image_latents": torch.zeros_like(inputs["image_latents"])})
 
+    def check_settings(self, settings):
+        return None
+
     def output_frames(self, frames, image):
         return frames
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from .base import Conditioning, Family
-from .sv3d import SV3D
+from .sv3d import SV3D, SV3DP
 from .svd import SVD
 
 __all__ = ["FAMILIES", "Conditioning", "Family", "family_of", "family_reading"]
 
-FAMILIES: dict[str, Family] = {"svd": SVD(), "sv3d": SV3D()}
+FAMILIES: dict[str, Family] = {"svd": SVD(), "sv3d": SV3D(), "sv3d-p": SV3DP()}
 
 
 def family_of(model: Any) -> Family:

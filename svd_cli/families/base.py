@@ -134,6 +134,10 @@ class Family(Protocol):
         `always` (a sampler that steps along the unconditional estimate needs it at any scale)."""
         ...
 
+    def check_settings(self, settings: GenerationSettings) -> tuple[str, str] | None:
+        """What is wrong with a video's settings for this family, as (setting, what it needs instead), or None."""
+        ...
+
     def output_frames(self, frames: np.ndarray, image: Image.Image) -> np.ndarray:
         """The decoded frames (F, H, W, 3) as the video shows them (SV3D shows its input view as the picture
         itself); uint8, or float in [0, 1]."""

@@ -13,12 +13,13 @@ scripts/sampling/configs/sv3d_u.yaml):
 - 21 frames at 576x576, 50 Euler steps over SVD's EDM sigmas (0.002 to 700, rho 7), sgm's v-scaling: SVD's;
 - the last frame is the input view, so the video shows the input picture there.
 
-`sv3d_p` (scripts/sampling/configs/sv3d_p.yaml) also takes the camera of every frame: its conditioning vector is,
-per frame, the augmentation embedded 256 wide, then the polar angle (90 degrees less the elevation, in radians)
-and the azimuth (in radians, relative to the last frame's, modulo 360 degrees) each embedded 512 wide, the same
-sinusoids (ConcatTimestepEmbedderND). diffusers' UNet adds one such embedding per video; this family adds each
-frame's own (`per_frame_embedding`). The script's orbit: elevation 10 degrees, 21 azimuths evenly round the
-circle ending on 0 (the input view). Its `azimuths_rad[:-1].sort()` sorts a copy, so the order stays as given.
+`sv3d_p` (scripts/sampling/configs/sv3d_p.yaml; the family `sv3d-p` here) also takes the camera of every frame:
+its conditioning vector is, per frame, the augmentation embedded 256 wide, then the polar angle (90 degrees less
+the elevation, in radians) and the azimuth (in radians, relative to the last frame's, modulo 360 degrees) each
+embedded 512 wide, the same sinusoids (ConcatTimestepEmbedderND). diffusers' UNet adds one such embedding per
+video; this family adds each frame's own (`per_frame_embedding`). The default path is the script's: elevation 10
+degrees, 21 azimuths evenly round the circle ending on 0 (the input view); the elevation and azimuths settings
+give another. The script's `azimuths_rad[:-1].sort()` sorts a copy, so the order stays as given.
 """
 
 from __future__ import annotations
@@ -73,11 +74,6 @@ def camera_vector(augmentation: float, elevations: list[float], azimuths: list[f
     return torch.cat([sinusoids(values, width) for values, width in zip(columns, CAMERA_WIDTHS, strict=True)], dim=1)
 
 
-def takes_camera(unet: Any) -> bool:
-    """Whether the UNet is sv3d_p's: its conditioning vector has the camera's widths besides the augmentation's."""
-    return unet.config.projection_class_embeddings_input_dim == sum(CAMERA_WIDTHS)
-
-
 @contextlib.contextmanager
 def per_frame_embedding(unet: Any, embedding: torch.Tensor) -> Iterator[None]:
     """Run `unet` with `embedding` (batch x frames, D), one row per frame, as its added embedding: diffusers' forward
@@ -108,13 +104,13 @@ def triangle(frames: int, low: float, high: float) -> list[float]:
 
 
 @functools.cache
-def sv3d_pipeline_class() -> type:
+def sv3d_pipeline_class(name: str = "SV3DPipeline") -> type:
     """The diffusers pipeline class of an SV3D folder (its model_index.json names it): SVD's pipeline, whose
-    components it holds, under SV3D's own name so that a folder says which family it is. Made on first use, so
-    that diffusers is imported only when a model loads."""
+    components it holds, under the family's own name so that a folder says which family it is. Made on first
+    use, so that diffusers is imported only when a model loads."""
     from diffusers import StableVideoDiffusionPipeline
 
-    return type("SV3DPipeline", (StableVideoDiffusionPipeline,), {"__module__": __name__})
+    return type(name, (StableVideoDiffusionPipeline,), {"__module__": __name__})
 
 
 class SV3D(SVD):
@@ -134,12 +130,15 @@ class SV3D(SVD):
         "frames": f"it makes {FRAMES} views of an orbit, as Stability's script does whatever it is asked",
         "noise_aug": "Stability's script fixes its augmentation at 1e-5",
         "motion_bucket": "its UNet takes no motion bucket",
+        "elevation": "sv3d_u takes no camera (sv3d-p does)",
+        "azimuths": "sv3d_u takes no camera (sv3d-p does)",
     }
     builtin = "tiny-sv3d"
     pipelines = ("SV3DPipeline",)
+    camera = False  # sv3d_p's conditioning vector also holds each frame's camera
 
     def pipeline_class(self) -> type:
-        return sv3d_pipeline_class()
+        return sv3d_pipeline_class(self.pipelines[0])
 
     def adapter(self, source: Any, pipe: Any, device: torch.device, dtype: torch.dtype) -> SV3DAdapter:
         return SV3DAdapter(source, pipe, device, dtype)
@@ -170,9 +169,9 @@ class SV3D(SVD):
     ) -> Conditioning:
         """SVD's conditioning with sv3d_u's vector; for sv3d_p, each frame's camera vector too (`camera`)."""
         conditioning = super().condition(model, image, settings, generator, use=use, encode_latents=encode_latents)
-        if takes_camera(model.unet):
+        if self.camera:
             inputs = conditioning.inputs
-            vector = camera_vector(settings.noise_aug, [ELEVATION] * settings.frames, orbit_azimuths(settings.frames))
+            vector = camera_vector(settings.noise_aug, *camera_path(settings))
             inputs["camera"] = vector[None].to(model.device, model.unet.dtype)
             # The ids diffusers' forward embeds into its one added embedding per video, which per_frame_embedding
             # zeroes: as many as make the vector's width.
@@ -221,3 +220,36 @@ class SV3DAdapter(SVDAdapter):
     """SVD's adapter over SV3D's components (its autoencoder decodes frame by frame)."""
 
     family = SV3D.name
+
+
+class SV3DP(SV3D):
+    """sv3d_p: SV3D with each frame's camera (elevation, azimuth) in its conditioning vector."""
+
+    name = "sv3d-p"
+    refused = {key: why for key, why in SV3D.refused.items() if key not in ("elevation", "azimuths")}
+    builtin = "tiny-sv3d-p"
+    pipelines = ("SV3DPPipeline",)
+    camera = True
+
+    def adapter(self, source: Any, pipe: Any, device: torch.device, dtype: torch.dtype) -> SV3DPAdapter:
+        return SV3DPAdapter(source, pipe, device, dtype)
+
+    def check_settings(self, settings: GenerationSettings) -> tuple[str, str] | None:
+        frames = settings.frames
+        if settings.elevation is not None and len(settings.elevation) not in (1, frames):
+            return "elevation", f"one elevation for every frame or one for each of its {frames} frames"
+        if settings.azimuths is not None and len(settings.azimuths) != frames:
+            return "azimuths", f"one azimuth for each of its {frames} frames (or the count {frames})"
+        return None
+
+
+class SV3DPAdapter(SVDAdapter):
+    family = SV3DP.name
+
+
+def camera_path(settings: GenerationSettings) -> tuple[list[float], list[float]]:
+    """The elevation and azimuth of every frame, in degrees (checked by SV3DP.check_settings): the settings' (one
+    elevation for all frames, or one each), else the script's orbit."""
+    elevations = list(settings.elevation or [ELEVATION])
+    azimuths = list(settings.azimuths or orbit_azimuths(settings.frames))
+    return elevations * settings.frames if len(elevations) == 1 else elevations, azimuths

@@ -57,7 +57,10 @@ class SVD:
         "size": (1024, 576),
         "sampler": "euler",
     }
-    refused: dict[str, str] = {}
+    refused = {
+        "elevation": "its models take no camera (sv3d-p's do)",
+        "azimuths": "its models take no camera (sv3d-p's do)",
+    }
     builtin = "tiny"
     pipelines = ("StableVideoDiffusionPipeline",)
     components = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "image_encoder": "model"}
@@ -185,6 +188,9 @@ class SVD:
             {"image_latents": torch.zeros_like(inputs["image_latents"]),
              "embeddings": torch.zeros_like(inputs["embeddings"]), "added_time_ids": inputs["added_time_ids"]}
         )  # fmt: skip
+
+    def check_settings(self, settings: GenerationSettings) -> tuple[str, str] | None:
+        return None  # the option schema's ranges are SVD's
 
     def output_frames(self, frames: np.ndarray, image: Image.Image) -> np.ndarray:
         """The decoded frames as the video shows them: SVD's, as decoded."""

@@ -113,6 +113,7 @@ ARCHITECTURES = {
 # AutoencodingEngine) has no post_quant_conv, its encoder the conditioning embedder's AutoencoderKL's.
 # `tiny-sv3d` is the family's built-in model.
 SV3D_FAMILY = "sv3d"
+SV3D_P_FAMILY = "sv3d-p"  # sv3d_p: the camera of each frame in its conditioning vector
 SV3D_DECODER = {"up_block_types": ("UpDecoderBlock2D",) * 4, "use_post_quant_conv": False}
 SV3D_ARCHITECTURES = {
     "sv3d-u": (
@@ -147,7 +148,9 @@ def component_configs(arch: str) -> dict[str, dict]:
 
 def architecture_family(arch: str) -> str:
     """The model family whose architecture `arch` is."""
-    return FAMILY if arch in ARCHITECTURES else SV3D_FAMILY
+    if arch in ARCHITECTURES:
+        return FAMILY
+    return SV3D_P_FAMILY if arch in ("sv3d-p", "tiny-sv3d-p") else SV3D_FAMILY
 
 
 def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):

@@ -33,6 +33,7 @@ from .architectures import (
     ARCHITECTURES,
     SV3D_ARCHITECTURES,
     SV3D_FAMILY,
+    SV3D_P_FAMILY,
     architecture_family,
     assemble_pipeline,
     component_configs,
@@ -103,7 +104,11 @@ def what_is(header: Header) -> str:
     unet = [k for k in keys if k.startswith(UNET_PREFIX)]
     if unet:
         if any(".time_stack." in k for k in unet):
-            return SV3D_FAMILY if header.has(SV3D_VAE_ENCODER_PREFIX + "encoder.") else FAMILY
+            if not header.has(SV3D_VAE_ENCODER_PREFIX + "encoder."):
+                return FAMILY
+            # sv3d_p's conditioning vector holds each frame's camera: 1280 wide, sv3d_u's 256.
+            label = header.shape(UNET_PREFIX + "label_emb.0.0.weight") or (0, 0)
+            return SV3D_P_FAMILY if label[1] == 1280 else SV3D_FAMILY
         if header.has("conditioner.embedders.1.model.") or header.has("conditioner.embedders.0.transformer."):
             return "a Stable Diffusion XL checkpoint (text-to-image)"
         if header.has("cond_stage_model."):
@@ -129,7 +134,7 @@ def file_family(header: Header) -> str:
 def check_svd_file(header: Header) -> None:
     """Refuse anything but a complete SVD (or SV3D) single file, naming what was found."""
     found = what_is(header)
-    if found in (FAMILY, SV3D_FAMILY):
+    if found in (FAMILY, SV3D_FAMILY, SV3D_P_FAMILY):
         missing = [
             name
             for name, prefix in (("VAE", VAE_PREFIX + "decoder."), ("CLIP image encoder", CLIP_PREFIX))
@@ -164,8 +169,10 @@ def match_architecture(header: Header) -> str:
         header.shape(UNET_PREFIX + "label_emb.0.0.weight"),
     )
     family = file_family(header)
-    known = ARCHITECTURES if family == FAMILY else SV3D_ARCHITECTURES
+    known = {**ARCHITECTURES, **SV3D_ARCHITECTURES}
     for arch, (unet, vae, clip) in known.items():
+        if architecture_family(arch) != family:
+            continue
         expected = (
             (unet["block_out_channels"][0], unet["in_channels"], 3, 3),
             (clip["hidden_size"], 3, clip["patch_size"], clip["patch_size"]),
@@ -184,7 +191,7 @@ def match_architecture(header: Header) -> str:
 def frames_for(path: Path) -> int:
     """SV3D files make 21 views; SVD-XT files (25 frames) say so in their names (svd_xt*.safetensors); others are
     the 14-frame SVD."""
-    if file_family(read_header(path)) == SV3D_FAMILY:
+    if file_family(read_header(path)) in (SV3D_FAMILY, SV3D_P_FAMILY):
         return 21
     return 25 if "xt" in path.stem.lower() else 14
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..kinds import VIDEO
 from ..paths import cache_dir
-from .architectures import FAMILY, SV3D_FAMILY, build_random_pipeline, build_tiny_text_to_image
+from .architectures import FAMILY, SV3D_FAMILY, SV3D_P_FAMILY, build_random_pipeline, build_tiny_text_to_image
 from .decoder import new_decoder, to_taesd
 from .layout import damaged_files, safetensors_problem
 from .quiet import quiet_transformers
@@ -42,7 +42,7 @@ TINY_VERSIONS = {
 TINY_FOLDERS = {
     "tiny": (VIDEO, FAMILY),
     "tiny-sv3d": (VIDEO, SV3D_FAMILY),
-    "tiny-sv3d-p": (VIDEO, SV3D_FAMILY),
+    "tiny-sv3d-p": (VIDEO, SV3D_P_FAMILY),
     "tiny-t2i": ("text-to-image", None),
 }
 TINY_SEED = 20231121
