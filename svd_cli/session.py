@@ -245,7 +245,10 @@ class Session:
 
         req = self.request
         size = first_frame.target_size(req.size, self.defaults["size"], image.size)
-        frame = first_frame.from_image(image, size, req.fit, req.background, {"source": "image"})
+        # The family's own preparation (SV3D recentres a cut-out object), else the fit and background settings.
+        prepared = FAMILIES[self.source.family].prepare_picture(image, size)
+        source = {"source": "image"} if prepared is None else {"source": "image", "recentred": True}
+        frame = first_frame.from_image(prepared or image, size, req.fit, req.background, source)
         frame = frame.masked(req.mask, "the image", image.size, req.fit, req.mask_feather)
         frame = frame.ending(req.end, image.size, req.fit, req.background)
         for note in frame.notes:

@@ -252,3 +252,40 @@ def test_a_camera_path_the_model_cannot_take_is_refused_in_one_line(svd, tmp_pat
     r = svd("animate", EXAMPLES / "coffee.png", "--model", model, *args, "--size", "64x64", "--out", tmp_path / "x.mp4")
     assert r.code == 2 and r.err.strip().splitlines()[-1] == f"svd: error: {line}"
     assert not (tmp_path / "x.mp4").exists()
+
+
+def script_preparation(image: Image.Image, side: int) -> np.ndarray:
+    """simple_video_sample.py's lines for an RGBA input (cv2's threshold at 0 and boundingRect as numpy), resized to
+    `side` instead of 576."""
+    image_arr = np.array(image)
+    in_w, in_h = image_arr.shape[:2]
+    ys, xs = np.nonzero(np.array(image.split()[-1]) > 0)
+    x, y, w, h = xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
+    side_len = in_w
+    padded_image = np.zeros((side_len, side_len, 4), dtype=np.uint8)
+    center = side_len // 2
+    padded_image[center - h // 2 : center - h // 2 + h, center - w // 2 : center - w // 2 + w] = image_arr[
+        y : y + h, x : x + w
+    ]
+    rgba = Image.fromarray(padded_image).resize((side, side), Image.LANCZOS)
+    rgba_arr = np.array(rgba) / 255.0
+    rgb = rgba_arr[..., :3] * rgba_arr[..., -1:] + (1 - rgba_arr[..., -1:])
+    return (rgb * 255).astype(np.uint8)
+
+
+def test_a_cut_out_object_is_recentred_on_white_as_stabilitys_script_does():
+    import svd_cli
+
+    cut_out = np.zeros((120, 200, 4), dtype=np.uint8)
+    cut_out[10:50, 20:60] = (200, 30, 30, 255)  # a red box near the top left, the rest transparent
+    cut_out[50:60, 20:60, 3] = 128  # a half-transparent shadow under it
+    picture = Image.fromarray(cut_out, "RGBA")
+    model = svd_cli.load("tiny-sv3d", device="cpu", steps=1, size=(64, 64))
+    video = model.animate_image(picture, seed=1, watermark=False)
+    expected = script_preparation(picture, 64)
+    assert np.array_equal(np.asarray(video.first_frame), expected) and np.array_equal(video.frames[-1], expected)
+    red = np.argwhere((expected[..., 0] > 150) & (expected[..., 1] < 100))
+    # The box and its shadow (rows 10-59, columns 20-59) are centred in a 120-pixel square, then scaled to 64: the
+    # box's own centre lands at (54.5, 59.5) * 64 / 120.
+    assert np.allclose(red.mean(axis=0), (29.1, 31.7), atol=0.5)
+    assert (expected[0, 0] == 255).all()  # on white

@@ -118,6 +118,9 @@ class Toy:
         inputs = conditioning.inputs
         return Conditioning({**inputs, "image_latents": torch.zeros_like(inputs["image_latents"])})
 
+    def prepare_picture(self, image, size):
+        return None
+
     def check_settings(self, settings):
         return None
 

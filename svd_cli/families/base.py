@@ -134,6 +134,11 @@ class Family(Protocol):
         `always` (a sampler that steps along the unconditional estimate needs it at any scale)."""
         ...
 
+    def prepare_picture(self, image: Image.Image, size: tuple[int, int]) -> Image.Image | None:
+        """The input picture at `size` as the family's reference script prepares it, or None for svd's own fit
+        (the fit and background settings)."""
+        ...
+
     def check_settings(self, settings: GenerationSettings) -> tuple[str, str] | None:
         """What is wrong with a video's settings for this family, as (setting, what it needs instead), or None."""
         ...

@@ -103,6 +103,28 @@ def triangle(frames: int, low: float, high: float) -> list[float]:
     return [low + (high - low) * 2 * abs(v - int(v + 0.5)) for v in values]
 
 
+def recentred(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The script's preparation of an RGBA picture: the bounding box of its visible pixels (alpha > 0) centred in
+    a transparent square whose side is the picture's height (never smaller than the box here, where the script
+    would fail), resized with Lanczos, then put on white."""
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.array(image)
+    rows, columns = np.nonzero(pixels[..., 3] > 0)
+    top, left = rows.min(), columns.min()
+    height, width = rows.max() - top + 1, columns.max() - left + 1
+    side = max(pixels.shape[0], height, width)
+    square = np.zeros((side, side, 4), dtype=np.uint8)
+    centre = side // 2
+    square[centre - height // 2 : centre - height // 2 + height, centre - width // 2 : centre - width // 2 + width] = (
+        pixels[top : top + height, left : left + width]
+    )
+    rgba = np.asarray(Image.fromarray(square).resize(size, Image.LANCZOS)) / 255.0
+    rgb = rgba[..., :3] * rgba[..., -1:] + (1 - rgba[..., -1:])
+    return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
 @functools.cache
 def sv3d_pipeline_class(name: str = "SV3DPipeline") -> type:
     """The diffusers pipeline class of an SV3D folder (its model_index.json names it): SVD's pipeline, whose
@@ -178,6 +200,17 @@ class SV3D(SVD):
             ids = inputs["added_time_ids"]
             inputs["added_time_ids"] = ids.new_zeros(ids.shape[0], sum(CAMERA_WIDTHS) // CAMERA_WIDTHS[0])
         return conditioning
+
+    def prepare_picture(self, image: Image.Image, size: tuple[int, int]) -> Image.Image | None:
+        """A picture with transparency (an object cut out) recentred as the script does; any other: svd's fit."""
+        import numpy as np
+
+        if "A" not in image.getbands():
+            return None
+        alpha = np.asarray(image.getchannel("A"))
+        if alpha.min() == 255 or alpha.max() == 0:  # opaque, or nothing in it
+            return None
+        return recentred(image.convert("RGBA"), size)
 
     def micro_conditioning(self, settings: GenerationSettings) -> list[float]:
         """sv3d_u's conditioning vector: the augmentation strength, embedded by the UNet's add_time_proj."""

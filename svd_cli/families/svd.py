@@ -189,6 +189,9 @@ class SVD:
              "embeddings": torch.zeros_like(inputs["embeddings"]), "added_time_ids": inputs["added_time_ids"]}
         )  # fmt: skip
 
+    def prepare_picture(self, image: Image.Image, size: tuple[int, int]) -> Image.Image | None:
+        return None  # diffusers' pipeline takes the picture as given: svd's fit
+
     def check_settings(self, settings: GenerationSettings) -> tuple[str, str] | None:
         return None  # the option schema's ranges are SVD's
 
