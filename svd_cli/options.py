@@ -87,7 +87,7 @@ def parse_degrees(name: str, example: str) -> Callable[[Any], list[float]]:
 def check_elevation(elevations: list[float]) -> None:
     if not all(-90 <= e <= 90 for e in elevations):
         raise OptionError("elevation", elevations, "each elevation must be between -90 and 90 degrees.",
-                          shown=",".join(f"{e:g}" for e in elevations))  # fmt: skip
+                          shown=shown_value(elevations))  # fmt: skip
 
 
 def parse_azimuths(value: Any) -> list[float]:

@@ -31,13 +31,12 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .base import Conditioning, EncodeLatents, GenerationSettings, UseComponent
-from .svd import SVD, SVDAdapter
+from .svd import SVD
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
     from PIL import Image
-    from torch import nn
 
 FRAMES = 21  # the script's num_frames for both SV3D models, whatever it is given
 ELEVATION = 10.0  # degrees: the script's default elevation of sv3d_p's orbit
@@ -157,49 +156,13 @@ class SV3D(SVD):
     }
     builtin = "tiny-sv3d"
     pipelines = ("SV3DPipeline",)
-    camera = False  # sv3d_p's conditioning vector also holds each frame's camera
+    autoencoder = "AutoencoderKL"  # its decoder runs frame by frame
 
     def pipeline_class(self) -> type:
         return sv3d_pipeline_class(self.pipelines[0])
 
-    def adapter(self, source: Any, pipe: Any, device: torch.device, dtype: torch.dtype) -> SV3DAdapter:
-        return SV3DAdapter(source, pipe, device, dtype)
-
-    def build_components(self, configs: dict[str, dict]) -> dict[str, nn.Module]:
-        from diffusers import AutoencoderKL, UNetSpatioTemporalConditionModel
-        from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-        clip = {key: value for key, value in configs["image_encoder"].items() if not key.startswith("_")}
-        return {
-            "unet": UNetSpatioTemporalConditionModel.from_config(configs["unet"]),
-            "vae": AutoencoderKL.from_config(configs["vae"]),
-            "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(clip)),
-        }
-
     def folder_defaults(self, folder) -> dict[str, Any]:
         return dict(self.defaults)
-
-    def condition(
-        self,
-        model: Any,
-        image: Image.Image,
-        settings: GenerationSettings,
-        generator: torch.Generator,
-        *,
-        use: UseComponent,
-        encode_latents: EncodeLatents,
-    ) -> Conditioning:
-        """SVD's conditioning with sv3d_u's vector; for sv3d_p, each frame's camera vector too (`camera`)."""
-        conditioning = super().condition(model, image, settings, generator, use=use, encode_latents=encode_latents)
-        if self.camera:
-            inputs = conditioning.inputs
-            vector = camera_vector(settings.noise_aug, *camera_path(settings))
-            inputs["camera"] = vector[None].to(model.device, model.unet.dtype)
-            # The ids diffusers' forward embeds into its one added embedding per video, which per_frame_embedding
-            # zeroes: as many as make the vector's width.
-            ids = inputs["added_time_ids"]
-            inputs["added_time_ids"] = ids.new_zeros(ids.shape[0], sum(CAMERA_WIDTHS) // CAMERA_WIDTHS[0])
-        return conditioning
 
     def prepare_picture(self, image: Image.Image, size: tuple[int, int]) -> Image.Image | None:
         """A picture with transparency (an object cut out) recentred as the script does; any other: svd's fit."""
@@ -216,24 +179,6 @@ class SV3D(SVD):
         """sv3d_u's conditioning vector: the augmentation strength, embedded by the UNet's add_time_proj."""
         return [settings.noise_aug]
 
-    def unconditional(
-        self, conditioning: Conditioning, settings: GenerationSettings, always: bool = False
-    ) -> Conditioning | None:
-        """SVD's (zeroed CLIP embedding and image latents); the camera vector is the same in both halves, as sgm's
-        unconditional batch is a copy of the conditional one but for those two."""
-        unconditional = super().unconditional(conditioning, settings, always)
-        if unconditional is not None and "camera" in conditioning.inputs:
-            unconditional.inputs["camera"] = conditioning.inputs["camera"]
-        return unconditional
-
-    def denoise(self, unet: Any, latents: torch.Tensor, timestep: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
-        camera = inputs.pop("camera", None)
-        if camera is None:
-            return super().denoise(unet, latents, timestep, **inputs)
-        embedding = unet.add_embedding(camera.flatten(0, 1))
-        with per_frame_embedding(unet, embedding):
-            return super().denoise(unet, latents, timestep, **inputs)
-
     def guidance(self, settings: GenerationSettings, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         import torch
 
@@ -249,12 +194,6 @@ class SV3D(SVD):
         return frames
 
 
-class SV3DAdapter(SVDAdapter):
-    """SVD's adapter over SV3D's components (its autoencoder decodes frame by frame)."""
-
-    family = SV3D.name
-
-
 class SV3DP(SV3D):
     """sv3d_p: SV3D with each frame's camera (elevation, azimuth) in its conditioning vector."""
 
@@ -262,10 +201,42 @@ class SV3DP(SV3D):
     refused = {key: why for key, why in SV3D.refused.items() if key not in ("elevation", "azimuths")}
     builtin = "tiny-sv3d-p"
     pipelines = ("SV3DPPipeline",)
-    camera = True
 
-    def adapter(self, source: Any, pipe: Any, device: torch.device, dtype: torch.dtype) -> SV3DPAdapter:
-        return SV3DPAdapter(source, pipe, device, dtype)
+    def condition(
+        self,
+        model: Any,
+        image: Image.Image,
+        settings: GenerationSettings,
+        generator: torch.Generator,
+        *,
+        use: UseComponent,
+        encode_latents: EncodeLatents,
+    ) -> Conditioning:
+        """sv3d_u's conditioning, and each frame's camera vector (`camera`)."""
+        conditioning = super().condition(model, image, settings, generator, use=use, encode_latents=encode_latents)
+        inputs = conditioning.inputs
+        vector = camera_vector(settings.noise_aug, *camera_path(settings))
+        inputs["camera"] = vector[None].to(model.device, model.unet.dtype)
+        # The ids diffusers' forward embeds into its one added embedding per video, which per_frame_embedding
+        # zeroes: as many as make the vector's width.
+        ids = inputs["added_time_ids"]
+        inputs["added_time_ids"] = ids.new_zeros(ids.shape[0], sum(CAMERA_WIDTHS) // CAMERA_WIDTHS[0])
+        return conditioning
+
+    def unconditional(
+        self, conditioning: Conditioning, settings: GenerationSettings, always: bool = False
+    ) -> Conditioning | None:
+        """SVD's (zeroed CLIP embedding and image latents); the camera vector is the same in both halves, as sgm's
+        unconditional batch is a copy of the conditional one but for those two."""
+        unconditional = super().unconditional(conditioning, settings, always)
+        if unconditional is not None:
+            unconditional.inputs["camera"] = conditioning.inputs["camera"]
+        return unconditional
+
+    def denoise(self, unet: Any, latents: torch.Tensor, timestep: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
+        embedding = unet.add_embedding(inputs.pop("camera").flatten(0, 1))
+        with per_frame_embedding(unet, embedding):
+            return super().denoise(unet, latents, timestep, **inputs)
 
     def check_settings(self, settings: GenerationSettings) -> tuple[str, str] | None:
         frames = settings.frames
@@ -274,10 +245,6 @@ class SV3DP(SV3D):
         if settings.azimuths is not None and len(settings.azimuths) != frames:
             return "azimuths", f"one azimuth for each of its {frames} frames (or the count {frames})"
         return None
-
-
-class SV3DPAdapter(SVDAdapter):
-    family = SV3DP.name
 
 
 def camera_path(settings: GenerationSettings) -> tuple[list[float], list[float]]:

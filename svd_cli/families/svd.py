@@ -63,6 +63,7 @@ class SVD:
     }
     builtin = "tiny"
     pipelines = ("StableVideoDiffusionPipeline",)
+    autoencoder = "AutoencoderKLTemporalDecoder"  # the diffusers class of its VAE (its decoder runs on all frames)
     components = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "image_encoder": "model"}
 
     def pipeline_class(self) -> type:
@@ -71,16 +72,19 @@ class SVD:
         return StableVideoDiffusionPipeline
 
     def adapter(self, source: Any, pipe: Any, device: torch.device, dtype: torch.dtype) -> SVDAdapter:
-        return SVDAdapter(source, pipe, device, dtype)
+        adapter = SVDAdapter(source, pipe, device, dtype)
+        adapter.family = self.name  # a family built on SVD's (sv3d.py) runs its components through the same adapter
+        return adapter
 
     def build_components(self, configs: dict[str, dict]) -> dict[str, nn.Module]:
-        from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+        import diffusers
+        from diffusers import UNetSpatioTemporalConditionModel
         from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
         clip = {key: value for key, value in configs["image_encoder"].items() if not key.startswith("_")}
         return {  # in this order: a seed gives the built-in model the same weights every time
             "unet": UNetSpatioTemporalConditionModel.from_config(configs["unet"]),
-            "vae": AutoencoderKLTemporalDecoder.from_config(configs["vae"]),
+            "vae": getattr(diffusers, self.autoencoder).from_config(configs["vae"]),
             "image_encoder": CLIPVisionModelWithProjection(CLIPVisionConfig.from_dict(clip)),
         }
 

@@ -188,12 +188,12 @@ def match_architecture(header: Header) -> str:
     )
 
 
-def frames_for(path: Path) -> int:
+def frames_for(header: Header) -> int:
     """SV3D files make 21 views; SVD-XT files (25 frames) say so in their names (svd_xt*.safetensors); others are
     the 14-frame SVD."""
-    if file_family(read_header(path)) in (SV3D_FAMILY, SV3D_P_FAMILY):
+    if file_family(header) in (SV3D_FAMILY, SV3D_P_FAMILY):
         return 21
-    return 25 if "xt" in path.stem.lower() else 14
+    return 25 if "xt" in header.path.stem.lower() else 14
 
 
 # --- 2. the key mapping: diffusers' name -> Stability's name (and how the tensor changes) -------------------

@@ -432,7 +432,7 @@ def _entry_weights_file(entry: ModelEntry) -> Path:
 
 def _file_frames(path: Path) -> int:
 
-    return frames_for(path)
+    return frames_for(read_header(path))
 
 
 def file_defaults(path: Path) -> dict:
@@ -441,7 +441,7 @@ def file_defaults(path: Path) -> dict:
     header = read_header(path)
     check_svd_file(header)
     defaults = model_defaults(VIDEO, file_family(header))
-    defaults["frames"] = frames_for(path)
+    defaults["frames"] = frames_for(header)
     return defaults
 
 
