@@ -3,6 +3,7 @@ not make are never replaced, reruns only resume, every output has its own recipe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -112,6 +113,46 @@ def test_a_frames_folder_with_the_users_files_in_it_is_never_replaced(svd, tiny_
     assert r.code == 0
     assert "holds files svd did not write (my-notes.txt)" in r.err
     assert (tmp_path / "coffee" / "my-notes.txt").read_text() == "keep me"
+
+
+def test_overwrite_replaces_only_a_video_that_still_matches_its_recipe(svd, tiny_dir, tmp_path):
+    """Issue 33.6: the sidecar records the output's size and SHA-256; a video changed since is never replaced."""
+    photo = tmp_path / "coffee.png"
+    shutil.copy(EXAMPLES / "coffee.png", photo)
+    video = tmp_path / "coffee.mp4"
+    assert svd("animate", photo, *FAST).code == 0
+    recorded = json.loads((tmp_path / "coffee.mp4.json").read_text())["output"]
+    assert (recorded["bytes"], recorded["sha256"]) == (
+        video.stat().st_size,
+        hashlib.sha256(video.read_bytes()).hexdigest(),
+    )
+    r = svd("animate", photo, *FAST, "--overwrite", "--json")
+    assert r.code == 0 and _results(r)[0]["status"] == "ok", r.err  # unchanged: svd's own, redone
+
+    edited = bytearray(video.read_bytes())
+    edited[len(edited) // 2] ^= 0xFF  # the same size, other bytes: only the hash tells
+    video.write_bytes(bytes(edited))
+    for extra in ([], ["--overwrite"]):
+        r = svd("animate", photo, *FAST, *extra)
+        assert r.code == 0, r.err
+        assert f"{video} changed since svd wrote it (coffee.mp4.json records another size or SHA-256)" in r.err
+        assert video.read_bytes() == bytes(edited)
+
+
+def test_a_frames_folders_digest_covers_every_frames_name_and_bytes(tmp_path):
+    from svd_cli.io.safety import output_digest
+
+    folder = tmp_path / "clip"
+    folder.mkdir()
+    for name, data in (("frame_00000.png", b"a"), ("frame_00001.png", b"bc")):
+        (folder / name).write_bytes(data)
+    size, digest = output_digest(folder)
+    assert size == 3
+    (folder / "frame_00001.png").write_bytes(b"bd")
+    assert output_digest(folder)[1] != digest
+    (folder / "frame_00001.png").write_bytes(b"bc")
+    (folder / "frame_00001.png").rename(folder / "frame_00002.png")
+    assert output_digest(folder) == (3, output_digest(folder)[1]) and output_digest(folder)[1] != digest
 
 
 # --- 5. two runs at once ---------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ MP4_MEAN_LEVELS = 3.0
 VOLATILE = {
     (): ("svd_version", "created", "seconds"),
     ("input",): ("path",),
-    ("output",): ("path", "still"),
+    ("output",): ("path", "still", "bytes", "sha256"),  # the encoded bytes: the frames' machine noise changes them
     ("model",): ("path",),
     ("image", "model"): ("path",),
     ("runtime",): ("torch", "diffusers"),

@@ -19,6 +19,7 @@ it, and never deletes or replaces anything else.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import time
 import uuid
@@ -63,6 +64,33 @@ def describes(recipe: dict | None, output: Path, fmt: str) -> bool:
     )
 
 
+def output_digest(output: Path) -> tuple[int, str]:
+    """(bytes, SHA-256) of an output as written, recorded in its sidecar so `--overwrite` can tell whether it changed.
+
+    A file is hashed as it is; a frames folder as its PNGs in name order, each name then its bytes.
+    """
+    digest, size = hashlib.sha256(), 0
+    parts = sorted(p for p in output.iterdir() if p.is_file()) if output.is_dir() else [output]
+    for part in parts:
+        if output.is_dir():
+            digest.update(part.name.encode() + b"\0")
+        with part.open("rb") as stream:
+            while chunk := stream.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def _changed_since_written(output: Path, recipe: dict) -> bool:
+    """Whether `output` differs from the size and SHA-256 its recipe records (older recipes record neither)."""
+    recorded = recipe["output"]
+    if "sha256" not in recorded:
+        return False
+    if not output.is_dir() and output.stat().st_size != recorded.get("bytes"):
+        return True  # the cheap check first: most edits change the size
+    return output_digest(output) != (recorded.get("bytes"), recorded["sha256"])
+
+
 def recipe_for(output: Path, fmt: str) -> dict | None:
     """The svd recipe describing `output` (its sidecar), or None."""
     path = sidecar_path(output, fmt)
@@ -98,6 +126,9 @@ def occupant(output: Path, fmt: str) -> Occupant:
             return Occupant("foreign", f"{output}/ holds files svd did not write ({', '.join(extra[:3])})")
     elif output.is_symlink() or not output.is_file():
         return Occupant("foreign", f"{output} is not a file svd made")
+    if _changed_since_written(output, recipe):
+        why = f"{output} changed since svd wrote it ({sidecar.name} records another size or SHA-256)"
+        return Occupant("foreign", why)
     return Occupant("own", recipe=recipe)
 
 

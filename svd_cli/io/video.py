@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SvdError, UsageError, first_line, ref
 from ..options import FORMATS
-from .safety import TEMP_MARK, occupant, refusal, remove, sidecar_path, temp_path_for
+from .safety import TEMP_MARK, occupant, output_digest, refusal, remove, sidecar_path, temp_path_for
 
 __all__ = ["sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
 
@@ -103,6 +103,7 @@ def write_video_and_recipe(
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _write_format(frames, tmp_video, fps, fmt)
+        recipe["output"]["bytes"], recipe["output"]["sha256"] = output_digest(tmp_video)
         if still is not None:
             still.save(tmp_still, format="PNG")
         tmp_json.write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
