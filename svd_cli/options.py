@@ -706,9 +706,12 @@ def check_family_settings(req: Request, family: str, model: str) -> None:
     than what they do anyway (their default: a recipe replays every setting)."""
     defaults = FAMILIES[family].defaults
     for name, why in FAMILIES[family].refused.items():
-        if (value := req.given(name)) is not None and value != defaults.get(name):
-            raise OptionError(name, value, f"{model} takes no such setting: {why}; leave it out.",
-                              shown=shown_value(value))  # fmt: skip
+        if (value := req.given(name)) is None or value is False or value == defaults.get(name):
+            continue  # not given, a flag given off, or what the model does anyway
+        problem = f"{model} takes no such setting: {why}; leave it out."
+        if value is True:  # a flag is named alone
+            raise UsageError(f"{ref(name)}: {problem}", option=name)
+        raise OptionError(name, value, problem, shown=shown_value(value))
 
 
 def shown_value(value: Any) -> str | None:

@@ -190,9 +190,12 @@ def test_six_photos_on_two_workers_survive_a_killed_worker_and_equal_one_process
     assert {p: p.stat().st_mtime_ns for p in out.iterdir()} == before
 
 
-def test_an_inpainted_video_and_a_cinemagraph_on_a_ray_worker_are_what_one_process_makes(ray_cluster, svd, tmp_path):
-    """`svd inpaint` hands its videos to Ray workers as svd animate does, and `--mask` travels with the request: each
-    written by a worker, the same file as one process makes with the worker's single torch thread."""
+def test_an_inpainted_video_a_cinemagraph_and_an_orbit_on_a_ray_worker_are_what_one_process_makes(
+    ray_cluster, svd, tmp_path
+):
+    """`svd inpaint` hands its videos to Ray workers as svd animate does, and `--mask` and an SV3D camera path travel
+    with the request: each written by a worker, the same file as one process makes with the worker's single torch
+    thread."""
     from .test_inpaint import box_mask, make_clip
     from .test_mask import mask_file
 
@@ -204,6 +207,8 @@ def test_an_inpainted_video_and_a_cinemagraph_on_a_ray_worker_are_what_one_proce
         tmp_path / "clip.inpainted.mp4": ("inpaint", clip, "--mask", box_mask(tmp_path / "box.png"), *fast),
         tmp_path / "photo.mp4": ("animate", photo, "--mask", mask_file(tmp_path / "half.png"), "--frames", "3",
                                  "--size", "128x64", *fast),
+        tmp_path / "orbit.mp4": ("animate", photo, "--model", "tiny-sv3d-p", "--elevation", "20", "--size", "64x64",
+                                 "--steps", "2", "--seed", "3", "--out", tmp_path / "orbit.mp4"),
     }  # fmt: skip
     made = {}
     for output, command in commands.items():
@@ -226,6 +231,7 @@ def test_an_inpainted_video_and_a_cinemagraph_on_a_ray_worker_are_what_one_proce
         torch.set_num_threads(threads)
     assert read_video(tmp_path / "clip.inpainted.mp4")[1].shape == (6, 64, 128, 3)
     assert read_video(tmp_path / "photo.mp4")[1].shape == (3, 64, 128, 3)
+    assert read_video(tmp_path / "orbit.mp4")[1].shape == (21, 64, 64, 3)
 
 
 def test_the_only_worker_killed_once_is_restarted_and_makes_every_video(ray_cluster, tmp_path):

@@ -246,6 +246,17 @@ def test_a_camera_path_is_recorded_and_its_replay_gives_the_same_frames(svd, tmp
             "--azimuths 0,90,180,270: tiny-sv3d-p needs one azimuth for each of its 21 frames (or the count 21).",
         ),
         ("tiny-sv3d-p", ["--elevation", "95"], "--elevation 95: each elevation must be between -90 and 90 degrees."),
+        (
+            "tiny-sv3d-p",
+            ["--end", str(EXAMPLES / "rocket.jpg")],
+            f"--end {EXAMPLES / 'rocket.jpg'}: tiny-sv3d-p takes no such setting: its last frame is the input view "
+            "itself; leave it out.",
+        ),
+        (
+            "tiny-sv3d",
+            [EXAMPLES / "rocket.jpg", "--keyframes"],
+            "--keyframes: tiny-sv3d takes no such setting: its last frame is the input view itself; leave it out.",
+        ),
     ],
 )
 def test_a_camera_path_the_model_cannot_take_is_refused_in_one_line(svd, tmp_path, model, args, line):
@@ -289,3 +300,19 @@ def test_a_cut_out_object_is_recentred_on_white_as_stabilitys_script_does():
     # box's own centre lands at (54.5, 59.5) * 64 / 120.
     assert np.allclose(red.mean(axis=0), (29.1, 31.7), atol=0.5)
     assert (expected[0, 0] == 255).all()  # on white
+
+
+def test_an_orbit_goes_through_the_loop_upscale_and_interpolation_stages(svd, tmp_path):
+    """Issue 21.5: the post stages take an SV3D orbit as any clip: 21 views, crossfaded over 2 (19), upscaled twice,
+    interpolated as a loop (19 x 2, the wrap included) at twice the frame rate."""
+    out = tmp_path / "orbit"
+    r = svd("animate", EXAMPLES / "coffee.png", "--model", "tiny-sv3d", "--size", "64x64", "--steps", "2",
+            "--seed", "3", "--loop", "crossfade", "--loop-frames", "2", "--upscale", "2", "--upscaler", "tiny-upscaler",
+            "--interpolate", "2", "--interpolator", "tiny-rife", "--format", "frames", "--out", out)  # fmt: skip
+    assert r.code == 0, r.err
+    frames = sorted(out.glob("frame_*.png"))
+    assert len(frames) == 38 and Image.open(frames[0]).size == (128, 128)
+    recipe = json.loads((tmp_path / "orbit.frames.json").read_text())
+    assert recipe["output"]["fps"] == 20 and recipe["settings"]["frames"] == 21
+    assert [stage["stage"] for stage in recipe["stages"][2:5]] == ["loop", "upscale", "interpolate"]
+    assert recipe["stages"][2]["frames"] == 19 and recipe["stages"][4]["loop"] is True

@@ -151,6 +151,9 @@ class SV3D(SVD):
         "frames": f"it makes {FRAMES} views of an orbit, as Stability's script does whatever it is asked",
         "noise_aug": "Stability's script fixes its augmentation at 1e-5",
         "motion_bucket": "its UNet takes no motion bucket",
+        # Stability's script puts the input picture in place of the last frame, so an end picture would be lost.
+        "end": "its last frame is the input view itself",
+        "keyframes": "its last frame is the input view itself",
         "elevation": "sv3d_u takes no camera (sv3d-p does)",
         "azimuths": "sv3d_u takes no camera (sv3d-p does)",
     }
