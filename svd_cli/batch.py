@@ -221,7 +221,8 @@ def make_video(
         try:
             if keep is not None:
                 write_latents(video.latents, keep, work_key(recipe))
-            write_video_and_recipe(video.frames, job.output, video.fps, fmt, recipe, still=still)
+            write_video_and_recipe(video.frames, job.output, video.fps, fmt, recipe, still=still,
+                                   signing=session.signing_key(), made_from=job.input)  # fmt: skip
         except BaseException:
             session.progress.abandon()  # a failed write reports no "Writing video" time, only its error
             raise

@@ -96,7 +96,8 @@ def _inpaint(session: Session, job: Job, mask: Path, sha256: Callable[[Path], st
     recipe = _recipe(session, job, mask, sha256, settings, clip, time.monotonic() - started)
     progress.start("write")
     try:
-        write_video_and_recipe(clip.frames, job.output, clip.fps, req.format, recipe)
+        write_video_and_recipe(clip.frames, job.output, clip.fps, req.format, recipe,
+                               signing=session.signing_key(), made_from=job.input)  # fmt: skip
     except BaseException:
         progress.abandon()
         raise

@@ -422,6 +422,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check) "
            "[default: on].", default=True, negatable=True, recipe="settings.watermark", example="false",
            local_config=False),
+    Option("credentials", bool, "Signed C2PA content credentials in every MP4 and GIF: made by svd, from which input, "
+           "with which model and recipe (see svd check) [default: on].", default=True, negatable=True,
+           recipe="settings.credentials", example="false", local_config=False, recorded_at_default=False),
+    Option("sign_cert", Path, "Sign the content credentials with this PEM certificate chain, signing certificate "
+           "first [default: svd's local certificate, made once in its config folder].",
+           default_label="svd's local certificate", example="me.pem", local_config=False),
+    Option("sign_key", Path, "The PEM private key of sign_cert.", example="me.key", local_config=False),
     Option("out", Path, "Output file, or folder (mirrors input folders; end it with /) [default: next to each "
            "input].", short="o", default_label="next to each input", example="videos/", local_config=False),
     Option("name", str, "Name template: {stem} {seed} {index} {model} {fps} {frames} [default: {stem}; "

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .errors import InputImageError, OptionError, ref
 from .families import FAMILIES
+from .io.credentials import SIGNED_FORMATS, SigningKey, signing_key
 from .io.preview import preview_blocked
 from .io.segments import SegmentStore
 from .model_cache import ModelCache
@@ -59,6 +60,7 @@ class Session:
         self.request = request
         self.progress = progress or NullProgress()
         self.models = models or ModelCache(self.progress)
+        self._signing_key: SigningKey | None = None
 
     def derive(self, request: Request) -> Session:
         """A session for other settings on the same resolved and loaded models (the API's per-call options)."""
@@ -85,6 +87,7 @@ class Session:
         if masks is not None and not masks.is_dir():
             problem = "not a folder" if masks.exists() else "no such folder"
             raise OptionError("masks", masks, f"{problem}; give the folder that holds a mask for each photo.")
+        self.signing_key()  # a certificate or key that cannot sign: one line before any work
         self.models.resolve(self.request)
         entry = self.source.entry
         if entry is not None and entry.fixed_conditioning:
@@ -98,6 +101,14 @@ class Session:
                     f"{self.source.name} was fine-tuned at fps {d['fps']} and motion bucket {d['motion_bucket']}; "
                     "other values may give worse motion"
                 )
+
+    def signing_key(self) -> SigningKey | None:
+        """Who signs this run's content credentials (io/credentials.py): the user's chain, else svd's own, made on
+        first use; None when they are off or the format carries none."""
+        req = self.request
+        if self._signing_key is None and req.credentials and req.format in SIGNED_FORMATS:
+            self._signing_key = signing_key(req.sign_cert, req.sign_key)
+        return self._signing_key
 
     def load(self, first: GenerationSettings) -> None:
         """Load the video model and choose its memory plan for a video like `first`."""

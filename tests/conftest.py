@@ -98,6 +98,23 @@ def read_video(path: Path) -> tuple[dict, np.ndarray]:
     return meta, np.stack(frames)
 
 
+def encoded_stream(path: Path) -> bytes:
+    """An MP4's media data (its top-level mdat boxes): the encoded frames, the same bit for bit for the same video
+    whatever content credentials (signed anew, with new ids, on every write) sit beside them."""
+    data, offset, media = path.read_bytes(), 0, b""
+    while offset + 8 <= len(data):
+        size, kind = int.from_bytes(data[offset : offset + 4], "big"), data[offset + 4 : offset + 8]
+        header = 8
+        if size == 1:  # a 64-bit size follows the type
+            size, header = int.from_bytes(data[offset + 8 : offset + 16], "big"), 16
+        size = size or len(data) - offset  # 0: the box runs to the end of the file
+        if kind == b"mdat":
+            media += data[offset + header : offset + size]
+        offset += size
+    assert media, f"{path} has no media data"
+    return media
+
+
 def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
     return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)

@@ -29,6 +29,7 @@ NOT_RECORDED |= {"ray", "ray_address", "workers"}  # where the videos are made, 
 NOT_RECORDED |= {"preview", "keep_preview"}  # a file watched while the video is made, not part of it
 NOT_RECORDED |= {"draft"}  # a preset: the recipe records the settings it sets (decoder, keep_latents)
 NOT_RECORDED |= {"masks"}  # where each photo's mask is found: the recipe records the mask itself (input.mask)
+NOT_RECORDED |= {"sign_cert", "sign_key"}  # who signs the credentials: the video itself says so
 # Recorded options that cannot join the others' run (keep_latents refuses extend), replayed where they are tested.
 APART = {"keep_latents"}  # test_finish.py
 APART |= {"end", "keyframes"}  # refuse extend, mask and cache: test_ends.py
@@ -403,6 +404,7 @@ def test_every_declared_dependency_is_used():
         "huggingface-hub": "huggingface_hub",
         "imageio-ffmpeg": "imageio_ffmpeg",
         "invisible-watermark": "imwatermark",
+        "c2pa-python": "c2pa",
     }
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     imported = set()

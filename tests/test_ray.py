@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from .conftest import EXAMPLES, read_video
+from .conftest import EXAMPLES, encoded_stream, read_video
 
 FAST = ["--model", "tiny", "--frames", "2", "--steps", "1", "--size", "128x64", "--seed", "7"]
 START_RAY = """
@@ -177,7 +177,7 @@ def test_six_photos_on_two_workers_survive_a_killed_worker_and_equal_one_process
         meta, frames = read_video(ray_video)
         assert frames.shape == (2, 64, 128, 3), photo
         assert np.array_equal(frames, read_video(one_video)[1]), photo
-        assert ray_video.read_bytes() == one_video.read_bytes(), photo
+        assert encoded_stream(ray_video) == encoded_stream(one_video), photo
 
     # Rerun on Ray and without it: all 6 are skipped (decided by the driver, before any worker starts).
     (tmp_path / "in" / "broken.png").unlink()
@@ -217,7 +217,7 @@ def test_an_inpainted_video_a_cinemagraph_and_an_orbit_on_a_ray_worker_are_what_
         results, summary = _json_lines(on_ray.stdout)
         assert [x["status"] for x in results] == ["ok"] and summary["workers"] == {"w1": 1}, command
         assert results[0]["worker"]["pid"] not in (os.getpid(), None) and "Videos per Ray worker" in on_ray.stderr
-        made[output] = output.read_bytes()
+        made[output] = encoded_stream(output)
         output.unlink()
         output.with_name(output.name + ".json").unlink()
     threads = torch.get_num_threads()
@@ -226,7 +226,7 @@ def test_an_inpainted_video_a_cinemagraph_and_an_orbit_on_a_ray_worker_are_what_
         for output, command in commands.items():
             here = svd(*command)
             assert here.code == 0, here.err
-            assert output.read_bytes() == made[output], output
+            assert encoded_stream(output) == made[output], output
     finally:
         torch.set_num_threads(threads)
     assert read_video(tmp_path / "clip.inpainted.mp4")[1].shape == (6, 64, 128, 3)

@@ -7,7 +7,8 @@ everything skipped), 1 a runtime failure or a failed input, 2 a usage error, 130
 
 One module per command group: animate.py (generated from the option schema), finish.py (drafts made final),
 weights.py, config.py,
-machine.py (doctor, bench), plan.py (the GPU simulation), watermark.py (does a video carry the provenance mark);
+machine.py (doctor, bench), plan.py (the GPU simulation), watermark.py (does a video carry the provenance mark),
+check.py (a video's content credentials and watermark);
 common.py holds the shared option declarations and the wording.
 """
 
@@ -49,7 +50,7 @@ def _root(
     """svd: Stable Video Diffusion image-to-video."""
 
 
-from . import animate, config, finish, inpaint, machine, plan, watermark, weights  # noqa: E402  (each registers on `app`)
+from . import animate, check, config, finish, inpaint, machine, plan, watermark, weights  # noqa: E402  (each registers)
 
 animate.register(app)
 finish.register(app)
@@ -59,6 +60,7 @@ config.register(app)
 machine.register(app)
 plan.register(app)
 watermark.register(app)
+check.register(app)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,8 @@ def _declared(name: str):
 
 # The settings inpainting shares with svd animate, by name: each declared once, in the schema.
 SHARED = ("model", "steps", "motion_bucket", "noise_aug", "min_cfg", "max_cfg", "seed", "mask_feather", "format",
-          "overwrite", "watermark", "memory", "device", "dtype", "ray", "ray_address", "workers")  # fmt: skip
+          "overwrite", "watermark", "credentials", "sign_cert", "sign_key", "memory", "device", "dtype", "ray",
+          "ray_address", "workers")  # fmt: skip
 
 
 def inpaint(
@@ -56,6 +57,9 @@ def inpaint(
     format: _declared("format") = BY_NAME["format"].default,
     overwrite: _declared("overwrite") = False,
     watermark: _declared("watermark") = None,
+    credentials: _declared("credentials") = None,
+    sign_cert: _declared("sign_cert") = None,
+    sign_key: _declared("sign_key") = None,
     memory: _declared("memory") = BY_NAME["memory"].default,
     device: _declared("device") = BY_NAME["device"].default,
     dtype: _declared("dtype") = BY_NAME["dtype"].default,

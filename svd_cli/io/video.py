@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SvdError, UsageError, first_line, ref
 from ..options import FORMATS
+from .credentials import SigningKey, sign
 from .safety import TEMP_MARK, occupant, output_digest, refusal, remove, sidecar_path, temp_path_for
 
 __all__ = ["sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
@@ -84,7 +85,14 @@ def write_json(data: dict, final: Path) -> None:
 
 
 def write_video_and_recipe(
-    frames: np.ndarray, final: Path, fps: int, fmt: str, recipe: dict, still: Image.Image | None = None
+    frames: np.ndarray,
+    final: Path,
+    fps: int,
+    fmt: str,
+    recipe: dict,
+    still: Image.Image | None = None,
+    signing: SigningKey | None = None,
+    made_from: Path | None = None,
 ) -> Path:
     """Write the video, its first frame's still (if any) and its recipe so no mismatched set can exist on disk.
 
@@ -93,6 +101,8 @@ def write_video_and_recipe(
     renamed into place, then the still, then the video. A crash between the renames leaves a recipe without
     its video, which the next run simply makes; never a truncated file, never a recipe describing another
     video, never a video a folder scan would mistake for a photo. The still's path is the recipe's output.still.
+    With `signing`, the video carries content credentials (io/credentials.py) naming `made_from` as its input,
+    signed before the recipe records its size and SHA-256.
     """
     _check_format(fmt)
     sidecar = sidecar_path(final, fmt)
@@ -103,6 +113,8 @@ def write_video_and_recipe(
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _write_format(frames, tmp_video, fps, fmt)
+        if signing is not None:
+            sign(tmp_video, fmt, recipe, signing, made_from, title=final.name)
         recipe["output"]["bytes"], recipe["output"]["sha256"] = output_digest(tmp_video)
         if still is not None:
             still.save(tmp_still, format="PNG")
