@@ -11,6 +11,7 @@ happens. One bad input (or prompt) fails that job only; the batch goes on.
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref
+from .errors import ModelLoadError, ModelUnavailableError, SvdError, UsageError, first_line, ref, spell_refs
+from .io.gallery import BatchPage, PageEntry
 from .io.latents import discard_latents, latents_blocked, latents_path, work_key, write_latents
 from .io.preview import discard_preview, preview_path
 from .io.recipe import build_recipe, resume_state
-from .io.safety import Busy, claim
+from .io.safety import Busy, claim, sidecar_path
 from .io.segments import discard_work, unfinished_seed
 from .io.video import explain_write_error, still_path, write_video_and_recipe
 from .jobs import Job, JobList
@@ -398,21 +400,84 @@ def run_jobs(
     on_result: Callable[[JobResult], None] | None = None,
     reraise_unexpected: bool = False,
     executor=None,
+    words: Callable[[str], str] = spell_refs,
 ) -> Summary:
     """Animate every job of `job_list` into `summary` (so a Ctrl-C still leaves the results so far).
 
     The driver decides what is left to do (resume); `executor` makes those videos: `LocalExecutor` (the
     default) in this process, `ray_executor.RayExecutor` on Ray workers. Results come back through
-    `on_result` in the order they finish. `reraise_unexpected` lets a bug's traceback through instead of
-    failing the job with its one line.
+    `on_result` in the order they finish, and onto the batch page with `gallery` (its reasons spelled by
+    `words`). `reraise_unexpected` lets a bug's traceback through instead of failing the job with its one line.
     """
+    on_result = on_result or (lambda r: None)
+    page = _batch_page(session, job_list)  # a page svd may not replace: refused before any work
+    if page is None:
+        return _run_jobs(session, job_list, summary, on_result, reraise_unexpected, executor)
+
+    def shown(result: JobResult) -> None:
+        on_result(result)
+        _update_page(session, page, lambda: page.add(page_entry(session, result, words)))
+
+    try:
+        _run_jobs(session, job_list, summary, shown, reraise_unexpected, executor)
+    except BaseException:
+        _update_page(session, page, lambda: page.close(interrupted=True))
+        raise
+    _update_page(session, page, page.close)
+    return summary
+
+
+def _batch_page(session: Session, job_list: JobList) -> BatchPage | None:
+    """The page `gallery` asks for, in the folder that holds every output of the run."""
+    if not session.request.gallery or not job_list.jobs:
+        return None
+    folder = Path(os.path.commonpath([job.output.parent.resolve() for job in job_list.jobs]))
+    return BatchPage(folder, len(job_list.jobs))
+
+
+def _update_page(session: Session, page: BatchPage, update: Callable[[], None]) -> None:
+    """Write the page; a page that cannot be written is said once and the videos go on without it."""
+    if page.failed:
+        return
+    try:
+        update()
+    except OSError as exc:
+        page.failed = True
+        session.progress.note(f"Could not write the batch page {page.path} ({exc.strerror or exc}); the videos go on "
+                              "without it.")  # fmt: skip
+
+
+def page_entry(session: Session, result: JobResult, words: Callable[[str], str] = spell_refs) -> PageEntry:
+    """A result as the batch page shows it: the settings the video was made with that differ from the model's."""
+    job, video = result.job, result.video
+    status = {"ok": "made"}.get(result.status, result.status)
+    if status == "skipped" and video is not None and job.output.exists():
+        status = "found"
+    settings = video.settings if video is not None else {}
+    defaults = session.defaults
+    changed = {k: v for k, v in settings.items() if k in defaults and v != defaults[k]}
+    return PageEntry(status, job.input.name if job.input is not None else repr(job.prompt),
+                     video=job.output if status in ("made", "found") else None, picture=job.input,
+                     seed=video.seed if video is not None else job.seed, model=video.model if video else None,
+                     changed=changed, seconds=result.seconds if status == "made" else None,
+                     recipe=sidecar_path(job.output, session.request.format) if video is not None else None,
+                     reason=words(result.reason))  # fmt: skip
+
+
+def _run_jobs(
+    session: Session,
+    job_list: JobList,
+    summary: Summary,
+    on_result: Callable[[JobResult], None],
+    reraise_unexpected: bool,
+    executor,
+) -> Summary:
     if executor is not None and session.uses_image_model:
         raise UsageError(
             f"{ref('ray')} does not make first frames from {ref('prompt')} or {ref('style')} yet: run those "
             "batches without Ray.",
             option="ray",
         )
-    on_result = on_result or (lambda r: None)
     sha256 = FileHashes()
     todo = decide_jobs(session, job_list, summary, on_result, sha256)
     if not todo:

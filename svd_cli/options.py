@@ -440,6 +440,9 @@ OPTIONS: tuple[Option, ...] = (
            example="true"),
     Option("overwrite", bool, "Redo outputs that already exist (default: skip finished ones).", default=False,
            example="true", local_config=False),
+    Option("gallery", bool, "Write index.html in the output folder: every video of the run playing, with its input, "
+           "seed and settings, and the failures; updated as videos finish.", default=False, example="true",
+           local_config=False),
     Option("memory", str, "auto, high, balanced, low or min: how hard to save GPU memory (see README).",
            default="auto", choices=("auto", "high", "balanced", "low", "min"), recipe="runtime.memory.profile",
            example="balanced"),

@@ -29,6 +29,7 @@ NOT_RECORDED |= {"ray", "ray_address", "workers"}  # where the videos are made, 
 NOT_RECORDED |= {"preview", "keep_preview"}  # a file watched while the video is made, not part of it
 NOT_RECORDED |= {"draft"}  # a preset: the recipe records the settings it sets (decoder, keep_latents)
 NOT_RECORDED |= {"masks"}  # where each photo's mask is found: the recipe records the mask itself (input.mask)
+NOT_RECORDED |= {"gallery"}  # a page about the run, not part of any video
 NOT_RECORDED |= {"sign_cert", "sign_key"}  # who signs the credentials: the video itself says so
 # Recorded options that cannot join the others' run (keep_latents refuses extend), replayed where they are tested.
 APART = {"keep_latents"}  # test_finish.py

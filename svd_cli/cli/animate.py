@@ -135,7 +135,8 @@ def animate(ctx: typer.Context, **params: Any) -> None:
     interrupted = False
     try:
         with sigterm_as_interrupt():
-            batch.run_jobs(session, job_list, summary, report, reraise_unexpected=params["debug"], executor=executor)
+            batch.run_jobs(session, job_list, summary, report, reraise_unexpected=params["debug"], executor=executor,
+                           words=words)  # fmt: skip
     except KeyboardInterrupt:
         interrupted = True
         summary.interrupted = True
