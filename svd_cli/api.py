@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 # not several keyframes).
 NOT_FOR_SCRIPTS = {"seeds", "variations", "out", "name", "format", "recursive", "overwrite", "json", "quiet",
                    "prompts", "ray", "ray_address", "workers", "preview", "keep_preview", "masks",
-                   "keyframes"}  # fmt: skip
+                   "keyframes", "gallery"}  # fmt: skip
 # Options that decide how the model is loaded: given to `load`, the same for every call on it.
 LOAD_OPTIONS = {"model", "device", "dtype", "memory", "decode_chunk", "vae_tiling", "attention", "unet", "lora",
                 "allow_download", "weights", "compile"}  # fmt: skip
@@ -101,7 +101,9 @@ class LoadedModel:
         return call, seed
 
     def _animate(self, call: Session, frame, seed: int, on_step: StepCallback | None) -> Animation:
-        return call.make(frame, call.settings_for(seed, frame.picture.size), on_step=on_step)
+        video = call.make(frame, call.settings_for(seed, frame.picture.size), on_step=on_step)
+        video.signing = call.signing_key()  # video.write signs its MP4 or GIF with it
+        return video
 
 
 def _first_frame(call: Session, image: Image.Image | str | os.PathLike):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__
 from .errors import UsageError
 from .io.video import write_frames
 from .options import FORMATS
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
 
+    from .io.credentials import SigningKey
     from .stages import Clip
 
 
@@ -40,6 +42,7 @@ class Animation:
     frames: np.ndarray | None = None  # (F, H, W, 3) uint8; None once a batch has written them
     first_frame: Image.Image | None = None  # the picture the video starts from (fitted, or drawn from a prompt)
     latents: Any = None  # with keep_latents: the final denoised latents (a CPU tensor) the frames were decoded from
+    signing: SigningKey | None = None  # who signs the content credentials `write` puts in (None: write none)
 
     @classmethod
     def of(cls, clip: Clip, seed: int, model: str, settings: dict, memory_profile: str | None, first_frame=None,
@@ -72,11 +75,16 @@ class Animation:
 
     def write(self, path: str | Path, fmt: str | None = None) -> Path:
         """Write the frames at their frame rate, atomically; `fmt` (mp4, gif, webm, frames) from the suffix if
-        not given (no suffix: a folder of PNG frames)."""
+        not given (no suffix: a folder of PNG frames). An MP4 or GIF carries content credentials unless the call
+        that made it turned them off (its record stands in for the recipe a batch writes beside its videos)."""
         if self.frames is None:
             raise UsageError("This result keeps no frames (a batch writes them to its file); read that file instead.")
         path = Path(path)
         fmt = fmt or (path.suffix.lower().lstrip(".") or "frames")
         if fmt not in FORMATS:
             raise UsageError(f"{path}: cannot tell the format from the suffix; pass fmt= ({', '.join(FORMATS)}).")
-        return write_frames(self.frames, path, fps=self.fps, fmt=fmt)
+        output = {"path": str(path), "format": fmt, "frames": self.frame_count, "fps": self.fps,
+                  "width": self.width, "height": self.height}  # fmt: skip
+        record = {"svd_version": __version__, "model": {"name": self.model}, "settings": self.settings,
+                  "stages": self.stages, "output": output}  # fmt: skip
+        return write_frames(self.frames, path, fps=self.fps, fmt=fmt, signing=self.signing, record=record)

@@ -153,3 +153,18 @@ def test_an_inpainted_video_says_it_was_edited_from_its_parent():
     assert edited["action"] == "c2pa.edited"
     assert edited["digitalSourceType"].endswith("/compositeWithTrainedAlgorithmicMedia")
     assert made["assertions"][1]["data"]["model"] == {"name": "svd-xt", "repo": "stabilityai/x"}  # no local path
+
+
+def test_the_librarys_write_signs_as_the_cli_does_unless_a_call_turns_credentials_off(tiny_dir, tmp_path):
+    from PIL import Image
+
+    import svd_cli
+
+    model = svd_cli.load("tiny", device="cpu", size=(128, 64), steps=1, frames=2)
+    signed = model.animate_image(Image.open(EXAMPLES / "coffee.png"), seed=1).write(tmp_path / "signed.gif")
+    with c2pa.Reader(str(signed)) as reader:
+        assert reader.get_validation_state() == "Valid"
+        generation = {a["label"]: a["data"] for a in reader.get_active_manifest()["assertions"]}["svd.generation"]
+    assert generation["model"] == {"name": "tiny"} and len(generation["recipe_sha256"]) == 64
+    bare = model.animate_image(Image.open(EXAMPLES / "coffee.png"), seed=1, credentials=False)
+    assert c2pa.Reader.try_create(str(bare.write(tmp_path / "bare.mp4"))) is None

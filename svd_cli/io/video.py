@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import SvdError, UsageError, first_line, ref
 from ..options import FORMATS
-from .credentials import SigningKey, sign
+from .credentials import SIGNED_FORMATS, SigningKey, sign
 from .safety import TEMP_MARK, occupant, output_digest, refusal, remove, sidecar_path, temp_path_for
 
 __all__ = ["sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
@@ -63,13 +63,23 @@ def atomic_output(final: Path) -> Iterator[Path]:
         raise
 
 
-def write_frames(frames: np.ndarray, final: str | Path, fps: int, fmt: str) -> Path:
-    """Write uint8 frames (F, H, W, 3) as `fmt` at `final`, atomically."""
+def write_frames(
+    frames: np.ndarray,
+    final: str | Path,
+    fps: int,
+    fmt: str,
+    signing: SigningKey | None = None,
+    record: dict | None = None,
+) -> Path:
+    """Write uint8 frames (F, H, W, 3) as `fmt` at `final`, atomically; with `signing`, an MP4 or GIF carries
+    content credentials for `record` (what made it, as a recipe says)."""
     _check_format(fmt)
     final = Path(final)
     try:
         with atomic_output(final) as tmp:
             _write_format(frames, tmp, fps, fmt)
+            if signing is not None and fmt in SIGNED_FORMATS:
+                sign(tmp, fmt, record or {}, signing, None, title=final.name)
     except (OSError, RuntimeError) as exc:
         raise SvdError(_explain_write_error(final, exc)) from exc
     return final
@@ -113,7 +123,7 @@ def write_video_and_recipe(
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         _write_format(frames, tmp_video, fps, fmt)
-        if signing is not None:
+        if signing is not None and fmt in SIGNED_FORMATS:
             sign(tmp_video, fmt, recipe, signing, made_from, title=final.name)
         recipe["output"]["bytes"], recipe["output"]["sha256"] = output_digest(tmp_video)
         if still is not None:
