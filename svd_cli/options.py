@@ -422,7 +422,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("watermark", bool, "An invisible watermark in every frame (Stability's method; see svd watermark check) "
            "[default: on].", default=True, negatable=True, recipe="settings.watermark", example="false",
            local_config=False),
-    Option("credentials", bool, "Signed C2PA content credentials in every MP4 and GIF: made by svd, from which input, "
+    Option("credentials", bool, "Signed C2PA content credentials in every MP4, GIF and PNG frame: made by svd, from "
+           "which input, "
            "with which model and recipe (see svd check) [default: on].", default=True, negatable=True,
            recipe="settings.credentials", example="false", local_config=False, recorded_at_default=False),
     Option("sign_cert", Path, "Sign the content credentials with this PEM certificate chain, signing certificate "

@@ -168,3 +168,20 @@ def test_the_librarys_write_signs_as_the_cli_does_unless_a_call_turns_credential
     assert generation["model"] == {"name": "tiny"} and len(generation["recipe_sha256"]) == 64
     bare = model.animate_image(Image.open(EXAMPLES / "coffee.png"), seed=1, credentials=False)
     assert c2pa.Reader.try_create(str(bare.write(tmp_path / "bare.mp4"))) is None
+
+
+def test_each_frame_of_a_frames_folder_carries_its_own_and_a_replaced_frame_is_named(svd, tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "coffee"
+    assert svd("animate", EXAMPLES / "coffee.png", *FAST, "--format", "frames", "--out", folder).code == 0
+    frames = sorted(folder.glob("frame_*.png"))
+    for frame in frames:
+        with c2pa.Reader(str(frame)) as reader:
+            assert reader.get_validation_state() == "Valid"
+            assert reader.get_active_manifest()["title"] == f"coffee/{frame.name}"
+    r = svd("check", folder)
+    assert r.code == 0 and "credentials: valid (each of its 2 frames), unchanged since signed" in r.out
+    Image.open(frames[1]).save(frames[1])  # the same pixels, saved by another program: no credentials
+    r = svd("check", folder)
+    assert r.code == 1 and f"it changed since it was signed ({frames[1].name} carries none)" in r.out

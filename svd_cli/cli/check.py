@@ -12,7 +12,7 @@ import typer
 
 from ..errors import SvdError, UsageError
 from ..io.bounded import BoundedReadError, load_json, read_text
-from ..io.credentials import SIGNED_FORMATS, Credentials, read_credentials, recipe_digest
+from ..io.credentials import Credentials, carries_credentials, read_credentials, recipe_digest
 from ..io.safety import sidecar_path
 from ..stages.watermark import BITS, WatermarkReport, read_watermark
 from .common import Debug, words
@@ -40,7 +40,7 @@ def check(
     code = 0
     for path in _expand(videos):
         try:
-            credentials = read_credentials(path) if path.suffix.lower().lstrip(".") in SIGNED_FORMATS else None
+            credentials = read_credentials(path) if carries_credentials(path) else None
             watermark = read_watermark(path)
         except (SvdError, OSError) as exc:
             if debug:
@@ -115,7 +115,8 @@ def _credentials_line(credentials: Credentials, recipe: str | None) -> str:
     said = f"{action}" + (f" from {credentials.made_from}" if credentials.made_from else "")
     said += f" with {model}" if model else ""
     beside = {"matches": "; the recipe beside it is the one signed", "differs": "; the recipe beside it differs"}
-    return f"valid, unchanged since signed; {signer}; says: {said}{beside.get(recipe, '')} ({PROVES})"
+    frames = f" (each of its {credentials.frames} frames)" if credentials.frames else ""
+    return f"valid{frames}, unchanged since signed; {signer}; says: {said}{beside.get(recipe, '')} ({PROVES})"
 
 
 def _watermark_line(report: WatermarkReport) -> str:

@@ -12,7 +12,8 @@ certificate profile refuses a self-signed signing certificate. That root is on n
 signature valid and its signer unknown: the credential proves the file is unchanged since it was signed, not who
 made it. No time-stamp authority is asked, so signing works offline.
 
-MP4 and GIF carry credentials; WebM (c2pa reads none) and frames folders (not one file) do not.
+MP4 and GIF carry credentials, and each PNG of a frames folder its own; WebM does not (c2pa cannot carry them in
+WebM).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from ..errors import OptionError, SvdError, ref
 from ..paths import user_config_dir
 from .safety import TEMP_MARK, remove, temp_path_for
 
-SIGNED_FORMATS = {"mp4": "video/mp4", "gif": "image/gif"}  # the written formats c2pa can carry a manifest in
+# The written formats that carry credentials, and the media type c2pa signs them as (a frames folder: each PNG).
+SIGNED_FORMATS = {"mp4": "video/mp4", "gif": "image/gif", "frames": "image/png"}
+SIGNED_SUFFIXES = {".mp4": "video/mp4", ".gif": "image/gif", ".png": "image/png"}
 GENERATION = "svd.generation"  # svd's own assertion: model, input and recipe
 INGREDIENT = "input"  # the label that ties an edit's opened action to its parent ingredient
 # IPTC's digital source types (cv.iptc.org/newscodes/digitalsourcetype): a video made by svd, an inpainted one.
@@ -255,8 +258,14 @@ def manifest(recipe: dict, title: str, fmt: str, parent: bool = False) -> dict:
 
 
 def sign(path: Path, fmt: str, recipe: dict, key: SigningKey, ingredient: Path | None, title: str) -> None:
-    """Sign the written file at `path` in place (through a temporary file beside it); `ingredient` is the picture
-    or video it was made from (recorded when c2pa knows its format)."""
+    """Sign the written file at `path` in place (through a temporary file beside it), or each PNG of a frames
+    folder; `ingredient` is the picture or video it was made from (recorded when c2pa knows its format)."""
+    files = sorted(p for p in path.iterdir() if p.suffix == ".png") if path.is_dir() else [path]
+    for file in files:
+        _sign_file(file, fmt, recipe, key, ingredient, f"{title}/{file.name}" if path.is_dir() else title)
+
+
+def _sign_file(path: Path, fmt: str, recipe: dict, key: SigningKey, ingredient: Path | None, title: str) -> None:
     import c2pa
 
     media = INGREDIENT_TYPES.get(ingredient.suffix.lower()) if ingredient is not None and ingredient.is_file() else None
@@ -299,22 +308,45 @@ class Credentials:
     made_from: str | None = None  # the ingredient's title
     generation: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    frames: int | None = None  # a frames folder: how many frames carry them (each its own)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(vars(self))
 
 
+def carries_credentials(path: Path) -> bool:
+    """Whether `path` is of a kind svd signs: an MP4, a GIF, or a frames folder."""
+    return path.is_dir() or path.suffix.lower() in (".mp4", ".gif")
+
+
 def read_credentials(path: Path, config: Path | None = None) -> Credentials:
-    """The content credentials in `path` checked against its bytes; this machine's svd root counts as trusted."""
+    """The content credentials in `path` (a frames folder: in each frame) checked against its bytes; this
+    machine's svd root counts as trusted."""
+    root = local_root(config)
+    if not path.is_dir():
+        return _read_file(path, root)
+    frames = sorted(p for p in path.iterdir() if p.suffix == ".png")
+    reports = [_read_file(frame, root) for frame in frames]
+    if not reports or all(report.state == "none" for report in reports):
+        return Credentials("none")
+    for frame, report in zip(frames, reports, strict=True):
+        if report.state in ("none", "invalid"):  # a frame changed, or replaced by one without credentials
+            failures = [f"{frame.name}: {failure}" for failure in report.failures] or [f"{frame.name} carries none"]
+            report.state, report.failures = "invalid", failures
+            return report
+    reports[0].frames = len(frames)
+    return reports[0]
+
+
+def _read_file(path: Path, root: bytes | None) -> Credentials:
     import c2pa
 
-    root = local_root(config)
     settings = {"trust": {"user_anchors": root.decode()}, "verify": {"verify_trust": True}} if root else {}
     with path.open("rb") as stream:
         try:
             reader = c2pa.Reader.try_create(_reader_format(path), stream, None, c2pa.Context.from_dict(settings))
         except c2pa.C2paError as exc:
-            return Credentials("invalid", failures=[str(exc)])
+            return Credentials("invalid", failures=[" ".join(str(exc).split())])
         if reader is None:
             return Credentials("none")
         with reader:
@@ -328,8 +360,8 @@ def read_credentials(path: Path, config: Path | None = None) -> Credentials:
     report.by_this_machine = root is not None and state == "trusted"  # this machine's root is the only anchor
     for assertion in active.get("assertions", []):
         if assertion.get("label", "").startswith("c2pa.actions"):
-            first = (assertion.get("data", {}).get("actions") or [{}])[0]
-            report.action, report.source_type = first.get("action"), first.get("digitalSourceType")
+            made = (assertion.get("data", {}).get("actions") or [{}])[-1]  # an edit opens its parent first
+            report.action, report.source_type = made.get("action"), made.get("digitalSourceType")
         elif assertion.get("label") == GENERATION:
             report.generation = assertion.get("data") or {}
     ingredients = active.get("ingredients") or []
@@ -338,4 +370,4 @@ def read_credentials(path: Path, config: Path | None = None) -> Credentials:
 
 
 def _reader_format(path: Path) -> str:
-    return SIGNED_FORMATS.get(path.suffix.lower().lstrip("."), "application/octet-stream")
+    return SIGNED_SUFFIXES.get(path.suffix.lower(), "application/octet-stream")
