@@ -115,29 +115,36 @@ ARCHITECTURES = {
 SV3D_FAMILY = "sv3d"
 SV3D_P_FAMILY = "sv3d-p"  # sv3d_p: the camera of each frame in its conditioning vector
 SV3D_DECODER = {"up_block_types": ("UpDecoderBlock2D",) * 4, "use_post_quant_conv": False}
-SV3D_ARCHITECTURES = {
-    "sv3d-u": (
-        {**SVD_UNET, "projection_class_embeddings_input_dim": 256, "num_frames": 21},
-        {**SVD_VAE, **SV3D_DECODER},
-        SVD_CLIP,
-    ),
-    "sv3d-p": (
-        {**SVD_UNET, "projection_class_embeddings_input_dim": 1280, "num_frames": 21},
-        {**SVD_VAE, **SV3D_DECODER},
-        SVD_CLIP,
-    ),
-    "tiny-sv3d": (
-        {**TINY_UNET, "projection_class_embeddings_input_dim": 8, "num_frames": 21},
-        {**TINY_VAE, **SV3D_DECODER},
-        TINY_CLIP,
-    ),
-    # sv3d_p's vector keeps its real widths (256 + 512 + 512): the family embeds the camera at those.
-    "tiny-sv3d-p": (
-        {**TINY_UNET, "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 1280, "num_frames": 21},
-        {**TINY_VAE, **SV3D_DECODER},
-        TINY_CLIP,
-    ),
-}
+# By family: sv3d_u's (no camera) and sv3d_p's (a camera vector per frame).
+SV3D_ARCHITECTURES_OF = {
+    SV3D_FAMILY: {
+        "sv3d-u": (
+            {**SVD_UNET, "projection_class_embeddings_input_dim": 256, "num_frames": 21},
+            {**SVD_VAE, **SV3D_DECODER},
+            SVD_CLIP,
+        ),
+        "tiny-sv3d": (
+            {**TINY_UNET, "projection_class_embeddings_input_dim": 8, "num_frames": 21},
+            {**TINY_VAE, **SV3D_DECODER},
+            TINY_CLIP,
+        ),
+    },
+    SV3D_P_FAMILY: {
+        "sv3d-p": (
+            {**SVD_UNET, "projection_class_embeddings_input_dim": 1280, "num_frames": 21},
+            {**SVD_VAE, **SV3D_DECODER},
+            SVD_CLIP,
+        ),
+        # sv3d_p's vector keeps its real widths (256 + 512 + 512): the family embeds the camera at those.
+        "tiny-sv3d-p": (
+            {**TINY_UNET, "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 1280,
+             "num_frames": 21},
+            {**TINY_VAE, **SV3D_DECODER},
+            TINY_CLIP,
+        ),
+    },
+}  # fmt: skip
+SV3D_ARCHITECTURES = {name: arch for archs in SV3D_ARCHITECTURES_OF.values() for name, arch in archs.items()}
 
 
 def component_configs(arch: str) -> dict[str, dict]:
@@ -148,9 +155,7 @@ def component_configs(arch: str) -> dict[str, dict]:
 
 def architecture_family(arch: str) -> str:
     """The model family whose architecture `arch` is."""
-    if arch in ARCHITECTURES:
-        return FAMILY
-    return SV3D_P_FAMILY if arch in ("sv3d-p", "tiny-sv3d-p") else SV3D_FAMILY
+    return next((family for family, archs in SV3D_ARCHITECTURES_OF.items() if arch in archs), FAMILY)
 
 
 def build_random_pipeline(arch: str, device="cpu", dtype=None, seed: int = 0):

@@ -183,7 +183,8 @@ def match_architecture(header: Header) -> str:
             return arch
     raise ModelLoadError(
         f"{ref('model')} {header.path}: an SVD checkpoint of a size svd does not know (UNet input "
-        f"{found[0]}, CLIP patch {found[1]}); only the published SVD / SVD-XT shapes are supported.",
+        f"{found[0]}, CLIP patch {found[1]}); only the published shapes of SVD, SVD-XT and SV3D (sv3d_u, "
+        "sv3d_p) are supported.",
         path=header.path,
     )
 
