@@ -430,6 +430,9 @@ OPTIONS: tuple[Option, ...] = (
            "first [default: svd's local certificate, made once in its config folder].",
            default_label="svd's local certificate", example="me.pem", local_config=False),
     Option("sign_key", Path, "The PEM private key of sign_cert.", example="me.key", local_config=False),
+    Option("sign_tsa", str, "A time-stamp authority's URL (RFC 3161) that dates the content credentials' signature; "
+           "signing then needs the network [default: none: signed offline, undated].", example="http://127.0.0.1:9",
+           local_config=False),
     Option("out", Path, "Output file, or folder (mirrors input folders; end it with /) [default: next to each "
            "input].", short="o", default_label="next to each input", example="videos/", local_config=False),
     Option("name", str, "Name template: {stem} {seed} {index} {model} {fps} {frames} [default: {stem}; "

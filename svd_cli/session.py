@@ -107,7 +107,7 @@ class Session:
         first use; None when they are off or the format carries none."""
         req = self.request
         if self._signing_key is None and req.credentials and req.format in SIGNED_FORMATS:
-            self._signing_key = signing_key(req.sign_cert, req.sign_key)
+            self._signing_key = signing_key(req.sign_cert, req.sign_key, req.sign_tsa)
         return self._signing_key
 
     def load(self, first: GenerationSettings) -> None:

@@ -130,6 +130,10 @@ def test_a_gif_signed_with_the_users_own_certificate_names_its_signer(svd, tmp_p
         (["--sign-cert", "{png}", "--sign-key", "{key}"],
          "--sign-cert {png}: not a PEM file (no -----BEGIN line); give a PEM certificate chain or key."),
         (["--sign-cert", "{root}", "--sign-key", "{other}"], "--sign-cert {root}: C2PA refuses this chain ("),
+        # nothing listens on port 9 of this machine: the authority does not answer, before any work
+        (["--sign-tsa", "http://127.0.0.1:9"], "--sign-tsa http://127.0.0.1:9: no time stamp from this authority ("),
+        (["--sign-tsa", "ftp://127.0.0.1"],
+         "--sign-tsa ftp://127.0.0.1: give the http:// or https:// address of a time-stamp authority."),
     ],
 )  # fmt: skip
 def test_a_certificate_that_cannot_sign_is_one_line_before_any_work(svd, tmp_path, args, line):

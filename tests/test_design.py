@@ -30,7 +30,7 @@ NOT_RECORDED |= {"preview", "keep_preview"}  # a file watched while the video is
 NOT_RECORDED |= {"draft"}  # a preset: the recipe records the settings it sets (decoder, keep_latents)
 NOT_RECORDED |= {"masks"}  # where each photo's mask is found: the recipe records the mask itself (input.mask)
 NOT_RECORDED |= {"gallery"}  # a page about the run, not part of any video
-NOT_RECORDED |= {"sign_cert", "sign_key"}  # who signs the credentials: the video itself says so
+NOT_RECORDED |= {"sign_cert", "sign_key", "sign_tsa"}  # who signs the credentials: the video itself says so
 # Recorded options that cannot join the others' run (keep_latents refuses extend), replayed where they are tested.
 APART = {"keep_latents"}  # test_finish.py
 APART |= {"end", "keyframes"}  # refuse extend, mask and cache: test_ends.py

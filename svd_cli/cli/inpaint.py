@@ -37,8 +37,8 @@ def _declared(name: str):
 
 # The settings inpainting shares with svd animate, by name: each declared once, in the schema.
 SHARED = ("model", "steps", "motion_bucket", "noise_aug", "min_cfg", "max_cfg", "seed", "mask_feather", "format",
-          "overwrite", "watermark", "credentials", "sign_cert", "sign_key", "memory", "device", "dtype", "ray",
-          "ray_address", "workers")  # fmt: skip
+          "overwrite", "watermark", "credentials", "sign_cert", "sign_key", "sign_tsa", "memory", "device", "dtype",
+          "ray", "ray_address", "workers")  # fmt: skip
 
 
 def inpaint(
@@ -60,6 +60,7 @@ def inpaint(
     credentials: _declared("credentials") = None,
     sign_cert: _declared("sign_cert") = None,
     sign_key: _declared("sign_key") = None,
+    sign_tsa: _declared("sign_tsa") = None,
     memory: _declared("memory") = BY_NAME["memory"].default,
     device: _declared("device") = BY_NAME["device"].default,
     dtype: _declared("dtype") = BY_NAME["dtype"].default,

@@ -10,7 +10,7 @@ Who signs: `--sign-cert`/`--sign-key` (a PEM chain and its key), or by default a
 config folder (`credentials/`): a root certificate of its own and a signing certificate issued from it, as C2PA's
 certificate profile refuses a self-signed signing certificate. That root is on no trust list, so a reader finds the
 signature valid and its signer unknown: the credential proves the file is unchanged since it was signed, not who
-made it. No time-stamp authority is asked, so signing works offline.
+made it. No time-stamp authority is asked unless `--sign-tsa` names one, so signing works offline.
 
 MP4 and GIF carry credentials, and each PNG of a frames folder its own; WebM does not (c2pa cannot carry them in
 WebM).
@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,19 +60,34 @@ class SigningKey:
     key: bytes
     algorithm: str  # c2pa's name: es256, es384, es512, ps256, ed25519
     source: str  # "svd's local certificate" or the certificate file's path
+    time_stamps: str | None = None  # a time-stamp authority's URL (None: no time stamp, signing works offline)
 
 
-def signing_key(cert: Path | None, key: Path | None, config: Path | None = None) -> SigningKey:
-    """The user's chain and key when both are given, else svd's local chain (made on first use).
+def signing_key(
+    cert: Path | None, key: Path | None, time_stamps: str | None = None, config: Path | None = None
+) -> SigningKey:
+    """The user's chain and key when both are given, else svd's local chain (made on first use), time-stamped
+    by the authority at `time_stamps` if one is given.
 
-    One OptionError line for a missing, unreadable or mismatched file, before any work."""
+    One OptionError line for a missing, unreadable or mismatched file, or an authority that does not answer,
+    before any work."""
     if (cert is None) != (key is None):
         given, missing = ("sign_cert", "sign_key") if cert is not None else ("sign_key", "sign_cert")
         raise OptionError(given, cert or key, f"give the other half too: {ref(missing)} (a PEM file).")
     if cert is None:
-        return _local_key(config or user_config_dir())
-    chain, pem_key = _read_pem("sign_cert", cert), _read_pem("sign_key", key)
-    return _checked_key(chain, pem_key, cert, key, source=str(cert))
+        signing = _local_key(config or user_config_dir())
+    else:
+        chain, pem_key = _read_pem("sign_cert", cert), _read_pem("sign_key", key)
+        signing = _checked_key(chain, pem_key, cert, key, source=str(cert))
+    if time_stamps is None:
+        return signing
+    if not time_stamps.startswith(("http://", "https://")):
+        raise OptionError("sign_tsa", time_stamps, "give the http:// or https:// address of a time-stamp authority.")
+    signing = replace(signing, time_stamps=time_stamps)
+    if (refused := _trial_signature(signing)) is not None:
+        raise OptionError("sign_tsa", time_stamps, f"no time stamp from this authority ({refused}); check the "
+                          "address, or leave it out (the credentials are then signed offline, undated).")  # fmt: skip
+    return signing
 
 
 def _read_pem(option: str, path: Path) -> bytes:
@@ -134,7 +149,7 @@ def _trial_signature(signing: SigningKey) -> str | None:
     picture.seek(0)
     trial = {**manifest({}, "svd's trial signature", "gif"), "format": "image/png"}
     try:
-        info = c2pa.C2paSignerInfo(signing.algorithm.encode(), signing.chain, signing.key, None)
+        info = c2pa.C2paSignerInfo(signing.algorithm.encode(), signing.chain, signing.key, signing.time_stamps)
         with c2pa.Builder(json.dumps(trial)) as builder, c2pa.Signer.from_info(info) as signer:
             builder.sign(signer, "image/png", picture, io.BytesIO())
     except c2pa.C2paError as exc:
@@ -280,7 +295,7 @@ def _sign_file(path: Path, fmt: str, recipe: dict, key: SigningKey, ingredient: 
                          "label": INGREDIENT}  # fmt: skip
                 with ingredient.open("rb") as stream:
                     builder.add_ingredient(json.dumps(facts), media, stream)
-            info = c2pa.C2paSignerInfo(key.algorithm.encode(), key.chain, key.key, None)
+            info = c2pa.C2paSignerInfo(key.algorithm.encode(), key.chain, key.key, key.time_stamps)
             with c2pa.Signer.from_info(info) as signer, path.open("rb") as source, signed.open("w+b") as target:
                 builder.sign(signer, SIGNED_FORMATS[fmt], source, target)
         os.replace(signed, path)
