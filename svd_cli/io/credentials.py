@@ -12,8 +12,8 @@ certificate profile refuses a self-signed signing certificate. That root is on n
 signature valid and its signer unknown: the credential proves the file is unchanged since it was signed, not who
 made it. No time-stamp authority is asked unless `--sign-tsa` names one, so signing works offline.
 
-MP4 and GIF carry credentials, and each PNG of a frames folder its own; WebM does not (c2pa cannot carry them in
-WebM).
+MP4 and GIF carry credentials, and each PNG of a frames folder its own, as does the still of a first frame the
+text-to-image model drew (naming that model); WebM does not (c2pa cannot carry them in WebM).
 """
 
 from __future__ import annotations
@@ -247,9 +247,10 @@ def recipe_digest(recipe: dict) -> str:
     return hashlib.sha256(json.dumps({**recipe, "output": output}, sort_keys=True).encode()).hexdigest()
 
 
-def manifest(recipe: dict, title: str, fmt: str, parent: bool = False) -> dict:
+def manifest(recipe: dict, title: str, fmt: str, parent: bool = False, model: dict | None = None) -> dict:
     """The C2PA manifest of one video made by `recipe`; `parent`: an inpainted video's input is its ingredient
-    `INGREDIENT` (C2PA wants an edit to open its parent first; without one, the video is created, as a composite)."""
+    `INGREDIENT` (C2PA wants an edit to open its parent first; without one, the video is created, as a composite);
+    `model`: the model that made it, when not the recipe's video model (the text-to-image model of a still)."""
     inpainted = recipe.get("command") == "inpaint"
     agent = {"name": "svd", "version": __version__}
     source_type = SOURCE_TYPES["edited" if inpainted else "created"]
@@ -257,7 +258,7 @@ def manifest(recipe: dict, title: str, fmt: str, parent: bool = False) -> dict:
             "softwareAgent": agent}  # fmt: skip
     opened = [{"action": "c2pa.opened", "parameters": {"ingredientIds": [INGREDIENT]}}] if inpainted and parent else []
     generation = {
-        "model": {k: v for k, v in (recipe.get("model") or {}).items() if k != "path" and v is not None},
+        "model": {k: v for k, v in (model or recipe.get("model") or {}).items() if k != "path" and v is not None},
         "input_sha256": (recipe.get("input") or {}).get("sha256"),
         "recipe_sha256": recipe_digest(recipe),
     }
@@ -272,15 +273,20 @@ def manifest(recipe: dict, title: str, fmt: str, parent: bool = False) -> dict:
     }
 
 
-def sign(path: Path, fmt: str, recipe: dict, key: SigningKey, ingredient: Path | None, title: str) -> None:
+def sign(
+    path: Path, fmt: str, recipe: dict, key: SigningKey, ingredient: Path | None, title: str, model: dict | None = None
+) -> None:
     """Sign the written file at `path` in place (through a temporary file beside it), or each PNG of a frames
-    folder; `ingredient` is the picture or video it was made from (recorded when c2pa knows its format)."""
+    folder; `ingredient` is the picture or video it was made from (recorded when c2pa knows its format), `model`
+    the model that made it when not the recipe's video model."""
     files = sorted(p for p in path.iterdir() if p.suffix == ".png") if path.is_dir() else [path]
     for file in files:
-        _sign_file(file, fmt, recipe, key, ingredient, f"{title}/{file.name}" if path.is_dir() else title)
+        _sign_file(file, fmt, recipe, key, ingredient, f"{title}/{file.name}" if path.is_dir() else title, model)
 
 
-def _sign_file(path: Path, fmt: str, recipe: dict, key: SigningKey, ingredient: Path | None, title: str) -> None:
+def _sign_file(
+    path: Path, fmt: str, recipe: dict, key: SigningKey, ingredient: Path | None, title: str, model: dict | None
+) -> None:
     import c2pa
 
     media = INGREDIENT_TYPES.get(ingredient.suffix.lower()) if ingredient is not None and ingredient.is_file() else None
@@ -288,7 +294,7 @@ def _sign_file(path: Path, fmt: str, recipe: dict, key: SigningKey, ingredient: 
     context = c2pa.Context.from_dict({"builder": {"thumbnail": {"enabled": False}}})  # no copy of the input inside
     signed = temp_path_for(path)
     try:
-        made = manifest(recipe, title, fmt, parent=inpainted and media is not None)
+        made = manifest(recipe, title, fmt, parent=inpainted and media is not None, model=model)
         with c2pa.Builder(json.dumps(made), context=context) as builder:
             if media is not None:
                 facts = {"title": ingredient.name, "relationship": "parentOf" if inpainted else "inputTo",

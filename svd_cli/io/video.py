@@ -128,6 +128,9 @@ def write_video_and_recipe(
         recipe["output"]["bytes"], recipe["output"]["sha256"] = output_digest(tmp_video)
         if still is not None:
             still.save(tmp_still, format="PNG")
+            if signing is not None:  # a PNG, signed as each frame of a frames folder, by the model that drew it
+                image_model = (recipe.get("image") or {}).get("model")
+                sign(tmp_still, "frames", recipe, signing, made_from, title=still_final.name, model=image_model)
         tmp_json.write_text(json.dumps(recipe, indent=2) + "\n", encoding="utf-8")
         occ = occupant(final, fmt)
         if occ.state == "foreign":
