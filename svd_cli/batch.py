@@ -431,7 +431,11 @@ def _batch_page(session: Session, job_list: JobList) -> BatchPage | None:
     """The page `gallery` asks for, in the folder that holds every output of the run."""
     if not session.request.gallery or not job_list.jobs:
         return None
-    folder = Path(os.path.commonpath([job.output.parent.resolve() for job in job_list.jobs]))
+    try:
+        folder = Path(os.path.commonpath([job.output.parent.resolve() for job in job_list.jobs]))
+    except ValueError:  # Windows: outputs on two drives share no folder
+        why = f"{ref('gallery')} puts one page in the folder that holds every output, and they are on different drives"
+        raise UsageError(f"{why}: give {ref('out')}.", option="gallery") from None
     return BatchPage(folder, len(job_list.jobs))
 
 
