@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 END_GUIDANCE = 1.0
 
 
+SIGNING_OPTIONS = ("credentials", "sign_cert", "sign_key", "sign_tsa")  # what decides who signs a session's videos
+
+
 class Session:
     """The per-video path for one request's settings, over the models of its run."""
 
@@ -63,8 +66,12 @@ class Session:
         self._signing_key: SigningKey | None = None
 
     def derive(self, request: Request) -> Session:
-        """A session for other settings on the same resolved and loaded models (the API's per-call options)."""
-        return Session(request, self.progress, self.models)
+        """A session for other settings on the same resolved and loaded models (the API's per-call options), and
+        the same signing key while the call signs as this session does (read and checked once, not every call)."""
+        derived = Session(request, self.progress, self.models)
+        if all(request.given(name) == self.request.given(name) for name in SIGNING_OPTIONS):
+            derived._signing_key = self._signing_key
+        return derived
 
     source = property(lambda self: self.models.source)
     defaults = property(lambda self: self.models.defaults)

@@ -11,13 +11,13 @@ from typing import Annotated
 import typer
 
 from ..errors import SvdError, UsageError
-from ..io.bounded import BoundedReadError, load_json, read_text
 from ..io.credentials import Credentials, carries_credentials, read_credentials, recipe_digest
-from ..io.safety import sidecar_path
+from ..io.safety import recipe_for, sidecar_path
+from ..options import FORMATS
 from ..stages.watermark import BITS, WatermarkReport, read_watermark
 from .common import Debug, words
 
-VIDEO_SUFFIXES = (".mp4", ".gif", ".webm")
+VIDEO_SUFFIXES = tuple(f".{fmt}" for fmt in FORMATS if fmt != "frames")  # the formats that are one file
 PROVES = "a credential proves the file is unchanged since it was signed, not who made it"
 
 
@@ -87,16 +87,14 @@ def _expand(arguments: list[str]) -> list[Path]:
 
 
 def _recipe_state(path: Path, credentials: Credentials) -> str | None:
-    """Whether the recipe beside the video is the one its credentials were signed with: matches, differs or None."""
+    """Whether the recipe beside the video is the one its credentials were signed with: matches, differs (or is not
+    svd's recipe for it), or None (none beside it, or nothing signed)."""
     signed = credentials.generation.get("recipe_sha256")
-    sidecar = sidecar_path(path, "frames" if path.is_dir() else path.suffix.lstrip("."))
-    if signed is None or not sidecar.is_file():
+    fmt = "frames" if path.is_dir() else path.suffix.lower().lstrip(".")
+    if signed is None or not sidecar_path(path, fmt).is_file():
         return None
-    try:
-        recipe = load_json(read_text(sidecar))
-    except (OSError, ValueError, BoundedReadError):
-        return "differs"
-    return "matches" if isinstance(recipe, dict) and recipe_digest(recipe) == signed else "differs"
+    recipe = recipe_for(path, fmt)
+    return "matches" if recipe is not None and recipe_digest(recipe) == signed else "differs"
 
 
 def _credentials_line(credentials: Credentials, recipe: str | None) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 from .._version import __version__
 from ..errors import OptionError, SvdError, ref
 from ..paths import user_config_dir
-from .safety import TEMP_MARK, remove, temp_path_for
+from .safety import TEMP_MARK, frame_pngs, remove, temp_path_for
 
 # The written formats that carry credentials, and the media type c2pa signs them as (a frames folder: each PNG).
 SIGNED_FORMATS = {"mp4": "video/mp4", "gif": "image/gif", "frames": "image/png"}
@@ -147,7 +147,7 @@ def _trial_signature(signing: SigningKey) -> str | None:
     picture = io.BytesIO()
     Image.new("RGB", (1, 1)).save(picture, format="PNG")
     picture.seek(0)
-    trial = {**manifest({}, "svd's trial signature", "gif"), "format": "image/png"}
+    trial = manifest({}, "svd's trial signature", "frames")  # a PNG, as a frame is
     try:
         info = c2pa.C2paSignerInfo(signing.algorithm.encode(), signing.chain, signing.key, signing.time_stamps)
         with c2pa.Builder(json.dumps(trial)) as builder, c2pa.Signer.from_info(info) as signer:
@@ -279,7 +279,7 @@ def sign(
     """Sign the written file at `path` in place (through a temporary file beside it), or each PNG of a frames
     folder; `ingredient` is the picture or video it was made from (recorded when c2pa knows its format), `model`
     the model that made it when not the recipe's video model."""
-    files = sorted(p for p in path.iterdir() if p.suffix == ".png") if path.is_dir() else [path]
+    files = frame_pngs(path) if path.is_dir() else [path]
     for file in files:
         _sign_file(file, fmt, recipe, key, ingredient, f"{title}/{file.name}" if path.is_dir() else title, model)
 
@@ -337,7 +337,7 @@ class Credentials:
 
 def carries_credentials(path: Path) -> bool:
     """Whether `path` is of a kind svd signs: an MP4, a GIF, or a frames folder."""
-    return path.is_dir() or path.suffix.lower() in (".mp4", ".gif")
+    return path.is_dir() or path.suffix.lower().lstrip(".") in SIGNED_FORMATS.keys() - {"frames"}
 
 
 def read_credentials(path: Path, config: Path | None = None) -> Credentials:
@@ -346,7 +346,7 @@ def read_credentials(path: Path, config: Path | None = None) -> Credentials:
     root = local_root(config)
     if not path.is_dir():
         return _read_file(path, root)
-    frames = sorted(p for p in path.iterdir() if p.suffix == ".png")
+    frames = frame_pngs(path)
     reports = [_read_file(frame, root) for frame in frames]
     if not reports or all(report.state == "none" for report in reports):
         return Credentials("none")

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import UsageError, ref
+from .safety import frame_pngs
 from .video import atomic_output
 
 PAGE = "index.html"
@@ -83,8 +84,8 @@ class BatchPage:
     # --- the page ------------------------------------------------------------------------------------------
 
     def render(self, running: bool, interrupted: bool = False) -> str:
-        counts = {status: sum(e.status == status for e in self.entries) for status in ("made", "found", "failed")}
-        counts["skipped"] = sum(e.status == "skipped" for e in self.entries)
+        statuses = ("made", "found", "skipped", "failed")
+        counts = {status: sum(e.status == status for e in self.entries) for status in statuses}
         elapsed = time.monotonic() - self.started
         if running:
             state = f"running: {len(self.entries)} of {self.total} done; this page reloads every {RELOAD} s"
@@ -124,7 +125,7 @@ class BatchPage:
         elif video.suffix.lower() == ".gif":
             shown = f'<img src="{self._href(video)}" alt="{html.escape(video.name)}">'
         else:  # a frames folder: its first frame
-            first = min(video.glob("frame_*.png"), default=None) if video.is_dir() else None
+            first = next(iter(frame_pngs(video)), None) if video.is_dir() else None
             shown = f'<img src="{self._href(first)}" alt="{html.escape(video.name)}">' if first else ""
         facts = [f"seed {entry.seed}", entry.model or ""]
         facts += [f"{name.replace('_', ' ')} {value}" for name, value in entry.changed.items()]

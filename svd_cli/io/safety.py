@@ -137,6 +137,11 @@ def refusal(occ: Occupant) -> str:
     return f"{occ.why}; svd never replaces what it did not make: move it away or choose another {ref('out')}"
 
 
+def frame_pngs(folder: Path) -> list[Path]:
+    """The frames of a frames folder as players and readers take them: its PNGs in name order."""
+    return sorted(folder.glob("*.png"))
+
+
 def _is_frame_file(p: Path) -> bool:
     return p.is_file() and not p.is_symlink() and p.name.startswith(FRAME_PREFIX) and p.suffix == ".png"
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from ..errors import SvdError, UsageError, first_line, ref
 from ..options import FORMATS
 from .credentials import SIGNED_FORMATS, SigningKey, sign
-from .safety import TEMP_MARK, occupant, output_digest, refusal, remove, sidecar_path, temp_path_for
+from .safety import TEMP_MARK, frame_pngs, occupant, output_digest, refusal, remove, sidecar_path, temp_path_for
 
 __all__ = ["sidecar_path", "temp_path_for", "write_frames", "write_json", "write_video_and_recipe"]
 
@@ -194,7 +194,7 @@ def _png_frames(folder: Path) -> Iterator[np.ndarray]:
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
-    pngs = sorted(folder.glob("*.png"))
+    pngs = frame_pngs(folder)
     if not pngs:
         raise UsageError(f"{folder} holds no PNG frames; give a video file or a folder svd wrote with "
                          f"{ref('format')} frames.", path=folder)  # fmt: skip
