@@ -242,6 +242,28 @@ def test_only_a_dead_processs_lock_is_removed_after_the_fact(tmp_path):
     assert not remove_dead_claim(tmp_path / "none.mp4")
 
 
+def test_a_killed_process_not_yet_reaped_holds_nothing(tmp_path):
+    """A Ray worker killed mid-video stays a zombie until Ray reaps it; its video is made again on another worker
+    meanwhile, which takes over the lock and removes the temporary file instead of skipping the video."""
+    from svd_cli.io.safety import claim
+
+    out = tmp_path / "v.mp4"
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        _lock(out, owner.pid)
+        partial = tmp_path / f".v.mp4.svd-partial-{owner.pid}-0a1b2c3d.mp4"
+        partial.write_bytes(b"half a video")
+        owner.kill()  # and not waited for: a zombie
+        while psutil.Process(owner.pid).status() != psutil.STATUS_ZOMBIE:
+            pass
+        with claim(out):
+            assert int((tmp_path / ".v.mp4.svd-lock").read_text().split()[0]) == os.getpid()
+            assert not partial.exists()
+    finally:
+        owner.kill()
+        owner.wait()
+
+
 def test_a_failed_video_leaves_no_folder_it_made_behind(svd, tiny_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "photo.png").write_bytes((EXAMPLES / "coffee.png").read_bytes())

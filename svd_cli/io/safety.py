@@ -250,15 +250,23 @@ def _start_time(pid: int) -> float | None:
 
 
 def _alive(pid: int, started: float | None) -> bool:
-    """Whether process `pid` (started at `started`, if known) still runs; a reused pid does not count."""
+    """Whether process `pid` (started at `started`, if known) still runs; a reused pid does not count, and
+    neither does a zombie: a killed process its parent has not reaped yet (a Ray worker, for a while) holds
+    nothing any more."""
     import psutil
 
-    if pid <= 0 or not psutil.pid_exists(pid):
+    if pid <= 0:
         return False
-    if started is None:
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        actual = process.create_time()
+    except psutil.AccessDenied:  # another user's process: it runs, and its start time cannot be read
         return True
-    actual = _start_time(pid)
-    return actual is not None and abs(actual - started) < 1.0
+    except (psutil.Error, OSError):  # gone
+        return False
+    return started is None or abs(actual - started) < 1.0
 
 
 def _holder(lock: Path) -> int | None:
