@@ -154,7 +154,7 @@ def test_six_photos_on_two_workers_survive_a_killed_worker_and_equal_one_process
     # Every photo made exactly once, by both workers; the broken one reported once and not retried.
     ok = [x for x in results if x["status"] == "ok"]
     failed = [x for x in results if x["status"] == "failed"]
-    assert sorted(x["input"] for x in ok) == sorted(str(p) for p in photos)
+    assert sorted(x["input"] for x in ok) == sorted(str(p) for p in photos), (results, stderr)
     assert [Path(x["input"]).name for x in failed] == ["broken.png"] and "not an image" in failed[0]["error"]
     assert stderr.count("broken.png") == 1
     assert summary["done"] == 6 and summary["failed"] == 1 and summary["retried"] == 1
