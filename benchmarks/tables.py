@@ -17,6 +17,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+def streamed_note(streamed: int) -> str:
+    """How many of a row's copies overlap the computation (streamed offload), if any."""
+    return f" ({streamed / 2**30:.2f} streamed)" if streamed else ""
+
+
 def simulated_table() -> str:
     import diffusers
     import torch
@@ -40,11 +45,13 @@ def simulated_table() -> str:
         stages = " / ".join(f"{r.stage_peak_bytes[s] / 2**30:.2f}" for s in ("encode", "step", "decode"))
         cards = fits_cards(r.peak_bytes)
         moved = r.transfer_bytes(25)
-        floors = time_floors(r.flops(25), moved)
+        floors = time_floors(r.flops(25), moved, r.streamed_bytes(25))
         lines.append(
             f"| `{r.name}` | {', '.join(r.savers) or 'none'} | {r.peak_bytes / 2**30:.2f} | {stages} | "
             f"{cards[0] if cards else '> 80'} GB | {r.flops(25) / 1e12:,.0f} | {r.flops(25) / high.flops(25):.3f}x | "
-            f"{moved / 2**30:.2f} | " + " | ".join(f"{floors[g]:.1f}" for g in gpus) + " |"
+            f"{moved / 2**30:.2f}{streamed_note(r.streamed_bytes(25))} | "
+            + " | ".join(f"{floors[g]:.1f}" for g in gpus)
+            + " |"
         )
     return "\n".join(lines)
 

@@ -83,6 +83,7 @@ SAVERS = {
     "ff_chunking": MemoryPlan("custom", ff_chunk_tokens=256),
     "attention_slicing": MemoryPlan("custom", attention="sliced", attention_slice_scores=4096),
     "model_offload": MemoryPlan("custom", offload="model"),
+    "streamed_offload": MemoryPlan("custom", offload="stream"),
     "sequential_offload": MemoryPlan("custom", offload="sequential"),
     "vae_tiling": MemoryPlan("custom", vae_tiling=True, vae_tile=32),
     "all_together": MemoryPlan(
@@ -103,6 +104,26 @@ def test_each_saver_keeps_the_frames(model, picture, reference, saver):
     frames = generate(model, SAVERS[saver], picture)
     assert frames.shape == reference.shape
     assert np.abs(frames - reference).max() <= 1e-4
+
+
+def test_streamed_offload_really_streams_the_unet_layer_by_layer(model, picture):
+    """The fidelity above means something only if every UNet layer was under diffusers' group offloading while the
+    video was made (on the CPU without streams: each layer's weights moved before it ran), and nothing is left
+    hooked after release (a later profile starts clean)."""
+    unet = model.pipe.unet
+
+    def grouped() -> list[str]:
+        hooks = {name: getattr(m, "_diffusers_hook", None) for name, m in unet.named_modules()}
+        return [name for name, registry in hooks.items() if registry and registry.get_hook("group_offloading")]
+
+    layers = [name for name, m in unet.named_modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    video_model = VideoModel(model, MemoryPlan("custom", offload="stream"))
+    try:
+        assert set(layers) <= set(grouped())
+        video_model(picture, SETTINGS)
+    finally:
+        video_model.placement.release()
+    assert grouped() == [] and {p.device.type for p in unet.parameters()} == {"cpu"}
 
 
 def test_attention_slicing_really_slices(model, picture, monkeypatch):

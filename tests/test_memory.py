@@ -43,7 +43,7 @@ def test_the_fallback_estimate_orders_the_profiles_within_their_targets():
 
 
 @pytest.mark.parametrize(
-    "free_gib, expected", [(80, "high"), (24, "balanced"), (12, "balanced"), (8, "low"), (6, "low"), (4, "min")]
+    "free_gib, expected", [(80, "high"), (24, "balanced"), (12, "balanced"), (8, "low"), (4, "low"), (3, "min")]
 )
 def test_auto_picks_the_fastest_profile_that_fits(free_gib, expected):
     plan, estimates = choose_profile(free_gib * GIB, SVD_XT)

@@ -260,7 +260,9 @@ def test_doctor_and_auto_pick_through_one_function():
 
 def test_transfers_count_offloaded_weights_once_or_every_call_as_the_hooks_move_them():
     """Host <-> device copies: resident weights move once a video; model offload moves the UNet in once (not per
-    step); sequential offload moves every UNet weight in for each of a step's two CFG halves."""
+    step); streamed and sequential offload move every UNet weight in for each of a step's two CFG halves, the
+    streamed ones beside the computation (the floor takes the longer of the two), the sequential ones before
+    each layer runs (the floor adds them)."""
     from diffusers import UNetSpatioTemporalConditionModel
 
     from svd_cli.models.architectures import ARCHITECTURES
@@ -271,13 +273,29 @@ def test_transfers_count_offloaded_weights_once_or_every_call_as_the_hooks_move_
     job = Job(frames=2, width=128, height=64, dtype="fp16")
     rows = {name: simulate(architecture_for("tiny"), plan_for(name), job, use_cache=False) for name in PROFILE_ORDER}
     high, low, low_min = rows["high"], rows["low"], rows["min"]
+    model = simulate(architecture_for("tiny"), replace(plan_for("low"), offload="model"), job, use_cache=False)
     frames_bytes = 2 * 3 * 64 * 128 * 4  # the finished frames (fp32) back to the host
     assert high.weights_bytes + frames_bytes <= high.placement_transfer_bytes  # and a few buffers:
     assert high.placement_transfer_bytes < high.weights_bytes + frames_bytes + 64 * 1024
     assert high.stage_transfer_bytes["step"] < 1024 and not high.offload
-    assert low.offload and low.placement_transfer_bytes >= unet_bytes and low.stage_transfer_bytes["step"] < unet_bytes
+    assert model.offload and model.placement_transfer_bytes >= unet_bytes
+    assert model.stage_transfer_bytes["step"] < unet_bytes and model.streamed_bytes(25) == 0
+
+    # Streamed (low): each half's UNet weights, all on the copy stream; the rest (the encoders and the VAE moved
+    # whole, inputs, frames) on the compute stream.
+    assert low.offload and low.stage_streamed_bytes["step"] == 2 * unet_bytes
+    assert low.stage_transfer_bytes["step"] < 2 * unet_bytes + 64 * 1024
+    video, streamed, rate = low.transfer_bytes(25), low.streamed_bytes(25), 25e9
+    assert streamed == 25 * 2 * unet_bytes and low.as_json(25)["streamed_bytes"] == streamed
+    compute = time_floors(low.flops(25))["RTX 3060"]
+    assert low.as_json(25)["time_floor_seconds"]["RTX 3060"] == pytest.approx(
+        max(compute, streamed / rate) + (video - streamed) / rate, abs=0.01
+    )
+
+    # Sequential (min): the same copies, none beside the computation.
     assert 2 * unet_bytes <= low_min.stage_transfer_bytes["step"] < 2 * unet_bytes + 64 * 1024
     video = low_min.transfer_bytes(25)
     assert video > 25 * 2 * unet_bytes and low_min.as_json(25)["transfer_bytes"] == video
-    floor = time_floors(low_min.flops(25))["RTX 3060"] + video / 25e9
+    assert low_min.streamed_bytes(25) == 0
+    floor = time_floors(low_min.flops(25))["RTX 3060"] + video / rate
     assert low_min.as_json(25)["time_floor_seconds"]["RTX 3060"] == pytest.approx(floor, abs=0.01)

@@ -4,7 +4,7 @@
 |----------|---------------------|--------------|--------------|--------------------|-------------------------------|
 | high     | resident            | one batch    | whole        | SDPA / xformers    | all frames in one call        |
 | balanced | resident            | split        | chunked      | SDPA / xformers    | 5 frames a call, tiled (256)  |
-| low      | model CPU offload   | split        | chunked      | sliced if no SDPA  | 5 frames a call, tiled (256)  |
+| low      | streamed offload    | split        | chunked      | sliced if no SDPA  | 5 frames a call, tiled (256)  |
 | min      | sequential offload  | split        | chunked      | sliced if no SDPA  | 2 frames a call, tiled (256)  |
 
 Targets for SVD-XT, 25 frames, 1024x576, fp16, simulated peak of live device bytes (planning/simulate.py):
@@ -34,7 +34,7 @@ class MemoryPlan:
     """Which savers are on. Each field maps to one mechanism in svd_cli.memory."""
 
     profile: str
-    offload: str = "none"  # none | model | sequential            (placement.py)
+    offload: str = "none"  # none | model | stream | sequential   (placement.py)
     cfg_split: bool = False  # run the two CFG halves one after the other (stages/animate.py)
     ff_chunk_tokens: int | None = None  # feed-forward token slices (feedforward.py)
     attention: str = "auto"  # auto | sdpa | sliced | xformers      (attention.py)
@@ -52,7 +52,7 @@ class MemoryPlan:
         """Human names of the savers that are on, for the run's output."""
         names = []
         if self.offload != "none":
-            names.append(f"{self.offload} offload")
+            names.append("streamed offload" if self.offload == "stream" else f"{self.offload} offload")
         if self.cfg_split:
             names.append("CFG split")
         if self.ff_chunk_tokens:
@@ -73,7 +73,7 @@ PROFILES: dict[str, MemoryPlan] = {
     ),
     "low": MemoryPlan(
         "low",
-        offload="model",
+        offload="stream",
         cfg_split=True,
         ff_chunk_tokens=16384,
         slice_attention=True,
@@ -149,9 +149,9 @@ def estimate_peak_bytes(plan: MemoryPlan, job: JobShape) -> int:
     def resident(active: str) -> int:
         if plan.offload == "none":
             return sum(weights.values())
-        if plan.offload == "model":
+        if plan.offload == "model" or (plan.offload == "stream" and active != "unet"):
             return weights[active]
-        return min(weights[active], 64 * 2**20)  # sequential: about one layer at a time
+        return min(weights[active], 64 * 2**20)  # sequential, or a streamed UNet: about one layer at a time
 
     # UNet: skips held for the up path (~5.4 x base channels over all levels) plus the largest transient:
     # a GEGLU feed-forward (12 x base channels) unless chunked, else resnet/attention temporaries (4 x).
