@@ -19,7 +19,8 @@ def _frames(folder) -> np.ndarray:
 
 
 def test_fp8_weights_change_the_frames_a_little_and_every_profile_alike(svd, tiny_dir, tmp_path):
-    runs = {"full": (), "fp8": ("--weights", "fp8"), "fp8-min": ("--weights", "fp8", "--memory", "min")}
+    runs = {"full": (), "fp8": ("--weights", "fp8"), "fp8-low": ("--weights", "fp8", "--memory", "low"),
+            "fp8-min": ("--weights", "fp8", "--memory", "min")}  # fmt: skip
     for name, extra in runs.items():
         result = svd(*ARGS, *extra, "--out", tmp_path / name)
         assert result.code == 0, result.err
@@ -27,8 +28,9 @@ def test_fp8_weights_change_the_frames_a_little_and_every_profile_alike(svd, tin
     difference = np.abs(full - fp8)
     print(f"fp8 weights vs full, tiny model: max {difference.max()}, mean {difference.mean():.2f} levels of 255")
     assert 0 < difference.mean() < 12  # rounded weights, the same arithmetic: near, not equal
-    # The memory savers schedule the same work (sequential offload moves the fp8 weights): the frames stay within
-    # one level, as with full weights (test_fidelity.py).
+    # The memory savers schedule the same work (streamed and sequential offload move the fp8 weights, cast after
+    # each layer's move): the frames stay within one level, as with full weights (test_fidelity.py).
+    assert np.abs(_frames(tmp_path / "fp8-low") - fp8).max() <= 1
     assert np.abs(_frames(tmp_path / "fp8-min") - fp8).max() <= 1
     # Recorded when set (test_design.py replays every recorded option), and nothing new in other recipes.
     recipe = json.loads((tmp_path / "fp8.frames.json").read_text())

@@ -258,9 +258,9 @@ def test_each_profiles_upscale_tile_fits_beside_svd_on_that_profile():
     """Real-ESRGAN x2plus at full size (23 blocks, 64 features, fp16) on fake tensors, one 1024x576 frame.
 
     SVD-XT is still loaded when its video is upscaled: all its weights on high and balanced, at most its largest
-    component under streamed offload (low: the components it moves whole), about one layer under sequential offload
-    (min). Targets: balanced 7.5
-    GiB, low 5, min 3 (memory/profiles.py); high is held to balanced's target, below high's own SVD peak.
+    component under streamed offload (low: the components it moves whole), about one layer under sequential
+    offload (min). Targets: balanced 7.5 GiB, low 5, min 3 (memory/profiles.py); high is held to balanced's
+    target, below high's own SVD peak.
     Measured: high 0.95 GiB (whole frame), balanced 0.23, low 0.14, min 0.11; SVD-XT's weights 4.24 GiB.
     """
     from svd_cli.memory.profiles import PROFILE_ORDER, tile_for
