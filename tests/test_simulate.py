@@ -260,12 +260,11 @@ def test_doctor_and_auto_pick_through_one_function():
 
 def test_transfers_count_offloaded_weights_once_or_every_call_as_the_hooks_move_them():
     """Host <-> device copies: resident weights move once a video; model offload moves the UNet in once (not per
-    step); streamed and sequential offload move every UNet weight in for each of a step's two CFG halves, the
-    streamed ones beside the computation (the floor takes the longer of the two), the sequential ones before
-    each layer runs (the floor adds them)."""
+    step); streamed and sequential offload move every UNet weight in for each of a step's two CFG halves, beside
+    the computation (the floor takes the longer of the two, and adds the copies that block it)."""
     from diffusers import UNetSpatioTemporalConditionModel
 
-    from svd_cli.models.architectures import ARCHITECTURES
+    from svd_cli.models.architectures import ARCHITECTURES, build_random_pipeline
     from svd_cli.planning.simulate import Job, architecture_for, simulate, time_floors
 
     unet = UNetSpatioTemporalConditionModel(**ARCHITECTURES["tiny"][0])
@@ -281,21 +280,20 @@ def test_transfers_count_offloaded_weights_once_or_every_call_as_the_hooks_move_
     assert model.offload and model.placement_transfer_bytes >= unet_bytes
     assert model.stage_transfer_bytes["step"] < unet_bytes and model.streamed_bytes(25) == 0
 
-    # Streamed (low): each half's UNet weights, all on the copy stream; the rest (the encoders and the VAE moved
-    # whole, inputs, frames) on the compute stream.
-    assert low.offload and low.stage_streamed_bytes["step"] == 2 * unet_bytes
-    assert low.stage_transfer_bytes["step"] < 2 * unet_bytes + 64 * 1024
+    # Streamed (low): each half's UNet weights (and a few layers' again, where diffusers' prefetch onloads a layer
+    # twice), all on the copy stream; the rest (the encoders and the VAE moved whole, inputs, frames) on the
+    # compute stream.
+    assert low.offload and 2 * unet_bytes <= low.stage_streamed_bytes["step"] < 2 * unet_bytes + 64 * 1024
+    assert low.stage_streamed_bytes["step"] <= low.stage_transfer_bytes["step"] < 2 * unet_bytes + 64 * 1024
     video, streamed, rate = low.transfer_bytes(25), low.streamed_bytes(25), 25e9
-    assert streamed == 25 * 2 * unet_bytes and low.as_json(25)["streamed_bytes"] == streamed
+    assert streamed == 25 * low.stage_streamed_bytes["step"] and low.as_json(25)["streamed_bytes"] == streamed
     compute = time_floors(low.flops(25))["RTX 3060"]
     assert low.as_json(25)["time_floor_seconds"]["RTX 3060"] == pytest.approx(
         max(compute, streamed / rate) + (video - streamed) / rate, abs=0.01
     )
 
-    # Sequential (min): the same copies, none beside the computation.
-    assert 2 * unet_bytes <= low_min.stage_transfer_bytes["step"] < 2 * unet_bytes + 64 * 1024
-    video = low_min.transfer_bytes(25)
-    assert video > 25 * 2 * unet_bytes and low_min.as_json(25)["transfer_bytes"] == video
-    assert low_min.streamed_bytes(25) == 0
-    floor = time_floors(low_min.flops(25))["RTX 3060"] + video / rate
-    assert low_min.as_json(25)["time_floor_seconds"]["RTX 3060"] == pytest.approx(floor, abs=0.01)
+    # Sequential (min): the image encoder's layers stream too, once a video; the VAE moves whole.
+    encoder_bytes = _tensor_bytes(build_random_pipeline("tiny", dtype=torch.float16).image_encoder)
+    streamed = low_min.stage_streamed_bytes
+    assert streamed["encode"] == encoder_bytes and streamed["step"] == low.stage_streamed_bytes["step"]
+    assert streamed["decode"] == 0 and low_min.streamed_bytes(25) == encoder_bytes + 25 * streamed["step"]

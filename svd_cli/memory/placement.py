@@ -4,17 +4,17 @@
 - model: components wait on the CPU and move to the device only for the step that uses them (the image
   encoder for step 2, the denoiser for denoising, the decoder for decoding), like diffusers' model CPU offload. Costs
   one host-device copy of each component per video.
-- stream: the denoiser's weights stay on the CPU and stream to the device layer by layer, the next layer's
-  copied on a second CUDA stream while the current one computes (diffusers' group offloading, leaf level, with
-  streams); the other components move whole, as in model offload. The denoiser takes one layer's weights
-  (and the next one's, in flight) instead of all of them, and on a card whose compute per step outlasts
-  copying the denoiser's weights twice over the bus (every consumer card on PCIe 4.0), no time is lost.
-  The weights wait in pinned host memory, copied there once. Without CUDA streams (the CPU, Apple's GPUs)
-  each layer's weights are copied before it runs, as in sequential offload.
-- sequential: weights stay on the CPU and stream to the device layer by layer as each layer runs
-  (accelerate's `cpu_offload`), for 4 GB cards. Slow: the UNet's weights cross the bus at every step. The
-  VAE's encoder and decoder (about 0.1 GB each in fp16) move whole instead: tiled VAE passes call each layer
-  many times, and streaming would copy its weights every time.
+- stream: the denoiser moves layer by layer (below); the other components move whole, as in model offload.
+  The denoiser takes one layer's weights (and the next one's, in flight) instead of all of them.
+- sequential: every component moves layer by layer, for 4 GB cards, but the VAE's encoder and decoder (about
+  0.1 GB each in fp16), which move whole: tiled VAE passes call each layer many times, and moving it layer by
+  layer would copy its weights every time.
+
+Layer by layer is diffusers' group offloading at leaf level: the weights wait in host memory (pinned, copied
+there once) and each layer's are copied to the device when it runs and dropped after. On CUDA the next layer's
+copy runs on a second stream while the current layer computes, so a card whose compute per step outlasts
+copying the UNet's weights twice over the bus (every consumer card on PCIe 4.0) loses no time to it. Without
+CUDA streams (the CPU, Apple's GPUs) each layer's weights are copied before it runs.
 """
 
 from __future__ import annotations
@@ -38,6 +38,11 @@ def has_streams(device: torch.device) -> bool:
     return device.type in ("cuda", "meta")
 
 
+def layer_by_layer(mode: str, name: str) -> bool:
+    """Whether offload `mode` moves component `name` layer by layer (else whole, or not at all)."""
+    return (mode == "stream" and name in STREAMED) or (mode == "sequential" and name not in MOVED_WHOLE)
+
+
 class Placement:
     """Moves model components to the execution device when a generation step needs them."""
 
@@ -48,63 +53,44 @@ class Placement:
         self.components = components
         self.device = device
         self.mode = mode
-        self._hooked: list[nn.Module] = []  # under accelerate's offload hooks
         self._grouped: list[nn.Module] = []  # under diffusers' group offloading hooks
         self._resident: set[str] = set()
 
     def apply(self) -> None:
         """Put every component where this mode wants it before the first video."""
-        cpu = torch.device("cpu")
         if self.mode == "none":
             for name, module in self.components.items():
                 module.to(self.device)
                 self._resident.add(name)
-        elif self.mode == "model":
-            for module in self.components.values():
-                module.to(cpu)
-        elif self.mode == "stream":
-            from diffusers.hooks import apply_group_offloading
+            return
+        from diffusers.hooks import apply_group_offloading
 
-            for name, module in self.components.items():
-                module.to(cpu)
-                if name in STREAMED:
-                    apply_group_offloading(module, onload_device=self.device, offload_type="leaf_level",
-                                           use_stream=has_streams(self.device))  # fmt: skip
-                    self._grouped.append(module)
-        else:
-            from accelerate import cpu_offload
-
-            for name, module in self.components.items():
-                if name in MOVED_WHOLE:
-                    module.to(cpu)  # small; moved whole (the encoder is upcast to fp32 for encoding)
-                    continue
-                module.to(cpu)
-                cpu_offload(module, execution_device=self.device)
-                self._hooked.append(module)
+        for name, module in self.components.items():
+            module.to("cpu")
+            if layer_by_layer(self.mode, name):
+                apply_group_offloading(module, onload_device=self.device, offload_type="leaf_level",
+                                       use_stream=has_streams(self.device))  # fmt: skip
+                self._grouped.append(module)
 
     @contextlib.contextmanager
     def use(self, name: str) -> Iterator[nn.Module]:
-        """Make component `name` runnable on the device for the duration of the block."""
+        """Make component `name` runnable on the device for the duration of the block: under offload, the
+        components moved whole make room, and `name` moves in whole unless its layers move one by one."""
         module = self.components[name]
-        moved_whole = {"model": True, "stream": name not in STREAMED, "sequential": name in MOVED_WHOLE}
-        if moved_whole.get(self.mode, False) or self.mode == "stream":  # a streamed denoiser needs the room too
+        if self.mode != "none":
             for other, m in self.components.items():
                 if other != name and other in self._resident:
                     m.to("cpu")
                     self._resident.discard(other)
-        if moved_whole.get(self.mode, False):
-            module.to(self.device)
-            self._resident.add(name)
+            if not layer_by_layer(self.mode, name):
+                module.to(self.device)
+                self._resident.add(name)
         yield module
 
     def release(self) -> None:
         """Undo offload hooks and bring every component back to the CPU (before re-planning)."""
-        from accelerate.hooks import remove_hook_from_module
         from diffusers.hooks import HookRegistry
 
-        for module in self._hooked:
-            remove_hook_from_module(module, recurse=True)
-        self._hooked.clear()
         for module in self._grouped:
             registry = HookRegistry.check_if_exists_or_initialize(module)
             for hook in GROUP_OFFLOAD_HOOKS:

@@ -30,7 +30,9 @@ Work a video repeats on same-shaped tensors is simulated once and replayed (`_Re
 same-sized decode chunks, the same-sized tiles of a tiled pass, a chunked feed-forward's slices, and UNet
 blocks of the same structure (across levels, and across rows of `svd plan`). A replay adds the recorded peak
 above the live bytes it starts from, the recorded FLOPs and an empty output of the same layout, so every
-count equals a full run's (svd-xt's default table: identical bytes and FLOPs, a quarter of the time).
+count equals a full run's (svd-xt's default table: identical bytes and FLOPs, a quarter of the time). Under
+layer-by-layer offload the UNet's blocks and feed-forward slices run every time: a replay would skip their
+layers' offload hooks, whose prefetch carries from one layer to the next (`_order_traced`).
 
 One denoising step is simulated; a video's FLOPs are encode + steps x step + decode. Results are cached on
 disk in svd's cache folder, keyed by the architecture's config hash, frames, size, dtype, plan, and the svd,
@@ -71,7 +73,7 @@ from ..paths import cache_dir
 from ..progress import Progress
 from ..registry import get_entry, load_registry
 
-SIM_VERSION = 4  # bump when what is counted changes, so cached results are recomputed (3: transfers, 4: streamed)
+SIM_VERSION = 5  # bump when what is counted changes, so cached results are recomputed (3: transfers, 5: streams)
 RECIPES = ("diffusers", "diffusers-lowmem")
 RECIPE_DESCRIPTIONS = {
     "diffusers": [".to(device)", "decode_chunk_size=8"],
@@ -294,9 +296,9 @@ def fits_cards(peak_bytes: int) -> list[int]:
 
 def time_floors(flops: int, transfer_bytes: int = 0, streamed_bytes: int = 0) -> dict[str, float]:
     """Seconds per video if every FLOP ran at the GPU's dense fp16 tensor peak, plus the host <-> device copies
-    at FLOOR_LINK's rate. Copies on the compute stream (model offload's moves, accelerate's sequential offload
-    hooks, inputs and outputs) add to the compute; the `streamed_bytes` among them, copied on a stream of their
-    own, overlap it, so only the longer of the two counts. No real run is this fast."""
+    at FLOOR_LINK's rate. Copies on the compute stream (model offload's moves, inputs and outputs) add to the
+    compute; the `streamed_bytes` among them, layer weights copied on a stream of their own while the layer
+    before computes, overlap it, so only the longer of the two counts. No real run is this fast."""
     rate = PCIE_BYTES_PER_SECOND[FLOOR_LINK]
     blocking = (transfer_bytes - streamed_bytes) / rate
     return {
@@ -360,7 +362,7 @@ class _DeviceBytes:
         """Bytes of the stage in progress's copies that a repeat of the stage would not make again: those copied
         onto the device and still there (weights an offload hook moved in and left, however many steps follow),
         and every copy back to the host (an offload hook moving a component out to make room, or the finished
-        frames; sequential offload drops its device copies without copying them back). The rest is copied again
+        frames; layer-by-layer offload drops its device copies without copying them back). The rest is copied again
         each time the stage repeats."""
         once = sum(self.uploads.get(key, 0) for key in set(self.stage_uploads)) + self.stage_downloads
         self.stage_uploads, self.stage_downloads = [], 0
@@ -373,6 +375,16 @@ class _DeviceBytes:
             yield
         finally:
             self.ignoring -= 1
+
+    @contextlib.contextmanager
+    def uncounted(self) -> Iterator[None]:
+        """Work that leaves nothing behind and counts for nothing: no bytes, FLOPs or copies (see `_order_traced`)."""
+        counts = (self.peak, self.stage_peak, self.flops, self.transfers, self.streamed, self.stage_downloads)
+        uploads = list(self.stage_uploads)
+        with self.ignore():
+            yield
+        self.peak, self.stage_peak, self.flops, self.transfers, self.streamed, self.stage_downloads = counts
+        self.stage_uploads = uploads
 
 
 def _counting_mode(counter: _DeviceBytes):
@@ -468,6 +480,7 @@ class _Replays:
 
     def __init__(self, counter: _DeviceBytes) -> None:
         self.counter = counter
+        self.paused = False  # while work that counts for nothing runs: nothing recorded, nothing replayed
 
     def wrap(self, run, records: dict | None = None, context=None):
         """`run`, with repeated calls of the same `_signature` replayed. `records` may outlive this run (another
@@ -484,7 +497,7 @@ class _Replays:
 
     def call(self, records: dict, key: tuple | None, run):
         """`run()` (a tensor or None), or the replay of the call recorded under `key` in `records`."""
-        if key is None:
+        if key is None or self.paused:
             return run()
         if key in records:
             return self._replay(*records[key])
@@ -517,6 +530,31 @@ class _Replays:
         shape, stride, dtype, device, boxed = layout
         out = torch.empty_strided(shape, stride, dtype=dtype, device=device)
         return (out,) if boxed else out  # a block called with return_dict=False gives a 1-tuple
+
+
+def _order_traced(run, counter: _DeviceBytes, replays: _Replays):
+    """`run` (one denoiser call), its first call made once uncounted before the counted one.
+
+    Streamed offload prefetches each layer's weights while the layer before it computes, in the order diffusers
+    traces during the denoiser's first call: that call onloads each layer itself, every later one (the rest of a
+    video) prefetches. Tracing the order first, the counted calls are the later ones, which peak higher by a
+    layer's weights in flight, as a real video does from its second denoiser call on.
+    """
+    traced = False
+
+    def traced_first(*args, **kwargs):
+        nonlocal traced
+        if not traced:
+            traced = True
+            replays.paused = True
+            try:
+                with counter.uncounted():
+                    run(*args, **kwargs)
+            finally:
+                replays.paused = False
+        return run(*args, **kwargs)
+
+    return traced_first
 
 
 def _replay_feed_forward_pieces(unet, replays: _Replays) -> None:
@@ -815,54 +853,6 @@ def _attention_kernels(math_everywhere: bool) -> Iterator[None]:
         F.scaled_dot_product_attention = original
 
 
-@contextlib.contextmanager
-def _offload_placeholders(counter: _DeviceBytes) -> Iterator[None]:
-    """accelerate's sequential offload (`cpu_offload`) on fake tensors, counted as on a GPU.
-
-    accelerate moves each weight with `set_module_tensor_to_device`: onto the execution device before a layer
-    runs, back to a "meta" placeholder (no memory) after. Two things differ here, so that one function is
-    emulated while simulating: it rebuilds parameters as `type(param)(...)`, which for a fake parameter is
-    `FakeTensor` and cannot be constructed that way; and "meta" is also the simulated GPU, so a placeholder
-    must be a fresh uncounted tensor (accelerate's `.to("meta")` of a weight already on "meta" would keep the
-    loaded weight alive). The emulation does what accelerate does for a plain parameter or buffer: the value
-    (or the current tensor) cast to the parameter's dtype, copied to the device, set on the module.
-    """
-    try:
-        import accelerate.hooks as hooks
-    except ImportError:  # pragma: no cover - accelerate is a dependency
-        yield
-        return
-    import torch
-    from torch import nn
-
-    original = hooks.set_module_tensor_to_device
-
-    def set_tensor(module, tensor_name, device, value=None, dtype=None, *args, **kwargs):
-        target, name = module, tensor_name
-        if "." in name:
-            path, name = name.rsplit(".", 1)
-            target = module.get_submodule(path)
-        is_param = name in target._parameters
-        old = target._parameters[name] if is_param else target._buffers[name]
-        placeholder = str(device) == "meta" and value is None
-        with counter.ignore() if placeholder else contextlib.nullcontext():
-            if placeholder:
-                new = torch.empty_like(old, device="meta")
-            else:
-                source = old if value is None else value
-                new = source.to(dtype or old.dtype).to(device)
-            if is_param:
-                target._parameters[name] = nn.Parameter(new, requires_grad=False)
-            else:
-                target._buffers[name] = new
-
-    hooks.set_module_tensor_to_device = set_tensor
-    try:
-        yield
-    finally:
-        hooks.set_module_tensor_to_device = original
-
-
 class _StreamStandIn:
     """A CUDA stream's stand-in on the simulated GPU: copies are counted when made, so waiting does nothing."""
 
@@ -1037,7 +1027,6 @@ def _simulated(math_attention: bool) -> Iterator[_DeviceBytes]:
     with (
         torch.no_grad(),
         _attention_kernels(math_attention),
-        _offload_placeholders(counter),
         _group_offload_emulation(counter),
         _fake_mode(),
         _counting_mode(counter),
@@ -1056,7 +1045,6 @@ def _simulated_pipeline(arch: Architecture, dtype, math_attention: bool) -> Iter
     with (
         torch.no_grad(),
         _attention_kernels(math_attention),
-        _offload_placeholders(counter),
         _group_offload_emulation(counter),
         _fake_mode(),
     ):
@@ -1103,6 +1091,7 @@ def simulated_plan(plan: MemoryPlan, job: Job) -> MemoryPlan:
 def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     import torch
 
+    from ..memory.placement import has_streams, layer_by_layer
     from ..stages.animate import VideoModel
 
     started = time.perf_counter()
@@ -1121,11 +1110,15 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
         if job.tiny_decoder:  # its few MB of weights go to the device with the model's
             video_model.decoder = _fake_tiny_decoder(dtype, device)
         replays = _Replays(counter)
+        layered = layer_by_layer(plan.offload, "denoiser")
+        if layered and has_streams(device):
+            video_model.denoise = _order_traced(video_model.denoise, counter, replays)
         video_model.denoise = replays.wrap(video_model.denoise)
         decode_context = _decode_context(arch, job, plan, math, pipe.vae.decoder)
         video_model._decode = replays.wrap(video_model._decode, _SHARED_DECODES, decode_context)
-        _replay_feed_forward_pieces(pipe.unet, replays)
-        _replay_unet_blocks(pipe.unet, replays, job, math)
+        if not layered:  # a replayed piece would skip its layers' hooks, and the prefetch chain with them
+            _replay_feed_forward_pieces(pipe.unet, replays)
+            _replay_unet_blocks(pipe.unet, replays, job, math)
 
         def after_step(step: int, steps: int, latents) -> None:
             if step < steps:  # the full step is over; what follows is the cache's reuse step
