@@ -44,6 +44,7 @@ def test_an_mp4_carries_credentials_c2pas_reader_validates_and_one_changed_byte_
     assert r.code == 0, r.err
     assert "credentials: valid, unchanged since signed; signed by svd signer with this machine's svd certificate; " \
            "says: created from coffee.png with tiny; the recipe beside it is the one signed" in r.out  # fmt: skip
+    assert "recipe: coffee.mp4.json records this file as svd wrote it (its size and SHA-256)" in r.out
 
     data = bytearray(video.read_bytes())
     data[data.find(b"mdat") + 100] ^= 0xFF  # one byte of the frames
@@ -55,6 +56,7 @@ def test_an_mp4_carries_credentials_c2pas_reader_validates_and_one_changed_byte_
         report["credentials"]["state"] == "invalid"
         and "assertion.bmffHash.mismatch" in report["credentials"]["failures"]
     )
+    assert report["file"] == "changed"  # the same size, one byte changed: the recipe's SHA-256 tells
 
 
 def test_svd_check_exits_1_without_credentials_or_watermark_and_2_on_a_text_file(svd, tmp_path):
@@ -63,6 +65,13 @@ def test_svd_check_exits_1_without_credentials_or_watermark_and_2_on_a_text_file
     assert r.code == 0, r.err
     r = svd("check", tmp_path / "bare.mp4")
     assert r.code == 1 and "credentials: none" in r.out and "watermark: not found" in r.out
+    # Without credentials (as a WebM always is), the recipe's size and SHA-256 still tell an edited file.
+    assert "recipe: bare.mp4.json records this file as svd wrote it" in r.out
+    data = bytearray((tmp_path / "bare.mp4").read_bytes())
+    data[data.find(b"mdat") + 100] ^= 0xFF
+    (tmp_path / "bare.mp4").write_bytes(bytes(data))
+    r = svd("check", tmp_path / "bare.mp4")
+    assert r.code == 1 and "recipe: bare.mp4.json records another size or SHA-256: the file changed since svd" in r.out
     (tmp_path / "notes.txt").write_text("not a video\n")
     r = svd("check", tmp_path / "notes.txt")
     assert r.code == 2 and r.err.strip().splitlines()[-1].startswith("svd: error: Could not read")

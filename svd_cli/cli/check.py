@@ -12,7 +12,7 @@ import typer
 
 from ..errors import SvdError, UsageError
 from ..io.credentials import Credentials, carries_credentials, read_credentials, recipe_digest
-from ..io.safety import recipe_for, sidecar_path
+from ..io.safety import changed_since_written, recipe_for, sidecar_path
 from ..options import FORMATS
 from ..stages.watermark import BITS, WatermarkReport, read_watermark
 from .common import Debug, words
@@ -32,11 +32,13 @@ def check(
     debug: Debug = False,
 ) -> None:
     """Say for each video whether it carries content credentials (who signed them, what they say it was made from,
-    whether the file changed since) and svd's invisible watermark.
+    whether the file changed since) and svd's invisible watermark, and whether it is still the file its recipe
+    records.
 
     Exit code 0 if every video carries valid credentials or the watermark (and none carries credentials that no
-    longer match it), 1 otherwise, 2 if one cannot be read. A credential signed with svd's local certificate proves
-    the file is unchanged since it was signed, not who made it."""
+    longer match it, or differs from the size and SHA-256 its recipe records), 1 otherwise, 2 if one cannot be
+    read. A credential signed with svd's local certificate proves the file is unchanged since it was signed, not
+    who made it."""
     code = 0
     for path in _expand(videos):
         try:
@@ -52,19 +54,24 @@ def check(
             code = 2
             continue
         credentials = credentials or Credentials("none")
-        recipe = _recipe_state(path, credentials)
-        tampered = credentials.state == "invalid"
+        fmt = "frames" if path.is_dir() else path.suffix.lower().lstrip(".")
+        beside = sidecar_path(path, fmt).is_file()
+        recipe = recipe_for(path, fmt) if beside else None
+        signed_recipe = _signed_recipe_state(recipe, credentials) if beside else None
+        file = _file_state(path, recipe)
+        tampered = credentials.state == "invalid" or file == "changed"
         carries = not tampered and (credentials.state in ("valid", "trusted") or watermark.carries)
         if not carries:
             code = max(code, 1)
         if json_out:
             report = {"path": str(path), "carries": carries, "credentials": credentials.as_dict(),
-                      "watermark": watermark.as_dict(), "recipe": recipe}  # fmt: skip
+                      "watermark": watermark.as_dict(), "recipe": signed_recipe, "file": file}  # fmt: skip
             print(json.dumps(report), flush=True)
         else:
             print(f"{'✓' if carries else '✗'} {path}", flush=True)
-            print(f"  credentials: {_credentials_line(credentials, recipe)}", flush=True)
+            print(f"  credentials: {_credentials_line(credentials, signed_recipe)}", flush=True)
             print(f"  watermark: {_watermark_line(watermark)}", flush=True)
+            print(f"  recipe: {_file_line(path, fmt, recipe, file)}", flush=True)
     raise typer.Exit(code)
 
 
@@ -86,15 +93,32 @@ def _expand(arguments: list[str]) -> list[Path]:
     return paths
 
 
-def _recipe_state(path: Path, credentials: Credentials) -> str | None:
-    """Whether the recipe beside the video is the one its credentials were signed with: matches, differs (or is not
-    svd's recipe for it), or None (none beside it, or nothing signed)."""
+def _signed_recipe_state(recipe: dict | None, credentials: Credentials) -> str | None:
+    """Whether the recipe beside the video (None: not svd's recipe for it) is the one its credentials were signed
+    with: matches, differs, or None (nothing signed)."""
     signed = credentials.generation.get("recipe_sha256")
-    fmt = "frames" if path.is_dir() else path.suffix.lower().lstrip(".")
-    if signed is None or not sidecar_path(path, fmt).is_file():
+    if signed is None:
         return None
-    recipe = recipe_for(path, fmt)
     return "matches" if recipe is not None and recipe_digest(recipe) == signed else "differs"
+
+
+def _file_state(path: Path, recipe: dict | None) -> str | None:
+    """Whether the video is the file its recipe records (size and SHA-256, issue 33): unchanged or changed; None
+    without svd's recipe beside it, or with one from before svd recorded them."""
+    if recipe is None or "sha256" not in recipe["output"]:
+        return None
+    return "changed" if changed_since_written(path, recipe) else "unchanged"
+
+
+def _file_line(path: Path, fmt: str, recipe: dict | None, file: str | None) -> str:
+    sidecar = sidecar_path(path, fmt).name
+    if file == "unchanged":
+        return f"{sidecar} records this file as svd wrote it (its size and SHA-256)"
+    if file == "changed":
+        return f"{sidecar} records another size or SHA-256: the file changed since svd wrote it"
+    if recipe is not None:
+        return f"{sidecar} records no size or SHA-256 (an older svd wrote it)"
+    return "none of svd's beside it"
 
 
 def _credentials_line(credentials: Credentials, recipe: str | None) -> str:

@@ -81,7 +81,7 @@ def output_digest(output: Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _changed_since_written(output: Path, recipe: dict) -> bool:
+def changed_since_written(output: Path, recipe: dict) -> bool:
     """Whether `output` differs from the size and SHA-256 its recipe records (older recipes record neither)."""
     recorded = recipe["output"]
     if "sha256" not in recorded:
@@ -126,7 +126,7 @@ def occupant(output: Path, fmt: str) -> Occupant:
             return Occupant("foreign", f"{output}/ holds files svd did not write ({', '.join(extra[:3])})")
     elif output.is_symlink() or not output.is_file():
         return Occupant("foreign", f"{output} is not a file svd made")
-    if _changed_since_written(output, recipe):
+    if changed_since_written(output, recipe):
         why = f"{output} changed since svd wrote it ({sidecar.name} records another size or SHA-256)"
         return Occupant("foreign", why)
     return Occupant("own", recipe=recipe)
