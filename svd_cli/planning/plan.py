@@ -120,8 +120,9 @@ class PlanReport:
             f"fits: the smallest card with peak x {ALLOCATOR_FACTOR:.2f} (allocator) + {gib(WORKSPACE_BYTES)} "
             f"(workspaces) + {gib(CUDA_CONTEXT_BYTES)} (CUDA context).",
             f"GPU seconds: a floor, FLOPs / dense fp16 tensor peak ({peaks} TFLOPS), plus host-device copies at "
-            f"{PCIE_BYTES_PER_SECOND[FLOOR_LINK] / 1e9:g} GB/s ({FLOOR_LINK}): streamed offload's overlap the compute "
-            "(the longer counts), every other copy adds to it; real runs are slower.",
+            f"{PCIE_BYTES_PER_SECOND[FLOOR_LINK] / 1e9:g} GB/s ({FLOOR_LINK}): layer-by-layer offload's copies "
+            "overlap the compute (the longer counts; its per-layer waits are not counted), every other copy adds "
+            "to it; real runs are slower.",
         ]
         if not self.chain.plain:
             parts = [f"{self.chain.clips} clips" if self.chain.clips > 1 else "",
