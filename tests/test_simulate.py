@@ -103,7 +103,12 @@ def test_svd_plan_runs_offline_with_no_weights_for_the_full_size_model(svd, monk
     assert again.code == 0, again.err
     report = json.loads(again.out)
     assert all(row["cached"] for row in report["rows"])  # the second run reads the cache
-    assert report["auto"] == "high" and "simulated" in report["auto_reason"]
+    assert report["auto"] == "high" and "simulated" in report["auto_reason"] and report["fp8_would_fit"] is None
+
+    # On a 5 GB card auto offloads (streamed, low); with the UNet's weights in fp8 high would fit, and plan says so
+    # (auto never turns fp8 on: it changes the frames).
+    small = json.loads(svd(*args, "--vram", "5").out)
+    assert small["auto"] == "low" and small["fp8_would_fit"] == "high"
 
     table = svd("plan", "--model", "svd-xt", "--frames", "2", "--size", "256x128", "--vram", "80")
     assert table.code == 0, table.err

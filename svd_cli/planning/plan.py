@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from ..errors import UsageError, ref
 from ..kinds import VIDEO, model_defaults
@@ -27,6 +27,7 @@ from .simulate import (
     Simulation,
     architecture_for,
     fits_cards,
+    free_bytes_needed,
     pick_profile,
     simulate,
     simulate_recipe,
@@ -62,7 +63,9 @@ class PlanReport:
     free_bytes: int | None
     auto: str | None = None
     auto_reason: str = ""
-    notes: dict = field(default_factory=dict)
+    # The fastest profile that keeps every weight on the card and would fit with the UNet's weights in fp8, when
+    # auto picks an offloading one for full weights (fp8 changes the frames, so auto never turns it on itself).
+    fp8_would_fit: str | None = None
     chain: Chain = field(default_factory=Chain)
     upscale: dict[str, tuple[int, int]] = field(default_factory=dict)  # row -> (peak, FLOPs) of one frame
 
@@ -131,6 +134,9 @@ class PlanReport:
             notes.append(f"The whole video: {', '.join(p for p in parts if p)} (peak: the largest stage's).")
         if self.auto:
             notes.append(f"{ref('memory')} auto would pick {self.auto}: {self.auto_reason}.")
+        if self.fp8_would_fit:
+            notes.append(f"With {ref('weights')} fp8, {self.fp8_would_fit} would fit, every weight on the card: the "
+                         "UNet's weights stored in fp8, which changes the frames slightly (see README).")  # fmt: skip
         return headers, rows, notes
 
     def row_json(self, row: Simulation) -> dict:
@@ -162,6 +168,7 @@ class PlanReport:
             "free_bytes": self.free_bytes,
             "auto": self.auto,
             "auto_reason": self.auto_reason,
+            "fp8_would_fit": self.fp8_would_fit,
             "rows": [self.row_json(r) for r in self.rows],
             "assumptions": {
                 "gpu_fp16_dense_tflops": GPU_FP16_TFLOPS,
@@ -243,7 +250,24 @@ def plan_report(
     if free_bytes is not None and memory == "auto":
         name, reason = pick_profile(free_bytes, [(r.name, report.peak_bytes(r)) for r in rows[: len(profiles)]])
         report.auto, report.auto_reason = name, reason
+        if weights == "full" and rows[profiles.index(name)].offload:
+            report.fp8_would_fit = _fits_with_fp8(arch, job, report, profiles[: profiles.index(name)], progress)
     return report
+
+
+def _fits_with_fp8(arch, job: Job, report: PlanReport, faster: tuple[str, ...], progress: Progress) -> str | None:
+    """The fastest of the `faster` profiles that keep every weight on the card and fit `report.free_bytes` with the
+    UNet's weights stored in fp8 (simulated), or None."""
+    for name in faster:
+        plan = plan_for(name)
+        if plan.offload != "none":
+            continue
+        progress.note(f"Simulating {name} with fp8 weights...")
+        row = simulate(arch, plan, replace(job, weights="fp8"))
+        peak = max(row.peak_bytes, report.upscale.get(name, (0, 0))[0])
+        if free_bytes_needed(peak) <= report.free_bytes:
+            return name
+    return None
 
 
 def _chain(job: Job, extend: int, post: Request) -> Chain:
