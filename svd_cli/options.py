@@ -21,6 +21,7 @@ from .errors import OptionError, UsageError, ref
 from .families import FAMILIES
 from .families.sv3d import orbit_azimuths
 from .kinds import DRAFT_DECODER, VIDEO, model_defaults
+from .memory.profiles import MEMORY_CHOICES
 from .registry import SAMPLERS, get_entry
 
 MAX_SEED = 2**63 - 1
@@ -448,7 +449,7 @@ OPTIONS: tuple[Option, ...] = (
            "seed and settings, and the failures; updated as videos finish.", default=False, example="true",
            local_config=False),
     Option("memory", str, "auto, high, balanced, low or min: how hard to save GPU memory (see README).",
-           default="auto", choices=("auto", "high", "balanced", "low", "min"), recipe="runtime.memory.profile",
+           default="auto", choices=MEMORY_CHOICES, recipe="runtime.memory.profile",
            example="balanced"),
     Option("device", str, "auto, cuda, cpu or mps.", default="auto", choices=("auto", "cuda", "cpu", "mps"),
            recipe="runtime.device", example="cpu"),
