@@ -109,6 +109,12 @@ def test_svd_plan_runs_offline_with_no_weights_for_the_full_size_model(svd, monk
     # (auto never turns fp8 on: it changes the frames).
     small = json.loads(svd(*args, "--vram", "5").out)
     assert small["auto"] == "low" and small["fp8_would_fit"] == "high"
+    # `--memory auto` on such a card gives the same choice and says so in its reason (the rows from the cache).
+    from svd_cli.planning.simulate import pick_simulated
+
+    job = Job(frames=2, width=256, height=128, dtype="fp16")
+    auto = pick_simulated(architecture_for("svd-xt"), job, small["free_bytes"], {}, simulate)
+    assert auto.profile == "low" and "with fp8 weights high would keep every weight on the card" in auto.reason
 
     table = svd("plan", "--model", "svd-xt", "--frames", "2", "--size", "256x128", "--vram", "80")
     assert table.code == 0, table.err

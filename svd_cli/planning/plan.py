@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from ..errors import UsageError, ref
 from ..kinds import VIDEO, model_defaults
@@ -27,7 +27,7 @@ from .simulate import (
     Simulation,
     architecture_for,
     fits_cards,
-    free_bytes_needed,
+    fp8_would_fit,
     pick_profile,
     simulate,
     simulate_recipe,
@@ -251,23 +251,15 @@ def plan_report(
         name, reason = pick_profile(free_bytes, [(r.name, report.peak_bytes(r)) for r in rows[: len(profiles)]])
         report.auto, report.auto_reason = name, reason
         if weights == "full" and rows[profiles.index(name)].offload:
-            report.fp8_would_fit = _fits_with_fp8(arch, job, report, profiles[: profiles.index(name)], progress)
+            faster = [plan_for(p) for p in profiles[: profiles.index(name)]]
+
+            def simulate_fp8(arch, plan, job):
+                progress.note(f"Simulating {plan.profile} with fp8 weights...")
+                return simulate(arch, plan, job)
+
+            upscale_peak = lambda name, row: max(row.peak_bytes, report.upscale.get(name, (0, 0))[0])  # noqa: E731
+            report.fp8_would_fit = fp8_would_fit(arch, job, free_bytes, faster, simulate_fp8, upscale_peak)
     return report
-
-
-def _fits_with_fp8(arch, job: Job, report: PlanReport, faster: tuple[str, ...], progress: Progress) -> str | None:
-    """The fastest of the `faster` profiles that keep every weight on the card and fit `report.free_bytes` with the
-    UNet's weights stored in fp8 (simulated), or None."""
-    for name in faster:
-        plan = plan_for(name)
-        if plan.offload != "none":
-            continue
-        progress.note(f"Simulating {name} with fp8 weights...")
-        row = simulate(arch, plan, replace(job, weights="fp8"))
-        peak = max(row.peak_bytes, report.upscale.get(name, (0, 0))[0])
-        if free_bytes_needed(peak) <= report.free_bytes:
-            return name
-    return None
 
 
 def _chain(job: Job, extend: int, post: Request) -> Chain:

@@ -1350,7 +1350,31 @@ def pick_simulated(arch: Architecture, job: Job, free_bytes: int, overrides: dic
         if free_bytes_needed(peaks[-1][1]) <= free_bytes:
             break
     name, reason = pick_profile(free_bytes, peaks)
-    return replace(plan_for(name, **overrides), reason=reason)
+    plan = replace(plan_for(name, **overrides), reason=reason)
+    if job.weights == "full" and plan.offload != "none":
+        faster = PROFILE_ORDER[: PROFILE_ORDER.index(name)]
+        better = fp8_would_fit(arch, job, free_bytes, [plan_for(p, **overrides) for p in faster], run)
+        if better is not None:
+            plan = replace(plan, reason=f"{reason}; with fp8 weights {better} would keep every weight on the card "
+                                        "(the frames change slightly)")  # fmt: skip
+    return plan
+
+
+def fp8_would_fit(arch: Architecture, job: Job, free_bytes: int, plans: list[MemoryPlan], run,
+                  peak_of=None) -> str | None:  # fmt: skip
+    """The first of `plans` that keeps every weight on the card and fits `free_bytes` with the UNet's weights
+    stored in fp8 (each simulated by `run(arch, plan, job)`; `peak_of(name, simulation)` the peak to fit, the
+    simulation's own by default), or None. Auto never turns fp8 on (it changes the frames): this only names it."""
+    for plan in plans:
+        if plan.offload != "none":
+            continue
+        result = run(arch, plan, replace(job, weights="fp8"))
+        if result is None:  # not in the cache (`svd doctor`)
+            continue
+        peak = peak_of(plan.profile, result) if peak_of else result.peak_bytes
+        if free_bytes_needed(peak) <= free_bytes:
+            return plan.profile
+    return None
 
 
 class MissingSimulation(LookupError):
