@@ -74,6 +74,10 @@ def main(argv: list[str]) -> Path:
         row["simulated_peak_bytes"] = simulated.peak_bytes
         row["simulated_flops"] = simulated.flops(args.steps, levers.cache if levers else 1)
         row["simulated_tflops"] = round(row["simulated_flops"] / 1e12, 3)
+        # What a step copies between host and card, and how much of it beside the compute (layer-by-layer offload):
+        # the measured s/step of low and min against balanced's tells what those copies really cost.
+        row["simulated_step_copy_bytes"] = simulated.stage_transfer_bytes.get("step", 0)
+        row["simulated_step_streamed_bytes"] = simulated.stage_streamed_bytes.get("step", 0)
         measured = row.get("peak_allocated_bytes")
         if measured:
             row["measured_vs_simulated"] = round(measured / simulated.peak_bytes, 3)

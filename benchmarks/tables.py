@@ -85,6 +85,14 @@ def cpu_table(path: Path) -> str:
     return "\n".join(lines)
 
 
+def _copies(row: dict) -> str:
+    """A GPU check row's simulated host-device copies a step, and the streamed share ("-" in older files)."""
+    if "simulated_step_copy_bytes" not in row:
+        return "-"
+    moved, streamed = row["simulated_step_copy_bytes"] / 2**30, row["simulated_step_streamed_bytes"] / 2**30
+    return f"{moved:.2f} ({streamed:.2f})" if streamed else f"{moved:.2f}"
+
+
 def gpu_check_table(path: Path) -> str:
     """The GPU check (benchmarks/gpu_check.py): each row's measured peak and times beside its simulated peak."""
     data = json.loads(path.read_text())
@@ -95,8 +103,9 @@ def gpu_check_table(path: Path) -> str:
         f"{data['svd_version']}; {data['arch']} with random weights, {data['frames']} frames "
         f"{data['width']}x{data['height']}, {data['steps']} steps, {data['dtype']}; {data['check_seconds']} s in all.",
         "",
-        f"| row | {measured} | simulated peak (GiB) | measured / simulated | s/step | decode s | total s |",
-        "|---|---|---|---|---|---|---|",
+        f"| row | {measured} | simulated peak (GiB) | measured / simulated | s/step | copies a step (GiB, streamed) "
+        "| decode s | total s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def f(value, pattern):
@@ -107,7 +116,7 @@ def gpu_check_table(path: Path) -> str:
         lines.append(
             f"| `{r['row']}` | {f(peak and peak / 2**30, '{:.2f}')} | {r['simulated_peak_bytes'] / 2**30:.2f} | "
             f"{f(r.get('measured_vs_simulated'), '{:.2f}')} | {f(r.get('seconds_per_step'), '{:.3f}')} | "
-            f"{f(r.get('decode_seconds'), '{:.2f}')} | {f(r.get('seconds'), '{:.1f}')}"
+            f"{_copies(r)} | {f(r.get('decode_seconds'), '{:.2f}')} | {f(r.get('seconds'), '{:.1f}')}"
             + (f" ({r['error']})" if r.get("error") else "")
             + " |"
         )

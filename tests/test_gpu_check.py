@@ -36,6 +36,9 @@ def test_the_gpu_check_runs_on_the_cpu_and_its_table_reads_the_json(tiny_dir, tm
     assert rows["balanced+fp8"]["simulated_peak_bytes"] < rows["balanced"]["simulated_peak_bytes"]
     assert rows["balanced+fp8"]["savers"][-1] == "fp8 weights"
     assert rows["high+cache3"]["simulated_flops"] < rows["high"]["simulated_flops"]
+    # A step of the layer-by-layer profiles copies the UNet in, beside the compute; balanced's copies nothing.
+    assert rows["low"]["simulated_step_streamed_bytes"] > 0 and rows["min"]["simulated_step_streamed_bytes"] > 0
+    assert rows["balanced"]["simulated_step_streamed_bytes"] == 0
 
     table = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tables.py"), "--gpu-check", str(out)],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
