@@ -1091,7 +1091,7 @@ def simulated_plan(plan: MemoryPlan, job: Job) -> MemoryPlan:
 def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
     import torch
 
-    from ..memory.placement import has_streams, layer_by_layer
+    from ..memory.placement import layer_by_layer
     from ..stages.animate import VideoModel
 
     started = time.perf_counter()
@@ -1111,7 +1111,7 @@ def _run_plan(arch: Architecture, plan: MemoryPlan, job: Job) -> Simulation:
             video_model.decoder = _fake_tiny_decoder(dtype, device)
         replays = _Replays(counter)
         layered = layer_by_layer(plan.offload, "denoiser")
-        if layered and has_streams(device):
+        if layered:  # the simulated GPU has streams (placement.has_streams): diffusers prefetches after a first call
             video_model.denoise = _order_traced(video_model.denoise, counter, replays)
         video_model.denoise = replays.wrap(video_model.denoise)
         decode_context = _decode_context(arch, job, plan, math, pipe.vae.decoder)
