@@ -253,20 +253,24 @@ class Session:
                 f"{path}; add one, or animate this photo without {ref('masks')}."
             )
         frame = first_frame.from_file(path, req.size, self.defaults["size"], req.fit, req.background, mask,
-                                      req.mask_feather, req.end)  # fmt: skip
+                                      req.mask_feather, req.end, self.prepared_picture)  # fmt: skip
         for note in frame.notes:
             self.progress.note(note)
         return frame
+
+    def prepared_picture(self, image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, dict] | None:
+        """The family's own preparation of an input picture (SV3D recentres a cut-out object) and what the recipe
+        says of it, or None: the fit and background settings fit it."""
+        prepared = FAMILIES[self.source.family].prepare_picture(image, size)
+        return None if prepared is None else (prepared, {"recentred": True})
 
     def first_frame_from_image(self, image: Image.Image) -> FirstFrame:
         from .stages import first_frame
 
         req = self.request
         size = first_frame.target_size(req.size, self.defaults["size"], image.size)
-        # The family's own preparation (SV3D recentres a cut-out object), else the fit and background settings.
-        prepared = FAMILIES[self.source.family].prepare_picture(image, size)
-        source = {"source": "image"} if prepared is None else {"source": "image", "recentred": True}
-        frame = first_frame.from_image(prepared or image, size, req.fit, req.background, source)
+        frame = first_frame.from_image(image, size, req.fit, req.background, {"source": "image"},
+                                       self.prepared_picture)  # fmt: skip
         frame = frame.masked(req.mask, "the image", image.size, req.fit, req.mask_feather)
         frame = frame.ending(req.end, image.size, req.fit, req.background)
         for note in frame.notes:

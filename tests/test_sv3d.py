@@ -284,7 +284,7 @@ def script_preparation(image: Image.Image, side: int) -> np.ndarray:
     return (rgb * 255).astype(np.uint8)
 
 
-def test_a_cut_out_object_is_recentred_on_white_as_stabilitys_script_does():
+def test_a_cut_out_object_is_recentred_on_white_as_stabilitys_script_does(svd, tmp_path):
     import svd_cli
 
     cut_out = np.zeros((120, 200, 4), dtype=np.uint8)
@@ -295,6 +295,13 @@ def test_a_cut_out_object_is_recentred_on_white_as_stabilitys_script_does():
     video = model.animate_image(picture, seed=1, watermark=False)
     expected = script_preparation(picture, 64)
     assert np.array_equal(np.asarray(video.first_frame), expected) and np.array_equal(video.frames[-1], expected)
+    # The same picture as a PNG file on the command line: its last frame, read back, is the script's picture too.
+    picture.save(tmp_path / "box.png")
+    r = svd("animate", tmp_path / "box.png", "--model", "tiny-sv3d", "--size", "64x64", "--steps", "1", "--seed", "1",
+            "--format", "frames", "--out", tmp_path / "box")  # fmt: skip
+    assert r.code == 0, r.err
+    assert np.array_equal(np.asarray(Image.open(sorted((tmp_path / "box").glob("frame_*.png"))[-1])), expected)
+    assert json.loads((tmp_path / "box.frames.json").read_text())["stages"][0]["recentred"] is True
     red = np.argwhere((expected[..., 0] > 150) & (expected[..., 1] < 100))
     # The box and its shadow (rows 10-59, columns 20-59) are centred in a 120-pixel square, then scaled to 64: the
     # box's own centre lands at (54.5, 59.5) * 64 / 120.

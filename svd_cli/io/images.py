@@ -51,11 +51,14 @@ def parse_color(value: str) -> tuple[int, int, int]:
     return rgb[:3]
 
 
-def open_image(path: Path, background: tuple[int, int, int] = (255, 255, 255)) -> tuple[Image.Image, list[str]]:
-    """Decode `path` to an upright 8-bit RGB image; also return notes worth telling the user."""
+def open_image(
+    path: Path, background: tuple[int, int, int] = (255, 255, 255), *, keep_alpha: bool = False
+) -> tuple[Image.Image, list[str]]:
+    """Decode `path` to an upright 8-bit RGB image (RGBA with `keep_alpha`, when it has transparency); also return
+    notes worth telling the user."""
     image, notes = _read_upright(path)
     try:
-        return _to_rgb(image, background), notes
+        return _to_rgb(image, background, keep_alpha), notes
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputImageError(f"{path}: the image data is truncated or corrupt ({exc}).") from None
 
@@ -123,7 +126,12 @@ def _too_large(path: Path, what: str) -> str:
     )
 
 
-def _to_rgb(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+def flattened(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """An upright picture of any mode as 8-bit RGB, its transparent pixels on `background`."""
+    return _to_rgb(image, background)
+
+
+def _to_rgb(im: Image.Image, background: tuple[int, int, int], keep_alpha: bool = False) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16/32-bit greyscale: scale to 8 bits instead of clipping everything above 255 to white.
         import numpy as np
@@ -136,6 +144,8 @@ def _to_rgb(im: Image.Image, background: tuple[int, int, int]) -> Image.Image:
     if im.mode in ("LA", "La", "PA"):
         im = im.convert("RGBA")
     if im.mode in ("RGBA", "RGBa"):
+        if keep_alpha:
+            return im.convert("RGBA")
         flat = Image.new("RGB", im.size, background)
         flat.paste(im, mask=im.getchannel("A"))
         return flat

@@ -7,6 +7,7 @@ how it was made, for the recipe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,11 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputImageError, OptionError, ref
-from ..io.images import fit_image, is_portrait, open_image, open_mask, parse_color, same_aspect
+from ..io.images import fit_image, flattened, is_portrait, open_image, open_mask, parse_color, same_aspect
+
+# A model family's own preparation of an input picture (of any mode, transparency kept) for a video of a size: the
+# frame and what the recipe says of how it was made ({"recentred": True}), or None to fit it as any picture.
+Prepare = Callable[[Image.Image, tuple[int, int]], tuple[Image.Image, dict] | None]
 
 
 @dataclass
@@ -83,10 +88,15 @@ def target_size(asked: tuple[int, int] | None, model_size: tuple[int, int], imag
     return tuple(model_size[::-1]) if is_portrait(image_size) else tuple(model_size)
 
 
-def from_image(image: Image.Image, size: tuple[int, int], fit: str, background: str, source: dict) -> FirstFrame:
-    """Fit an upright RGB picture to `size`."""
-    picture = fit_image(image.convert("RGB"), size[0], size[1], fit, parse_color(background))
+def from_image(
+    image: Image.Image, size: tuple[int, int], fit: str, background: str, source: dict, prepare: Prepare | None = None
+) -> FirstFrame:
+    """Fit an upright picture to `size`, its transparent pixels on `background`, unless `prepare` makes the frame."""
     record = {"stage": "first_frame", **source, "fit": fit, "background": background}
+    if prepare is not None and (prepared := prepare(image, size)) is not None:
+        picture, how = prepared
+        return FirstFrame(picture, record | how, [])
+    picture = fit_image(flattened(image, parse_color(background)), size[0], size[1], fit, parse_color(background))
     return FirstFrame(picture, record, [])
 
 
@@ -148,12 +158,13 @@ def from_file(
     mask: Path | None = None,
     feather: int = 0,
     end: Path | None = None,
+    prepare: Prepare | None = None,
 ) -> FirstFrame:
-    """Decode an image file (EXIF-upright, alpha on `background`) and fit it (and its `mask` and `end` picture,
-    if any)."""
-    image, notes = open_image(path, parse_color(background))
+    """Decode an image file (EXIF-upright) and fit it (and its `mask` and `end` picture, if any), its transparent
+    pixels on `background`, unless `prepare` makes the frame from it (transparency kept)."""
+    image, notes = open_image(path, parse_color(background), keep_alpha=prepare is not None)
     size = target_size(asked_size, model_size, image.size)
-    frame = from_image(image, size, fit, background, {"source": "image_file", "path": str(path)})
+    frame = from_image(image, size, fit, background, {"source": "image_file", "path": str(path)}, prepare)
     frame.notes = notes
     return frame.masked(mask, str(path), image.size, fit, feather).ending(end, image.size, fit, background)
 
