@@ -1,10 +1,10 @@
 """Model kinds: what a registry entry or a model folder is for, and the defaults each brings.
 
 A kind is what a setting takes: a video model (`VIDEO`, of one of the families in families/: svd), a
-text-to-image model, an upscaler, an interpolator or a tiny decoder. A video model also has a family, which
-decides its defaults, its files and its denoising; the other kinds have none. Importable without torch: planning
-a batch (names, resume) needs the defaults long before any model is loaded. The adapter that builds and runs a
-video model is its family's; the others' are in models/adapters.py.
+text-to-image model, an upscaler, an interpolator, a tiny decoder or a background remover. A video model also has
+a family, which decides its defaults, its files and its denoising; the other kinds have none. Importable without
+torch: planning a batch (names, resume) needs the defaults long before any model is loaded. The adapter that builds
+and runs a video model is its family's; the others' are in models/adapters.py.
 """
 
 from __future__ import annotations
@@ -63,11 +63,28 @@ KINDS: dict[str, dict] = {
         "methods": ("full",),
         "defaults": {},
     },
+    # A background remover for remove_background (models/cutout.py): one ONNX file of U^2-Net's salient-object
+    # network, run by rembg as Stability's SV3D script runs it.
+    "background-remover": {
+        "sampler": "none",
+        "option": "background_remover",
+        "builtin": "tiny-u2net",
+        "role": "a background remover",
+        "places": "an .onnx file",
+        "suffix": ".onnx",
+        "defaults": {},
+    },
 }
-# The kinds whose models are one safetensors file rather than a diffusers folder.
-FILE_KINDS = ("upscaler", "interpolator", "decoder")
+# The kinds whose models are one file (safetensors, unless the kind names another `suffix`) rather than a
+# diffusers folder.
+FILE_KINDS = ("upscaler", "interpolator", "decoder", "background-remover")
 # The tiny decoder a draft (the draft option) decodes with, and a live preview beside the full VAE.
 DRAFT_DECODER = "taesd"
+
+
+def weights_suffix(kind: str) -> str:
+    """The file suffix of a one-file model of `kind`: .safetensors, or the kind's own (.onnx)."""
+    return KINDS[kind].get("suffix", ".safetensors")
 
 
 def model_defaults(kind: str, family: str | None = None) -> dict:

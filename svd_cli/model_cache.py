@@ -16,17 +16,18 @@ from typing import TYPE_CHECKING, Any
 from .device import free_memory
 from .errors import ModelUnavailableError, UsageError, ref
 from .install import check_install
-from .kinds import DRAFT_DECODER, VIDEO
+from .kinds import DRAFT_DECODER, KINDS, VIDEO
 from .memory import choose_image_plan
 from .memory.storage import store_weights
 from .models.compiled import compile_problem, compile_unet
+from .models.cutout import BackgroundRemover, check_rembg
 from .models.decoder import load_tiny_decoder
 from .models.files import file_identity
 from .models.loading import base_unet_config, dtype_name, load_model, resolve_device, resolve_dtype
 from .models.lora import check_loras_fit
 from .models.quiet import quiet_transformers
 from .models.sources import ModelSource, resolve_file_model, resolve_model
-from .options import GenerationSettings, Request
+from .options import GenerationSettings, Request, check_family_settings
 from .planning.choice import choose_plan
 from .progress import Progress
 from .stages import PostStage
@@ -34,6 +35,8 @@ from .stages.post import model_stages
 
 if TYPE_CHECKING:
     from .stages.animate import VideoModel
+
+REMOVER = "background-remover"  # the kind of the remove_background setting's model (kinds.py)
 
 
 class ModelCache:
@@ -50,9 +53,11 @@ class ModelCache:
         self.image_request: str | None = None  # the image model setting `image_source` was resolved for
         self.image_defaults: dict[str, Any] = {}
         self.image_model = None
-        # The weights files of post stages (stages/post.py), by model kind: resolved with the model, read once.
+        # The one-file models of the run, by kind: the post stages' (stages/post.py), the tiny decoder and the
+        # background remover; resolved with the video model, read once, recorded (recorded_files).
         self.post_sources: dict[str, ModelSource] = {}
         self.post_models: dict[str, Any] = {}
+        self.remover_request: str | None = None  # the background_remover setting the loaded remover was read for
         # The live preview's tiny decoder when the video decodes with the full VAE (not recorded: no frame of the
         # video depends on it).
         self.preview_source: ModelSource | None = None
@@ -70,6 +75,8 @@ class ModelCache:
         elif request.preview or request.keep_preview:
             self.preview_source = self._preview_source()
         self.defaults = self.source.defaults()
+        if request.remove_background:  # its file found and read now: a missing or unreadable one stops the run here
+            self.background_remover(request)
         self.weights = self._weight_files(request)
         for stage in model_stages(request):
             self.post_model(stage, request)
@@ -170,7 +177,9 @@ class ModelCache:
     def recorded_files(self) -> dict:
         """Settings that name files, as the recipe records them: absolute, so a replay from elsewhere finds them."""
         return {
-            kind: str(Path(source.path).resolve()) for kind, source in self.post_sources.items() if source.entry is None
+            KINDS[kind]["option"]: str(Path(source.path).resolve())
+            for kind, source in self.post_sources.items()
+            if source.entry is None
         }
 
     def runtime(self) -> dict:
@@ -228,6 +237,17 @@ class ModelCache:
         self.image_model = None
         del model
         free_memory(device)
+
+    def background_remover(self, request: Request) -> BackgroundRemover:
+        """The background remover `request` names for remove_background (refused first for a model family that
+        takes none), resolved and read once; another one named later (a script's call) replaces it."""
+        if self.remover_request != request.background_remover:
+            check_family_settings(request, self.source.family, self.source.name)
+            check_rembg()
+            self.post_sources[REMOVER] = resolve_file_model(request.background_remover, REMOVER, progress=self.progress)
+            self.post_models[REMOVER] = BackgroundRemover(self.post_sources[REMOVER])
+            self.remover_request = request.background_remover
+        return self.post_models[REMOVER]
 
     # --- the post stages' networks ----------------------------------------------------------------------
 

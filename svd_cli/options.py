@@ -370,6 +370,12 @@ OPTIONS: tuple[Option, ...] = (
            choices=("crop", "pad", "stretch"), recipe="settings.fit", example="pad"),
     Option("background", str, "Colour behind transparent pixels and pad borders.", default="white",
            check=check_background, recipe="settings.background", example="black"),
+    Option("remove_background", bool, "SV3D: cut the object out of an opaque photo first, as Stability's script "
+           "does (U^2-Net through rembg: pip install \"svd-cli[rembg]\"), then centre it on white.", default=False,
+           recipe="settings.remove_background", example="true", recorded_at_default=False),
+    Option("background_remover", str, "The model remove_background cuts out with: a name (u2net, tiny-u2net) or an "
+           ".onnx file with U^2-Net's input and output.", default="u2net", recipe="settings.background_remover",
+           example="tiny-u2net", recorded_at_default=False),
     Option("end", Path, "End the video on this picture (fitted like the input): the model samples from both ends "
            "(ViBiD, two guided passes a step); the input itself gives a loop by motion. Guidance: min_cfg is the "
            "pass from the input, max_cfg the pass from the end [default: 1.0 each, the authors'].",

@@ -43,6 +43,9 @@ class ModelEntry:
     unet_repo: str | None = None  # a UNet that replaces the repo's (e.g. AnimateLCM's), one safetensors file
     unet_file: str | None = None
     file: str | None = None  # a single-file checkpoint in `repo` (Stability's own layout) instead of the folders
+    # A file downloaded from this address instead of the Hub (`file` names it), checked against its publisher's MD5.
+    url: str | None = None
+    md5: str | None = None
 
     @property
     def frames(self) -> int | None:
@@ -99,7 +102,12 @@ def load_registry() -> dict[str, ModelEntry]:
             unet_repo=raw.get("unet_repo"),
             unet_file=raw.get("unet_file"),
             file=raw.get("file"),
+            url=raw.get("url"),
+            md5=raw.get("md5"),
         )
+        if (entries[name].url is None) != (entries[name].md5 is None) or (entries[name].url and not raw.get("file")):
+            raise SvdError(f"weights.toml: models.{name} names a url, an md5 and a file together or none of them; "
+                           "fix the registry.")  # fmt: skip
     return entries
 
 

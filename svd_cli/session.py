@@ -258,11 +258,19 @@ class Session:
             self.progress.note(note)
         return frame
 
-    def prepared_picture(self, image: Image.Image, size: tuple[int, int]) -> tuple[Image.Image, dict] | None:
-        """The family's own preparation of an input picture (SV3D recentres a cut-out object) and what the recipe
-        says of it, or None: the fit and background settings fit it."""
+    def prepared_picture(self, image: Image.Image, size: tuple[int, int], what: str) -> tuple[Image.Image, dict] | None:
+        """The family's own preparation of the input picture `what` (SV3D recentres a cut-out object), after its
+        background is removed when the request asks, and what the recipe says of it; or None: the fit and background
+        settings fit it."""
+        from .stages.first_frame import without_background
+
+        removal: dict = {}
+        if self.request.remove_background:
+            image, removal, note = without_background(image, self.models.background_remover(self.request), what)
+            if note:
+                self.progress.note(note)
         prepared = FAMILIES[self.source.family].prepare_picture(image, size)
-        return None if prepared is None else (prepared, {"recentred": True})
+        return None if prepared is None else (prepared, removal | {"recentred": True})
 
     def first_frame_from_image(self, image: Image.Image) -> FirstFrame:
         from .stages import first_frame

@@ -36,6 +36,7 @@ APART = {"keep_latents"}  # test_finish.py
 APART |= {"end", "keyframes"}  # refuse extend, mask and cache: test_ends.py
 APART |= {"compile"}  # a cold compile takes a minute: test_compile.py replays it once, reading the compiled code
 APART |= {"elevation", "azimuths"}  # sv3d-p's camera path, refused for the tiny SVD model: test_sv3d.py
+APART |= {"remove_background", "background_remover"}  # SV3D's, refused for the tiny SVD model: test_sv3d.py
 # Options that replace the input image: a run that sets them has none.
 INSTEAD_OF_IMAGES = {"prompt", "prompts"}
 

@@ -257,6 +257,12 @@ def test_a_camera_path_is_recorded_and_its_replay_gives_the_same_frames(svd, tmp
             [EXAMPLES / "rocket.jpg", "--keyframes"],
             "--keyframes: tiny-sv3d takes no such setting: its last frame is the input view itself; leave it out.",
         ),
+        (
+            "tiny",
+            ["--remove-background"],
+            "--remove-background: tiny takes no such setting: its models animate the whole photo (SV3D's orbit an "
+            "object cut out of one); leave it out.",
+        ),
     ],
 )
 def test_a_camera_path_the_model_cannot_take_is_refused_in_one_line(svd, tmp_path, model, args, line):
@@ -323,3 +329,44 @@ def test_an_orbit_goes_through_the_loop_upscale_and_interpolation_stages(svd, tm
     assert recipe["output"]["fps"] == 20 and recipe["settings"]["frames"] == 21
     assert [stage["stage"] for stage in recipe["stages"][2:5]] == ["loop", "upscale", "interpolate"]
     assert recipe["stages"][2]["frames"] == 19 and recipe["stages"][4]["loop"] is True
+
+
+def test_remove_background_cuts_the_object_out_as_stabilitys_script_does_and_replays(svd, tmp_path):
+    """Issue 21.4: an opaque photo is shrunk to fit 768x768, cut out by rembg's u2net session with alpha matting and
+    recentred on white, as simple_video_sample.py does it (written down below from the script, with rembg's own
+    functions on the same model file); the recipe records it and its replay gives the same frames."""
+    from rembg import remove
+    from rembg.sessions.u2net import U2netSession
+
+    from svd_cli.models.tiny import ensure_tiny_file
+
+    photo = np.full((800, 1000, 3), 245, dtype=np.uint8)
+    photo[100:400, 80:380] = (40, 50, 110)  # a dark object on a light background, off centre
+    Image.fromarray(photo).save(tmp_path / "mug.png")
+    r = svd("animate", tmp_path / "mug.png", "--model", "tiny-sv3d", "--size", "64x64", "--steps", "1", "--seed", "2",
+            "--remove-background", "--background-remover", "tiny-u2net", "--format", "frames", "--out",
+            tmp_path / "mug")  # fmt: skip
+    assert r.code == 0, r.err
+
+    class ScriptSession(U2netSession):  # rembg's u2net session on svd's built-in file instead of its download
+        @classmethod
+        def download_models(cls, *args, **kwargs):
+            return str(ensure_tiny_file("tiny-u2net"))
+
+    image = Image.open(tmp_path / "mug.png")
+    image.thumbnail([768, 768], Image.Resampling.LANCZOS)
+    image = remove(image.convert("RGBA"), alpha_matting=True, session=ScriptSession("u2net", None))
+    expected = script_preparation(image, 64)
+    frames = sorted((tmp_path / "mug").glob("frame_*.png"))
+    assert np.array_equal(np.asarray(Image.open(frames[-1])), expected)
+    dark = np.argwhere(expected.sum(axis=-1) < 400)
+    assert np.allclose(dark.mean(axis=0), (31.5, 31.5), atol=1.5) and (expected[0, 0] == 255).all()  # centred
+    recipe = json.loads((tmp_path / "mug.frames.json").read_text())
+    assert recipe["settings"]["remove_background"] is True and recipe["settings"]["background_remover"] == "tiny-u2net"
+    assert recipe["stages"][0]["background_removed"]["model"] == "tiny-u2net" and recipe["stages"][0]["recentred"]
+
+    r = svd("animate", "--recipe", tmp_path / "mug.frames.json", "--out", tmp_path / "again")
+    assert r.code == 0, r.err
+    again = sorted((tmp_path / "again").glob("frame_*.png"))
+    assert len(again) == 21 and all(np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+                                    for a, b in zip(frames, again, strict=True))  # fmt: skip

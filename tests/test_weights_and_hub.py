@@ -33,8 +33,11 @@ def test_registry_names_the_three_checkpoints_and_tiny():
     assert list(reg) == [
         "svd", "svd-xt", "svd-xt-1.1", "tiny", "sv3d-u", "sv3d-p", "tiny-sv3d", "tiny-sv3d-p", "animatelcm-svd-xt",
         "svd-xt-file", "sdxl-turbo", "tiny-t2i", "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife", "taesd",
-        "tiny-taesd",
+        "tiny-taesd", "u2net", "tiny-u2net",
     ]  # fmt: skip
+    # rembg's own address and MD5 for u2net.onnx (rembg/sessions/u2net.py, rembg 2.0.86).
+    assert reg["u2net"].url == "https://github.com/danielgatis/rembg/releases/download/v0.0.0/u2net.onnx"
+    assert reg["u2net"].md5 == "60024c5c889badc19c04ad937298a77b" and reg["u2net"].repo is None
     assert reg["svd"].repo == "stabilityai/stable-video-diffusion-img2vid" and reg["svd"].frames == 14
     assert reg["svd-xt"].repo == "stabilityai/stable-video-diffusion-img2vid-xt" and reg["svd-xt"].frames == 25
     xt11 = reg["svd-xt-1.1"]
@@ -293,3 +296,59 @@ def test_pickle_only_weights_are_refused(svd, tiny_dir, tmp_path):
         f"svd: error: {folder / 'unet'} has only pickle weights (diffusion_pytorch_model.bin)"
     )
     assert "safetensors only" in r.lines[-1]
+
+
+def test_a_file_published_outside_the_hub_is_downloaded_checked_and_kept(svd, tmp_path, monkeypatch):
+    """u2net.onnx lives in rembg's GitHub releases: `svd weights pull u2net` fetches it from the registry's address
+    (here a local server), keeps it only when its MD5 is the registry's, and says in one line why it cannot."""
+    import hashlib
+    from dataclasses import replace
+
+    from svd_cli import registry
+    from svd_cli.models.cutout import tiny_u2net_bytes
+
+    served = {"body": tiny_u2net_bytes()}
+
+    class Releases(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = served["body"]
+            self.send_response(200 if self.path == "/u2net.onnx" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Releases)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    address = f"http://127.0.0.1:{server.server_address[1]}/u2net.onnx"
+    md5 = hashlib.md5(served["body"]).hexdigest()
+    entries = dict(registry.load_registry())
+    entries["u2net"] = replace(entries["u2net"], url=address, md5=md5)
+    monkeypatch.setattr(registry, "load_registry", lambda: entries)
+    monkeypatch.setenv("SVD_HOME", str(tmp_path))
+    kept = tmp_path / "downloads" / md5 / "u2net.onnx"
+    try:
+        served["body"] = b"\x08" + served["body"][1:-1]  # cut short: not the file the registry's MD5 names
+        r = svd("weights", "pull", "u2net")
+        assert r.code == 1
+        assert r.lines[-1].startswith(f"svd: error: The file downloaded from {address} is not the u2net svd expects")
+        assert "run `svd weights pull u2net` again later" in r.lines[-1]
+        assert not kept.exists() and not list((tmp_path / "downloads" / md5).iterdir())  # nothing half-written left
+
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        r = svd("weights", "pull", "u2net")
+        assert r.code == 1 and r.lines[-1] == (
+            "svd: error: u2net (u2net.onnx) is not downloaded and HF_HUB_OFFLINE=1 forbids downloading it: unset "
+            "HF_HUB_OFFLINE and run `svd weights pull u2net` while online, or use --background-remover tiny-u2net."
+        )
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+
+        served["body"] = tiny_u2net_bytes()
+        r = svd("weights", "pull", "u2net")
+        assert r.code == 0, r.err
+        assert kept.read_bytes() == served["body"]
+        assert f"Downloading u2net.onnx (about 176 MB) from {address}" in r.err
+    finally:
+        server.shutdown()

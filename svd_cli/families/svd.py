@@ -60,6 +60,7 @@ class SVD:
     refused = {
         "elevation": "its models take no camera (sv3d-p's do)",
         "azimuths": "its models take no camera (sv3d-p's do)",
+        "remove_background": "its models animate the whole photo (SV3D's orbit an object cut out of one)",
     }
     builtin = "tiny"
     pipelines = ("StableVideoDiffusionPipeline",)

@@ -40,7 +40,12 @@ def _save_index(index: dict) -> None:
 
 def file_sha256(path: Path) -> str:
     """The SHA-256 of the whole file at `path` (hex), read in 1 MiB blocks so a 10 GB file takes no memory."""
-    digest = hashlib.sha256()
+    return file_digest(path, "sha256")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """The hashlib `algorithm` digest (hex) of the whole file at `path`, read in 1 MiB blocks."""
+    digest = hashlib.new(algorithm)
     with Path(path).open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)

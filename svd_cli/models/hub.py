@@ -2,7 +2,9 @@
 
 It downloads only the files the pipeline needs (configs and one safetensors file per component, fp16 where
 the repo has it) into the Hugging Face cache, and turns every way that can fail into one
-`ModelUnavailableError` whose message names the command that fixes it.
+`ModelUnavailableError` whose message names the command that fixes it. A file published only elsewhere (rembg's
+u2net.onnx, a GitHub release file) is downloaded from its address by huggingface-hub's own HTTP client, checked
+against its publisher's MD5 and kept in svd's cache folder under that MD5, with the same one-sentence failures.
 
 A revision such as `main` moves when its repository changes. Every download records the commit it resolved to
 in svd's cache folder (`downloads.lock.json`, one entry per repo and revision); a later download that resolves
@@ -22,6 +24,7 @@ from ..io.video import write_json
 from ..kinds import FILE_KINDS, KINDS, builtin_model
 from ..paths import cache_dir
 from ..progress import Progress, size_text
+from .files import file_digest
 from .layout import allow_patterns, candidate_components, is_complete, weight_components, weight_name
 
 
@@ -154,6 +157,65 @@ def download_file(
         raise ModelUnavailableError(why, model=name) from exc
     remember_commit(name, repo, revision, path, progress)
     return path
+
+
+def url_file_path(md5: str, filename: str) -> Path:
+    """Where a file downloaded from an address is kept: under its MD5, so another version never takes its place."""
+    return cache_dir() / "downloads" / md5 / filename
+
+
+def cached_url_file(md5: str, filename: str) -> Path | None:
+    """A file downloaded from an address before (checked against `md5` then), if it is still there."""
+    path = url_file_path(md5, filename)
+    return path if path.is_file() else None
+
+
+def download_url(
+    name: str, url: str, md5: str, filename: str, *, download_gb: float, progress: Progress, kind: str
+) -> Path:
+    """Fetch one file from `url` with progress, keep it only if its MD5 is `md5`; every failure is one sentence."""
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    fix = f"`svd weights pull {name}`"
+    instead = f"{ref(KINDS[kind]['option'])} {builtin_model(kind)}"
+    if offline_mode():
+        raise ModelUnavailableError(
+            f"{name} ({filename}) is not downloaded and HF_HUB_OFFLINE=1 forbids downloading it: unset "
+            f"HF_HUB_OFFLINE and run {fix} while online, or use {instead}.",
+            model=name,
+        )
+    target = url_file_path(md5, filename)
+    partial = target.with_name(f".{filename}.{os.getpid()}.part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        size = f" (about {size_text(download_gb * 1e9)})" if download_gb else ""
+        progress.note(f"Downloading {filename}{size} from {url}")
+        (enable_progress_bars if progress.interactive else disable_progress_bars)()
+        with partial.open("wb") as out:
+            http_get(url, out, displayed_filename=filename)
+        if (found := file_digest(partial, "md5")) != md5:
+            raise ModelUnavailableError(
+                f"The file downloaded from {url} is not the {name} svd expects (its MD5 is {found}, not {md5}): "
+                f"run {fix} again later, or use {instead}.",
+                model=name,
+            )
+        os.replace(partial, target)  # only a whole, checked file takes the final name
+    except ModelUnavailableError:
+        raise
+    except Exception as exc:  # every network or disk failure becomes one sentence with its fix
+        if isinstance(exc, OSError) and getattr(exc, "errno", None) == 28:
+            why = f"The disk filled up while downloading {name}: free some space, then run {fix}."
+        elif _status(exc) == 404:
+            why = (f"{url} answered 404 (no such file): the registry entry {name} in weights.toml is out of date; "
+                   f"update svd, or use {instead}.")  # fmt: skip
+        else:
+            why = (f"Cannot download {name} from {url}: connect to the internet and run {fix}, or use {instead} or "
+                   f"{KINDS[kind]['places']}.")  # fmt: skip
+        raise ModelUnavailableError(why, model=name) from exc
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
 
 
 COMMIT = re.compile(r"[0-9a-f]{40}")

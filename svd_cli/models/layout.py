@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import ModelLoadError, ModelUnavailableError, UsageError, ref
 from ..families import FAMILIES
 from ..kinds import KINDS, VIDEO, folder_type
-from .files import file_sha256
+from .files import file_digest, file_sha256
 
 # Per kind that has no family (a video model's family lists its own: families/): component folder -> file stem of
 # its weights. A "*" in a folder is a glob for the download (SDXL has text_encoder and text_encoder_2); the
@@ -307,6 +307,27 @@ def safetensors_problem(path: Path) -> str | None:
     return None
 
 
+def onnx_problem(path: Path) -> str | None:
+    """What is wrong with an ONNX file, judged from its first bytes: a serialised ModelProto begins with its
+    ir_version field (protobuf tag 0x08); whether the rest is whole, onnxruntime tells when it reads it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(2)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if not head:
+        return "is empty (0 bytes)"
+    if head[0] != 0x08:
+        return "is not an ONNX model (it does not begin as one)"
+    return None
+
+
+def weights_file_problem(path: Path) -> str | None:
+    """What is wrong with a one-file model, by its kind of file: an ONNX file's beginning, else a safetensors
+    file's header."""
+    return onnx_problem(path) if path.suffix.lower() == ".onnx" else safetensors_problem(path)
+
+
 def hash_problem(path: Path) -> str | None:
     """For a file in the Hugging Face cache: whether its content still has the SHA-256 its blob is named by."""
     blob = path.resolve()
@@ -314,6 +335,13 @@ def hash_problem(path: Path) -> str | None:
         return None  # not a content-addressed blob (a local folder, or a cache without symlinks)
     if file_sha256(blob) != blob.name:
         return "is corrupt (its SHA-256 differs from the Hub's)"
+    return None
+
+
+def md5_problem(path: Path, md5: str) -> str | None:
+    """For a file downloaded from an address: whether its content still has the MD5 its publisher gives."""
+    if file_digest(path, "md5") != md5:
+        return "is corrupt (its MD5 differs from its publisher's)"
     return None
 
 

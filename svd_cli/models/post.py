@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from ..device import free_memory
 from ..errors import ModelLoadError, UsageError, ref
-from ..kinds import KINDS
+from ..kinds import KINDS, weights_suffix
 from .layout import PICKLE_SUFFIXES, safetensors_problem
 
 if TYPE_CHECKING:
@@ -17,19 +17,21 @@ if TYPE_CHECKING:
 
 
 def check_weights_file(path: Path, kind: str) -> None:
-    """Refuse what svd will not read as a model of `kind`: a missing file, a pickle, anything but safetensors."""
+    """Refuse what svd will not read as a model of `kind`: a missing file, a pickle, anything but its kind's file
+    (safetensors; ONNX for a background remover)."""
     option, role = KINDS[kind]["option"], KINDS[kind]["role"]
     noun = role.split(" ", 1)[1]
-    suffix = path.suffix.lower()
+    suffix, wanted = path.suffix.lower(), weights_suffix(kind)
+    article = "an" if wanted[1] in "aeiou" else "a"
     if suffix in PICKLE_SUFFIXES:
         problem = (
             f"a pickle file ({suffix}), which can run code when it is loaded, so svd reads {noun}s only from "
-            f".safetensors files: convert it to safetensors or choose a .safetensors {noun}."
+            f"{wanted} files: convert it to {wanted[1:]} or choose {article} {wanted} {noun}."
         )
-    elif suffix != ".safetensors":
-        problem = f"not a .safetensors file; choose {role} saved as safetensors."
+    elif suffix != wanted:
+        problem = f"not {article} {wanted} file; choose {role} saved as {wanted[1:]}."
     elif not path.is_file():
-        problem = f"no such file; name an existing .safetensors {noun} or a registry {noun}."
+        problem = f"no such file; name an existing {wanted} {noun} or a registry {noun}."
     else:
         return
     raise UsageError(f"{ref(option)} {path}: {problem}", option=option, value=str(path))

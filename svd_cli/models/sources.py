@@ -13,13 +13,30 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import ModelUnavailableError, UsageError, ref
-from ..kinds import FILE_KINDS, KINDS, VIDEO, folder_defaults, folder_type, model_defaults
+from ..kinds import FILE_KINDS, KINDS, VIDEO, folder_defaults, folder_type, model_defaults, weights_suffix
 from ..paths import cache_dir
 from ..progress import NullProgress, Progress
 from ..registry import ModelEntry, get_entry, load_registry, model_names
 from .files import file_identity, seen_files
-from .hub import cached_file, cached_snapshot, download_file, download_snapshot, forget_cached_file, snapshot_commit
-from .layout import check_model_folder, damaged_files, detect_variant, hash_problem, safetensors_problem
+from .hub import (
+    cached_file,
+    cached_snapshot,
+    cached_url_file,
+    download_file,
+    download_snapshot,
+    download_url,
+    forget_cached_file,
+    snapshot_commit,
+)
+from .layout import (
+    check_model_folder,
+    damaged_files,
+    detect_variant,
+    hash_problem,
+    md5_problem,
+    safetensors_problem,
+    weights_file_problem,
+)
 from .post import check_weights_file
 from .quiet import quiet_transformers
 from .single_file import (
@@ -159,9 +176,10 @@ def resolve_model(
 def resolve_file_model(
     spec: str, kind: str, *, download: bool = True, progress: Progress | None = None, repair: bool = False
 ) -> ModelSource:
-    """A one-file model (an upscaler, an interpolator) by registry name (downloaded with progress, or the built-in
-    one built once) or as a .safetensors file: a source of `kind` whose `path` is the file and `single_file` its
-    identity. `repair` (svd weights pull) downloads a damaged cached file again."""
+    """A one-file model (an upscaler, an interpolator, a background remover) by registry name (downloaded with
+    progress, or the built-in one built once) or as a file (.safetensors; .onnx for a background remover): a
+    source of `kind` whose `path` is the file and `single_file` its identity. `repair` (svd weights pull) downloads
+    a damaged cached file again."""
 
     progress = progress or NullProgress()
     entry = check_kind(spec, kind) if get_entry(spec) is not None else None
@@ -169,9 +187,21 @@ def resolve_file_model(
         path = tiny_file(entry.builtin)
         if not path.is_file():
             progress.note(f"Building the built-in {entry.name} model (first use only)")
-        elif problem := safetensors_problem(path):
+        elif problem := weights_file_problem(path):
             progress.note(f"The built-in {entry.name} model is damaged ({path} {problem}); rebuilding it")
         path = ensure_tiny_file(entry.builtin)
+    elif entry is not None and entry.url:  # published outside the Hub: kept under its MD5 in svd's cache
+        cached = cached_url_file(entry.md5, entry.file)
+        if repair and cached is not None and (problem := md5_problem(cached, entry.md5)):
+            progress.note(f"{cached} {problem}; downloading it again")
+            cached.unlink(missing_ok=True)
+            cached = None
+        if cached is None and not download:
+            raise ModelUnavailableError(
+                f"{entry.name} is not downloaded yet: run `svd weights pull {entry.name}`.", model=entry.name
+            )
+        path = cached or download_url(entry.name, entry.url, entry.md5, entry.file, download_gb=entry.download_gb,
+                                      progress=progress, kind=kind)  # fmt: skip
     elif entry is not None:
         cached = cached_file(entry.repo, entry.revision, entry.file)
         if repair and cached is not None and (problem := safetensors_problem(cached) or hash_problem(cached)):
@@ -180,11 +210,12 @@ def resolve_file_model(
         path = _entry_file(entry, entry.repo, entry.file, download, progress, entry.revision)
     else:
         path = Path(spec).expanduser()
-        if not path.exists() and not _looks_like_path(spec) and path.suffix.lower() != ".safetensors":
+        suffix = weights_suffix(kind)
+        if not path.exists() and not _looks_like_path(spec) and path.suffix.lower() != suffix:
             option, role = KINDS[kind]["option"], KINDS[kind]["role"]
             names = ", ".join(_names_of(kind))
             raise UsageError(
-                f"{ref(option)} {spec}: not {role} name ({names}) nor an existing .safetensors file.",
+                f"{ref(option)} {spec}: not {role} name ({names}) nor an existing {suffix} file.",
                 option=option,
                 value=spec,
             )
@@ -332,6 +363,8 @@ def local_snapshot(entry: ModelEntry) -> Path | None:
         folder = tiny_model_dir(entry.builtin)
         return folder if (folder / "model_index.json").is_file() else None
 
+    if entry.url:
+        return cached_url_file(entry.md5, entry.file)
     if entry.file:
         path = cached_file(entry.repo, entry.revision, entry.file)
         return path.parent if path else None
@@ -353,7 +386,7 @@ def weights_status() -> list[dict]:
                 "kind": entry.kind,
                 "family": entry.family,
                 "frames": entry.frames,
-                "repo": entry.repo or "built-in",
+                "repo": entry.repo or entry.url or "built-in",
                 "downloaded": folder is not None,
                 "size_bytes": disk_size(folder) if folder else None,
                 "download_gb": entry.download_gb,
@@ -406,8 +439,9 @@ def verify_models(spec: str | None = None) -> list[dict]:
         elif entry is not None and (entry.file or entry.kind in FILE_KINDS):  # one file, not a folder
             path = _entry_weights_file(entry)
             row["path"] = str(path)
-            advice = repair_advice(name, entry, downloaded)
-            if problem := safetensors_problem(path) or hash_problem(path):
+            advice = repair_advice(name, entry, downloaded or entry.url is not None)
+            if problem := weights_file_problem(path) or (md5_problem(path, entry.md5) if entry.url else
+                                                         hash_problem(path)):  # fmt: skip
                 row["problems"].append(f"{path} {problem}; {advice}.")
         else:
             try:
@@ -424,7 +458,7 @@ def verify_models(spec: str | None = None) -> list[dict]:
 
 def _entry_weights_file(entry: ModelEntry) -> Path:
     """The one weights file of a single-file registry entry on disk (the built-in upscaler's, or the download)."""
-    if entry.builtin:
+    if entry.builtin or entry.url:
         return local_snapshot(entry)
 
     return cached_file(entry.repo, entry.revision, entry.file)

@@ -10,7 +10,8 @@ layout: pixel-unshuffle input, scale 2) with one block and 8 features, saved as 
 loaded by models/upscaler.py like any upscaler file; `tiny-rife` is RIFE 4.13's flow network with narrow
 blocks (16/16/8/8, an 8-wide feature head), loaded by models/rife.py like the real file; `tiny-taesd` is TAESD's
 decoder (its real, already tiny architecture) with random weights, saved under TAESD's own key names so that
-models/decoder.py reads it like the real file.
+models/decoder.py reads it like the real file; `tiny-u2net` is an ONNX file with U^2-Net's input and output
+(models/cutout.py), read by rembg like the real one.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..kinds import VIDEO
+from ..kinds import VIDEO, weights_suffix
 from ..paths import cache_dir
+from ..registry import get_entry
 from .architectures import FAMILY, SV3D_FAMILY, SV3D_P_FAMILY, build_random_pipeline, build_tiny_text_to_image
+from .cutout import tiny_u2net_bytes
 from .decoder import new_decoder, to_taesd
-from .layout import damaged_files, safetensors_problem
+from .layout import damaged_files, weights_file_problem
 from .quiet import quiet_transformers
 from .upscaler import build_upscaler_network
 
@@ -37,6 +40,7 @@ TINY_VERSIONS = {
     "tiny-upscaler": 1,
     "tiny-rife": 1,
     "tiny-taesd": 1,
+    "tiny-u2net": 1,
 }
 # The built-in models in diffusers layout: their kind and family.
 TINY_FOLDERS = {
@@ -100,22 +104,24 @@ def _file_weights(name: str) -> dict:
 
 
 def tiny_file(name: str) -> Path:
-    """Where the built-in single-file model `name` (tiny-upscaler, tiny-rife, tiny-taesd) is saved."""
-    return cache_dir() / "models" / f"{name}-v{TINY_VERSIONS[name]}.safetensors"
+    """Where the built-in single-file model `name` (tiny-upscaler, tiny-rife, tiny-taesd, tiny-u2net) is saved."""
+    return cache_dir() / "models" / f"{name}-v{TINY_VERSIONS[name]}{weights_suffix(get_entry(name).kind)}"
 
 
 def ensure_tiny_file(name: str) -> Path:
-    """Save a built-in single-file model's safetensors file once (again if it is damaged); later calls return it."""
+    """Save a built-in single-file model's file once (again if it is damaged); later calls return it."""
     from safetensors.torch import save_file
 
     target = tiny_file(name)
-    if target.is_file() and safetensors_problem(target) is None:
+    if target.is_file() and weights_file_problem(target) is None:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    weights = _file_weights(name)
     staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(staging))
+        if name == "tiny-u2net":
+            staging.write_bytes(tiny_u2net_bytes())
+        else:
+            save_file({k: v.contiguous() for k, v in _file_weights(name).items()}, str(staging))
         os.replace(staging, target)  # atomic: a reader sees the old file or the whole new one
     finally:
         staging.unlink(missing_ok=True)

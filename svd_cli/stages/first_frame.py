@@ -17,9 +17,10 @@ from PIL import Image
 from ..errors import InputImageError, OptionError, ref
 from ..io.images import fit_image, flattened, is_portrait, open_image, open_mask, parse_color, same_aspect
 
-# A model family's own preparation of an input picture (of any mode, transparency kept) for a video of a size: the
-# frame and what the recipe says of how it was made ({"recentred": True}), or None to fit it as any picture.
-Prepare = Callable[[Image.Image, tuple[int, int]], tuple[Image.Image, dict] | None]
+# The preparation of an input picture (of any mode, transparency kept; named by its third argument in messages)
+# for a video of a size that its model family asks for (session.py): the frame and what the recipe says of how it
+# was made ({"recentred": True}), or None to fit it as any picture.
+Prepare = Callable[[Image.Image, tuple[int, int], str], tuple[Image.Image, dict] | None]
 
 
 @dataclass
@@ -93,11 +94,29 @@ def from_image(
 ) -> FirstFrame:
     """Fit an upright picture to `size`, its transparent pixels on `background`, unless `prepare` makes the frame."""
     record = {"stage": "first_frame", **source, "fit": fit, "background": background}
-    if prepare is not None and (prepared := prepare(image, size)) is not None:
+    if prepare is not None and (prepared := prepare(image, size, source.get("path", "the image"))) is not None:
         picture, how = prepared
         return FirstFrame(picture, record | how, [])
     picture = fit_image(flattened(image, parse_color(background)), size[0], size[1], fit, parse_color(background))
     return FirstFrame(picture, record, [])
+
+
+def without_background(image: Image.Image, remover, what: str) -> tuple[Image.Image, dict, str | None]:
+    """The picture `what` with its background made transparent by `remover` (models/cutout.py), as Stability's SV3D
+    script cuts an object out, what the recipe says of it, and a note; a picture with transparency is already cut
+    out and is kept as it is (the script removes the background of an opaque picture only)."""
+    if "A" in image.getbands() and image.getchannel("A").getextrema()[0] < 255:
+        return image, {}, f"{what} is cut out already (it has transparent pixels): its background is kept as it is"
+    cut = remover.cut_out(image)
+    low, high = cut.getchannel("A").getextrema()
+    if high == 0:
+        raise InputImageError(
+            f"{what}: {remover.name} found no object in it (nothing is left after removing its background); give a "
+            f"picture of one object on a plain background, or leave out {ref('remove_background')}."
+        )
+    if low == 255:
+        return image, {}, f"{remover.name} found no background in {what}: the whole picture is kept"
+    return cut, {"background_removed": {"model": remover.name, "sha256": remover.sha256}}, None
 
 
 def drawing_size(drawn: tuple[int, int] | None, size: tuple[int, int]) -> tuple[int, int]:
