@@ -79,7 +79,7 @@ def _session_class() -> type:
 
 
 class BackgroundRemover:
-    """U^2-Net in a rembg session on the CPU (or the GPU onnxruntime finds), read once for a run's photos."""
+    """U^2-Net in a rembg session on the CPU, read once for a run's photos."""
 
     def __init__(self, source):  # a ModelSource (models/sources.py) of the background-remover kind
         import onnxruntime
@@ -92,7 +92,10 @@ class BackgroundRemover:
             raise ModelLoadError(f"{ref('background_remover')} {source.path} {problem}; {advice}.",
                                  path=Path(source.path))  # fmt: skip
         try:
-            self.session = _session_class()("u2net", onnxruntime.SessionOptions(), model_path=str(source.path))
+            # On the CPU even beside a GPU build of onnxruntime: one 320x320 pass a photo is quick there, and the
+            # video model's memory plan counts on the GPU memory that is free.
+            self.session = _session_class()("u2net", onnxruntime.SessionOptions(), model_path=str(source.path),
+                                            providers=["CPUExecutionProvider"])  # fmt: skip
         except Exception as exc:  # onnxruntime's own error says what is wrong with the file
             raise ModelLoadError(
                 f"{ref('background_remover')} {source.path}: onnxruntime cannot read it ({str(exc).strip()}); "
