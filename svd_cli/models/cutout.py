@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -119,7 +120,9 @@ class BackgroundRemover:
 
         picture = image.copy()
         picture.thumbnail((SCRIPT_SIDE, SCRIPT_SIDE), Image.Resampling.LANCZOS)
-        return remove(picture.convert("RGBA"), alpha_matting=True, session=self.session)
+        with warnings.catch_warnings():  # a flat picture's map is 0/0 in rembg's scaling: nothing found, said once
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return remove(picture.convert("RGBA"), alpha_matting=True, session=self.session)
 
 
 def _fits(shape: list, wanted: tuple[int, ...]) -> bool:
