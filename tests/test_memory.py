@@ -150,7 +150,7 @@ def test_doctor_works_without_a_gpu(svd):
     assert registry == {
         "svd", "svd-xt", "svd-xt-1.1", "tiny", "sv3d-u", "sv3d-p", "tiny-sv3d", "tiny-sv3d-p", "animatelcm-svd-xt",
         "svd-xt-file", "sdxl-turbo", "tiny-t2i", "realesrgan-x2", "tiny-upscaler", "rife", "tiny-rife", "taesd",
-        "tiny-taesd",
+        "tiny-taesd", "u2net", "tiny-u2net",
     }  # fmt: skip
     text = svd("doctor")
     assert text.code == 0 and "GPU: none found" in text.out and "--memory auto for svd-xt" in text.out

@@ -335,18 +335,22 @@ def test_remove_background_cuts_the_object_out_as_stabilitys_script_does_and_rep
     """Issue 21.4: an opaque photo is shrunk to fit 768x768, cut out by rembg's u2net session with alpha matting and
     recentred on white, as simple_video_sample.py does it (written down below from the script, with rembg's own
     functions on the same model file); the recipe records it and its replay gives the same frames."""
-    from rembg import remove
-    from rembg.sessions.u2net import U2netSession
-
-    from svd_cli.models.tiny import ensure_tiny_file
-
     photo = np.full((800, 1000, 3), 245, dtype=np.uint8)
     photo[100:400, 80:380] = (40, 50, 110)  # a dark object on a light background, off centre
     Image.fromarray(photo).save(tmp_path / "mug.png")
+    threads = torch.get_num_threads()
     r = svd("animate", tmp_path / "mug.png", "--model", "tiny-sv3d", "--size", "64x64", "--steps", "1", "--seed", "2",
             "--remove-background", "--background-remover", "tiny-u2net", "--format", "frames", "--out",
             tmp_path / "mug")  # fmt: skip
     assert r.code == 0, r.err
+    # rembg's alpha matting (pymatting, numba) resets the OpenMP threads torch uses; svd keeps torch's count, which
+    # decides the frames on the CPU.
+    assert torch.get_num_threads() == threads
+
+    from rembg import remove
+    from rembg.sessions.u2net import U2netSession
+
+    from svd_cli.models.tiny import ensure_tiny_file
 
     class ScriptSession(U2netSession):  # rembg's u2net session on svd's built-in file instead of its download
         @classmethod
@@ -356,6 +360,7 @@ def test_remove_background_cuts_the_object_out_as_stabilitys_script_does_and_rep
     image = Image.open(tmp_path / "mug.png")
     image.thumbnail([768, 768], Image.Resampling.LANCZOS)
     image = remove(image.convert("RGBA"), alpha_matting=True, session=ScriptSession("u2net", None))
+    torch.set_num_threads(threads)  # as svd does: rembg imported here reset them, for this worker's later tests too
     expected = script_preparation(image, 64)
     frames = sorted((tmp_path / "mug").glob("frame_*.png"))
     assert np.array_equal(np.asarray(Image.open(frames[-1])), expected)

@@ -13,9 +13,11 @@ a light background comes out cut out, enough to test the path without the 176 MB
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,10 +68,25 @@ def tiny_u2net_bytes() -> bytes:
     return model.SerializeToString()
 
 
+@contextlib.contextmanager
+def _torch_threads_kept() -> Iterator[None]:
+    """Keep torch's thread count across rembg: importing pymatting (its alpha matting, numba-compiled) and running
+    it reset the OpenMP threads torch shares, 1 to 2 here, and another count gives other frames on the CPU."""
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 @functools.cache
 def _session_class() -> type:
     """rembg's u2net session reading the file it is given (its `model_path`) instead of downloading its own."""
-    from rembg.sessions.u2net import U2netSession
+    with _torch_threads_kept():
+        from rembg.sessions.u2net import U2netSession
 
     class GivenFileU2net(U2netSession):
         @classmethod
@@ -116,12 +133,14 @@ class BackgroundRemover:
         """The script's cut-out of an opaque picture: shrunk to fit 768x768 (Lanczos), its background made
         transparent with rembg's alpha matting; RGBA."""
         from PIL import Image
-        from rembg import remove
+
+        with _torch_threads_kept():
+            from rembg import remove
 
         picture = image.copy()
         picture.thumbnail((SCRIPT_SIDE, SCRIPT_SIDE), Image.Resampling.LANCZOS)
-        with warnings.catch_warnings():  # a flat picture's map is 0/0 in rembg's scaling: nothing found, said once
-            warnings.simplefilter("ignore", RuntimeWarning)
+        with warnings.catch_warnings(), _torch_threads_kept():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a flat picture's map is 0/0 in rembg's scaling
             return remove(picture.convert("RGBA"), alpha_matting=True, session=self.session)
 
 
