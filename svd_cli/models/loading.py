@@ -103,9 +103,7 @@ def load_model(
         raise ModelLoadError(f"{path} {problem}; {source.repair_advice()}.", path=path)
     try:
         with quiet_transformers():
-            from diffusers import AutoPipelineForText2Image
-
-            loader = FAMILIES[source.family].pipeline_class() if source.family else AutoPipelineForText2Image
+            loader = FAMILIES[source.family].pipeline_class() if source.family else _text_to_image_loader()
             extra = {"safety_checker": None} if _lists(source.path, "safety_checker") else {}
             if replacement is not None:
                 extra["unet"] = replacement
@@ -161,3 +159,11 @@ def base_unet_config(source: ModelSource) -> dict:
 
     config = json.loads((source.path / "unet" / "config.json").read_text(encoding="utf-8"))
     return {k: v for k, v in config.items() if not k.startswith("_")}
+
+
+def _text_to_image_loader() -> type:
+    """diffusers' auto pipeline for a text-to-image folder, imported only for one: it imports every pipeline
+    diffusers has (about 1.5 s), which a video model's own pipeline class does not need."""
+    from diffusers import AutoPipelineForText2Image
+
+    return AutoPipelineForText2Image
