@@ -2,9 +2,10 @@
 
 The script (generative-models, scripts/sampling/simple_video_sample.py) cuts the object out of an opaque photo
 with `rembg.remove(image.convert("RGBA"), alpha_matting=True)` after shrinking it to fit 768x768, and rembg's
-session then was u2net. rembg downloads its weights itself, from GitHub, into its own folder; svd hands its
-u2net session the file svd found or downloaded (models/sources.py) instead, so the file is checked, recorded and
-offline-safe like every other weight. rembg and onnxruntime are an optional extra (pip install "svd-cli[rembg]").
+default session then was u2net (rembg 2.0.86's is another model, bria-rmbg: svd names u2net's session). rembg
+downloads its weights itself, from GitHub, into its own folder; svd hands its u2net session the file svd found or
+downloaded (models/sources.py) instead, so the file is checked, recorded and offline-safe like every other weight.
+rembg and onnxruntime are an optional extra (pip install "svd-cli[rembg]").
 
 `tiny-u2net`, the built-in check, has U^2-Net's input and output (1x3x320x320 normalised RGB in, one 320x320 map
 out, which rembg stretches to 0-1) around one 1x1 convolution that gives dark pixels high values: a dark object on
@@ -120,9 +121,11 @@ class BackgroundRemover:
                 f"{advice}.",
                 path=Path(source.path),
             ) from None
+        # What rembg's u2net session relies on: it feeds one 1x3x320x320 picture and reads channel 0 of the first
+        # output as a map (N, C, H, W), which it stretches to the photo.
         network = self.session.inner_session
         picture, mask = network.get_inputs()[0].shape, network.get_outputs()[0].shape
-        if not (_fits(picture, (1, 3, 320, 320)) and _fits(mask, (1, 1, 320, 320))):
+        if not (_fits(picture, (1, 3, 320, 320)) and len(mask) == 4):
             raise ModelLoadError(
                 f"{ref('background_remover')} {source.path} maps {_shape(picture)} to {_shape(mask)}, not U^2-Net's "
                 f"1x3x320x320 picture to a 1x1x320x320 map; {advice}.",
