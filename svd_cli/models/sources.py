@@ -34,7 +34,6 @@ from .layout import (
     detect_variant,
     hash_problem,
     md5_problem,
-    safetensors_problem,
     weights_file_problem,
 )
 from .post import check_weights_file
@@ -190,21 +189,9 @@ def resolve_file_model(
         elif problem := weights_file_problem(path):
             progress.note(f"The built-in {entry.name} model is damaged ({path} {problem}); rebuilding it")
         path = ensure_tiny_file(entry.builtin)
-    elif entry is not None and entry.url:  # published outside the Hub: kept under its MD5 in svd's cache
-        cached = cached_url_file(entry.md5, entry.file)
-        if repair and cached is not None and (problem := md5_problem(cached, entry.md5)):
-            progress.note(f"{cached} {problem}; downloading it again")
-            cached.unlink(missing_ok=True)
-            cached = None
-        if cached is None and not download:
-            raise ModelUnavailableError(
-                f"{entry.name} is not downloaded yet: run `svd weights pull {entry.name}`.", model=entry.name
-            )
-        path = cached or download_url(entry.name, entry.url, entry.md5, entry.file, download_gb=entry.download_gb,
-                                      progress=progress, kind=kind)  # fmt: skip
-    elif entry is not None:
-        cached = cached_file(entry.repo, entry.revision, entry.file)
-        if repair and cached is not None and (problem := safetensors_problem(cached) or hash_problem(cached)):
+    elif entry is not None:  # downloaded: from the Hub, or from its publisher's address (kept under its MD5)
+        cached = _cached_entry_file(entry, entry.repo, entry.file, entry.revision)
+        if repair and cached is not None and (problem := _downloaded_file_problem(entry, cached)):
             progress.note(f"{cached} {problem}; downloading it again")
             forget_cached_file(cached)
         path = _entry_file(entry, entry.repo, entry.file, download, progress, entry.revision)
@@ -440,8 +427,7 @@ def verify_models(spec: str | None = None) -> list[dict]:
             path = _entry_weights_file(entry)
             row["path"] = str(path)
             advice = repair_advice(name, entry, downloaded or entry.url is not None)
-            if problem := weights_file_problem(path) or (md5_problem(path, entry.md5) if entry.url else
-                                                         hash_problem(path)):  # fmt: skip
+            if problem := _downloaded_file_problem(entry, path):
                 row["problems"].append(f"{path} {problem}; {advice}.")
         else:
             try:
@@ -592,16 +578,32 @@ def disk_size(folder: Path) -> int:
 def _entry_file(
     entry: ModelEntry, repo: str, filename: str, download: bool, progress: Progress, revision: str = "main"
 ) -> Path:
-
-    path = cached_file(repo, revision, filename)
+    """A registry entry's file on this machine, downloaded first if it is not: from `repo` on the Hub, or from the
+    entry's own address (its url) when it has one."""
+    path = _cached_entry_file(entry, repo, filename, revision)
     if path is None:
         if not download:
             raise ModelUnavailableError(
                 f"{entry.name} is not downloaded yet: run `svd weights pull {entry.name}`.", model=entry.name
             )
-        path = download_file(entry.name, repo, revision, filename, gated=entry.gated, download_gb=entry.download_gb,
-                             progress=progress, kind=entry.kind)  # fmt: skip
+        if entry.url:
+            path = download_url(entry.name, entry.url, entry.md5, filename, download_gb=entry.download_gb,
+                                progress=progress, kind=entry.kind)  # fmt: skip
+        else:
+            path = download_file(entry.name, repo, revision, filename, gated=entry.gated,
+                                 download_gb=entry.download_gb, progress=progress, kind=entry.kind)  # fmt: skip
     return path
+
+
+def _cached_entry_file(entry: ModelEntry, repo: str, filename: str, revision: str) -> Path | None:
+    """A registry entry's file if it was downloaded before (from its address, or from `repo` on the Hub)."""
+    return cached_url_file(entry.md5, filename) if entry.url else cached_file(repo, revision, filename)
+
+
+def _downloaded_file_problem(entry: ModelEntry, path: Path) -> str | None:
+    """What is wrong with a registry entry's downloaded file: its header, then its content against the hash its
+    source gives (the MD5 of its publisher's address, or the SHA-256 the Hub's cache names its blob by)."""
+    return weights_file_problem(path) or (md5_problem(path, entry.md5) if entry.url else hash_problem(path))
 
 
 def _looks_like_path(spec: str) -> bool:

@@ -97,8 +97,8 @@ def from_image(
     if prepare is not None and (prepared := prepare(image, size, source.get("path", "the image"))) is not None:
         picture, how = prepared
         return FirstFrame(picture, record | how, [])
-    picture = fit_image(flattened(image, parse_color(background)), size[0], size[1], fit, parse_color(background))
-    return FirstFrame(picture, record, [])
+    colour = parse_color(background)
+    return FirstFrame(fit_image(flattened(image, colour), size[0], size[1], fit, colour), record, [])
 
 
 def without_background(image: Image.Image, remover, what: str) -> tuple[Image.Image, dict, str | None]:
